@@ -1,0 +1,60 @@
+# flaskbench: `make bench` runs the benchmark, `make test` runs the tests. Both set themselves up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= bench.toml
+RUNNER ?= auto
+# Extra flags for `flaskbench run`, e.g. make bench ARGS="--targets sync,gevent --repeats 3"
+ARGS ?=
+
+.PHONY: help venv bench bench-quick images base-image report test lint accuracy doctor clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: RUNNER=auto|docker|local CONFIG=bench.toml ARGS='...' RUN=results/<run>"
+
+$(STAMP): requirements.txt targets/requirements.txt locustfiles/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(STAMP) ## create .venv with the pinned dependencies
+
+bench: $(STAMP) ## run the full default matrix (bench.toml) and write a report
+	$(BIN)/flaskbench run --config $(CONFIG) --runner $(RUNNER) $(ARGS)
+
+bench-quick: $(STAMP) ## all targets and workloads, fewer and shorter steps
+	$(BIN)/flaskbench run --config $(CONFIG) --runner $(RUNNER) --quick $(ARGS)
+
+images: $(STAMP) ## build the target and Locust images (and a base image if no registry answers)
+	$(BIN)/flaskbench images --config $(CONFIG)
+
+base-image: ## build flaskbench-base:bookworm from Debian packages (root, no registry needed)
+	scripts/build-base-image.sh
+
+report: $(STAMP) ## rebuild a run's summary and report from its raw data: make report RUN=results/<run>
+	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run directory>" >&2; exit 2; }
+	$(BIN)/flaskbench report $(RUN)
+
+doctor: $(STAMP) ## check that this host can run the benchmark
+	$(BIN)/flaskbench doctor --config $(CONFIG)
+
+test: lint ## lint, type-check and run every test (docker tests need a daemon)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+accuracy: $(STAMP) ## print the measurement-accuracy benchmarks (takes a few minutes)
+	$(BIN)/python -m flaskbench.accuracy --config $(CONFIG) --runner $(RUNNER)
+
+clean: ## remove the virtualenv and caches (results/ is kept)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info flaskbench-crash.log
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,5 @@
+import sys
+
+from flaskbench.cli import main
+
+sys.exit(main())

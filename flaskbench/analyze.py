@@ -1,0 +1,382 @@
+"""Turn measured steps into summary rows, validity flags, medians over repeats and knees.
+
+One row per target x workload x user step x repeat. A row is valid when nothing flagged it; the
+flags say what makes a number untrustworthy, and the report explains each.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+
+from flaskbench.collect import CellData, RunData, StepData
+from flaskbench.config import Workload
+from flaskbench.servers import Target
+from flaskbench.stats import coefficient_of_variation, ramp_z
+from flaskbench.theory import expect
+
+LOADGEN_CPU_LIMIT_PCT = 85.0
+LITTLE_TOLERANCE = 0.10
+RAMP_MIN_CHANGE = 0.10
+RAMP_MIN_Z = 3.0
+REPEAT_CV_LIMIT = 0.05
+KNEE_SHARE_OF_PEAK = 0.95
+P99_GROWTH = 2.0
+
+# Flag -> what it means, for the report.
+FLAGS = {
+    "loadgen_cpu": (
+        f"the load generator used more than {LOADGEN_CPU_LIMIT_PCT:.0f}% of its CPU: the numbers "
+        "may measure Locust, not Flask"
+    ),
+    "locust_cpu_warning": (
+        "Locust itself warned that a load-generator process went above 90% CPU during this cell"
+    ),
+    "failures": "some requests failed (see the failures listed for the cell)",
+    "littles_law": (
+        f"users differ from throughput x mean latency by more than {LITTLE_TOLERANCE:.0%}: time "
+        "went somewhere outside the measured requests (usually the load generator)"
+    ),
+    "ramping": (
+        f"throughput changed by more than {RAMP_MIN_CHANGE:.0%} between the halves of the measured "
+        "window: the step had not settled; use a longer warmup"
+    ),
+    "repeat_spread": (
+        f"throughput varied by more than {REPEAT_CV_LIMIT:.0%} (coefficient of variation) across "
+        "repeats"
+    ),
+    "degraded": "the server lost a worker during this cell (see the cell's reason)",
+    "no_requests": "no request completed inside the measured window",
+}
+
+SUMMARY_COLUMNS = (
+    "run_id",
+    "target",
+    "server",
+    "worker_class",
+    "workers",
+    "threads",
+    "workload",
+    "users",
+    "repeat",
+    "duration_s",
+    "requests",
+    "failures",
+    "rps",
+    "mean_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "peak_inflight_process",
+    "peak_inflight_server",
+    "mean_inflight_server",
+    "expected_slots",
+    "expected_rps",
+    "rps_vs_expected",
+    "limit",
+    "target_cpu_pct",
+    "target_rss_mb",
+    "loadgen_cpu_pct",
+    "loadgen_process_cpu_max_pct",
+    "worker_request_share_max",
+    "worker_processes",
+    "valid",
+    "flags",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    run_id: str
+    target: str
+    server: str
+    worker_class: str
+    workers: int
+    threads: int | None
+    workload: str
+    users: int
+    repeat: int
+    duration_s: float
+    requests: int
+    failures: int
+    rps: float
+    mean_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    peak_inflight_process: int | None
+    peak_inflight_server: int | None
+    mean_inflight_server: float | None
+    expected_slots: int | None
+    expected_rps: float | None
+    rps_vs_expected: float | None
+    limit: str | None
+    target_cpu_pct: float | None
+    target_rss_mb: float | None
+    loadgen_cpu_pct: float | None
+    loadgen_process_cpu_max_pct: float | None
+    worker_request_share_max: float | None
+    worker_processes: int
+    flags: tuple[str, ...]
+
+    @property
+    def valid(self) -> bool:
+        return not self.flags
+
+    def as_csv(self) -> dict[str, object]:
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["valid"] = "true" if self.valid else "false"
+        values["flags"] = ";".join(self.flags)
+        return {column: _csv_value(values[column]) for column in SUMMARY_COLUMNS}
+
+
+def _csv_value(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def step_row(
+    run_id: str,
+    cell: CellData,
+    repeat: int,
+    step: StepData,
+    target: Target,
+    workload: Workload,
+    cores: int,
+) -> Row:
+    expectation = expect(target, workload, step.users, cores)
+    rps = step.requests / step.duration_s if step.duration_s > 0 else 0.0
+    served = sum(step.served_by_process.values())
+    return Row(
+        run_id=run_id,
+        target=target.name,
+        server=target.server,
+        worker_class=target.worker_class,
+        workers=target.workers,
+        threads=target.threads,
+        workload=workload.name,
+        users=step.users,
+        repeat=repeat,
+        duration_s=step.duration_s,
+        requests=step.requests,
+        failures=step.failures,
+        rps=rps,
+        mean_ms=step.latency.mean(),
+        p50_ms=step.latency.percentile(50),
+        p95_ms=step.latency.percentile(95),
+        p99_ms=step.latency.percentile(99),
+        max_ms=step.latency.maximum(),
+        peak_inflight_process=step.peak_inflight_process,
+        peak_inflight_server=step.peak_inflight_server,
+        mean_inflight_server=step.mean_inflight_server,
+        expected_slots=expectation.slots,
+        expected_rps=expectation.rps,
+        rps_vs_expected=rps / expectation.rps if expectation.rps else None,
+        limit=expectation.limit,
+        target_cpu_pct=step.target_cpu_pct,
+        target_rss_mb=step.target_rss_mb,
+        loadgen_cpu_pct=step.loadgen_cpu_pct,
+        loadgen_process_cpu_max_pct=step.loadgen_process_cpu_max_pct,
+        worker_request_share_max=max(step.served_by_process.values()) / served if served else None,
+        worker_processes=len(step.served_by_process),
+        flags=step_flags(step, rps, cell.status.status),
+    )
+
+
+def step_flags(step: StepData, rps: float, cell_status: str) -> tuple[str, ...]:
+    flags = []
+    if step.requests == 0:
+        flags.append("no_requests")
+    load = [v for v in (step.loadgen_cpu_pct, step.loadgen_process_cpu_max_pct) if v is not None]
+    if load and max(load) > LOADGEN_CPU_LIMIT_PCT:
+        flags.append("loadgen_cpu")
+    if step.failures:
+        flags.append("failures")
+    mean_ms = step.latency.mean()
+    if (
+        mean_ms is not None
+        and abs(step.users - rps * mean_ms / 1000) / step.users > LITTLE_TOLERANCE
+    ):
+        flags.append("littles_law")
+    first, second = step.first_half_requests, step.second_half_requests
+    if (
+        abs(ramp_z(first, second)) > RAMP_MIN_Z
+        and abs(second - first) / max(first, second) > RAMP_MIN_CHANGE
+    ):
+        flags.append("ramping")
+    if cell_status == "degraded":
+        flags.append("degraded")
+    return tuple(flags)
+
+
+def cell_rows(
+    run_id: str,
+    cells: Iterable[CellData],
+    targets: Mapping[str, Target],
+    workloads: Mapping[str, Workload],
+    cores: int,
+) -> list[Row]:
+    """Rows for every step of every cell, with the flags that need all repeats or all steps."""
+    rows = []
+    for cell in cells:
+        target_name, workload_name, repeat_id = cell.cell_id.split("--")
+        target, workload = targets[target_name], workloads[workload_name]
+        repeat = int(repeat_id.removeprefix("r"))
+        cell_rows = [step_row(run_id, cell, repeat, s, target, workload, cores) for s in cell.steps]
+        rows += _attribute_cpu_warning(cell_rows) if cell.cpu_warning_nodes else cell_rows
+    return _flag_repeat_spread(rows)
+
+
+def _attribute_cpu_warning(rows: list[Row]) -> list[Row]:
+    """Locust warns once per process, not per step: pin it on the step it most likely came from."""
+    if not rows or any("loadgen_cpu" in r.flags for r in rows):
+        return rows
+    busiest = max(rows, key=lambda r: r.loadgen_process_cpu_max_pct or 0.0)
+    return [replace(r, flags=(*r.flags, "locust_cpu_warning")) if r is busiest else r for r in rows]
+
+
+def _flag_repeat_spread(rows: list[Row]) -> list[Row]:
+    groups: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for row in rows:
+        groups[(row.target, row.workload, row.users)].append(row.rps)
+    spread = {
+        key
+        for key, values in groups.items()
+        if (cv := coefficient_of_variation(values)) is not None and cv > REPEAT_CV_LIMIT
+    }
+    return [
+        replace(r, flags=(*r.flags, "repeat_spread"))
+        if (r.target, r.workload, r.users) in spread
+        else r
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One target x workload x user count, over all repeats: medians, with rps min and max."""
+
+    target: str
+    workload: str
+    users: int
+    repeats: int
+    rps: float
+    rps_min: float
+    rps_max: float
+    p50_ms: float | None
+    p99_ms: float | None
+    peak_inflight_process: int | None
+    peak_inflight_server: int | None
+    expected_slots: int | None
+    expected_rps: float | None
+    rps_vs_expected: float | None
+    limit: str | None
+    target_cpu_pct: float | None
+    loadgen_cpu_pct: float | None
+    worker_request_share_max: float | None
+    worker_processes: int
+    failures: int
+    flags: tuple[str, ...]
+
+
+def aggregate(rows: Sequence[Row]) -> list[Point]:
+    groups: dict[tuple[str, str, int], list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[(row.target, row.workload, row.users)].append(row)
+    points = []
+    for (target, workload, users), group in groups.items():
+        rps = [r.rps for r in group]
+        points.append(
+            Point(
+                target=target,
+                workload=workload,
+                users=users,
+                repeats=len(group),
+                rps=statistics.median(rps),
+                rps_min=min(rps),
+                rps_max=max(rps),
+                p50_ms=_median(r.p50_ms for r in group),
+                p99_ms=_median(r.p99_ms for r in group),
+                peak_inflight_process=_max(r.peak_inflight_process for r in group),
+                peak_inflight_server=_max(r.peak_inflight_server for r in group),
+                expected_slots=group[0].expected_slots,
+                expected_rps=group[0].expected_rps,
+                rps_vs_expected=_median(r.rps_vs_expected for r in group),
+                limit=group[0].limit,
+                target_cpu_pct=_median(r.target_cpu_pct for r in group),
+                loadgen_cpu_pct=_median(r.loadgen_cpu_pct for r in group),
+                worker_request_share_max=_median(r.worker_request_share_max for r in group),
+                worker_processes=max(r.worker_processes for r in group),
+                failures=sum(r.failures for r in group),
+                flags=tuple(dict.fromkeys(f for r in group for f in r.flags)),
+            )
+        )
+    return sorted(points, key=lambda p: (p.workload, p.target, p.users))
+
+
+def _median(values: Iterable[float | int | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _max(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+@dataclass(frozen=True)
+class Knee:
+    peak_rps: float
+    peak_users: int
+    # The lowest user count reaching 95% of the peak throughput.
+    knee_users: int
+    # The lowest user count whose p99 exceeds twice the p99 at the lowest user count; None if never.
+    p99_doubling_users: int | None
+
+
+def find_knee(points: Sequence[Point]) -> Knee | None:
+    """Points of one target and workload, any order."""
+    ordered = sorted(points, key=lambda p: p.users)
+    if not ordered:
+        return None
+    peak = max(ordered, key=lambda p: p.rps)
+    knee = next(p for p in ordered if p.rps >= KNEE_SHARE_OF_PEAK * peak.rps)
+    base = ordered[0].p99_ms
+    doubling = (
+        next(
+            (p.users for p in ordered if p.p99_ms is not None and p.p99_ms > P99_GROWTH * base),
+            None,
+        )
+        if base
+        else None
+    )
+    return Knee(peak.rps, peak.users, knee.users, doubling)
+
+
+def knees(points: Sequence[Point]) -> dict[tuple[str, str], Knee]:
+    groups: dict[tuple[str, str], list[Point]] = defaultdict(list)
+    for point in points:
+        groups[(point.target, point.workload)].append(point)
+    return {key: knee for key, group in groups.items() if (knee := find_knee(group))}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    data: RunData
+    rows: tuple[Row, ...]
+    points: tuple[Point, ...]
+    knees: dict[tuple[str, str], Knee]
+
+
+def analyze_run(data: RunData) -> Analysis:
+    rows = cell_rows(data.run_id, data.cells, data.targets, data.workloads, data.target_cores)
+    rows.sort(key=lambda r: (r.workload, r.target, r.users, r.repeat))
+    points = aggregate(rows)
+    return Analysis(data, tuple(rows), tuple(points), knees(points))

@@ -1,0 +1,273 @@
+"""flaskbench command line: run, report, verify, doctor, images.
+
+Exit codes: 0 all cells ok; 1 some cell failed or was degraded (or verify found a problem);
+2 bad input or a host that cannot run the benchmark; 130 interrupted (resume with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from flaskbench.analyze import analyze_run
+from flaskbench.collect import load_run
+from flaskbench.config import Config, ConfigError, Overrides, load_config
+from flaskbench.doctor import all_checks, run_checks
+from flaskbench.plan import expand
+from flaskbench.progress import Progress
+from flaskbench.report import write_outputs
+from flaskbench.run import CONFIG_COPY, RunOutcome, execute, start_meta
+from flaskbench.rundir import RunDir, RunDirError, create_run_dir, open_run_dir, verify
+from flaskbench.runners import choose_runner
+
+DEFAULT_CONFIG = Path("bench.toml")
+EXIT_OK, EXIT_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input or an unusable host: one line per problem, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flaskbench",
+        description="How many concurrent requests does one Flask process handle? Measured.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the benchmark matrix and write a report")
+    run.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="TOML config (default bench.toml)"
+    )
+    run.add_argument(
+        "--runner", choices=("auto", "docker", "local"), help="default: the config's run.runner"
+    )
+    run.add_argument("--quick", action="store_true", help="use the config's [quick] staircase")
+    run.add_argument("--targets", help="comma-separated target names (default: all)")
+    run.add_argument("--workloads", help="comma-separated workload names (default: all)")
+    run.add_argument("--users", help="comma-separated user counts, e.g. 1,2,4")
+    run.add_argument("--step-time", help="measured window per step, e.g. 10s")
+    run.add_argument("--warmup", help="warmup per step, e.g. 3s")
+    run.add_argument("--repeats", type=int, help="run every cell this many times")
+    run.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted or failed run"
+    )
+    run.add_argument(
+        "--allow-remote-target", action="store_true", help="allow run.host outside 127.0.0.0/8"
+    )
+    _output_options(run)
+
+    report = commands.add_parser("report", help="rebuild summary.csv and the report from raw data")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _output_options(report)
+
+    check = commands.add_parser("verify", help="check a run's raw files against their SHA-256")
+    check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    _output_options(check)
+
+    doctor = commands.add_parser("doctor", help="check that this host can run the benchmark")
+    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    _output_options(doctor)
+
+    images = commands.add_parser("images", help="build the Docker images (base image included)")
+    images.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    _output_options(images)
+    return parser
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress, only results and errors")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    progress = Progress(quiet=args.quiet or args.json)
+    try:
+        return int(COMMANDS[args.command](args, progress))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"flaskbench: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, RunDirError) as exc:
+        print(f"flaskbench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if os.environ.get("FLASKBENCH_DEBUG"):
+            raise
+        log = Path.cwd() / "flaskbench-crash.log"
+        log.write_text(traceback.format_exc())
+        print(
+            f"flaskbench: internal error: {type(exc).__name__}: {exc} (traceback in {log})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    return Overrides(
+        runner=args.runner,
+        quick=args.quick,
+        targets=args.targets,
+        workloads=args.workloads,
+        users=args.users,
+        step_time=args.step_time,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        allow_remote_target=args.allow_remote_target,
+    )
+
+
+def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    if args.resume:
+        run = open_run_dir(args.resume)
+        meta = run.read_meta()
+        overrides = Overrides(
+            **{**meta.get("overrides", {}), "runner": args.runner or meta["runner"]["name"]}
+        )
+        config = load_config(run.path / CONFIG_COPY, overrides)
+    else:
+        overrides = _overrides(args)
+        config = load_config(args.config, overrides)
+    runner, reason = choose_runner_or_fail(config, progress)
+    progress.say(f"flaskbench: {runner.name} runner ({reason})")
+    _preflight(config, runner.name, progress)
+    if args.resume:
+        meta["runner"] = {"name": runner.name, "reason": reason}
+    else:
+        run = create_run_dir(config.results_dir)
+        meta = start_meta(config, overrides, run, runner, reason)
+    if config.host != "127.0.0.1":
+        progress.warn(
+            f"flaskbench: load goes to {config.host}:{config.port} (--allow-remote-target)"
+        )
+    plan = expand(config)
+    try:
+        outcome = execute(plan, runner, run, meta, progress)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    _build_report(outcome.run, progress)
+    return _finish(outcome, args, progress)
+
+
+def choose_runner_or_fail(config: Config, progress: Progress) -> Any:
+    try:
+        return choose_runner(config, progress.say)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _preflight(config: Config, runner: str, progress: Progress) -> None:
+    checks = run_checks(config, runner)
+    failed = [c for c in checks if not c.ok]
+    for check in checks:
+        if not check.ok:
+            progress.warn(f"flaskbench: {check.line()}")
+    if failed:
+        raise UsageError("fix the checks above first (see `flaskbench doctor`)")
+
+
+def _build_report(run: RunDir, progress: Progress) -> list[str]:
+    analysis = analyze_run(load_run(run))
+    write_outputs(run, analysis)
+    problems = list(analysis.data.unreadable.values())
+    for problem in problems:
+        progress.warn(f"flaskbench: left out of the report: {problem}")
+    return problems
+
+
+def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -> int:
+    bad = outcome.unsuccessful
+    for status in bad:
+        progress.warn(f"flaskbench: {status.cell_id}: {status.status}: {status.reason}")
+    if outcome.interrupted:
+        progress.warn(
+            f"flaskbench: interrupted; {len(outcome.statuses)} cell(s) finished. "
+            f"Finish with: flaskbench run --resume {outcome.run.path}"
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(outcome.run.path),
+                    "interrupted": outcome.interrupted,
+                    "cells": {cid: asdict(s) for cid, s in outcome.statuses.items()},
+                    "summary": str(outcome.run.summary_path),
+                    "report": str(outcome.run.path / "report.html"),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(outcome.run.path)
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_CELLS if bad else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
+    run = open_run_dir(args.run_dir)
+    problems = _build_report(run, progress)
+    if args.json:
+        print(json.dumps({"run_dir": str(run.path), "problems": problems}, indent=2))
+    else:
+        print(run.path / "report.html")
+    return EXIT_CELLS if problems else EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
+    run = open_run_dir(args.run_dir)
+    problems = verify(run)
+    if args.json:
+        print(json.dumps({"run_dir": str(run.path), "problems": problems}, indent=2))
+    else:
+        for problem in problems:
+            print(problem)
+        if not problems and not args.quiet:
+            print(f"{run.path}: every raw file matches its SHA-256")
+    return EXIT_CELLS if problems else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
+    config = load_config(args.config)
+    checks = all_checks(config)
+    if args.json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        for check in checks:
+            print(check.line())
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_CELLS
+
+
+def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
+    config = load_config(args.config, Overrides(runner="docker"))
+    from flaskbench.images import ImageError, ensure_images
+    from flaskbench.runners.docker import docker_client
+
+    try:
+        images = ensure_images(
+            docker_client(), config.base_image, progress.say, config.results_dir / "image-build.log"
+        )
+    except ImageError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(asdict(images), indent=2))
+    else:
+        print(f"{images.target}\n{images.loadgen}")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "verify": cmd_verify,
+    "doctor": cmd_doctor,
+    "images": cmd_images,
+}

@@ -1,0 +1,393 @@
+"""Read one cell's raw files into per-step measurements over exactly each measured window.
+
+The formats are described in docs/raw-data.md. Anything unreadable raises RawDataError naming
+the file, so one damaged cell is reported instead of silently skewing the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flaskbench.commands import GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
+from flaskbench.config import Workload, parse_cpus
+from flaskbench.rundir import CellStatus, RunDir, RunDirError
+from flaskbench.runners.base import RESOURCES_CSV
+from flaskbench.servers import Target
+from flaskbench.stats import Histogram
+
+GAUGE_INTERVAL_S = 0.1
+_Row = TypeVar("_Row")
+# A sample stamped up to this late still counts for the interval it closes.
+_SLACK_S = 0.05
+
+
+class RawDataError(Exception):
+    """A raw file is missing or damaged; the message names it."""
+
+
+@dataclass(frozen=True)
+class StepData:
+    index: int
+    users: int
+    measure_start: float
+    measure_end: float
+    requests: int
+    failures: int
+    latency: Histogram
+    first_half_requests: int
+    second_half_requests: int
+    peak_inflight_process: int | None
+    peak_inflight_server: int | None
+    mean_inflight_server: float | None
+    served_by_process: dict[int, int]
+    target_cpu_pct: float | None
+    target_rss_mb: float | None
+    # The whole load side's CPU as percent of the CPUs it was given, and its busiest process.
+    loadgen_cpu_pct: float | None
+    loadgen_process_cpu_max_pct: float | None
+
+    @property
+    def duration_s(self) -> float:
+        return self.measure_end - self.measure_start
+
+
+@dataclass(frozen=True)
+class LocustProblem:
+    kind: str  # "failure" or "exception"
+    count: int
+    where: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CellData:
+    cell_id: str
+    status: CellStatus
+    steps: tuple[StepData, ...]
+    # Locust's own count over the whole run (warmups included), to cross-check ours.
+    locust_requests: int | None
+    bucket_requests: int
+    problems: tuple[LocustProblem, ...]
+    cpu_warning_nodes: tuple[str, ...]
+    workers: int
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    t: int
+    requests: int
+    failures: int
+    latency: dict[float, int]
+
+
+@dataclass(frozen=True)
+class _GaugeRow:
+    t: float
+    pid: int
+    inflight: int
+    peak: int
+    served: int
+
+
+@dataclass(frozen=True)
+class _ResourceRow:
+    t: float
+    side: str
+    name: str
+    cpu_pct: float
+    rss_mb: float
+
+
+def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
+    loadgen = _read_json(cell_dir / LOADGEN_JSON)
+    windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
+    buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
+    gauge = _read_gauge(cell_dir / GAUGE_CSV)
+    resources = _read_resources(cell_dir / RESOURCES_CSV)
+    steps = tuple(
+        _step(index, users, start, end, buckets, gauge, resources, load_cpus)
+        for index, users, start, end in windows
+    )
+    return CellData(
+        cell_id=status.cell_id,
+        status=status,
+        steps=steps,
+        locust_requests=_locust_total(cell_dir / f"{LOCUST_CSV_PREFIX}_stats.csv"),
+        bucket_requests=sum(b.requests for b in buckets),
+        problems=tuple(_locust_problems(cell_dir)),
+        cpu_warning_nodes=tuple(str(n) for n in loadgen.get("cpu_warnings", [])),
+        workers=int(loadgen.get("workers", 0)),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RawDataError(f"{path}: missing; the cell did not finish") from None
+    except (OSError, ValueError) as exc:
+        raise RawDataError(
+            f"{path}: not valid JSON ({exc}); re-run the cell with --resume"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != 1:
+        raise RawDataError(f"{path}: not a format-1 loadgen file; re-run the cell with --resume")
+    return data
+
+
+def _windows(loadgen: dict[str, Any], path: Path) -> list[tuple[int, int, float, float]]:
+    try:
+        return [
+            (int(s["index"]), int(s["users"]), float(s["measure_start"]), float(s["measure_end"]))
+            for s in loadgen["steps"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RawDataError(f"{path}: damaged step list ({exc!r})") from None
+
+
+def _buckets(loadgen: dict[str, Any], path: Path) -> list[_Bucket]:
+    try:
+        return [
+            _Bucket(
+                int(b["t"]),
+                int(b["requests"]),
+                int(b["failures"]),
+                {float(k): int(v) for k, v in b["latency_ms"].items()},
+            )
+            for b in loadgen["buckets"]
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RawDataError(f"{path}: damaged request buckets ({exc!r})") from None
+
+
+def _csv_rows(path: Path, columns: Sequence[str], required: bool) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise RawDataError(
+                    f"{path}: expected the columns {', '.join(columns)}; "
+                    "the file is damaged, re-run the cell with --resume"
+                )
+            return list(reader)
+    except FileNotFoundError:
+        if required:
+            raise RawDataError(f"{path}: missing; the cell did not finish") from None
+        return []
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise RawDataError(f"{path}: cannot read ({exc})") from None
+
+
+def _parse_rows(
+    path: Path, rows: Iterable[dict[str, str]], build: type[_Row], fields: dict[str, type]
+) -> list[_Row]:
+    parsed = []
+    for number, row in enumerate(rows, start=2):
+        try:
+            parsed.append(build(**{name: kind(row[name]) for name, kind in fields.items()}))
+        except (TypeError, ValueError) as exc:
+            raise RawDataError(
+                f"{path}:{number}: unreadable row ({exc}); the file is damaged, "
+                "re-run the cell with --resume"
+            ) from None
+    return parsed
+
+
+_GAUGE_FIELDS: dict[str, type] = {
+    "t": float,
+    "pid": int,
+    "inflight": int,
+    "peak": int,
+    "served": int,
+}
+_RESOURCE_FIELDS: dict[str, type] = {
+    "t": float,
+    "side": str,
+    "name": str,
+    "cpu_pct": float,
+    "rss_mb": float,
+}
+
+
+def _read_gauge(path: Path) -> list[_GaugeRow]:
+    rows = _csv_rows(path, list(_GAUGE_FIELDS), required=False)
+    return _parse_rows(path, rows, _GaugeRow, _GAUGE_FIELDS)
+
+
+def _read_resources(path: Path) -> list[_ResourceRow]:
+    rows = _csv_rows(path, list(_RESOURCE_FIELDS), required=False)
+    return _parse_rows(path, rows, _ResourceRow, _RESOURCE_FIELDS)
+
+
+def _step(
+    index: int,
+    users: int,
+    start: float,
+    end: float,
+    buckets: list[_Bucket],
+    gauge: list[_GaugeRow],
+    resources: list[_ResourceRow],
+    load_cpus: int,
+) -> StepData:
+    inside = [b for b in buckets if start <= b.t and b.t + 1 <= end]
+    middle = (start + end) / 2
+    gauge_in = [r for r in gauge if start + GAUGE_INTERVAL_S - _SLACK_S <= r.t <= end + _SLACK_S]
+    server = [r for r in gauge_in if r.pid == 0]
+    processes = [r for r in gauge_in if r.pid != 0]
+    target_rows = [r for r in resources if r.side == "target" and _in_window(r.t, start, end)]
+    load_cpu = _load_cpu(resources, start, end)
+    return StepData(
+        index=index,
+        users=users,
+        measure_start=start,
+        measure_end=end,
+        requests=sum(b.requests for b in inside),
+        failures=sum(b.failures for b in inside),
+        latency=Histogram.merge(b.latency for b in inside),
+        first_half_requests=sum(b.requests for b in inside if b.t + 1 <= middle),
+        second_half_requests=sum(b.requests for b in inside if b.t >= middle),
+        peak_inflight_process=max((r.peak for r in processes), default=None),
+        peak_inflight_server=max((r.peak for r in server), default=None),
+        mean_inflight_server=statistics.fmean(r.inflight for r in server) if server else None,
+        served_by_process=_served(gauge, start, end),
+        target_cpu_pct=_mean_by_time(target_rows, lambda r: r.cpu_pct),
+        target_rss_mb=max((r.rss_mb for r in target_rows), default=None),
+        loadgen_cpu_pct=load_cpu[0] / load_cpus if load_cpu[0] is not None else None,
+        loadgen_process_cpu_max_pct=load_cpu[1],
+    )
+
+
+def _served(gauge: list[_GaugeRow], start: float, end: float) -> dict[int, int]:
+    """Requests each process completed inside the window, from its cumulative counter."""
+    before: dict[int, int] = {}
+    at_end: dict[int, int] = {}
+    for row in gauge:
+        if row.pid == 0:
+            continue
+        if row.t <= start + _SLACK_S:
+            before[row.pid] = row.served
+        elif row.t <= end + _SLACK_S:
+            at_end[row.pid] = row.served
+    return {
+        pid: served - before.get(pid, 0)
+        for pid, served in at_end.items()
+        if served > before.get(pid, 0)
+    }
+
+
+def _in_window(t: float, start: float, end: float) -> bool:
+    """Resource samples cover the second before their time stamp."""
+    return start + 0.5 <= t <= end + 0.5
+
+
+def _mean_by_time(rows: Sequence[_ResourceRow], value: Any) -> float | None:
+    # Several containers of one side are sampled at slightly different times: sum per second.
+    per_second: dict[int, float] = defaultdict(float)
+    for row in rows:
+        per_second[int(row.t)] += value(row)
+    return statistics.fmean(per_second.values()) if per_second else None
+
+
+def _load_cpu(
+    resources: list[_ResourceRow], start: float, end: float
+) -> tuple[float | None, float | None]:
+    rows = [r for r in resources if r.side == "loadgen" and _in_window(r.t, start, end)]
+    if not rows:
+        return None, None
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_name[row.name].append(row.cpu_pct)
+    total = _mean_by_time(rows, lambda r: r.cpu_pct)
+    return total, max(statistics.fmean(values) for values in by_name.values())
+
+
+def _locust_total(path: Path) -> int | None:
+    for row in _csv_rows(path, ["Name", "Request Count"], required=False):
+        if row["Name"] == "Aggregated":
+            try:
+                return int(row["Request Count"])
+            except ValueError:
+                raise RawDataError(f"{path}: unreadable Aggregated request count") from None
+    return None
+
+
+def _locust_problems(cell_dir: Path) -> Iterable[LocustProblem]:
+    failures = cell_dir / f"{LOCUST_CSV_PREFIX}_failures.csv"
+    for row in _csv_rows(failures, ["Method", "Name", "Error", "Occurrences"], required=False):
+        yield LocustProblem(
+            "failure",
+            _int(failures, row["Occurrences"]),
+            f"{row['Method']} {row['Name']}",
+            row["Error"],
+        )
+    exceptions = cell_dir / f"{LOCUST_CSV_PREFIX}_exceptions.csv"
+    for row in _csv_rows(exceptions, ["Count", "Message", "Nodes"], required=False):
+        yield LocustProblem(
+            "exception", _int(exceptions, row["Count"]), row["Nodes"], row["Message"]
+        )
+
+
+def _int(path: Path, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RawDataError(f"{path}: {text!r} is not a count; the file is damaged") from None
+
+
+@dataclass(frozen=True)
+class RunData:
+    run_id: str
+    meta: dict[str, Any]
+    targets: dict[str, Target]
+    workloads: dict[str, Workload]
+    target_cores: int
+    load_cores: int
+    cells: tuple[CellData, ...]
+    statuses: dict[str, CellStatus]
+    # Cells whose raw files could not be read: cell id -> the problem, naming the file.
+    unreadable: dict[str, str]
+    # Cells the plan had that never finished (interrupted runs).
+    missing: tuple[str, ...]
+
+
+def load_run(run: RunDir) -> RunData:
+    meta = run.read_meta()
+    try:
+        targets = {name: Target(**spec) for name, spec in meta["targets"].items()}
+        workloads = {
+            name: Workload(spec["name"], spec["io_ms"], spec["cpu_ms"])
+            for name, spec in meta["workloads"].items()
+        }
+        target_cores = len(parse_cpus(meta["cpus"]["target"]))
+        load_cores = len(parse_cpus(meta["cpus"]["load"]))
+        planned = [str(c) for c in meta["cells"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{run.meta_path}: damaged ({exc!r}); cannot tell what was run") from None
+    statuses = run.statuses()
+    cells = []
+    unreadable = {}
+    for cell_id, status in statuses.items():
+        if status.status == "failed":
+            continue
+        try:
+            cells.append(read_cell(run.cell_dir(cell_id), status, load_cores))
+        except RawDataError as exc:
+            unreadable[cell_id] = str(exc)
+    return RunData(
+        run_id=run.run_id,
+        meta=meta,
+        targets=targets,
+        workloads=workloads,
+        target_cores=target_cores,
+        load_cores=load_cores,
+        cells=tuple(cells),
+        statuses=statuses,
+        unreadable=unreadable,
+        missing=tuple(c for c in planned if c not in statuses),
+    )

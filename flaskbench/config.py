@@ -1,0 +1,577 @@
+"""Read and validate the benchmark config (TOML) and the command-line overrides.
+
+Every problem is collected before anything starts and reported at once, each naming the key,
+the file and line where it was written, and what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flaskbench.servers import SERVERS, Setting, Target, resolve_target
+
+LOOPBACK = re.compile(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
+# Names end up in cell ids (`target--workload--r1`) and file names, so no "--" inside.
+NAME = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*")
+NAME_RULE = "use lower-case letters and digits, joined by single '-' or '_'"
+
+
+class ConfigError(Exception):
+    """One or more problems with the config or the command line, each a complete line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    io_ms: int
+    cpu_ms: int
+
+    @property
+    def kind(self) -> str:
+        if self.io_ms and self.cpu_ms:
+            return "mixed"
+        if self.io_ms:
+            return "io"
+        return "cpu" if self.cpu_ms else "noop"
+
+    @property
+    def path(self) -> str:
+        return {
+            "noop": "/hello",
+            "io": f"/io?ms={self.io_ms}",
+            "cpu": f"/cpu?ms={self.cpu_ms}",
+            "mixed": f"/mixed?io={self.io_ms}&cpu={self.cpu_ms}",
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class Staircase:
+    """The user counts one Locust run walks through, and how long each step is held."""
+
+    users: tuple[int, ...]
+    warmup_s: int
+    measure_s: int
+
+    @property
+    def step_s(self) -> int:
+        return self.warmup_s + self.measure_s
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    target: tuple[int, ...]
+    load: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    targets: tuple[Target, ...]
+    workloads: tuple[Workload, ...]
+    staircase: Staircase
+    repeats: int
+    cpus: CpuSplit
+    locust_workers: int
+    request_timeout_s: int
+    runner: str
+    host: str
+    port: int
+    master_port: int
+    results_dir: Path
+    ready_timeout_s: int
+    base_image: str
+    # The config exactly as it was run, overrides applied, for meta.json.
+    as_run: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line may change; None leaves the config's value."""
+
+    runner: str | None = None
+    quick: bool = False
+    targets: str | None = None
+    workloads: str | None = None
+    users: str | None = None
+    step_time: str | None = None
+    warmup: str | None = None
+    repeats: int | None = None
+    allow_remote_target: bool = False
+
+
+RUNNERS = ("auto", "docker", "local")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """'15s', '2m', '500ms', 30 -> seconds. Raises ValueError with a readable reason."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '15s' or '2m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    else:
+        raise ValueError(f"cannot read {value!r} as a duration; write it like '15s' or '2m'")
+    return seconds
+
+
+def parse_cpus(value: object) -> tuple[int, ...]:
+    """'0', '0-3', '0,2' -> CPU ids."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", value):
+        raise ValueError(f"cannot read {value!r} as a CPU list; write it like '0', '1-3' or '0,2'")
+    cpus: set[int] = set()
+    for part in value.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return tuple(sorted(cpus))
+
+
+def format_cpus(cpus: Sequence[int]) -> str:
+    return ",".join(str(c) for c in cpus)
+
+
+class _Lines:
+    """Finds the line a key was written on, for error messages (tomllib keeps no positions)."""
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.split("#", 1)[0].strip()
+            if header := re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", stripped):
+                table = _split_key(header.group(1))
+                self._lines.setdefault(table, number)
+            elif key := re.match(r"^([A-Za-z0-9_\-.\"' ]+?)\s*=", stripped):
+                self._lines.setdefault((*table, *_split_key(key.group(1))), number)
+
+    def line(self, path: Sequence[str]) -> int | None:
+        for end in range(len(path), 0, -1):
+            if (number := self._lines.get(tuple(path[:end]))) is not None:
+                return number
+        return None
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(
+        part.strip().strip("\"'") for part in re.split(r"\.(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", text)
+    )
+
+
+class _Problems:
+    def __init__(self, path: Path, lines: _Lines) -> None:
+        self._path = path
+        self._lines = lines
+        self.items: list[str] = []
+
+    def add(self, key: Sequence[str], message: str) -> None:
+        line = self._lines.line(key)
+        where = f"{self._path}:{line}" if line else str(self._path)
+        self.items.append(f"{where}: {'.'.join(key)}: {message}")
+
+    def cli(self, option: str, message: str) -> None:
+        self.items.append(f"command line: {option}: {message}")
+
+
+# Keys each table may hold; everything else is reported as unknown.
+_TOP_KEYS = {"run", "load", "quick", "cpus", "targets", "workloads"}
+_RUN_KEYS = {
+    "runner",
+    "host",
+    "port",
+    "master_port",
+    "results_dir",
+    "ready_timeout",
+    "base_image",
+}
+_LOAD_KEYS = {"users", "warmup", "measure", "repeats", "locust_workers", "request_timeout"}
+_QUICK_KEYS = {"users", "warmup", "measure"}
+_CPU_KEYS = {"target", "load"}
+_WORKLOAD_KEYS = {"io_ms", "cpu_ms"}
+
+
+def load_config(path: Path, overrides: Overrides = Overrides()) -> Config:
+    """Read, validate and apply overrides; raise ConfigError listing every problem."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            [f"{path}: cannot read the config ({exc.strerror}); pass --config FILE"]
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_toml_problem(path, str(exc))]) from None
+    problems = _Problems(path, _Lines(text))
+    config = _build(path, data, overrides, problems)
+    if problems.items:
+        raise ConfigError(problems.items)
+    assert config is not None
+    return config
+
+
+def _toml_problem(path: Path, message: str) -> str:
+    where = str(path)
+    if position := re.search(r"\s*\(at line (\d+), column \d+\)", message):
+        where = f"{path}:{position.group(1)}"
+        message = message[: position.start()] + message[position.end() :]
+    if twice := re.fullmatch(r"Cannot (?:declare|overwrite a value) \((.*)\)( twice)?", message):
+        key = ".".join(part.strip(" '\"") for part in twice.group(1).split(","))
+        return f"{where}: {key} is defined twice; every table and key must be unique"
+    return f"{where}: not valid TOML: {message}; fix the syntax there"
+
+
+def _build(
+    path: Path, data: dict[str, Any], overrides: Overrides, problems: _Problems
+) -> Config | None:
+    _unknown(data, _TOP_KEYS, (), problems)
+    run = _table(data, "run", _RUN_KEYS, problems)
+    load = _table(data, "load", _LOAD_KEYS, problems)
+    quick = _table(data, "quick", _QUICK_KEYS, problems)
+    cpus = _table(data, "cpus", _CPU_KEYS, problems)
+
+    targets = _targets(data, problems)
+    workloads = _workloads(data, problems)
+    staircase = _staircase(load, ("load",), problems)
+    if overrides.quick:
+        quick_stairs = _staircase({**load, **quick}, ("quick",), problems)
+        staircase = quick_stairs or staircase
+
+    runner = overrides.runner or run.get("runner", "auto")
+    if runner not in RUNNERS:
+        where = "--runner" if overrides.runner else None
+        message = f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}"
+        (problems.cli(where, message) if where else problems.add(("run", "runner"), message))
+
+    host = run.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not (LOOPBACK.match(host) or overrides.allow_remote_target):
+        problems.add(
+            ("run", "host"),
+            f"{host!r} is not a loopback address; load only goes to 127.0.0.0/8 unless you "
+            "pass --allow-remote-target",
+        )
+    port = _int(run, "port", ("run",), problems, default=18080, low=1024, high=65535)
+    master_port = _int(run, "master_port", ("run",), problems, default=15557, low=1024, high=65535)
+    if port == master_port:
+        problems.add(("run", "master_port"), "must differ from run.port")
+    ready_timeout = _seconds(run, "ready_timeout", ("run",), problems, default=30)
+    base_image = run.get("base_image", "python:3.12-slim")
+    if not isinstance(base_image, str) or not base_image:
+        problems.add(("run", "base_image"), "must be an image name such as 'python:3.12-slim'")
+    results_dir = _results_dir(path, run.get("results_dir", "results"), problems)
+
+    repeats = _int(load, "repeats", ("load",), problems, default=1)
+    locust_workers = _int(load, "locust_workers", ("load",), problems, default=0, low=0)
+    request_timeout = _seconds(load, "request_timeout", ("load",), problems, default=60)
+    split = _cpus(cpus, problems)
+
+    if overrides.targets:
+        targets = _select(targets, overrides.targets, "--targets", problems)
+    if overrides.workloads:
+        workloads = _select(workloads, overrides.workloads, "--workloads", problems)
+    if staircase and (overrides.users or overrides.step_time or overrides.warmup):
+        staircase = _override_staircase(staircase, overrides, problems)
+    if overrides.repeats is not None:
+        if overrides.repeats < 1:
+            problems.cli("--repeats", "must be 1 or more")
+        repeats = overrides.repeats
+
+    if problems.items or staircase is None or split is None:
+        return None
+    as_run = {
+        **data,
+        "load": {**load, "users": list(staircase.users), "repeats": repeats},
+        "run": {**run, "runner": runner},
+        "selected": {
+            "targets": [t.name for t in targets],
+            "workloads": [w.name for w in workloads],
+            "warmup_s": staircase.warmup_s,
+            "measure_s": staircase.measure_s,
+            "quick": overrides.quick,
+        },
+    }
+    return Config(
+        path=path,
+        targets=tuple(targets),
+        workloads=tuple(workloads),
+        staircase=staircase,
+        repeats=repeats,
+        cpus=split,
+        locust_workers=locust_workers or len(split.load),
+        request_timeout_s=request_timeout,
+        runner=str(runner),
+        host=str(host),
+        port=port,
+        master_port=master_port,
+        results_dir=results_dir,
+        ready_timeout_s=ready_timeout,
+        base_image=str(base_image),
+        as_run=as_run,
+    )
+
+
+def _table(
+    data: Mapping[str, Any], name: str, keys: set[str], problems: _Problems
+) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        problems.add((name,), "must be a table, written as [" + name + "]")
+        return {}
+    _unknown(value, keys, (name,), problems)
+    return value
+
+
+def _unknown(
+    table: Mapping[str, Any], known: set[str], prefix: tuple[str, ...], p: _Problems
+) -> None:
+    for key in table:
+        if key not in known:
+            p.add((*prefix, key), f"unknown key; known keys here: {', '.join(sorted(known))}")
+
+
+def _int(
+    table: Mapping[str, Any],
+    key: str,
+    prefix: tuple[str, ...],
+    problems: _Problems,
+    default: int,
+    low: int = 1,
+    high: int | None = None,
+) -> int:
+    value = table.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bound = f"between {low} and {high}" if high is not None else f"{low} or more"
+        problems.add((*prefix, key), f"must be an integer {bound}, got {value!r}")
+        return default
+    return value
+
+
+def _seconds(
+    table: Mapping[str, Any],
+    key: str,
+    prefix: tuple[str, ...],
+    problems: _Problems,
+    default: int,
+    low: int = 1,
+) -> int:
+    """Durations that the schedule needs in whole seconds."""
+    if key not in table:
+        return default
+    try:
+        seconds = parse_duration(table[key])
+    except ValueError as exc:
+        problems.add((*prefix, key), str(exc))
+        return default
+    if seconds != int(seconds) or seconds < low:
+        problems.add(
+            (*prefix, key), f"must be a whole number of seconds, {low}s or more; got {table[key]!r}"
+        )
+        return default
+    return int(seconds)
+
+
+def _users(value: object, report: Any) -> tuple[int, ...] | None:
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.split(",")]
+        except ValueError:
+            report(f"cannot read {value!r} as user counts; write them like 1,2,4,8")
+            return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        report(f"must be a non-empty list of positive user counts, got {value!r}")
+        return None
+    if sorted(set(value)) != list(value):
+        report(f"user counts must be distinct and increasing, got {value!r}")
+        return None
+    return tuple(value)
+
+
+def _staircase(
+    table: Mapping[str, Any], prefix: tuple[str, ...], problems: _Problems
+) -> Staircase | None:
+    users = _users(
+        table.get("users", [1, 2, 4, 8, 16, 32, 64, 128]),
+        lambda message: problems.add((*prefix, "users"), message),
+    )
+    warmup = _seconds(table, "warmup", prefix, problems, default=5)
+    measure = _seconds(table, "measure", prefix, problems, default=15)
+    return Staircase(users, warmup, measure) if users else None
+
+
+def _override_staircase(
+    staircase: Staircase, overrides: Overrides, problems: _Problems
+) -> Staircase:
+    users = staircase.users
+    if overrides.users:
+        users = _users(overrides.users, lambda m: problems.cli("--users", m)) or users
+    measure = _cli_seconds("--step-time", overrides.step_time, problems)
+    warmup = _cli_seconds("--warmup", overrides.warmup, problems)
+    return Staircase(users, warmup or staircase.warmup_s, measure or staircase.measure_s)
+
+
+def _cli_seconds(option: str, value: str | None, problems: _Problems) -> int | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        problems.cli(option, str(exc))
+        return None
+    if seconds != int(seconds) or seconds < 1:
+        problems.cli(option, f"must be a whole number of seconds, 1s or more; got {value!r}")
+        return None
+    return int(seconds)
+
+
+def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
+    table = data.get("targets")
+    if not isinstance(table, dict) or not table:
+        problems.add(("targets",), "define at least one target, e.g. [targets.sync]")
+        return []
+    targets = []
+    for name, raw in table.items():
+        key = ("targets", name)
+        if not NAME.fullmatch(name):
+            problems.add(key, f"bad target name; {NAME_RULE}")
+            continue
+        if not isinstance(raw, dict):
+            problems.add(key, "must be a table, written as [targets." + name + "]")
+            continue
+        server = raw.get("server")
+        if not isinstance(server, str) or server not in SERVERS:
+            problems.add(
+                (*key, "server"), f"unknown server {server!r}; use one of {', '.join(SERVERS)}"
+            )
+            continue
+        settings: dict[str, Setting] = {k: v for k, v in raw.items() if k != "server"}
+        _unknown(settings, set(SERVERS[server].defaults), key, problems)
+        known = {k: v for k, v in settings.items() if k in SERVERS[server].defaults}
+        target, target_problems = resolve_target(name, server, known)
+        for problem in target_problems:
+            problems.add((*key, problem.key), problem.message)
+        if target:
+            targets.append(target)
+    return targets
+
+
+def _workloads(data: Mapping[str, Any], problems: _Problems) -> list[Workload]:
+    table = data.get("workloads")
+    if not isinstance(table, dict) or not table:
+        problems.add(("workloads",), "define at least one workload, e.g. [workloads.io]")
+        return []
+    workloads = []
+    for name, raw in table.items():
+        key = ("workloads", name)
+        if not NAME.fullmatch(name):
+            problems.add(key, f"bad workload name; {NAME_RULE}")
+            continue
+        if not isinstance(raw, dict):
+            problems.add(key, "must be a table, written as [workloads." + name + "]")
+            continue
+        _unknown(raw, _WORKLOAD_KEYS, key, problems)
+        io_ms = _int(raw, "io_ms", key, problems, default=0, low=0, high=60000)
+        cpu_ms = _int(raw, "cpu_ms", key, problems, default=0, low=0, high=60000)
+        workloads.append(Workload(name, io_ms, cpu_ms))
+    return workloads
+
+
+def _select(items: list[Any], wanted: str, option: str, problems: _Problems) -> list[Any]:
+    by_name = {item.name: item for item in items}
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    missing = [n for n in names if n not in by_name]
+    if missing or not names:
+        problems.cli(
+            option,
+            f"unknown name(s) {', '.join(missing) or wanted!r}; the config defines "
+            + ", ".join(by_name),
+        )
+        return items
+    if len(set(names)) != len(names):
+        problems.cli(option, "names a target or workload twice")
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def _cpus(table: Mapping[str, Any], problems: _Problems) -> CpuSplit | None:
+    available = sorted(os.sched_getaffinity(0))
+    sides: dict[str, tuple[int, ...]] = {}
+    for side in ("target", "load"):
+        value = table.get(side, "auto")
+        if value == "auto":
+            continue
+        try:
+            sides[side] = parse_cpus(value)
+        except ValueError as exc:
+            problems.add(("cpus", side), str(exc))
+            return None
+        if extra := [c for c in sides[side] if c not in available]:
+            problems.add(
+                ("cpus", side),
+                f"CPU(s) {format_cpus(extra)} not available here; this host offers "
+                f"{format_cpus(available)}",
+            )
+            return None
+    target = sides.get("target")
+    load = sides.get("load")
+    if target is None or load is None:
+        if len(available) < 2:
+            problems.add(
+                ("cpus",),
+                "pinning the target and the load generator apart needs 2 CPUs; this host has "
+                f"{len(available)}",
+            )
+            return None
+        half = max(1, len(available) // 2)
+        target = target or tuple(c for c in available[:half] if c not in (load or ()))
+        load = load or tuple(c for c in available if c not in target)
+    if set(target) & set(load):
+        problems.add(
+            ("cpus", "load"),
+            f"shares CPU(s) {format_cpus(sorted(set(target) & set(load)))} with cpus.target; "
+            "give each side its own CPUs",
+        )
+        return None
+    if not target or not load:
+        problems.add(("cpus",), "each side needs at least one CPU")
+        return None
+    return CpuSplit(target, load)
+
+
+def _results_dir(config_path: Path, value: object, problems: _Problems) -> Path:
+    if not isinstance(value, str) or not value:
+        problems.add(("run", "results_dir"), "must be a directory path")
+        return Path("results")
+    path = Path(value)
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        problems.add(
+            ("run", "results_dir"),
+            f"{path} is not writable; choose another directory or fix its permissions",
+        )
+    return path

@@ -1,0 +1,98 @@
+"""What a published result needs to be reproduced: versions, machine, CPU split, config, git."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import flaskbench
+from flaskbench.config import Config, format_cpus
+
+PACKAGES = ("flask", "werkzeug", "gunicorn", "gevent", "greenlet", "locust", "psutil")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def git_revision() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": format_cpus(sorted(os.sched_getaffinity(0))),
+        "memory_gib": memory_gib(),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+    }
+
+
+def run_meta(config: Config, run_id: str, runner: str, runner_reason: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "tool": {"name": "flaskbench", "version": flaskbench.__version__},
+        "git": git_revision(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "machine": machine(),
+        "cpus": {
+            "target": format_cpus(config.cpus.target),
+            "load": format_cpus(config.cpus.load),
+        },
+        "locust_workers": config.locust_workers,
+        "runner": {"name": runner, "reason": runner_reason},
+        "config_file": str(config.path),
+        "config": config.as_run,
+    }

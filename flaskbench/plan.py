@@ -1,0 +1,56 @@
+"""Expand a config into the cells of a run: targets x workloads x repeats.
+
+A cell is one Locust run against one freshly started target, walking the whole user staircase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flaskbench.config import Config, Staircase, Workload
+from flaskbench.servers import Target
+
+# Seconds the last step's users keep running after its window, so the Locust workers' last
+# periodic report (every 3 s) covers the whole window.
+TAIL_S = 4
+# Rough cost of starting and stopping one cell's processes or containers, for the ETA only.
+CELL_OVERHEAD_S = {"local": 4, "docker": 8}
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: Target
+    workload: Workload
+    repeat: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.target.name}--{self.workload.name}--r{self.repeat}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    cells: tuple[Cell, ...]
+    staircase: Staircase
+
+    @property
+    def load_seconds_per_cell(self) -> int:
+        return len(self.staircase.users) * self.staircase.step_s + TAIL_S
+
+    def estimated_seconds(self, runner: str, cells: int | None = None) -> int:
+        count = len(self.cells) if cells is None else cells
+        return count * (self.load_seconds_per_cell + CELL_OVERHEAD_S.get(runner, 8))
+
+    def without(self, done: set[str]) -> Plan:
+        return Plan(tuple(c for c in self.cells if c.cell_id not in done), self.staircase)
+
+
+def expand(config: Config) -> Plan:
+    """Repeats are the outer loop so a slow drift of the machine spreads over all targets."""
+    cells = tuple(
+        Cell(target, workload, repeat)
+        for repeat in range(1, config.repeats + 1)
+        for target in config.targets
+        for workload in config.workloads
+    )
+    return Plan(cells, config.staircase)

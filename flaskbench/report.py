@@ -1,0 +1,424 @@
+"""Write summary.csv, the charts, report.md and a self-contained report.html from an analysis.
+
+The report leads with the answer: per workload, how many requests each target really had in
+flight, what the model predicted, where it saturated and, where it fell short, the cause that
+was measured. Every sentence is generated from the numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point
+from flaskbench.charts import Chart, workload_charts
+from flaskbench.rundir import RunDir, atomic_write_text
+from flaskbench.servers import Target, describe
+
+SHORTFALL = 0.90
+CPU_SATURATED_PCT = 90.0
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    alt: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image
+
+
+def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
+    """summary.csv, charts/, report.md, report.html; returns the paths written."""
+    write_summary(run.summary_path, analysis)
+    charts_dir = run.path / "charts"
+    charts_dir.mkdir(exist_ok=True)
+    charts = {
+        workload: workload_charts(analysis.points, workload, charts_dir)
+        for workload in analysis.data.workloads
+    }
+    blocks = document(analysis, charts)
+    markdown = run.path / "report.md"
+    page = run.path / "report.html"
+    atomic_write_text(markdown, render_markdown(blocks, run.path))
+    atomic_write_text(page, render_html(blocks, f"flaskbench {analysis.data.run_id}"))
+    return [run.summary_path, markdown, page]
+
+
+def write_summary(path: Path, analysis: Analysis) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(row.as_csv() for row in analysis.rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _num(value: float | int | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:,.{digits}f}"
+
+
+def _slots(slots: int | None) -> str:
+    return "unbounded" if slots is None else str(slots)
+
+
+def document(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
+    data = analysis.data
+    blocks: list[Block] = [
+        Heading(1, "How many concurrent requests does one Flask process handle?"),
+        Paragraph(_provenance(analysis)),
+    ]
+    blocks += _status_notes(analysis)
+    blocks.append(Heading(2, "The answer"))
+    blocks.append(
+        Paragraph(
+            "Requests in flight are counted inside the app, from the call of the WSGI app until "
+            "its response is closed, exactly (every change is seen), per process and "
+            "server-wide. Expected slots and throughput come from the worker model alone "
+            "(see Method). Saturation is where throughput reaches 95% of its peak (the knee)."
+        )
+    )
+    for workload in data.workloads.values():
+        points = [p for p in analysis.points if p.workload == workload.name]
+        if not points:
+            continue
+        blocks.append(Heading(3, f"{workload.name} ({workload.path})"))
+        blocks.append(_answer_table(analysis, workload.name, points))
+        blocks.append(
+            Bullets(
+                tuple(
+                    sentence(data.targets[t], ps, analysis.knees.get((t, workload.name)))
+                    for t, ps in _by_target(points, list(data.targets)).items()
+                )
+            )
+        )
+    blocks.append(Heading(2, "Charts"))
+    for name, images in charts.items():
+        if images:
+            blocks.append(Heading(3, name))
+            blocks += [Image(chart.path, chart.title) for chart in images]
+    blocks += _flagged(analysis)
+    blocks += _method(analysis)
+    return blocks
+
+
+def _provenance(analysis: Analysis) -> str:
+    meta = analysis.data.meta
+    machine = meta.get("machine", {})
+    git = meta.get("git", {})
+    packages = ", ".join(f"{k} {v}" for k, v in meta.get("packages", {}).items() if v)
+    stairs = meta.get("staircase", {})
+    revision = (git.get("commit") or "unknown")[:12] + (" (modified)" if git.get("dirty") else "")
+    return (
+        f"Run {analysis.data.run_id}, {meta.get('started', '?')} to {meta.get('ended', '?')}, "
+        f"{meta.get('runner', {}).get('name', '?')} runner on {machine.get('cpu_model', '?')} "
+        f"({machine.get('cpu_count', '?')} CPUs). Target pinned to CPU {meta['cpus']['target']}, "
+        f"load generator (Locust, {meta.get('locust_workers', '?')} worker processes) to CPU "
+        f"{meta['cpus']['load']}. Each step held {stairs.get('warmup_s', '?')} s of warmup, then "
+        f"measured for {stairs.get('measure_s', '?')} s; {meta.get('repeats', 1)} repeat(s). "
+        f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
+        f"Python {meta.get('python', '?')}; {packages}."
+    )
+
+
+def _status_notes(analysis: Analysis) -> list[Block]:
+    data = analysis.data
+    notes = [
+        f"{cid}: {status.status}: {status.reason}"
+        for cid, status in sorted(data.statuses.items())
+        if status.status != "ok"
+    ]
+    notes += [f"{cid}: unreadable: {problem}" for cid, problem in sorted(data.unreadable.items())]
+    notes += [
+        f"{cid}: not run (the run was interrupted; finish it with --resume)" for cid in data.missing
+    ]
+    if not notes:
+        return []
+    return [Paragraph("Not every cell finished cleanly:"), Bullets(tuple(notes))]
+
+
+def _by_target(points: Sequence[Point], order: Sequence[str]) -> dict[str, list[Point]]:
+    """Points per target, targets in config order, each target's points by user count."""
+    grouped: dict[str, list[Point]] = defaultdict(list)
+    for point in sorted(points, key=lambda p: p.users):
+        grouped[point.target].append(point)
+    return {name: grouped[name] for name in order if name in grouped}
+
+
+def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) -> Table:
+    rows = []
+    for target_name, series in _by_target(points, list(analysis.data.targets)).items():
+        target = analysis.data.targets[target_name]
+        knee = analysis.knees.get((target_name, workload))
+        peak = max(series, key=lambda p: p.rps)
+        rows.append(
+            (
+                target_name,
+                describe(target),
+                _num(max((p.peak_inflight_process or 0 for p in series), default=None)),
+                _num(max((p.peak_inflight_server or 0 for p in series), default=None)),
+                _slots(peak.expected_slots),
+                _num(peak.rps),
+                _num(peak.expected_rps) if peak.expected_rps else "-",
+                f"{peak.rps_vs_expected:.0%}" if peak.rps_vs_expected else "-",
+                str(knee.knee_users) if knee else "-",
+                str(knee.p99_doubling_users) if knee and knee.p99_doubling_users else "never",
+            )
+        )
+    return Table(
+        (
+            "target",
+            "worker model",
+            "peak in flight / process",
+            "peak in flight / server",
+            "expected slots",
+            "peak req/s",
+            "expected req/s",
+            "measured / expected",
+            "knee (users)",
+            "p99 doubles at (users)",
+        ),
+        tuple(rows),
+    )
+
+
+def sentence(target: Target, points: Sequence[Point], knee: Knee | None) -> str:
+    """One plain sentence about one target on one workload, from its measurements alone."""
+    series = sorted(points, key=lambda p: p.users)
+    per_process = max(
+        (p.peak_inflight_process for p in series if p.peak_inflight_process is not None),
+        default=None,
+    )
+    server = max(
+        (p.peak_inflight_server for p in series if p.peak_inflight_server is not None), default=None
+    )
+    parts = [f"**{target.name}** ({describe(target)})"]
+    if per_process is None or server is None:
+        parts.append("has no in-flight measurements")
+    elif _follows_users(series):
+        parts.append(
+            f"had as many requests in flight as there were users, up to {server} at "
+            f"{series[-1].users} users"
+        )
+    else:
+        slots = series[-1].expected_slots
+        bound = f"; its model allows {_slots(slots)}" if slots is not None else ""
+        parts.append(
+            f"never had more than {per_process} request{'s' if per_process != 1 else ''} in flight "
+            f"per process and {server} server-wide{bound}"
+        )
+    text = " ".join(parts)
+    if knee is None:
+        return text + "."
+    peak = max(series, key=lambda p: p.rps)
+    text += f". Throughput peaked at {_num(peak.rps)} req/s with {peak.users} users"
+    if peak.expected_rps:
+        text += f" ({peak.rps / peak.expected_rps:.0%} of the expected {_num(peak.expected_rps)})"
+    text += f" and reached 95% of that from {knee.knee_users} users"
+    if knee.p99_doubling_users:
+        text += f"; p99 latency passed twice its 1-user value at {knee.p99_doubling_users} users"
+    text += "."
+    if peak.rps_vs_expected is not None and peak.rps_vs_expected < SHORTFALL:
+        text += " " + shortfall_cause(peak, target)
+    return text
+
+
+def _follows_users(series: Sequence[Point]) -> bool:
+    """In flight kept up with the user count at every step beyond one user."""
+    steps = [p for p in series if p.users > 1 and p.peak_inflight_server is not None]
+    return bool(steps) and all(
+        p.peak_inflight_server is not None and p.peak_inflight_server >= 0.9 * p.users
+        for p in steps
+    )
+
+
+def shortfall_cause(point: Point, target: Target) -> str:
+    """Why a step fell short of its expected ceiling, from what was measured at that step."""
+    if "loadgen_cpu" in point.flags or "locust_cpu_warning" in point.flags:
+        return (
+            f"It fell short because the load generator ran out of CPU "
+            f"({_num(point.loadgen_cpu_pct, 0)}%): this measures Locust, not the target."
+        )
+    if point.failures:
+        return f"It fell short with {point.failures} failed requests."
+    if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED_PCT:
+        return (
+            "It fell short because the target's CPU was saturated "
+            f"({_num(point.target_cpu_pct, 0)}% of one core): server overhead per request, "
+            "not modelled, is the limit."
+        )
+    even = 1 / target.workers if target.workers > 1 else None
+    share = point.worker_request_share_max
+    if even is not None and share is not None and share > 1.25 * even:
+        return (
+            f"It fell short because requests were spread unevenly: one worker process served "
+            f"{share:.0%} of them (an even spread would be {even:.0%})."
+        )
+    slots = point.expected_slots
+    inflight = point.peak_inflight_server
+    if inflight is not None and inflight < min(
+        point.users, slots if slots is not None else point.users
+    ):
+        return (
+            f"It fell short because the server never had more than {inflight} requests in flight "
+            f"at {point.users} users, fewer than its slots allow."
+        )
+    return "Nothing measured explains the shortfall; see the flags and the raw data."
+
+
+def _flagged(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Flagged measurements")]
+    flagged = [r for r in analysis.rows if r.flags]
+    if not flagged:
+        blocks.append(Paragraph("No measurement was flagged."))
+    else:
+        blocks.append(
+            Table(
+                ("target", "workload", "users", "repeat", "req/s", "flags"),
+                tuple(
+                    (
+                        r.target,
+                        r.workload,
+                        str(r.users),
+                        str(r.repeat),
+                        _num(r.rps),
+                        ", ".join(r.flags),
+                    )
+                    for r in flagged
+                ),
+            )
+        )
+        used = sorted({f for r in flagged for f in r.flags})
+        blocks.append(Bullets(tuple(f"`{flag}`: {FLAGS[flag]}" for flag in used)))
+    problems = [
+        f"{cell.cell_id}: {p.kind} x{p.count} at {p.where}: {p.message}"
+        for cell in analysis.data.cells
+        for p in cell.problems
+    ]
+    if problems:
+        blocks.append(Paragraph("Failures and exceptions Locust recorded:"))
+        blocks.append(Bullets(tuple(problems)))
+    return blocks
+
+
+def _method(analysis: Analysis) -> list[Block]:
+    return [
+        Heading(2, "Method"),
+        Bullets(
+            (
+                "One Locust run per target and workload walks the whole staircase of user counts "
+                "with zero think time; each step's numbers cover only its measured window, from "
+                "per-second buckets of completed requests, not Locust's running totals.",
+                "Expected slots: dev-single 1; dev threaded unbounded; dev-procs N; gunicorn "
+                "sync W; gthread W x T; gevent W x worker_connections.",
+                "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
+                "processes, cores) / CPU time per request (one thread per process runs Python "
+                "at a time); mixed: the smaller of both. Server overhead is not modelled.",
+                "Latency percentiles are nearest-rank over response times rounded to three "
+                "significant digits. Target CPU is percent of one core; load-generator CPU is "
+                "percent of the CPUs the load side was given.",
+                "Full data: summary.csv (one row per target x workload x users x repeat); raw "
+                "files per cell under raw/.",
+            )
+        ),
+    ]
+
+
+def render_markdown(blocks: Sequence[Block], base: Path) -> str:
+    out: list[str] = []
+    for block in blocks:
+        match block:
+            case Heading(level, text):
+                out.append(f"{'#' * level} {text}")
+            case Paragraph(text):
+                out.append(text)
+            case Bullets(items):
+                out.append("\n".join(f"- {item}" for item in items))
+            case Table(headers, rows):
+                lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+                lines += [
+                    "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                    for row in rows
+                ]
+                out.append("\n".join(lines))
+            case Image(path, alt):
+                out.append(f"![{alt}]({path.relative_to(base).as_posix()})")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} img{max-width:100%;display:block;margin:1em 0}
+code{background:#f3f3f3;padding:0 3px}
+"""
+
+
+def _inline(text: str) -> str:
+    """The little Markdown the sentences use: **bold** and `code`."""
+    escaped = html.escape(text)
+    parts = escaped.split("**")
+    escaped = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = escaped.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    """One file: the charts are embedded, so it can be mailed or published as it is."""
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+    ]
+    for block in blocks:
+        match block:
+            case Heading(level, text):
+                out.append(f"<h{level}>{_inline(text)}</h{level}>")
+            case Paragraph(text):
+                out.append(f"<p>{_inline(text)}</p>")
+            case Bullets(items):
+                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            case Table(headers, rows):
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                    for row in rows
+                )
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            case Image(path, alt):
+                data = base64.b64encode(path.read_bytes()).decode()
+                out.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

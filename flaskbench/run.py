@@ -1,0 +1,118 @@
+"""Drive a plan through a runner: one cell after another, each marked when it ends.
+
+A failed cell never stops the run; Ctrl-C or SIGTERM stops the current cell, tears it down, and
+leaves every finished cell intact so `flaskbench run --resume` can finish the job.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from flaskbench.config import Config, Overrides
+from flaskbench.meta import iso, run_meta
+from flaskbench.plan import Plan
+from flaskbench.progress import Progress
+from flaskbench.rundir import CellStatus, RunDir
+from flaskbench.runners.base import CellContext, Runner
+
+CONFIG_COPY = "config.toml"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run: RunDir
+    statuses: dict[str, CellStatus]
+    interrupted: bool
+
+    @property
+    def unsuccessful(self) -> list[CellStatus]:
+        return [s for s in self.statuses.values() if s.status != "ok"]
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C; once stopping, further signals cannot cut the teardown short."""
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, again)
+        raise KeyboardInterrupt
+
+    def again(signum: int, frame: FrameType | None) -> None:
+        print("flaskbench: already stopping, tearing down the current cell", flush=True)
+
+    previous = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_meta(
+    config: Config, overrides: Overrides, run: RunDir, runner: Runner, reason: str
+) -> dict[str, Any]:
+    shutil.copyfile(config.path, run.path / CONFIG_COPY)
+    meta = run_meta(config, run.run_id, runner.name, reason)
+    meta["overrides"] = asdict(overrides)
+    meta["targets"] = {t.name: asdict(t) for t in config.targets}
+    meta["workloads"] = {w.name: asdict(w) | {"path": w.path} for w in config.workloads}
+    meta["staircase"] = asdict(config.staircase)
+    meta["repeats"] = config.repeats
+    meta["cells"] = []
+    meta["started"] = iso(time.time())
+    return meta
+
+
+def execute(
+    plan: Plan, runner: Runner, run: RunDir, meta: dict[str, Any], progress: Progress
+) -> RunOutcome:
+    meta.setdefault("sessions", []).append({"started": iso(time.time()), "runner": runner.name})
+    meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})
+    run.write_meta(meta)
+    for leftover in runner.cleanup_leftovers():
+        progress.warn(f"flaskbench: removed a leftover of an earlier crashed run: {leftover}")
+    meta["runner"]["details"] = runner.prepare()
+    run.write_meta(meta)
+
+    todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
+    interrupted = False
+    progress.begin(len(todo.cells), todo.estimated_seconds(runner.name, 1))
+    try:
+        with interrupts_as_keyboard_interrupt():
+            for index, cell in enumerate(todo.cells, start=1):
+                progress.cell(index, len(todo.cells), cell.cell_id)
+                cell_dir = run.cell_dir(cell.cell_id)
+                _discard_partial(cell_dir)
+                status = runner.run_cell(
+                    CellContext(cell, cell_dir, runner.config, plan, progress.advance)
+                )
+                run.write_cell_status(status)
+                progress.cell_done()
+                if status.status != "ok":
+                    progress.warn(f"flaskbench: {status.cell_id} {status.status}: {status.reason}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.end()
+        session = meta["sessions"][-1]
+        session["ended"] = iso(time.time())
+        session["interrupted"] = interrupted
+        meta["ended"] = session["ended"]
+        meta["files"] = run.manifest()
+        run.write_meta(meta)
+    return RunOutcome(run, run.statuses(), interrupted)
+
+
+def _discard_partial(cell_dir: Path) -> None:
+    """An interrupted or failed attempt leaves files that must not mix with the new attempt."""
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)

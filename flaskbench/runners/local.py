@@ -1,0 +1,217 @@
+"""The local runner: the cell's command lines as plain processes on this host, pinned with taskset.
+
+Every process gets its own process group, so stopping it stops everything it forked, and the
+kernel kills it when the orchestrator dies (PR_SET_PDEATHSIG), so a crash leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from flaskbench.commands import MASTER_LOG, Paths, master_command, target_command, worker_command
+from flaskbench.config import format_cpus
+from flaskbench.meta import PROJECT_ROOT, package_versions
+from flaskbench.runners.base import (
+    RESOURCES_CSV,
+    TARGET_LOG,
+    CellContext,
+    ResourceSampler,
+    Runner,
+    Service,
+    describe_exit,
+)
+
+_PR_SET_PDEATHSIG = 1
+# Only what the processes need: no WEB_CONCURRENCY, GUNICORN_CMD_ARGS or LOCUST_* from the
+# caller's shell can change a result.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def clean_env() -> dict[str, str]:
+    env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
+    env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+class LocalProcess:
+    """One process we started (and its process group)."""
+
+    def __init__(
+        self, argv: list[str], cwd: Path, log: Path, cpus: tuple[int, ...], grace_s: float
+    ) -> None:
+        self.argv = ["taskset", "-c", format_cpus(cpus), *argv]
+        self._grace_s = grace_s
+        with log.open("ab") as handle:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Only a prctl() call runs between fork and exec, which is safe with threads.
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def exit_description(self) -> str:
+        return describe_exit(self.popen.poll())
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=self._grace_s)
+        # The leader may be gone while something it forked lingers in its group.
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, sig)
+
+
+class LocalSwarm:
+    """A Locust master and its workers; the swarm's result is the master's."""
+
+    def __init__(self, master: LocalProcess, workers: list[LocalProcess]) -> None:
+        self.master = master
+        self.workers = workers
+
+    def returncode(self) -> int | None:
+        return self.master.returncode()
+
+    def exit_description(self) -> str:
+        return self.master.exit_description()
+
+    def stop(self) -> None:
+        self.master.stop()
+        for worker in self.workers:
+            worker.stop()
+
+
+class LocalSampler(ResourceSampler):
+    """CPU of a process tree, with its reaped children, so forked workers are not missed."""
+
+    def __init__(self, out: Path, roots: dict[str, tuple[str, int]]) -> None:
+        super().__init__(out)
+        self._roots = roots
+        self._last: dict[str, tuple[float, float]] = {}
+
+    def sample(self) -> None:
+        now = time.time()
+        for name, (side, pid) in self._roots.items():
+            try:
+                cpu_s, rss = _tree_usage(pid)
+            except psutil.Error:
+                continue
+            if name in self._last:
+                then, then_cpu = self._last[name]
+                self.record(now, side, name, 100 * (cpu_s - then_cpu) / (now - then), rss)
+            self._last[name] = (now, cpu_s)
+
+
+def _tree_usage(pid: int) -> tuple[float, float]:
+    root = psutil.Process(pid)
+    cpu_s = 0.0
+    rss = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            cpu_s += times.user + times.system + times.children_user + times.children_system
+            rss += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return cpu_s, rss / 1024 / 1024
+
+
+class LocalRunner(Runner):
+    name = "local"
+
+    def _paths(self, ctx: CellContext) -> Paths:
+        return Paths(
+            python=sys.executable,
+            targets=str(PROJECT_ROOT / "targets"),
+            locustfiles=str(PROJECT_ROOT / "locustfiles"),
+            cell=str(ctx.cell_dir.resolve()),
+        )
+
+    def prepare(self) -> dict[str, Any]:
+        if shutil.which("taskset") is None:
+            raise RuntimeError(
+                "taskset is missing; install util-linux (apt-get install util-linux)"
+            )
+        return {"python": sys.executable, "packages": package_versions()}
+
+    def cleanup_leftovers(self) -> list[str]:
+        # Nothing survives an orchestrator crash: every process dies with its parent.
+        return []
+
+    def start_target(self, ctx: CellContext) -> Service:
+        paths = self._paths(ctx)
+        return LocalProcess(
+            target_command(ctx.cell, ctx.config, paths),
+            cwd=Path(paths.targets),
+            log=ctx.cell_dir / TARGET_LOG,
+            cpus=ctx.config.cpus.target,
+            grace_s=int(ctx.cell.target.settings.get("graceful_timeout", 5)) + 5,
+        )
+
+    def start_loadgen(self, ctx: CellContext) -> Service:
+        paths = self._paths(ctx)
+        workers = ctx.config.locust_workers
+        master = LocalProcess(
+            master_command(ctx.cell, ctx.config, paths, workers),
+            cwd=PROJECT_ROOT,
+            log=ctx.cell_dir / f"{MASTER_LOG}.out",
+            cpus=ctx.config.cpus.load,
+            grace_s=5,
+        )
+        swarm = LocalSwarm(master, [])
+        try:
+            for index in range(1, workers + 1):
+                swarm.workers.append(
+                    LocalProcess(
+                        worker_command(ctx.cell, ctx.config, paths),
+                        cwd=PROJECT_ROOT,
+                        log=ctx.cell_dir / f"locust-worker-{index}.log",
+                        cpus=ctx.config.cpus.load,
+                        grace_s=5,
+                    )
+                )
+        except BaseException:
+            swarm.stop()
+            raise
+        return swarm
+
+    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+        assert isinstance(target, LocalProcess)
+        assert isinstance(loadgen, LocalSwarm)
+        roots = {"target": ("target", target.pid), "locust-master": ("loadgen", loadgen.master.pid)}
+        for index, worker in enumerate(loadgen.workers, start=1):
+            roots[f"locust-worker-{index}"] = ("loadgen", worker.pid)
+        return LocalSampler(ctx.cell_dir / RESOURCES_CSV, roots)

@@ -1,0 +1,194 @@
+"""The load generator's bookkeeping: the staircase schedule, per-second request buckets and
+the writer of loadgen.json (format described in docs/raw-data.md).
+
+Pure Python on purpose: importing locust or gevent monkey-patches the whole process, and the
+orchestrator and its tests import this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+BUCKET_S = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    users: int
+    # When the step's user count is requested; its measured window is [measure_start, measure_end).
+    start: float
+    measure_start: float
+    measure_end: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "users": self.users,
+            "start": self.start,
+            "measure_start": self.measure_start,
+            "measure_end": self.measure_end,
+        }
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: tuple[Step, ...]
+    # The run stops here: the last step's users keep going for the tail after its window.
+    end: float
+
+    def users_at(self, t: float) -> int | None:
+        """The user count in force at t: 0 before the first step, None once the run is over."""
+        if t >= self.end:
+            return None
+        started = [step.users for step in self.steps if step.start <= t]
+        return started[-1] if started else 0
+
+    def next_change(self, t: float) -> float | None:
+        """The first moment at or after t when the user count changes or the run ends."""
+        changes = [step.start for step in self.steps if step.start >= t]
+        return min(changes) if changes else (self.end if self.end >= t else None)
+
+
+def plan_schedule(
+    users: Sequence[int], warmup_s: int, measure_s: int, tail_s: int, start_time: float
+) -> Schedule:
+    """Steps back to back from start_time rounded up to a whole second.
+
+    Whole-second edges make every measured window cover whole buckets exactly.
+    """
+    first = float(math.ceil(start_time))
+    step_s = warmup_s + measure_s
+    steps = tuple(
+        Step(
+            index=index,
+            users=count,
+            start=first + index * step_s,
+            measure_start=first + index * step_s + warmup_s,
+            measure_end=first + (index + 1) * step_s,
+        )
+        for index, count in enumerate(users)
+    )
+    return Schedule(steps=steps, end=first + len(steps) * step_s + tail_s)
+
+
+def quantise_ms(response_ms: float) -> str:
+    """The histogram key of a response time: three significant digits, at most 0.5% off."""
+    return f"{response_ms:.3g}"
+
+
+@dataclass
+class _Bucket:
+    requests: int = 0
+    failures: int = 0
+    latency_ms: Counter[str] = field(default_factory=Counter)
+
+
+class Buckets:
+    """Requests counted per whole second of their completion time.
+
+    The same class serves a worker (add, then take_delta for each report) and the master
+    (merge the deltas); deltas and the loadgen.json bucket list share one JSON shape.
+    """
+
+    def __init__(self) -> None:
+        self._by_second: dict[int, _Bucket] = {}
+
+    def add(self, completed_at: float, response_ms: float, failed: bool) -> None:
+        bucket = self._by_second.setdefault(math.floor(completed_at), _Bucket())
+        bucket.requests += 1
+        bucket.failures += int(failed)
+        bucket.latency_ms[quantise_ms(response_ms)] += 1
+
+    def merge(self, delta: Iterable[Mapping[str, Any]]) -> None:
+        for row in delta:
+            bucket = self._by_second.setdefault(int(row["t"]), _Bucket())
+            bucket.requests += int(row["requests"])
+            bucket.failures += int(row["failures"])
+            bucket.latency_ms.update({str(k): int(v) for k, v in row["latency_ms"].items()})
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "t": t,
+                "requests": bucket.requests,
+                "failures": bucket.failures,
+                "latency_ms": dict(sorted(bucket.latency_ms.items(), key=lambda kv: float(kv[0]))),
+            }
+            for t, bucket in sorted(self._by_second.items())
+        ]
+
+    def take_delta(self) -> list[dict[str, Any]]:
+        """Everything added since the previous call, which is forgotten here."""
+        delta = self.to_json()
+        self._by_second = {}
+        return delta
+
+
+def worker_report(
+    delta: list[dict[str, Any]], t: float, cpu_pct: float, cpu_warning: bool
+) -> dict[str, Any]:
+    """What one worker adds to each of its periodic reports to the master."""
+    return {"buckets": delta, "t": t, "cpu_pct": cpu_pct, "cpu_warning": cpu_warning}
+
+
+class Record:
+    """Everything loadgen.json holds apart from the schedule, as gathered on the master."""
+
+    def __init__(self) -> None:
+        self.buckets = Buckets()
+        self._cpu: list[dict[str, Any]] = []
+        self._cpu_warnings: set[str] = set()
+        self._workers: set[str] = set()
+
+    def add_cpu(self, node: str, t: float, cpu_pct: float) -> None:
+        self._cpu.append({"t": round(t, 3), "node": node, "cpu_pct": round(cpu_pct, 1)})
+
+    def add_cpu_warning(self, node: str) -> None:
+        self._cpu_warnings.add(node)
+
+    def add_report(self, node: str, report: Mapping[str, Any]) -> None:
+        self._workers.add(node)
+        self.buckets.merge(report["buckets"])
+        self.add_cpu(node, float(report["t"]), float(report["cpu_pct"]))
+        if report["cpu_warning"]:
+            self.add_cpu_warning(node)
+
+    def document(self, user_class: str, path: str, steps: Sequence[Step]) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "bucket_s": BUCKET_S,
+            "workload": {"user_class": user_class, "path": path},
+            "steps": [step.to_json() for step in steps],
+            "buckets": self.buckets.to_json(),
+            "loadgen_cpu": sorted(self._cpu, key=lambda sample: (sample["t"], sample["node"])),
+            "cpu_warnings": sorted(self._cpu_warnings),
+            "workers": len(self._workers),
+        }
+
+
+def write_json_atomic(path: str | os.PathLike[str], document: Mapping[str, Any]) -> None:
+    """Write via a temporary file in the same directory, so readers see all or nothing."""
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=1)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        # The orchestrator may read results as another user than the load generator's.
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,80 @@
+"""The Flask app every target serves: endpoints that wait, compute, or do nothing.
+
+Served as `app:app` from this directory. When FLASKBENCH_GAUGE names a gauge file (the launcher
+creates it), every request is counted by the concurrency gauge; otherwise there is no gauge at
+all, which is the baseline for measuring its overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from flask import Flask, request
+from gauge import Gauge, GaugeMiddleware
+
+MAX_MS = 60_000
+# At most five significant digits keeps int() cheap and far from its 4300-digit limit.
+_DIGITS = re.compile(r"0*[0-9]{1,5}")
+
+app = Flask(__name__)
+
+
+class BadParameter(Exception):
+    pass
+
+
+@app.errorhandler(BadParameter)
+def bad_parameter(error: BadParameter) -> tuple[str, int, dict[str, str]]:
+    return f"{error}\n", 400, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def milliseconds(name: str) -> int:
+    """The query parameter `name`: a required integer number of milliseconds, 0 to MAX_MS."""
+    value = request.args.get(name)
+    if value is None:
+        raise BadParameter(f"missing parameter {name}: an integer from 0 to {MAX_MS}")
+    # A strict pattern rather than int(), which also takes "+5", " 5" and "1_0".
+    if not _DIGITS.fullmatch(value) or int(value) > MAX_MS:
+        raise BadParameter(f"parameter {name} must be an integer from 0 to {MAX_MS}")
+    return int(value)
+
+
+def burn_cpu(ms: int) -> None:
+    # Thread CPU time, not wall time: the request costs the same CPU however many compete.
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+
+
+@app.get("/hello")
+def hello() -> str:
+    return "hello"
+
+
+@app.get("/io")
+def io() -> str:
+    ms = milliseconds("ms")
+    # time.sleep, so that gevent's monkey patching turns it into a cooperative wait.
+    time.sleep(ms / 1000)
+    return f"slept {ms} ms"
+
+
+@app.get("/cpu")
+def cpu() -> str:
+    ms = milliseconds("ms")
+    burn_cpu(ms)
+    return f"burned {ms} ms"
+
+
+@app.get("/mixed")
+def mixed() -> str:
+    io_ms, cpu_ms = milliseconds("io"), milliseconds("cpu")
+    time.sleep(io_ms / 1000)
+    burn_cpu(cpu_ms)
+    return f"slept {io_ms} ms, burned {cpu_ms} ms"
+
+
+if gauge_path := os.environ.get("FLASKBENCH_GAUGE"):
+    app.wsgi_app = GaugeMiddleware(app.wsgi_app, Gauge(gauge_path))  # type: ignore[method-assign]

@@ -1,0 +1,115 @@
+"""Micro-benchmark of the gauge: what one request pays for being counted.
+
+    python bench_gauge.py [--pairs N]
+
+Prints nanoseconds per enter+leave pair (one thread; two threads of one process; two processes
+sharing the file), and per WSGI call of /hello with the gauge off and on, straight into the app
+without a server (a real server adds its own per-request cost, so the share is lower there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import gauge
+from app import app
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+
+ROUNDS = 5
+
+
+def pairs_ns(counter: gauge.Gauge, pairs: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(pairs):
+        counter.enter()
+        counter.leave()
+    return (time.perf_counter_ns() - start) / pairs
+
+
+def in_threads(counter: gauge.Gauge, pairs: int, threads: int) -> float:
+    """Wall-clock ns per pair with `threads` threads each doing `pairs` pairs."""
+    workers = [threading.Thread(target=pairs_ns, args=(counter, pairs)) for _ in range(threads)]
+    start = time.perf_counter_ns()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return (time.perf_counter_ns() - start) / (pairs * threads)
+
+
+def in_processes(counter: gauge.Gauge, pairs: int, processes: int) -> float:
+    """Wall-clock ns per pair with `processes` forked processes each doing `pairs` pairs."""
+    start = time.perf_counter_ns()
+    children = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            pairs_ns(counter, pairs)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    return (time.perf_counter_ns() - start) / (pairs * processes)
+
+
+def wsgi_ns(wsgi: WSGIApplication, calls: int) -> float:
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/hello",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+    }
+
+    def start_response(*_args: object) -> Callable[[bytes], object]:
+        return len
+
+    def one() -> None:
+        body: Iterable[bytes] = wsgi(dict(environ), start_response)
+        for _chunk in body:
+            pass
+        body.close()  # type: ignore[attr-defined]
+
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        one()
+    return (time.perf_counter_ns() - start) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200_000)
+    pairs = parser.parse_args().pairs
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+        path = os.path.join(directory, "gauge")
+        gauge.create(path)
+        counter = gauge.Gauge(path)
+        pairs_ns(counter, 1000)  # warm up, and take the slot
+        single = min(pairs_ns(counter, pairs // ROUNDS) for _ in range(ROUNDS))
+        print(f"enter+leave, 1 thread:    {single:7.0f} ns/pair (best of {ROUNDS})")
+        print(f"enter+leave, 2 threads:   {in_threads(counter, pairs // 2, 2):7.0f} ns/pair")
+        print(f"enter+leave, 2 processes: {in_processes(counter, pairs // 2, 2):7.0f} ns/pair")
+        calls = max(pairs // 50, 1000)
+        plain = app.wsgi_app
+        gauged = gauge.GaugeMiddleware(plain, counter)
+        # Best of several rounds: the least disturbed run of each.
+        off = min(wsgi_ns(plain, calls) for _ in range(ROUNDS))
+        on = min(wsgi_ns(gauged, calls) for _ in range(ROUNDS))
+        print(f"/hello WSGI call, gauge off: {off:7.0f} ns")
+        print(f"/hello WSGI call, gauge on:  {on:7.0f} ns ({(on - off) / off:+.1%})")
+        counter.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Start one server, supervise it, and sample its concurrency gauge into gauge.csv.
+
+    python launch.py [--gauge-out PATH] [--gauge-file PATH] [--interval 0.1] [--grace 5] \\
+        -- SERVER ARGV...
+
+The server runs in its own session and process group and dies with the launcher (Linux
+PR_SET_PDEATHSIG). SIGTERM or SIGINT to the launcher sends SIGTERM to the server's process group,
+then SIGKILL after --grace seconds. With --gauge-out, the launcher creates a zeroed gauge file,
+hands its path to the server in FLASKBENCH_GAUGE, and writes a row per process every --interval
+seconds, on multiples of the interval in wall-clock time, plus one after the server has ended
+(format: docs/raw-data.md).
+
+Exit status: the server's exit code if it ended on its own (128 + N if killed by signal N), 0 if
+it ended because the launcher was asked to stop, 1 if the gauge files could not be created, 2 for
+a bad command line, 127 if the server could not be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import TextIO
+
+import gauge
+
+GAUGE_ENV = "FLASKBENCH_GAUGE"
+CSV_HEADER = "t,pid,inflight,peak,served\n"
+PR_SET_PDEATHSIG = 1
+
+
+def log(message: str) -> None:
+    print(f"launch: {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        usage="%(prog)s [--gauge-out PATH] [--gauge-file PATH] [--interval S] [--grace S] "
+        "-- SERVER ARGV...",
+        description="Start a server, supervise it and sample its concurrency gauge.",
+    )
+    parser.add_argument("--gauge-out", help="write gauge.csv here (no gauge without it)")
+    parser.add_argument(
+        "--gauge-file", help="the shared gauge file (default: a new file in /dev/shm)"
+    )
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds from SIGTERM to SIGKILL")
+    if "--" not in argv:
+        parser.error("put -- before the server's command line")
+    split = argv.index("--")
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
+    if not command:
+        parser.error("no server command line after --")
+    if not args.interval > 0 or not args.grace >= 0:
+        parser.error("--interval must be above 0 and --grace 0 or more")
+    if args.gauge_file and not args.gauge_out:
+        parser.error("--gauge-file needs --gauge-out")
+    return args, command
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn that makes the server get SIGKILL when the launcher dies."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
+
+    def preexec() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        # The launcher may have died before prctl took effect.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+@dataclass
+class StopRequest:
+    """When the launcher was asked to stop (monotonic seconds), and whether the grace ran out."""
+
+    group: int
+    asked_at: float | None = None
+    killed: bool = False
+
+    def ask(self, signum: int, _frame: FrameType | None) -> None:
+        if self.asked_at is None:
+            self.asked_at = time.monotonic()
+            log(f"got {signal_name(signum)}; sending SIGTERM to the server's group")
+        signal_group(self.group, signal.SIGTERM)
+
+    def kill_if_overdue(self, grace: float) -> None:
+        overdue = self.asked_at is not None and time.monotonic() - self.asked_at >= grace
+        if overdue and not self.killed:
+            log(f"server still running {grace:g} s after SIGTERM; sending SIGKILL")
+            signal_group(self.group, signal.SIGKILL)
+            self.killed = True
+
+
+def signal_group(group: int, signum: int) -> bool:
+    """Signal a process group; False when no process is left in it."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def next_tick(last: int, interval: float) -> int:
+    """Sleep until the next multiple of `interval` in wall-clock time; return its index."""
+    now = time.time()
+    # Never the same tick twice, even if the clock steps back; and never sleep long if it does.
+    tick = max(math.floor(now / interval) + 1, last + 1)
+    time.sleep(min(max(tick * interval - now, 0.0), interval))
+    return tick
+
+
+class GaugeCsv:
+    """Samples a gauge file into gauge.csv rows."""
+
+    def __init__(self, reader: gauge.GaugeReader, out: TextIO, gauge_path: str) -> None:
+        self._reader = reader
+        self._out = out
+        self.gauge_path = gauge_path
+        self.overflow = 0
+        out.write(CSV_HEADER)
+        out.flush()
+
+    def write_sample(self, t: float) -> None:
+        sample = self._reader.sample()
+        self.overflow = sample.overflow
+        rows = [sample.server, *sample.processes]
+        # One write and a flush per sample: a reader of a live run never sees half a sample.
+        self._out.write(
+            "".join(f"{t:.3f},{r.pid},{r.inflight},{r.peak},{r.served}\n" for r in rows)
+        )
+        self._out.flush()
+
+
+def supervise(
+    server: subprocess.Popen[bytes],
+    stop: StopRequest,
+    interval: float,
+    grace: float,
+    sampler: GaugeCsv | None,
+) -> int:
+    """Tick until the server has ended and one more sample was taken; return its exit code."""
+    tick = math.floor(time.time() / interval)
+    while True:
+        ended = server.poll() is not None
+        if not ended:
+            stop.kill_if_overdue(grace)
+        tick = next_tick(tick, interval)
+        if sampler is not None:
+            sampler.write_sample(tick * interval)
+        if ended:
+            return server.wait()
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def describe_end(pid: int, code: int, stop: StopRequest) -> str:
+    how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with code {code}"
+    if stop.asked_at is None:
+        return f"server pid {pid} {how} on its own"
+    late = " once the grace period had run out" if stop.killed else ""
+    return f"server pid {pid} {how} after we asked it to stop{late}"
+
+
+def exit_status(code: int, stop: StopRequest) -> int:
+    if stop.asked_at is not None:
+        return 0
+    return 128 - code if code < 0 else code
+
+
+@contextlib.contextmanager
+def shared_gauge_file(path: str | None) -> Iterator[str]:
+    """The given gauge file path, or a new file in /dev/shm that is removed afterwards."""
+    if path:
+        yield path
+        return
+    fd, made = tempfile.mkstemp(dir="/dev/shm", prefix="flaskbench-gauge-")
+    os.close(fd)
+    try:
+        yield made
+    finally:
+        os.unlink(made)
+
+
+@contextlib.contextmanager
+def gauge_csv(out_path: str, gauge_file: str | None) -> Iterator[GaugeCsv]:
+    """gauge.csv, sampling a freshly zeroed gauge file."""
+    with open(out_path, "w", encoding="ascii") as out, shared_gauge_file(gauge_file) as path:
+        gauge.create(path)
+        reader = gauge.GaugeReader(path)
+        try:
+            yield GaugeCsv(reader, out, path)
+        finally:
+            reader.close()
+
+
+def run(args: argparse.Namespace, command: list[str]) -> int:
+    env = dict(os.environ)
+    # An inherited variable must not turn the gauge-off baseline into a gauged run.
+    env.pop(GAUGE_ENV, None)
+    with contextlib.ExitStack() as cleanup:
+        sampler = None
+        if args.gauge_out:
+            try:
+                sampler = cleanup.enter_context(gauge_csv(args.gauge_out, args.gauge_file))
+            except OSError as error:
+                log(f"could not set up the gauge: {error}")
+                return 1
+            env[GAUGE_ENV] = sampler.gauge_path
+        try:
+            # preexec_fn is safe here: the launcher runs no other thread.
+            server = subprocess.Popen(
+                command,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
+            )
+        except OSError as error:
+            log(f"could not start {shlex.join(command)}: {error}")
+            return 127
+        log(f"started pid {server.pid}: {shlex.join(command)}")
+        stop = StopRequest(group=server.pid)
+        signal.signal(signal.SIGTERM, stop.ask)
+        signal.signal(signal.SIGINT, stop.ask)
+        try:
+            code = supervise(server, stop, args.interval, args.grace, sampler)
+        finally:
+            # Children the server left behind (or all of it, if the launcher itself failed).
+            if signal_group(server.pid, signal.SIGKILL):
+                log("killed processes left in the server's group")
+    log(describe_end(server.pid, code, stop))
+    if sampler is not None and sampler.overflow:
+        log(f"all gauge slots were taken: {sampler.overflow} requests counted server-wide only")
+    return exit_status(code, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, command = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(args, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The target launcher with real servers on 127.0.0.1: gauge.csv, signals and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TARGETS = Path(__file__).resolve().parent.parent / "targets"
+TIMEOUT_S = 10
+
+pytestmark = pytest.mark.load
+
+
+@dataclass(frozen=True)
+class GaugeRow:
+    t: str
+    pid: int
+    inflight: int
+    peak: int
+    served: int
+
+
+@dataclass
+class Launched:
+    process: subprocess.Popen[bytes]
+    log: Path
+    gauge_csv: Path
+
+    def server_pid(self) -> int:
+        """The server's pid, from the launcher's start line."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            match = re.search(r"launch: started pid (\d+)", self.log.read_text())
+            if match:
+                return int(match.group(1))
+            time.sleep(0.05)
+        raise AssertionError(f"no start line in the log:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(TIMEOUT_S)
+
+    def wait_until_served(self, count: int) -> None:
+        """Until the gauge has seen `count` requests closed: a client has its response a moment
+        before the server closes the response iterable, and stopping then would cut it short."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            if final_served(self.gauge_rows()).get(0) == count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the gauge never saw {count} requests served")
+
+    def gauge_rows(self) -> list[GaugeRow]:
+        with self.gauge_csv.open(newline="") as file:
+            reader = csv.DictReader(file)
+            assert reader.fieldnames == ["t", "pid", "inflight", "peak", "served"]
+            return [
+                GaugeRow(
+                    row["t"],
+                    int(row["pid"]),
+                    int(row["inflight"]),
+                    int(row["peak"]),
+                    int(row["served"]),
+                )
+                for row in reader
+            ]
+
+
+@contextlib.contextmanager
+def launch(tmp_path: Path, server: list[str], *options: str) -> Iterator[Launched]:
+    """Run launch.py from targets/ with `server`; whatever happens, leave no process behind."""
+    log = tmp_path / "target.log"
+    gauge_csv = tmp_path / "gauge.csv"
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "launch.py", *options, "--", *server],
+            cwd=TARGETS,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    launched = Launched(process, log, gauge_csv)
+    try:
+        yield launched
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        # The server's own group, in case the launcher could not clean up.
+        match = re.search(r"launch: started pid (\d+)", log.read_text())
+        if match:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(match.group(1)), signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, launched: Launched) -> None:
+    # A bare connection is no request: the app is not called, so served counts stay exact.
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert launched.process.poll() is None, launched.log.read_text()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}:\n{launched.log.read_text()}")
+
+
+def concurrent_gets(port: int, path: str, count: int) -> list[int]:
+    """`count` GET requests started together, each on its own connection; their statuses."""
+    start = threading.Barrier(count)
+    statuses: list[int] = []
+
+    def get() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+        try:
+            start.wait(TIMEOUT_S)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=get) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+    return statuses
+
+
+def check_contract(rows: list[GaugeRow]) -> None:
+    """The shape docs/raw-data.md promises: per sample, one server row and then process rows."""
+    assert rows, "no samples"
+    times = [row.t for row in rows if row.pid == 0]
+    assert len(times) == len(set(times)), "two server rows in one sample"
+    assert [row.t for row in rows if row.t not in times] == []
+    assert all(re.fullmatch(r"\d+\.\d00", t) for t in times), "not on multiples of 0.1 s"
+    assert [float(t) for t in times] == sorted(float(t) for t in times)
+    for t in times:
+        pids = [row.pid for row in rows if row.t == t]
+        assert pids[0] == 0
+        assert len(pids) == len(set(pids))
+
+
+def final_served(rows: list[GaugeRow]) -> dict[int, int]:
+    """The last `served` of every pid (0 is the server)."""
+    return {row.pid: row.served for row in rows}
+
+
+def devserver(port: int, *options: str) -> list[str]:
+    return [sys.executable, "devserver.py", "--host", "127.0.0.1", "--port", str(port), *options]
+
+
+def test_threaded_devserver_is_gauged_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port, n = free_port(), 8
+    with launch(
+        tmp_path, devserver(port, "--threaded"), "--gauge-out", str(tmp_path / "gauge.csv")
+    ) as launched:
+        wait_for_port(port, launched)
+        assert concurrent_gets(port, "/io?ms=200", n) == [200] * n
+        launched.wait_until_served(n)
+        assert launched.stop() == 0
+        rows = launched.gauge_rows()
+    check_contract(rows)
+    server_pid = launched.server_pid()
+    assert max(row.peak for row in rows if row.pid == 0) >= n
+    assert max(row.peak for row in rows if row.pid == server_pid) >= n
+    assert final_served(rows) == {0: n, server_pid: n}
+    assert rows[-1].inflight == 0
+    log = launched.log.read_text()
+    assert f"server pid {server_pid} was killed by SIGTERM after we asked it to stop" in log
+
+
+def test_forking_devserver_counts_a_slot_per_child(tmp_path: Path) -> None:
+    port, n = free_port(), 4
+    server = devserver(port, "--no-threaded", "--processes", str(n))
+    with launch(tmp_path, server, "--gauge-out", str(tmp_path / "gauge.csv")) as launched:
+        wait_for_port(port, launched)
+        assert concurrent_gets(port, "/io?ms=300", n) == [200] * n
+        launched.wait_until_served(n)
+        assert launched.stop() == 0
+        rows = launched.gauge_rows()
+    check_contract(rows)
+    served = final_served(rows)
+    assert served.pop(0) == n
+    # A child per request, each in its own slot; the parent never calls the app.
+    assert served == dict.fromkeys(served, 1)
+    assert len(served) == n
+    assert launched.server_pid() not in served
+    assert max(row.peak for row in rows if row.pid == 0) == n
+
+
+def test_gunicorn_sync_workers_each_have_a_row(tmp_path: Path) -> None:
+    port, n = free_port(), 8
+    server = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        "sync",
+        "--workers",
+        "2",
+        "--worker-tmp-dir",
+        "/dev/shm",
+        "--no-control-socket",
+        "app:app",
+    ]
+    with launch(tmp_path, server, "--gauge-out", str(tmp_path / "gauge.csv")) as launched:
+        wait_for_port(port, launched)
+        assert concurrent_gets(port, "/io?ms=200", n) == [200] * n
+        launched.wait_until_served(n)
+        assert launched.stop() == 0
+        rows = launched.gauge_rows()
+    check_contract(rows)
+    served = final_served(rows)
+    assert served.pop(0) == n
+    assert len(served) == 2
+    assert sum(served.values()) == n
+    # A sync worker serves one request at a time; two of them, two at once.
+    assert max(row.peak for row in rows if row.pid != 0) == 1
+    assert max(row.peak for row in rows if row.pid == 0) == 2
+
+
+def test_a_server_exiting_on_its_own_passes_on_its_code(tmp_path: Path) -> None:
+    server = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    with launch(tmp_path, server, "--gauge-out", str(tmp_path / "gauge.csv")) as launched:
+        assert launched.process.wait(TIMEOUT_S) == 3
+        rows = launched.gauge_rows()
+    check_contract(rows)
+    assert rows[-1] == GaugeRow(rows[-1].t, 0, 0, 0, 0)
+    assert f"server pid {launched.server_pid()} exited with code 3 on its own" in (
+        launched.log.read_text()
+    )
+
+
+def test_a_server_killed_by_a_signal_gives_128_plus_it(tmp_path: Path) -> None:
+    server = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    with launch(tmp_path, server) as launched:
+        assert launched.process.wait(TIMEOUT_S) == 128 + signal.SIGKILL
+    assert "was killed by SIGKILL on its own" in launched.log.read_text()
+    assert not launched.gauge_csv.exists()
+
+
+IGNORES_SIGTERM = """
+import pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pathlib.Path(sys.argv[1]).touch()
+time.sleep(60)
+"""
+
+
+def test_a_server_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    server = [sys.executable, "-c", IGNORES_SIGTERM, str(ready)]
+    with launch(tmp_path, server, "--grace", "0.5") as launched:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert launched.stop() == 0
+    log = launched.log.read_text()
+    assert (
+        "was killed by SIGKILL after we asked it to stop once the grace period had run out" in log
+    )
+
+
+def test_the_server_dies_with_the_launcher(tmp_path: Path) -> None:
+    server = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with launch(tmp_path, server) as launched:
+        server_pid = launched.server_pid()
+        launched.process.kill()
+        launched.process.wait(TIMEOUT_S)
+        deadline = time.monotonic() + TIMEOUT_S
+        while not gone(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(server_pid)
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+CHECKS_GAUGE_VARIABLE = """
+import os, sys
+import gauge
+path = os.environ.get("FLASKBENCH_GAUGE")
+if sys.argv[1] == "off":
+    sys.exit(0 if path is None else 10)
+gauge.GaugeReader(path).close()
+"""
+
+
+@pytest.mark.parametrize("gauged", [True, False])
+def test_the_gauge_variable_is_set_only_with_gauge_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gauged: bool
+) -> None:
+    # An inherited variable must not sneak a gauge into the baseline.
+    monkeypatch.setenv("FLASKBENCH_GAUGE", "/nonexistent")
+    server = [sys.executable, "-c", CHECKS_GAUGE_VARIABLE, "on" if gauged else "off"]
+    options = ["--gauge-out", str(tmp_path / "gauge.csv")] if gauged else []
+    with launch(tmp_path, server, *options) as launched:
+        assert launched.process.wait(TIMEOUT_S) == 0, launched.log.read_text()
+
+
+def test_the_default_gauge_file_is_removed_at_exit(tmp_path: Path) -> None:
+    before = set(Path("/dev/shm").glob("flaskbench-gauge-*"))
+    server = [sys.executable, "-c", "import os; print(os.environ['FLASKBENCH_GAUGE'])"]
+    with launch(tmp_path, server, "--gauge-out", str(tmp_path / "gauge.csv")) as launched:
+        assert launched.process.wait(TIMEOUT_S) == 0
+    assert set(Path("/dev/shm").glob("flaskbench-gauge-*")) == before
+    assert "/dev/shm/flaskbench-gauge-" in launched.log.read_text()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["python"],
+        ["--"],
+        ["--gauge-file", "/dev/shm/x", "--", "python"],
+        ["--interval", "0", "--", "python"],
+    ],
+)
+def test_a_bad_command_line_exits_2(arguments: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "launch.py", *arguments],
+        cwd=TARGETS,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr

@@ -1,0 +1,304 @@
+"""Run the real locustfile, as the orchestrator does, against a tiny server on 127.0.0.1.
+
+Locust runs in subprocesses only: importing it would monkey-patch this test process.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stepstats import quantise_ms
+
+pytestmark = pytest.mark.load
+
+LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "locustfile.py"
+SERVER_DELAY_S = 0.01
+PATHS = {"/hello", "/io", "/cpu", "/mixed"}
+RUN_TIMEOUT_S = 40
+WORKER_EXIT_TIMEOUT_S = 10
+
+
+@dataclass
+class _Server:
+    port: int
+    failing: set[str]
+    # (path, query) of every request, in arrival order.
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _start_server(failing: set[str]) -> tuple[http.server.ThreadingHTTPServer, _Server]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; Nagle would hold the body back ~40 ms.
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            state.seen.append((path, query))
+            threading.Event().wait(SERVER_DELAY_S)
+            status = 404 if path not in PATHS else 500 if path in state.failing else 200
+            body = b"ok"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state = _Server(port=httpd.server_address[1], failing=failing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, state
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _locust(*args: str) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+
+
+@dataclass(frozen=True)
+class _Run:
+    loadgen: dict[str, Any]
+    locust_requests: int
+    locust_failures: int
+    master_code: int
+    worker_codes: list[int]
+    server: _Server
+
+
+def _run(
+    directory: Path, server: _Server, user_class: str, workers: int, fb: dict[str, object]
+) -> _Run:
+    """A headless run: a master and its workers, or one process when workers is 0.
+
+    fb holds the --fb-* options, without their prefix.
+    """
+    port = _free_port()
+    main = [
+        user_class,
+        "--headless",
+        "--host",
+        server.url,
+        "--csv",
+        str(directory / "locust"),
+        "--logfile",
+        str(directory / "locust-master.log"),
+        "--fb-out",
+        str(directory / "loadgen.json"),
+        *(arg for name, value in fb.items() for arg in (f"--fb-{name}", str(value))),
+    ]
+    if workers:
+        main += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
+        main += ["--expect-workers", str(workers), "--expect-workers-max-wait", "20"]
+    worker_args = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with (directory / "locust-master.out").open("wb") as out:
+            processes.append(
+                subprocess.Popen(
+                    _locust(*main), cwd=directory, stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+        for index in range(workers):
+            with (directory / f"locust-worker-{index}.out").open("wb") as out:
+                processes.append(
+                    subprocess.Popen(
+                        _locust(user_class, *worker_args),
+                        cwd=directory,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        master_code = processes[0].wait(timeout=RUN_TIMEOUT_S)
+        worker_codes = [p.wait(timeout=WORKER_EXIT_TIMEOUT_S) for p in processes[1:]]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=WORKER_EXIT_TIMEOUT_S)
+    aggregated = _locust_aggregated(directory / "locust_stats.csv")
+    return _Run(
+        loadgen=json.loads((directory / "loadgen.json").read_text()),
+        locust_requests=int(aggregated["Request Count"]),
+        locust_failures=int(aggregated["Failure Count"]),
+        master_code=master_code,
+        worker_codes=worker_codes,
+        server=server,
+    )
+
+
+def _locust_aggregated(path: Path) -> dict[str, str]:
+    with path.open(newline="") as handle:
+        return next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Run]:
+    httpd, server = _start_server(failing=set())
+    try:
+        yield _run(
+            tmp_path_factory.mktemp("distributed"),
+            server,
+            "IoUser",
+            workers=2,
+            fb={"io-ms": 7, "steps": "1,2", "warmup": 1, "measure": 2},
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Run]:
+    httpd, server = _start_server(failing={"/cpu"})
+    try:
+        yield _run(
+            tmp_path_factory.mktemp("failing"),
+            server,
+            "CpuUser",
+            workers=0,
+            fb={"cpu-ms": 3, "steps": "2", "warmup": 1, "measure": 1, "tail": 0},
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _window_buckets(loadgen: dict[str, Any], step: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {
+        b["t"]: b
+        for b in loadgen["buckets"]
+        if step["measure_start"] <= b["t"] < step["measure_end"]
+    }
+
+
+def test_distributed_run_exits_cleanly(distributed: _Run) -> None:
+    assert distributed.master_code == 0
+    assert distributed.worker_codes == [0, 0]
+
+
+def test_steps_have_whole_second_back_to_back_windows(distributed: _Run) -> None:
+    steps = distributed.loadgen["steps"]
+
+    assert [(s["index"], s["users"]) for s in steps] == [(0, 1), (1, 2)]
+    for step in steps:
+        assert step["start"] == int(step["start"])
+        assert step["measure_start"] == step["start"] + 1
+        assert step["measure_end"] == step["measure_start"] + 2
+    assert steps[1]["start"] == steps[0]["measure_end"]
+
+
+def test_every_second_of_every_window_has_plausible_counts(distributed: _Run) -> None:
+    # Each user completes at most one request per SERVER_DELAY_S, and should get most of them.
+    rates = []
+    for step in distributed.loadgen["steps"]:
+        buckets = _window_buckets(distributed.loadgen, step)
+        ceiling = step["users"] * (1 / SERVER_DELAY_S + 1)
+
+        assert sorted(buckets) == list(range(int(step["measure_start"]), int(step["measure_end"])))
+        for bucket in buckets.values():
+            assert 0.5 * ceiling <= bucket["requests"] <= ceiling, (step, bucket)
+            assert bucket["failures"] == 0
+        rates.append(statistics.fmean(b["requests"] for b in buckets.values()))
+    assert rates[1] > 1.5 * rates[0]
+
+
+def test_buckets_hold_exactly_the_requests_locust_counted(distributed: _Run) -> None:
+    buckets = distributed.loadgen["buckets"]
+
+    total = sum(b["requests"] for b in buckets)
+
+    assert total == distributed.locust_requests
+    # Only the requests in flight when the users were stopped go unrecorded.
+    assert total <= len(distributed.server.seen) <= total + 2
+    assert all(sum(b["latency_ms"].values()) == b["requests"] for b in buckets)
+
+
+def test_latency_histogram_is_quantised_and_near_the_server_delay(distributed: _Run) -> None:
+    values: list[float] = []
+    for bucket in distributed.loadgen["buckets"]:
+        for key, count in bucket["latency_ms"].items():
+            assert quantise_ms(float(key)) == key
+            values += [float(key)] * count
+
+    assert 1000 * SERVER_DELAY_S <= statistics.median_low(values) < 3000 * SERVER_DELAY_S
+
+
+def test_workers_and_their_cpu_are_recorded(distributed: _Run) -> None:
+    loadgen = distributed.loadgen
+    nodes = {sample["node"] for sample in loadgen["loadgen_cpu"]}
+
+    assert loadgen["workers"] == 2
+    assert "master" in nodes
+    assert len([n for n in nodes if n.startswith("worker-")]) == 2
+    assert all(sample["cpu_pct"] >= 0 for sample in loadgen["loadgen_cpu"])
+    assert isinstance(loadgen["cpu_warnings"], list)
+
+
+def test_io_user_asks_for_the_configured_sleep(distributed: _Run) -> None:
+    assert distributed.loadgen["workload"] == {"user_class": "IoUser", "path": "/io?ms=7"}
+    assert set(distributed.server.seen) == {("/io", "ms=7")}
+
+
+def test_failed_requests_are_counted_in_a_single_process_run(failing: _Run) -> None:
+    buckets = failing.loadgen["buckets"]
+    requests = sum(b["requests"] for b in buckets)
+
+    assert failing.master_code == 1  # Locust's exit code when any request failed
+    assert failing.loadgen["workers"] == 0
+    assert requests > 0
+    assert sum(b["failures"] for b in buckets) == requests
+    # A single process closes Locust's CSV right after the run, before the CSV writer's next
+    # pass (once a second), so Locust's file may miss the last second; ours does not.
+    assert 0 < failing.locust_requests <= requests
+    assert failing.locust_failures == failing.locust_requests
+    assert set(failing.server.seen) == {("/cpu", "ms=3")}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["IoUser", "--fb-steps", "1,0"], "argument --fb-steps: expected comma-separated"),
+        (["IoUser", "--fb-measure", "1.5"], "argument --fb-measure: expected a whole number"),
+        (["IoUser", "--fb-timeout", "0"], "argument --fb-timeout: expected seconds"),
+        (["--fb-steps", "1"], "name exactly one user class"),
+    ],
+)
+def test_bad_options_fail_with_one_line_naming_them(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        _locust("--headless", "--host", "http://127.0.0.1:9", *args),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1

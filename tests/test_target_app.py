@@ -1,0 +1,164 @@
+"""The Flask app the targets serve: its endpoints, its parameter checks, and the gauge switch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import app as target_app
+import gauge
+import pytest
+from flask.testing import FlaskClient
+
+TARGETS = Path(__file__).resolve().parent.parent / "targets"
+
+
+@pytest.fixture
+def client() -> FlaskClient:
+    return target_app.app.test_client()
+
+
+def test_hello(client: FlaskClient) -> None:
+    response = client.get("/hello")
+    assert response.status_code == 200
+    assert response.text == "hello"
+
+
+def test_io_sleeps_at_least_the_requested_time(client: FlaskClient) -> None:
+    start = time.monotonic()
+    response = client.get("/io?ms=50")
+    assert response.status_code == 200
+    assert time.monotonic() - start >= 0.05
+
+
+def test_cpu_burns_at_least_the_requested_thread_cpu_time(client: FlaskClient) -> None:
+    # The test client runs the app in this thread, so this thread's CPU clock sees the burn.
+    start = time.thread_time()
+    response = client.get("/cpu?ms=50")
+    assert response.status_code == 200
+    assert time.thread_time() - start >= 0.05
+
+
+def test_mixed_sleeps_then_burns(client: FlaskClient) -> None:
+    wall, cpu = time.monotonic(), time.thread_time()
+    response = client.get("/mixed?io=40&cpu=30")
+    assert response.status_code == 200
+    assert time.thread_time() - cpu >= 0.03
+    assert time.monotonic() - wall >= 0.07
+
+
+@pytest.mark.parametrize("path", ["/io?ms=0", "/cpu?ms=0", "/mixed?io=0&cpu=0", "/io?ms=00"])
+def test_zero_is_allowed(client: FlaskClient, path: str) -> None:
+    assert client.get(path).status_code == 200
+
+
+def test_the_upper_bound_is_allowed() -> None:
+    with target_app.app.test_request_context("/io?ms=60000"):
+        assert target_app.milliseconds("ms") == 60000
+
+
+BAD_VALUES = {
+    "empty": "",
+    "word": "abc",
+    "decimal": "1.5",
+    "negative": "-1",
+    "plus sign": "+5",
+    "space": "%205",
+    "underscore": "1_0",
+    "hex": "0x10",
+    "non-ASCII digit": "%D9%A3",
+    "too large": "60001",
+    "huge": "9" * 5000,
+}
+ENDPOINTS = {
+    "ms": ["/io?{}", "/cpu?{}"],
+    "io": ["/mixed?{}&cpu=0"],
+    "cpu": ["/mixed?io=0&{}"],
+}
+CASES = [
+    pytest.param(template.format(f"{name}={value}"), name, id=f"{template}-{name}-{kind}")
+    for name, templates in ENDPOINTS.items()
+    for template in templates
+    for kind, value in BAD_VALUES.items()
+] + [
+    pytest.param(template.format("other=1"), name, id=f"{template}-{name}-missing")
+    for name, templates in ENDPOINTS.items()
+    for template in templates
+]
+
+
+@pytest.mark.parametrize(("path", "name"), CASES)
+def test_bad_parameter_is_a_one_line_400_naming_it(
+    client: FlaskClient, path: str, name: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    lines = response.text.splitlines()
+    assert len(lines) == 1
+    assert f" {name}" in lines[0]
+
+
+def run_app_in_subprocess(env_gauge: str | None, code: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "FLASKBENCH_GAUGE"}
+    if env_gauge is not None:
+        env["FLASKBENCH_GAUGE"] = env_gauge
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=TARGETS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+CALL_HELLO_THREE_TIMES = """
+import app, gauge
+print(isinstance(app.app.wsgi_app, gauge.GaugeMiddleware))
+client = app.app.test_client()
+for _ in range(3):
+    # Leaving the with block closes the response iterable, which ends the request for the gauge.
+    with client.get("/hello") as response:
+        assert response.status_code == 200
+"""
+
+
+def test_without_the_variable_there_is_no_gauge() -> None:
+    result = run_app_in_subprocess(None, CALL_HELLO_THREE_TIMES)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_with_the_variable_every_request_is_counted(tmp_path: Path) -> None:
+    path = str(tmp_path / "gauge")
+    gauge.create(path)
+    result = run_app_in_subprocess(path, CALL_HELLO_THREE_TIMES)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    reader = gauge.GaugeReader(path)
+    try:
+        # The subprocess has exited, so its row comes out one last time.
+        sample = reader.sample()
+    finally:
+        reader.close()
+    assert sample.server == gauge.Row(0, 0, 1, 3)
+    assert [row.served for row in sample.processes] == [3]
+
+
+def test_devserver_refuses_threads_with_processes() -> None:
+    result = subprocess.run(
+        [sys.executable, "devserver.py", "--host", "127.0.0.1", "--port", "1", "--processes", "2"],
+        cwd=TARGETS,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "cannot combine threads and processes" in result.stderr
