@@ -97,6 +97,8 @@ class Row:
     workers: int
     threads: int | None
     workload: str
+    # Time each request spends in the app by design: the workload's I/O plus CPU milliseconds.
+    work_ms: int
     users: int
     repeat: int
     duration_s: float
@@ -162,6 +164,7 @@ def step_row(
         workers=target.workers,
         threads=target.threads,
         workload=workload.name,
+        work_ms=workload.io_ms + workload.cpu_ms,
         users=step.users,
         repeat=repeat,
         duration_s=step.duration_s,
@@ -265,15 +268,18 @@ class Point:
 
     target: str
     workload: str
+    work_ms: int
     users: int
     repeats: int
     rps: float
     rps_min: float
     rps_max: float
+    mean_ms: float | None
     p50_ms: float | None
     p99_ms: float | None
     peak_inflight_process: int | None
     peak_inflight_server: int | None
+    mean_inflight_server: float | None
     expected_slots: int | None
     expected_rps: float | None
     rps_vs_expected: float | None
@@ -284,6 +290,13 @@ class Point:
     worker_processes: int
     failures: int
     flags: tuple[str, ...]
+
+    @property
+    def time_in_app_ms(self) -> float | None:
+        """Mean time a request spent inside the app (Little's law on the in-process gauge)."""
+        if self.mean_inflight_server is None or self.rps <= 0:
+            return None
+        return 1000 * self.mean_inflight_server / self.rps
 
 
 def aggregate(rows: Sequence[Row]) -> list[Point]:
@@ -297,15 +310,18 @@ def aggregate(rows: Sequence[Row]) -> list[Point]:
             Point(
                 target=target,
                 workload=workload,
+                work_ms=group[0].work_ms,
                 users=users,
                 repeats=len(group),
                 rps=statistics.median(rps),
                 rps_min=min(rps),
                 rps_max=max(rps),
+                mean_ms=_median(r.mean_ms for r in group),
                 p50_ms=_median(r.p50_ms for r in group),
                 p99_ms=_median(r.p99_ms for r in group),
                 peak_inflight_process=_max(r.peak_inflight_process for r in group),
                 peak_inflight_server=_max(r.peak_inflight_server for r in group),
+                mean_inflight_server=_median(r.mean_inflight_server for r in group),
                 expected_slots=group[0].expected_slots,
                 expected_rps=group[0].expected_rps,
                 rps_vs_expected=_median(r.rps_vs_expected for r in group),

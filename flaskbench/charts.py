@@ -78,7 +78,8 @@ def _plot(
         axes.set_ylim(bottom=0)
     users = sorted({p.users for p in points})
     axes.set_xticks(users, [str(u) for u in users])
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     buffer = BytesIO()
     figure.savefig(buffer, format="png")

@@ -18,7 +18,7 @@ from typing import Any
 
 from flaskbench.analyze import analyze_run
 from flaskbench.collect import load_run
-from flaskbench.config import Config, ConfigError, Overrides, load_config
+from flaskbench.config import Config, ConfigError, Overrides, format_cpus, load_config
 from flaskbench.doctor import all_checks, run_checks
 from flaskbench.plan import expand
 from flaskbench.progress import Progress
@@ -148,6 +148,9 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         progress.warn(
             f"flaskbench: load goes to {config.host}:{config.port} (--allow-remote-target)"
         )
+    # The orchestrator shares the load generator's CPUs, never the target's.
+    os.sched_setaffinity(0, config.cpus.load)
+    meta["orchestrator_cpus"] = format_cpus(config.cpus.load)
     plan = expand(config)
     try:
         outcome = execute(plan, runner, run, meta, progress)
@@ -185,8 +188,11 @@ def _build_report(run: RunDir, progress: Progress) -> list[str]:
 
 def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -> int:
     bad = outcome.unsuccessful
-    for status in bad:
-        progress.warn(f"flaskbench: {status.cell_id}: {status.status}: {status.reason}")
+    if bad:
+        progress.warn(
+            f"flaskbench: {len(bad)} of {len(outcome.statuses)} cell(s) failed or were degraded "
+            f"(reasons above and in {outcome.run.path / 'report.md'})"
+        )
     if outcome.interrupted:
         progress.warn(
             f"flaskbench: interrupted; {len(outcome.statuses)} cell(s) finished. "

@@ -12,7 +12,7 @@ import csv
 import html
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +20,15 @@ from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point
 from flaskbench.charts import Chart, workload_charts
 from flaskbench.rundir import RunDir, atomic_write_text
 from flaskbench.servers import Target, describe
+from flaskbench.theory import parallel_processes
 
 SHORTFALL = 0.90
-CPU_SATURATED_PCT = 90.0
+# Share of the CPU the target could use that counts as saturated.
+CPU_SATURATED = 0.90
+# A worker serving this many times its even share counts as uneven spreading.
+UNEVEN = 1.25
+# Requests inside the app this many times longer than their work were waiting for something.
+SLOW_INSIDE = 1.1
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,12 @@ def document(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
         blocks.append(
             Bullets(
                 tuple(
-                    sentence(data.targets[t], ps, analysis.knees.get((t, workload.name)))
+                    sentence(
+                        data.targets[t],
+                        ps,
+                        analysis.knees.get((t, workload.name)),
+                        data.target_cores,
+                    )
                     for t, ps in _by_target(points, list(data.targets)).items()
                 )
             )
@@ -213,45 +224,54 @@ def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) ->
     )
 
 
-def sentence(target: Target, points: Sequence[Point], knee: Knee | None) -> str:
+def sentence(target: Target, points: Sequence[Point], knee: Knee | None, cores: int) -> str:
     """One plain sentence about one target on one workload, from its measurements alone."""
     series = sorted(points, key=lambda p: p.users)
-    per_process = max(
-        (p.peak_inflight_process for p in series if p.peak_inflight_process is not None),
-        default=None,
-    )
-    server = max(
-        (p.peak_inflight_server for p in series if p.peak_inflight_server is not None), default=None
-    )
-    parts = [f"**{target.name}** ({describe(target)})"]
+    per_process = _max_of(p.peak_inflight_process for p in series)
+    server = _max_of(p.peak_inflight_server for p in series)
+    text = f"**{target.name}** ({describe(target)})"
     if per_process is None or server is None:
-        parts.append("has no in-flight measurements")
+        text += " has no in-flight measurements"
     elif _follows_users(series):
-        parts.append(
-            f"had as many requests in flight as there were users, up to {server} at "
-            f"{series[-1].users} users"
+        text += (
+            f" had as many requests in flight as there were users, up to {server} at "
+            f"{_users(series[-1].users)}"
         )
     else:
         slots = series[-1].expected_slots
         bound = f"; its model allows {_slots(slots)}" if slots is not None else ""
-        parts.append(
-            f"never had more than {per_process} request{'s' if per_process != 1 else ''} in flight "
-            f"per process and {server} server-wide{bound}"
+        text += (
+            f" never had more than {per_process} request{'s' if per_process != 1 else ''} in "
+            f"flight per process and {server} server-wide{bound}"
         )
-    text = " ".join(parts)
     if knee is None:
         return text + "."
     peak = max(series, key=lambda p: p.rps)
-    text += f". Throughput peaked at {_num(peak.rps)} req/s with {peak.users} users"
+    text += f". Throughput peaked at {_num(peak.rps)} req/s with {_users(peak.users)}"
     if peak.expected_rps:
         text += f" ({peak.rps / peak.expected_rps:.0%} of the expected {_num(peak.expected_rps)})"
-    text += f" and reached 95% of that from {knee.knee_users} users"
+    text += f" and reached 95% of that from {_users(knee.knee_users)}"
     if knee.p99_doubling_users:
-        text += f"; p99 latency passed twice its 1-user value at {knee.p99_doubling_users} users"
+        text += f"; p99 latency passed twice its 1-user value at {_users(knee.p99_doubling_users)}"
     text += "."
-    if peak.rps_vs_expected is not None and peak.rps_vs_expected < SHORTFALL:
-        text += " " + shortfall_cause(peak, target)
+    short = [p for p in series if p.rps_vs_expected is not None and p.rps_vs_expected < SHORTFALL]
+    if short:
+        text += " Below 90% of the expected ceiling: " + "; ".join(
+            f"{_users(p.users)} {p.rps_vs_expected:.0%} ({shortfall_cause(p, target, cores)})"
+            for p in short
+            if p.rps_vs_expected is not None
+        )
+        text += "."
     return text
+
+
+def _users(count: int) -> str:
+    return f"{count} user{'s' if count != 1 else ''}"
+
+
+def _max_of(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def _follows_users(series: Sequence[Point]) -> bool:
@@ -263,38 +283,55 @@ def _follows_users(series: Sequence[Point]) -> bool:
     )
 
 
-def shortfall_cause(point: Point, target: Target) -> str:
+def shortfall_cause(point: Point, target: Target, cores: int) -> str:
     """Why a step fell short of its expected ceiling, from what was measured at that step."""
     if "loadgen_cpu" in point.flags or "locust_cpu_warning" in point.flags:
         return (
-            f"It fell short because the load generator ran out of CPU "
-            f"({_num(point.loadgen_cpu_pct, 0)}%): this measures Locust, not the target."
+            f"the load generator was CPU-bound ({_num(point.loadgen_cpu_pct, 0)}%), so this "
+            "measures Locust, not Flask"
         )
     if point.failures:
-        return f"It fell short with {point.failures} failed requests."
-    if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED_PCT:
-        return (
-            "It fell short because the target's CPU was saturated "
-            f"({_num(point.target_cpu_pct, 0)}% of one core): server overhead per request, "
-            "not modelled, is the limit."
-        )
-    even = 1 / target.workers if target.workers > 1 else None
-    share = point.worker_request_share_max
-    if even is not None and share is not None and share > 1.25 * even:
-        return (
-            f"It fell short because requests were spread unevenly: one worker process served "
-            f"{share:.0%} of them (an even spread would be {even:.0%})."
-        )
+        return f"{point.failures} requests failed"
+    capacity = 100.0 * min(cores, parallel_processes(target))
+    if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED * capacity:
+        return f"target CPU saturated ({_num(point.target_cpu_pct, 0)}% of {capacity:.0f}%)"
     slots = point.expected_slots
+    busy_limit = point.users if slots is None else min(point.users, slots)
     inflight = point.peak_inflight_server
-    if inflight is not None and inflight < min(
-        point.users, slots if slots is not None else point.users
-    ):
+    if inflight is not None and inflight < busy_limit:
+        per_worker = slots // target.workers if slots is not None and target.workers > 1 else None
+        if per_worker and point.peak_inflight_process == per_worker:
+            return (
+                f"uneven spread: one worker was full ({per_worker} in flight) while the server "
+                f"held only {inflight} of {busy_limit}{_share(point, target)}"
+            )
+        return f"only {inflight} in flight where {busy_limit} could be{_share(point, target)}"
+    if _share(point, target):
+        return "uneven spread" + _share(point, target)
+    inside = point.time_in_app_ms
+    if inside is not None and inside > SLOW_INSIDE * point.work_ms:
         return (
-            f"It fell short because the server never had more than {inflight} requests in flight "
-            f"at {point.users} users, fewer than its slots allow."
+            f"each request spent {_num(inside, 0)} ms in the app for {point.work_ms} ms of work, "
+            "waiting for the CPU"
         )
-    return "Nothing measured explains the shortfall; see the flags and the raw data."
+    # Falling short means each busy slot turned over slower than the work alone allows.
+    slot_ms = 1000 * busy_limit / point.rps if point.rps > 0 else None
+    if inside is not None and slot_ms is not None and slot_ms > SLOW_INSIDE * point.work_ms:
+        return (
+            f"each request held its slot {_num(slot_ms, 0)} ms but was in the app only "
+            f"{_num(inside, 0)} ms: the server's own work around the app (accepting, forking, "
+            "parsing) took the rest"
+        )
+    return "no measured cause"
+
+
+def _share(point: Point, target: Target) -> str:
+    """The busiest worker's share of requests when it is well above an even spread."""
+    share = point.worker_request_share_max
+    if target.workers < 2 or share is None or share <= UNEVEN * (1 / target.workers):
+        return ""
+    even = 1 / target.workers
+    return f" (busiest worker served {share:.0%} of requests, even is {even:.0%})"
 
 
 def _flagged(analysis: Analysis) -> list[Block]:

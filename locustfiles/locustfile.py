@@ -16,14 +16,19 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gevent
+import locust.runners
 import psutil
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.env import Environment
-from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, Runner, WorkerRunner
+from locust.runners import MasterRunner, Runner, WorkerRunner
 from stepstats import Buckets, Record, Schedule, plan_schedule, worker_report, write_json_atomic
 
 # Key of our data in the reports workers send to the master.
 REPORT_KEY = "flaskbench"
+# Workers report every 3 s by default; every second keeps the tail after the last window (which
+# waits for the last report) short. Locust reads this module global at each report.
+WORKER_REPORT_INTERVAL = 1.0
+locust.runners.WORKER_REPORT_INTERVAL = WORKER_REPORT_INTERVAL
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -87,7 +92,7 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
     group.add_argument(
         "--fb-tail",
         type=_whole_number(0),
-        default=4,
+        default=2,
         help="seconds the last step keeps running after its window, so the workers' last periodic "
         f"report (every {WORKER_REPORT_INTERVAL:g} s) covers the window",
     )

@@ -103,7 +103,8 @@ class ResourceSampler(ABC):
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(("t", "side", "name", "cpu_pct", "rss_mb"))

@@ -168,6 +168,9 @@ class ComposeStack:
             return
         self._stopped = True
         try:
+            # Stopped before the logs are taken, so they include the servers' last words.
+            if any(c.status in ("created", "running", "restarting") for c in self.containers()):
+                self._compose("stop", "--timeout", "15", timeout=60)
             self.save_logs()
         finally:
             self._compose("down", "--timeout", "15", "--remove-orphans", "--volumes", timeout=120)
