@@ -35,6 +35,10 @@ FLAGS = {
         "Locust itself warned that a load-generator process went above 90% CPU during this cell"
     ),
     "failures": "some requests failed (see the failures listed for the cell)",
+    "lost_requests": (
+        "a server process died holding requests: the server never answered them (the client "
+        "may have retried them on another connection, hiding them from its failure count)"
+    ),
     "littles_law": (
         f"users differ from throughput x mean latency by more than {LITTLE_TOLERANCE:.0%}: time "
         "went somewhere outside the measured requests (usually the load generator)"
@@ -64,6 +68,7 @@ SUMMARY_COLUMNS = (
     "duration_s",
     "requests",
     "failures",
+    "lost_requests",
     "rps",
     "mean_ms",
     "p50_ms",
@@ -104,6 +109,7 @@ class Row:
     duration_s: float
     requests: int
     failures: int
+    lost_requests: int | None
     rps: float
     mean_ms: float | None
     p50_ms: float | None
@@ -170,6 +176,7 @@ def step_row(
         duration_s=step.duration_s,
         requests=step.requests,
         failures=step.failures,
+        lost_requests=step.lost_requests,
         rps=rps,
         mean_ms=step.latency.mean(),
         p50_ms=step.latency.percentile(50),
@@ -202,6 +209,8 @@ def step_flags(step: StepData, rps: float, cell_status: str) -> tuple[str, ...]:
         flags.append("loadgen_cpu")
     if step.failures:
         flags.append("failures")
+    if step.lost_requests:
+        flags.append("lost_requests")
     mean_ms = step.latency.mean()
     if (
         mean_ms is not None
@@ -289,6 +298,7 @@ class Point:
     worker_request_share_max: float | None
     worker_processes: int
     failures: int
+    lost_requests: int | None
     flags: tuple[str, ...]
 
     @property
@@ -331,6 +341,7 @@ def aggregate(rows: Sequence[Row]) -> list[Point]:
                 worker_request_share_max=_median(r.worker_request_share_max for r in group),
                 worker_processes=max(r.worker_processes for r in group),
                 failures=sum(r.failures for r in group),
+                lost_requests=_sum(r.lost_requests for r in group),
                 flags=tuple(dict.fromkeys(f for r in group for f in r.flags)),
             )
         )
@@ -340,6 +351,11 @@ def aggregate(rows: Sequence[Row]) -> list[Point]:
 def _median(values: Iterable[float | int | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def _sum(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
 
 
 def _max(values: Iterable[int | None]) -> int | None:

@@ -40,6 +40,8 @@ class StepData:
     measure_end: float
     requests: int
     failures: int
+    # Requests the server accepted and lost when a worker process died holding them.
+    lost_requests: int | None
     latency: Histogram
     first_half_requests: int
     second_half_requests: int
@@ -94,6 +96,7 @@ class _GaugeRow:
     inflight: int
     peak: int
     served: int
+    lost: int
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ _GAUGE_FIELDS: dict[str, type] = {
     "inflight": int,
     "peak": int,
     "served": int,
+    "lost": int,
 }
 _RESOURCE_FIELDS: dict[str, type] = {
     "t": float,
@@ -249,6 +253,7 @@ def _step(
         measure_end=end,
         requests=sum(b.requests for b in inside),
         failures=sum(b.failures for b in inside),
+        lost_requests=_lost(server, gauge, start, end),
         latency=Histogram.merge(b.latency for b in inside),
         first_half_requests=sum(b.requests for b in inside if b.t + 1 <= middle),
         second_half_requests=sum(b.requests for b in inside if b.t >= middle),
@@ -261,6 +266,16 @@ def _step(
         loadgen_cpu_pct=load_cpu[0] / load_cpus if load_cpu[0] is not None else None,
         loadgen_process_cpu_max_pct=load_cpu[1],
     )
+
+
+def _lost(
+    server_in_window: list[_GaugeRow], gauge: list[_GaugeRow], start: float, end: float
+) -> int | None:
+    """The server row's cumulative lost count across the window."""
+    if not server_in_window:
+        return None
+    before = [r.lost for r in gauge if r.pid == 0 and r.t <= start + _SLACK_S]
+    return server_in_window[-1].lost - (before[-1] if before else 0)
 
 
 def _served(gauge: list[_GaugeRow], start: float, end: float) -> dict[int, int]:

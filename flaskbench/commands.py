@@ -33,11 +33,11 @@ class Paths:
 def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     """Run from `paths.targets`: the launcher samples the gauge and supervises the server."""
     server = server_argv(cell.target, config.host, config.port)
+    gauge = ["--gauge-out", f"{paths.cell}/{GAUGE_CSV}"] if config.gauge else []
     return [
         paths.python,
         "launch.py",
-        "--gauge-out",
-        f"{paths.cell}/{GAUGE_CSV}",
+        *gauge,
         "--grace",
         str(int(cell.target.settings.get("graceful_timeout", 5)) + 2),
         "--",

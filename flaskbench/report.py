@@ -292,6 +292,8 @@ def shortfall_cause(point: Point, target: Target, cores: int) -> str:
         )
     if point.failures:
         return f"{point.failures} requests failed"
+    if point.lost_requests:
+        return f"a worker died holding {point.lost_requests} requests"
     capacity = 100.0 * min(cores, parallel_processes(target))
     if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED * capacity:
         return f"target CPU saturated ({_num(point.target_cpu_pct, 0)}% of {capacity:.0f}%)"

@@ -92,7 +92,7 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
     group.add_argument(
         "--fb-tail",
         type=_whole_number(0),
-        default=2,
+        default=1,
         help="seconds the last step keeps running after its window, so the workers' last periodic "
         f"report (every {WORKER_REPORT_INTERVAL:g} s) covers the window",
     )

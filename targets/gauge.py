@@ -267,6 +267,9 @@ class Sample(NamedTuple):
     processes: list[Row]
     # Requests counted server-wide only because every slot was taken.
     overflow: int
+    # Requests that processes took with them when they died mid-request, since the reader began:
+    # the server accepted them and never answered (a client may have retried them elsewhere).
+    lost: int = 0
 
 
 def pid_alive(pid: int) -> bool:
@@ -284,6 +287,7 @@ class GaugeReader:
 
     def __init__(self, path: str) -> None:
         self._file = _SharedFile(path)
+        self._lost = 0
 
     def sample(self, is_alive: Callable[[int], bool] = pid_alive) -> Sample:
         """Read every row, then reset each peak to its inflight and free the slots of dead pids.
@@ -298,12 +302,13 @@ class GaugeReader:
             processes = [_row(words, base) for base in slots]
             for base in slots:
                 if not is_alive(words[base + _PID]):
+                    self._lost += words[base + _INFLIGHT]
                     words[_SERVER_INFLIGHT] -= words[base + _INFLIGHT]
                     _clear_row(words, base)
                 words[base + _PEAK] = words[base + _INFLIGHT]
             words[_SERVER_PEAK] = words[_SERVER_INFLIGHT]
             overflow = words[_OVERFLOW]
-        return Sample(server, sorted(processes), overflow)
+        return Sample(server, sorted(processes), overflow, self._lost)
 
     def close(self) -> None:
         self._file.close()

@@ -36,7 +36,7 @@ from typing import TextIO
 import gauge
 
 GAUGE_ENV = "FLASKBENCH_GAUGE"
-CSV_HEADER = "t,pid,inflight,peak,served\n"
+CSV_HEADER = "t,pid,inflight,peak,served,lost\n"
 PR_SET_PDEATHSIG = 1
 
 
@@ -139,10 +139,12 @@ class GaugeCsv:
     def write_sample(self, t: float) -> None:
         sample = self._reader.sample()
         self.overflow = sample.overflow
-        rows = [sample.server, *sample.processes]
+        rows = [(sample.server, sample.lost), *((r, 0) for r in sample.processes)]
         # One write and a flush per sample: a reader of a live run never sees half a sample.
         self._out.write(
-            "".join(f"{t:.3f},{r.pid},{r.inflight},{r.peak},{r.served}\n" for r in rows)
+            "".join(
+                f"{t:.3f},{r.pid},{r.inflight},{r.peak},{r.served},{lost}\n" for r, lost in rows
+            )
         )
         self._out.flush()
 

@@ -28,6 +28,8 @@ class Step:
     loadgen_cpu: float = 30.0
     # Requests per second in the second half of the window, relative to the first.
     second_half: float = 1.0
+    # Requests a dying worker took with it, seen at the end of the window.
+    lost: int = 0
 
 
 def make_run(
@@ -62,7 +64,7 @@ def make_run(
 def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> None:
     windows = []
     buckets = []
-    gauge = [("t", "pid", "inflight", "peak", "served")]
+    gauge = [("t", "pid", "inflight", "peak", "served", "lost")]
     resources = [("t", "side", "name", "cpu_pct", "rss_mb")]
     served: dict[int, int] = {}
     for index, step in enumerate(steps):
@@ -89,8 +91,9 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
             total_peak = sum(peak for _, peak, _ in step.processes)
             for pid, peak, per_second in step.processes:
                 served[pid] = served.get(pid, 0) + per_second // 10
-                gauge.append((f"{t:.3f}", pid, peak, peak, served[pid]))
-            gauge.append((f"{t:.3f}", 0, total_peak, total_peak, sum(served.values())))
+                gauge.append((f"{t:.3f}", pid, peak, peak, served[pid], 0))
+            lost = step.lost if tick == MEASURE * 10 else 0
+            gauge.append((f"{t:.3f}", 0, total_peak, total_peak, sum(served.values()), lost))
         for second in range(measure_start + 1, measure_start + MEASURE + 1):
             resources.append((second, "target", "target", step.target_cpu, 60.0))
             resources.append((second, "loadgen", "locust-worker-1", step.loadgen_cpu, 80.0))

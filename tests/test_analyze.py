@@ -54,6 +54,12 @@ def test_failures_flag(tmp_path: Path) -> None:
     assert one(tmp_path / "b", Step(**CLEAN, failures=0)).valid
 
 
+def test_lost_requests_flag(tmp_path: Path) -> None:
+    lost = one(tmp_path / "a", Step(**CLEAN, lost=2))
+    assert (lost.flags, lost.lost_requests) == (("lost_requests",), 2)
+    assert one(tmp_path / "b", Step(**CLEAN, lost=0)).valid
+
+
 def test_littles_law_flag(tmp_path: Path) -> None:
     # 2 users at 20 req/s must mean 100 ms; 50 ms means time went missing outside requests.
     assert "littles_law" in one(tmp_path / "a", Step(users=2, rps=20, latency_ms=50)).flags
@@ -132,6 +138,7 @@ def point(users: int, rps: float, p99: float) -> Point:
         worker_request_share_max=0.5,
         worker_processes=2,
         failures=0,
+        lost_requests=0,
         flags=(),
     )
 

@@ -453,5 +453,5 @@ def test_a_process_killed_mid_request_is_taken_off_inflight(
 
     child = fork(die_inside)
     assert reap(child) == -signal.SIGKILL
-    assert reader.sample() == gauge.Sample(Row(0, 1, 1, 0), [Row(child, 1, 1, 0)], 0)
-    assert reader.sample() == gauge.Sample(Row(0, 0, 0, 0), [], 0)
+    assert reader.sample() == gauge.Sample(Row(0, 1, 1, 0), [Row(child, 1, 1, 0)], 0, lost=1)
+    assert reader.sample() == gauge.Sample(Row(0, 0, 0, 0), [], 0, lost=1)

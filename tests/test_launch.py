@@ -67,7 +67,7 @@ class Launched:
     def gauge_rows(self) -> list[GaugeRow]:
         with self.gauge_csv.open(newline="") as file:
             reader = csv.DictReader(file)
-            assert reader.fieldnames == ["t", "pid", "inflight", "peak", "served"]
+            assert reader.fieldnames == ["t", "pid", "inflight", "peak", "served", "lost"]
             return [
                 GaugeRow(
                     row["t"],

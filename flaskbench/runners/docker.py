@@ -119,8 +119,14 @@ class ComposeStack:
         self._compose(*args, timeout=120)
 
     def _compose(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        # Its own session: a Ctrl-C meant for flaskbench must not kill a teardown half-way.
         done = subprocess.run(
-            [*self._base, *args], env=self._env, capture_output=True, text=True, timeout=timeout
+            [*self._base, *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
         )
         if done.returncode != 0:
             raise RuntimeError(

@@ -1,0 +1,77 @@
+"""A short local-runner run of all six targets, end to end through the real command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchrun import ALL_TARGETS, flaskbench, run_dir_of, summary, write_config
+
+pytestmark = pytest.mark.load
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    directory = tmp_path_factory.mktemp("local")
+    config = write_config(directory, ALL_TARGETS, {"io": {"io_ms": 100}}, users=[1, 4])
+    result = flaskbench("run", "--config", str(config), "--runner", "local", timeout=400)
+    assert result.returncode == 0, result.stderr
+    return run_dir_of(result), result.stderr
+
+
+def by_target(run_dir: Path) -> dict[tuple[str, int], dict[str, str]]:
+    return {(row["target"], int(row["users"])): row for row in summary(run_dir)}
+
+
+def test_every_target_has_a_row_per_step(run: tuple[Path, str]) -> None:
+    rows = by_target(run[0])
+    assert set(rows) == {(t, u) for t in ALL_TARGETS for u in (1, 4)}
+    assert all(row["failures"] == "0" for row in rows.values())
+    assert "local runner (asked for the local runner)" in run[1]
+
+
+def test_in_flight_matches_each_worker_model(run: tuple[Path, str]) -> None:
+    rows = by_target(run[0])
+    assert rows[("dev-single", 4)]["peak_inflight_server"] == "1"
+    assert rows[("sync", 4)]["peak_inflight_process"] == "1"
+    assert int(rows[("sync", 4)]["peak_inflight_server"]) == 2
+    assert int(rows[("dev-procs", 4)]["peak_inflight_process"]) == 1
+    assert int(rows[("gthread", 4)]["peak_inflight_server"]) <= 8
+    # Unbounded models follow the users (a request counts until its response is closed,
+    # which can be a moment after the client has it, hence at least, not exactly).
+    assert int(rows[("dev", 4)]["peak_inflight_server"]) >= 4
+    assert int(rows[("gevent", 4)]["peak_inflight_server"]) >= 4
+
+
+def test_throughput_is_plausible(run: tuple[Path, str]) -> None:
+    rows = by_target(run[0])
+    # /io?ms=100: one request in flight gives 10/s, sync with 2 workers tops out at 20/s.
+    assert 8.5 <= float(rows[("dev-single", 4)]["rps"]) <= 10.2
+    assert 17 <= float(rows[("sync", 4)]["rps"]) <= 20.2
+    assert 34 <= float(rows[("gevent", 4)]["rps"]) <= 40.5
+
+
+def test_run_directory_holds_raw_data_meta_and_report(run: tuple[Path, str]) -> None:
+    run_dir = run[0]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["runner"]["name"] == "local"
+    assert meta["cpus"]["target"] != meta["cpus"]["load"]
+    assert meta["packages"]["gunicorn"]
+    assert meta["git"]["commit"]
+    assert meta["started"] <= meta["ended"]
+    for name in ("gauge.csv", "loadgen.json", "resources.csv", "locust_stats.csv", "target.log"):
+        assert (run_dir / "raw" / "sync--io--r1" / name).is_file(), name
+    assert (run_dir / "report.html").read_text().count("data:image/png") == 4
+    assert flaskbench("verify", str(run_dir)).returncode == 0
+
+
+def test_report_rebuilds_from_raw_data_alone(run: tuple[Path, str]) -> None:
+    run_dir = run[0]
+    before = (run_dir / "summary.csv").read_text()
+    (run_dir / "summary.csv").unlink()
+    (run_dir / "report.md").unlink()
+    result = flaskbench("report", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "summary.csv").read_text() == before
+    assert "## The answer" in (run_dir / "report.md").read_text()
