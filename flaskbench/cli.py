@@ -255,8 +255,10 @@ def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
     from flaskbench.images import ImageError, ensure_images
-    from flaskbench.runners.docker import docker_client
+    from flaskbench.runners.docker import docker_client, docker_unavailable
 
+    if problem := docker_unavailable():
+        raise UsageError(f"cannot build images: {problem}")
     try:
         images = ensure_images(
             docker_client(), config.base_image, progress.say, config.results_dir / "image-build.log"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -452,20 +452,27 @@ def _cli_seconds(option: str, value: str | None, problems: _Problems) -> int | N
     return int(seconds)
 
 
-def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
-    table = data.get("targets")
+def _named_tables(
+    data: Mapping[str, Any], kind: str, example: str, problems: _Problems
+) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
+    """(name, key path, table) for each well-formed [kind.name] table; reports the others."""
+    table = data.get(kind)
     if not isinstance(table, dict) or not table:
-        problems.add(("targets",), "define at least one target, e.g. [targets.sync]")
-        return []
-    targets = []
+        problems.add((kind,), f"define at least one, e.g. [{kind}.{example}]")
+        return
     for name, raw in table.items():
-        key = ("targets", name)
+        key = (kind, name)
         if not NAME.fullmatch(name):
-            problems.add(key, f"bad target name; {NAME_RULE}")
-            continue
-        if not isinstance(raw, dict):
-            problems.add(key, "must be a table, written as [targets." + name + "]")
-            continue
+            problems.add(key, f"bad name; {NAME_RULE}")
+        elif not isinstance(raw, dict):
+            problems.add(key, f"must be a table, written as [{kind}.{name}]")
+        else:
+            yield name, key, raw
+
+
+def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
+    targets = []
+    for name, key, raw in _named_tables(data, "targets", "sync", problems):
         server = raw.get("server")
         if not isinstance(server, str) or server not in SERVERS:
             problems.add(
@@ -484,19 +491,8 @@ def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
 
 
 def _workloads(data: Mapping[str, Any], problems: _Problems) -> list[Workload]:
-    table = data.get("workloads")
-    if not isinstance(table, dict) or not table:
-        problems.add(("workloads",), "define at least one workload, e.g. [workloads.io]")
-        return []
     workloads = []
-    for name, raw in table.items():
-        key = ("workloads", name)
-        if not NAME.fullmatch(name):
-            problems.add(key, f"bad workload name; {NAME_RULE}")
-            continue
-        if not isinstance(raw, dict):
-            problems.add(key, "must be a table, written as [workloads." + name + "]")
-            continue
+    for name, key, raw in _named_tables(data, "workloads", "io", problems):
         _unknown(raw, _WORKLOAD_KEYS, key, problems)
         io_ms = _int(raw, "io_ms", key, problems, default=0, low=0, high=60000)
         cpu_ms = _int(raw, "cpu_ms", key, problems, default=0, low=0, high=60000)

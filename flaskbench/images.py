@@ -7,6 +7,7 @@ an extra CA bundle (FLASKBENCH_EXTRA_CA, else PIP_CERT) for hosts behind TLS-ins
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -21,8 +22,12 @@ from flaskbench.meta import PROJECT_ROOT
 
 LOCAL_BASE = "flaskbench-base:bookworm"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"
-# Image name -> the project folder holding its Dockerfile, requirements.txt and code.
-SOURCES = {"flaskbench-target": "targets", "flaskbench-locust": "locustfiles"}
+DOCKERFILE = PROJECT_ROOT / "compose" / "app.Dockerfile"
+# Image name -> (the project folder with its code and requirements.txt, where it goes in the image)
+SOURCES = {
+    "flaskbench-target": ("targets", "/app"),
+    "flaskbench-locust": ("locustfiles", "/locust"),
+}
 PASSED_BUILD_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 
 
@@ -51,12 +56,12 @@ def _context_files(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and (p.suffix == ".py" or p.name in ("Dockerfile", "requirements.txt"))
+        if p.is_file() and (p.suffix == ".py" or p.name == "requirements.txt")
     )
 
 
-def _tag(name: str, files: list[Path], base_id: str, ca: bytes) -> str:
-    digest = hashlib.sha256(base_id.encode() + ca)
+def _tag(name: str, files: list[Path], base_id: str, ca: bytes, app_dir: str) -> str:
+    digest = hashlib.sha256(base_id.encode() + ca + app_dir.encode() + DOCKERFILE.read_bytes())
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return f"{name}:{digest.hexdigest()[:12]}"
@@ -105,25 +110,38 @@ def ensure_images(client: Any, base_image: str, say: Callable[[str], None], log:
     ca_path = extra_ca()
     ca = ca_path.read_bytes() if ca_path else b""
     built = {}
-    for name, folder in SOURCES.items():
+    for name, (folder, app_dir) in SOURCES.items():
         files = _context_files(PROJECT_ROOT / folder)
-        tag = _tag(name, files, base_id, ca)
+        tag = _tag(name, files, base_id, ca, app_dir)
         built[name] = tag
         if client.images.list(name=tag):
             continue
         say(f"building {tag} (once; later runs reuse it)")
-        _build(client, tag, files, base, ca, log)
+        _build(client, tag, files, {"BASE_IMAGE": base, "APP_DIR": app_dir}, ca, log)
+        _remove_older(client, name, tag)
     return Images(base, built["flaskbench-target"], built["flaskbench-locust"])
 
 
-def _build(client: Any, tag: str, files: list[Path], base: str, ca: bytes, log: Path) -> None:
+def _remove_older(client: Any, name: str, current: str) -> None:
+    """Earlier builds of the same image are dead weight once a new one exists."""
     import docker.errors
 
-    build_args = {"BASE_IMAGE": base}
-    build_args |= {k: os.environ[k] for k in PASSED_BUILD_ARGS if os.environ.get(k)}
+    for image in client.images.list(name=name, filters={"label": "flaskbench=image"}):
+        if current not in image.tags:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id, force=False)
+
+
+def _build(
+    client: Any, tag: str, files: list[Path], build_args: dict[str, str], ca: bytes, log: Path
+) -> None:
+    import docker.errors
+
+    build_args = build_args | {k: os.environ[k] for k in PASSED_BUILD_ARGS if os.environ.get(k)}
     with tempfile.TemporaryDirectory(prefix="flaskbench-build-") as context:
         for path in files:
             shutil.copy(path, context)
+        shutil.copy(DOCKERFILE, Path(context, "Dockerfile"))
         Path(context, "extra-ca.pem").write_bytes(ca)
         lines: list[str] = []
         try:

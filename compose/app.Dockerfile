@@ -1,19 +1,20 @@
-# The target image: the Flask app, its servers and the launcher, at pinned versions.
-# Build context: requirements.txt, extra-ca.pem (may be empty) and the targets/*.py files.
+# The one image recipe for both stacks: the target (targets/, served from /app) and the Locust
+# swarm (locustfiles/, run from /locust). flaskbench/images.py assembles each build context from
+# the folder's *.py and pinned requirements.txt, this file, and extra-ca.pem (maybe empty).
 # Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
-# The container runs with a read-only root filesystem: at run time only /dev/shm, /tmp and the
-# results mount are writable, so everything is installed and compiled here.
+# Containers run with a read-only root filesystem, so everything is installed here.
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
+ARG APP_DIR=/app
 # Optional package index settings, for hosts that cannot reach PyPI directly.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 
 COPY requirements.txt extra-ca.pem /tmp/build/
-# With a TLS-inspecting proxy, pip must trust its CA as well as pip's own bundle; the combined
-# bundle is used for this install only. Unset index variables stay unset: pip takes an empty one
-# for an index.
+# Behind a TLS-inspecting proxy pip must trust its CA as well as pip's own bundle; the combined
+# bundle serves this install only. Index variables not given stay unset: pip reads an empty one
+# as an index.
 RUN set -eu; \
     python3 -m venv /opt/venv; \
     [ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL; \
@@ -27,10 +28,10 @@ RUN set -eu; \
         -r /tmp/build/requirements.txt; \
     rm -rf /tmp/build
 
-COPY *.py /app/
+COPY *.py ${APP_DIR}/
 # Readable by the unprivileged user whatever modes the build context had.
-RUN chmod -R a+rX /app
-WORKDIR /app
+RUN chmod -R a+rX ${APP_DIR}
+WORKDIR ${APP_DIR}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
