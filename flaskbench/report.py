@@ -139,6 +139,7 @@ def document(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
         if images:
             blocks.append(Heading(3, name))
             blocks += [Image(chart.path, chart.title) for chart in images]
+    blocks += _details(analysis)
     blocks += _flagged(analysis)
     blocks += _method(analysis)
     return blocks
@@ -334,6 +335,53 @@ def _share(point: Point, target: Target) -> str:
         return ""
     even = 1 / target.workers
     return f" (busiest worker served {share:.0%} of requests, even is {even:.0%})"
+
+
+def _details(analysis: Analysis) -> list[Block]:
+    """Every step of every target, medians over repeats with the throughput range."""
+    blocks: list[Block] = [Heading(2, "Every step")]
+    order = list(analysis.data.targets)
+    for workload in analysis.data.workloads:
+        points = [p for p in analysis.points if p.workload == workload]
+        if not points:
+            continue
+        rows = tuple(
+            (
+                p.target,
+                str(p.users),
+                _num(p.rps) + (f" ({_num(p.rps_min)}-{_num(p.rps_max)})" if p.repeats > 1 else ""),
+                _num(p.expected_rps),
+                f"{p.rps_vs_expected:.0%}" if p.rps_vs_expected is not None else "-",
+                _num(p.p50_ms),
+                _num(p.p99_ms),
+                f"{_num(p.peak_inflight_process)} / {_num(p.peak_inflight_server)}",
+                _num(p.target_cpu_pct, 0),
+                _num(p.loadgen_cpu_pct, 0),
+                ", ".join(p.flags) or "-",
+            )
+            for series in _by_target(points, order).values()
+            for p in series
+        )
+        blocks.append(Heading(3, workload))
+        blocks.append(
+            Table(
+                (
+                    "target",
+                    "users",
+                    "req/s",
+                    "expected",
+                    "measured / expected",
+                    "p50 ms",
+                    "p99 ms",
+                    "in flight process / server",
+                    "target CPU %",
+                    "load CPU %",
+                    "flags",
+                ),
+                rows,
+            )
+        )
+    return blocks
 
 
 def _flagged(analysis: Analysis) -> list[Block]:

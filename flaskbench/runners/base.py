@@ -170,7 +170,8 @@ class Runner(ABC):
             failure = self._loadgen_failure(ctx, loadgen)
         troubles = worker_troubles(_read_log(ctx.cell_dir / TARGET_LOG)) + teardown
         status = "failed" if failure else ("degraded" if troubles else "ok")
-        reason = "; ".join([failure] if failure else troubles)
+        # What the server logged about its workers often explains a failure too.
+        reason = "; ".join(filter(None, [failure, *troubles]))
         return CellStatus(ctx.cell.cell_id, status, reason, started, time.time())
 
     def _check_port(self, ctx: CellContext) -> None:
