@@ -28,12 +28,16 @@ class Paths:
     locustfiles: str
     # The cell's raw directory as the processes see it.
     cell: str
+    # Where the target's gauge lives; None lets the launcher pick a fresh file in /dev/shm.
+    gauge_file: str | None = None
 
 
 def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     """Run from `paths.targets`: the launcher samples the gauge and supervises the server."""
     server = server_argv(cell.target, config.host, config.port)
     gauge = ["--gauge-out", f"{paths.cell}/{GAUGE_CSV}"] if config.gauge else []
+    if config.gauge and paths.gauge_file:
+        gauge += ["--gauge-file", paths.gauge_file]
     return [
         paths.python,
         "launch.py",

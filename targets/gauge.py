@@ -1,68 +1,97 @@
 """In-process concurrency gauge: how many requests are inside the app, per process and server-wide.
 
-The gauge lives in a small file (normally under /dev/shm) that every process of the server maps.
+A request counts from the moment the WSGI app is called until its response iterable is closed (or
+the app raises). Counting must cost next to nothing, so writers only log events and the reader
+(the launcher) does all the arithmetic.
+
+The gauge lives in a sparse file (normally under /dev/shm) that every process of the server maps.
 It is an array of native int64 words:
 
-    header  [magic, version, slot count, overflow, 0, inflight, peak, served]
-    slot i  [pid, inflight, peak, served]                      (slot count slots follow)
+    header       [magic, version, slot count, ring size, overflow, dropped, 0, 0]
+    slot i       [pid, published, generation, copied, 0, 0, 0, 0]    (slot count of these)
+    ring i       [event] * ring size                                  (one per slot)
 
-The last four header words are laid out like a slot whose pid is 0: that is the server row.
-`inflight` counts requests from the moment the WSGI app is called until its response iterable is
-closed; `peak` is the highest `inflight` since the reader last sampled (the reader resets it to
-the current `inflight`); `served` counts completed requests. A process takes a free slot at its
-first request; when none is free it is counted server-wide only, and in `overflow`.
+Each process claims a slot at its first request. A claim takes a free slot (pid 0), else one
+whose process has died (its events the reader had not copied yet are added to `dropped`); it
+bumps `generation` so that the reader can tell the new owner from the old one. With every slot
+held by a live process, the claimer's requests are only counted, in `overflow`. Claiming and
+freeing are rare, so they hold `fcntl.flock` on an open file description of their own (flock
+excludes between those, not between processes or threads).
 
-Every access holds two locks: a `threading.Lock` (a gevent lock once gevent has monkey-patched,
-which is when the app is imported in a gevent worker) because one process's threads share a file
-descriptor and flock does not exclude between them; and `fcntl.flock` on a descriptor that this
-process opened itself, because flock excludes between open file descriptions, not processes.
+An event is `time.monotonic_ns() << 1`, plus 1 for an enter. A writer stores it at
+`ring[published % ring size]` and then stores the new `published`, both under the process's own
+`threading.Lock` (a gevent lock once gevent has monkey-patched, which is when the app is imported
+in a gevent worker): no system call, no cross-process lock. x86-64 keeps stores in order, so a
+reader that sees a count also sees the events before it. After a fork the child starts over with
+a fresh lock and claims a slot of its own at its first request.
+
+The reader copies each slot's new events (`copied` records how far) and replays them, which gives
+exact inflight, peak and served counts for every process and the whole server: each process's
+in publishing order, the server's merged in timestamp order (CLOCK_MONOTONIC is system-wide, so
+stamps from different processes compare; on equal stamps a leave goes first, so no peak is
+invented). It replays only up to a horizon, because a writer may be preempted between reading
+the clock and publishing: the launcher replays up to one interval before the sample time. An
+event published after the horizon it belongs to was replayed is still applied, at the start of
+the next interval, and counted as `late`; an event the writer overwrote before the reader copied
+it (the ring overflowed) is counted as `dropped`. Either makes peaks approximate. Once every event
+of a dead process is replayed, the requests it still held are `lost` and its slot is freed.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import fcntl
+import itertools
 import mmap
 import os
+import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 MAGIC = int.from_bytes(b"FBGAUGE\0", "little")
-VERSION = 1
-DEFAULT_SLOTS = 1024
+VERSION = 2
+# 256 rings of 8192 events: 16 MiB at most, and the file is sparse, so only rings that are
+# written take memory. A ring holds 0.4 s of events at 20 000 per second, four samples' worth.
+DEFAULT_SLOTS = 256
+DEFAULT_RING = 8192
 
-_MAGIC, _VERSION, _SLOTS, _OVERFLOW = 0, 1, 2, 3
-# Offsets inside a row (the server row or a slot).
-_PID, _INFLIGHT, _PEAK, _SERVED = 0, 1, 2, 3
-_ROW_WORDS = 4
-_SERVER = 4
-_SERVER_INFLIGHT, _SERVER_PEAK, _SERVER_SERVED = 5, 6, 7
-_FIRST_SLOT = _SERVER + _ROW_WORDS
-# A process's slot base when every slot was taken; slot bases are never 0.
-_NO_SLOT = 0
-
-
-def file_size(slots: int) -> int:
-    return (_FIRST_SLOT + slots * _ROW_WORDS) * 8
+_MAGIC, _VERSION, _SLOTS, _RING, _OVERFLOW, _DROPPED = range(6)
+_HEADER_WORDS = 8
+_PID, _PUBLISHED, _GENERATION, _COPIED = range(4)
+# A cache line per slot: one process's count stores do not contend with another's.
+_SLOT_WORDS = 8
+_ENTER = 1
 
 
-def create(path: str, slots: int = DEFAULT_SLOTS) -> None:
-    """Create a zeroed gauge file at `path`, atomically replacing any file already there.
+def file_size(slots: int = DEFAULT_SLOTS, ring: int = DEFAULT_RING) -> int:
+    return (_HEADER_WORDS + slots * (_SLOT_WORDS + ring)) * 8
+
+
+def create(path: str, slots: int = DEFAULT_SLOTS, ring: int = DEFAULT_RING) -> None:
+    """Create an empty gauge file at `path`, atomically replacing any file already there.
 
     Replacing (rather than truncating) means a leftover process that still maps the old file
     can neither crash on a shrunken mapping nor count into the new one.
     """
-    words = memoryview(bytearray(file_size(slots))).cast("q")
-    words[_MAGIC], words[_VERSION], words[_SLOTS] = MAGIC, VERSION, slots
+    if slots < 1 or ring < 1 or ring & (ring - 1):
+        raise ValueError("a gauge needs a slot and a ring size that is a power of two")
+    header = memoryview(bytearray(_HEADER_WORDS * 8)).cast("q")
+    header[_MAGIC], header[_VERSION], header[_SLOTS], header[_RING] = MAGIC, VERSION, slots, ring
     fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".gauge-")
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(words.tobytes())
+            file.write(header.tobytes())
+            # Sparse: a page takes memory only once something is written into it.
+            file.truncate(file_size(slots, ring))
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -70,119 +99,215 @@ def create(path: str, slots: int = DEFAULT_SLOTS) -> None:
 
 
 def _layout_problem(words: memoryview) -> str | None:
-    if len(words) < _FIRST_SLOT or words[_MAGIC] != MAGIC:
+    if len(words) < _HEADER_WORDS or words[_MAGIC] != MAGIC:
         return "not a gauge file"
     if words[_VERSION] != VERSION:
         return f"gauge file version {words[_VERSION]}, expected {VERSION}"
-    if len(words) * 8 != file_size(words[_SLOTS]):
-        return "gauge file length does not match its slot count"
+    ring = words[_RING]
+    if ring < 1 or ring & (ring - 1) or len(words) * 8 != file_size(words[_SLOTS], ring):
+        return "gauge file length does not match its slot count and ring size"
     return None
 
 
-class _SharedFile:
-    """A mapped gauge file and the lock that excludes every other holder, in any process."""
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return True
+
+
+class _GaugeFile:
+    """A mapped gauge file."""
 
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            self._map = mmap.mmap(self.fd, 0)
+            self._map = mmap.mmap(self._fd, 0)
         except BaseException:
-            os.close(self.fd)
+            os.close(self._fd)
             raise
         self.words = memoryview(self._map).cast("q")
-        self.thread_lock = threading.Lock()
+        # Every view of the mapping, so that close can release them: mmap refuses to close
+        # while one is alive.
+        self._views = [self.words]
         problem = _layout_problem(self.words)
         if problem:
             self.close()
             raise ValueError(f"{path}: {problem}")
+        self.slots: int = self.words[_SLOTS]
+        self.ring_size: int = self.words[_RING]
 
-    def __enter__(self) -> memoryview:
-        self.thread_lock.acquire()
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self.words
+    def _view(self, start: int, length: int) -> memoryview:
+        view = self.words[start : start + length]
+        self._views.append(view)
+        return view
 
-    def __exit__(self, *exc_info: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        self.thread_lock.release()
+    def slot_base(self, slot: int) -> int:
+        return _HEADER_WORDS + slot * _SLOT_WORDS
 
-    def reopen_after_fork(self) -> None:
-        """Give a forked child its own open file description and its own thread lock.
+    def slot_column(self, word: int) -> list[int]:
+        """One word of every slot header, slot by slot."""
+        start = _HEADER_WORDS + word
+        column = self.words[start : start + self.slots * _SLOT_WORDS : _SLOT_WORDS]
+        try:
+            return column.tolist()
+        finally:
+            column.release()
 
-        The inherited descriptor shares the parent's open file description, so flock on it would
-        not exclude the parent; the inherited thread lock may have been held by a parent thread
-        that does not exist here. /proc/self/fd reopens the very file even if it was replaced.
+    def ring(self, slot: int) -> memoryview:
+        start = _HEADER_WORDS + self.slots * _SLOT_WORDS + slot * self.ring_size
+        return self._view(start, self.ring_size)
+
+    def published_word(self, slot: int) -> memoryview:
+        return self._view(self.slot_base(slot) + _PUBLISHED, 1)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[memoryview]:
+        """The words, excluding every other holder in this or any other process.
+
+        A new open file description each time, because flock excludes between those: an
+        inherited or shared descriptor would not exclude its other holders. /proc/self/fd opens
+        the very file that is mapped, even if the path now names a newer one.
         """
-        inherited = self.fd
-        self.fd = os.open(f"/proc/self/fd/{inherited}", os.O_RDWR | os.O_CLOEXEC)
-        # Closing the child's copy leaves any flock the parent holds in place.
-        os.close(inherited)
-        self.thread_lock = threading.Lock()
+        fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self.words
+        finally:
+            os.close(fd)  # which releases the lock
+
+    def claim_slot(self, pid: int) -> int | None:
+        """A slot for `pid`: a free one, else one whose process has died; None if all are held."""
+        with self.exclusive() as words:
+            pids = self.slot_column(_PID)
+            slot = next((i for i, held_by in enumerate(pids) if held_by == 0), None)
+            if slot is None:
+                slot = next((i for i, held_by in enumerate(pids) if not pid_alive(held_by)), None)
+            if slot is None:
+                return None
+            base = self.slot_base(slot)
+            # Events of a dead holder that the reader has not copied yet (none in a free slot:
+            # the reader frees a slot once it has copied and replayed all of its events).
+            words[_DROPPED] += words[base + _PUBLISHED] - words[base + _COPIED]
+            words[base + _PUBLISHED] = words[base + _COPIED] = 0
+            words[base + _GENERATION] += 1
+            words[base + _PID] = pid
+            return slot
+
+    def count_overflow(self) -> None:
+        with self.exclusive() as words:
+            words[_OVERFLOW] += 1
 
     def close(self) -> None:
-        self.words.release()
+        for view in reversed(self._views):
+            view.release()
         self._map.close()
-        os.close(self.fd)
+        os.close(self._fd)
 
 
 class Gauge:
-    """This process's counters in a gauge file; `enter` and `leave` bracket every request."""
+    """This process's side of a gauge file; `enter` and `leave` bracket every request.
 
-    def __init__(self, path: str) -> None:
-        self._file = _SharedFile(path)
-        # Base word of this process's slot, or _NO_SLOT; None until the first request.
-        self._slot: int | None = None
+    Both start out claiming a slot; the claim replaces them with functions that log events into
+    the slot (or, when every slot is held, count enters in `overflow`).
+    """
+
+    enter: Callable[[], None]
+    leave: Callable[[], None]
+
+    def __init__(self, path: str, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self._file = _GaugeFile(path)
+        self._clock = clock
         self._closed = False
+        self._start_unclaimed()
         _reset_in_forked_children(self)
 
-    # enter and leave run on every request, so they are spelled out in full rather than going
-    # through _SharedFile's context manager and helper functions: Python calls cost about as
-    # much as the flock system calls.
-    def enter(self) -> None:
-        file = self._file
-        with file.thread_lock:
-            fd = file.fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                words = file.words
-                slot = self._slot
-                if slot is None:
-                    slot = self._slot = _claim_slot(words, os.getpid())
-                inflight = words[_SERVER_INFLIGHT] + 1
-                words[_SERVER_INFLIGHT] = inflight
-                words[_SERVER_PEAK] = max(words[_SERVER_PEAK], inflight)
-                if slot:
-                    inflight = words[slot + _INFLIGHT] + 1
-                    words[slot + _INFLIGHT] = inflight
-                    words[slot + _PEAK] = max(words[slot + _PEAK], inflight)
-                else:
-                    words[_OVERFLOW] += 1
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+    def _start_unclaimed(self) -> None:
+        # A new lock: after a fork, the inherited one may be held by a thread that is not here.
+        self._lock = threading.Lock()
+        self._claimed = False
+        self.enter = self._claim_then_enter
+        self.leave = self._claim_then_leave
 
-    def leave(self) -> None:
-        file = self._file
-        with file.thread_lock:
-            fd = file.fd
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                words = file.words
-                words[_SERVER_INFLIGHT] -= 1
-                words[_SERVER_SERVED] += 1
-                slot = self._slot
-                if slot:
-                    words[slot + _INFLIGHT] -= 1
-                    words[slot + _SERVED] += 1
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+    def _claim_then_enter(self) -> None:
+        self._claim()
+        self.enter()
+
+    def _claim_then_leave(self) -> None:
+        self._claim()
+        self.leave()
+
+    def _claim(self) -> None:
+        with self._lock:
+            if self._claimed:
+                return
+            pid = os.getpid()
+            slot = self._file.claim_slot(pid)
+            if slot is None:
+                print(
+                    f"gauge: all {self._file.slots} slots are held; pid {pid}'s requests are "
+                    "counted in overflow only",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.enter, self.leave = self._file.count_overflow, _uncounted
+            else:
+                ring, published = self._file.ring(slot), self._file.published_word(slot)
+                self.enter, self.leave = _event_writers(self._lock, ring, published, self._clock)
+            self._claimed = True
 
     def after_fork_in_child(self) -> None:
         if not self._closed:
-            self._file.reopen_after_fork()
-            self._slot = None
+            self._start_unclaimed()
 
     def close(self) -> None:
         self._closed = True
         self._file.close()
+
+
+def _uncounted() -> None:
+    """A leave of a process without a slot: only its enters are counted, in overflow."""
+
+
+def _event_writers(
+    lock: threading.Lock,
+    ring: memoryview,
+    published: memoryview,
+    clock: Callable[[], int],
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """`enter` and `leave` for one slot: each logs an event, then publishes the new count.
+
+    They run on every request, so everything they use is a closure variable, and the lock is
+    taken with its bound methods, which costs half of what a with statement does.
+    """
+    mask = len(ring) - 1
+    acquire, release = lock.acquire, lock.release
+    count = 0
+
+    def enter() -> None:
+        nonlocal count
+        acquire()
+        try:
+            ring[count & mask] = clock() << 1 | _ENTER
+            count += 1
+            published[0] = count
+        finally:
+            release()
+
+    def leave() -> None:
+        nonlocal count
+        acquire()
+        try:
+            ring[count & mask] = clock() << 1
+            count += 1
+            published[0] = count
+        finally:
+            release()
+
+    return enter, leave
 
 
 def _reset_in_forked_children(gauge: Gauge) -> None:
@@ -195,24 +320,6 @@ def _reset_in_forked_children(gauge: Gauge) -> None:
             alive.after_fork_in_child()
 
     os.register_at_fork(after_in_child=after_in_child)
-
-
-def _slot_bases(words: memoryview) -> range:
-    return range(_FIRST_SLOT, _FIRST_SLOT + words[_SLOTS] * _ROW_WORDS, _ROW_WORDS)
-
-
-def _clear_row(words: memoryview, row: int) -> None:
-    for offset in range(_ROW_WORDS):
-        words[row + offset] = 0
-
-
-def _claim_slot(words: memoryview, pid: int) -> int:
-    for base in _slot_bases(words):
-        # A free slot is all zeros: the reader clears a slot when it frees it.
-        if words[base + _PID] == 0:
-            words[base + _PID] = pid
-            return base
-    return _NO_SLOT
 
 
 class GaugeMiddleware:
@@ -234,6 +341,9 @@ class GaugeMiddleware:
 
 class _ClosingBody:
     """The app's response iterable; calls `on_close` exactly once, even if the app's close fails."""
+
+    # One is made for every request.
+    __slots__ = ("_body", "_on_close")
 
     def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
         self._body = body
@@ -263,56 +373,154 @@ class Row(NamedTuple):
 
 class Sample(NamedTuple):
     server: Row
-    # One row per slot in use, sorted by pid; a process that has exited appears one last time.
+    # One row per process holding a slot, sorted by pid; one that has died appears a last time.
     processes: list[Row]
-    # Requests counted server-wide only because every slot was taken.
+    # Requests not counted at all because every slot was held by a live process.
     overflow: int
     # Requests that processes took with them when they died mid-request, since the reader began:
     # the server accepted them and never answered (a client may have retried them elsewhere).
     lost: int = 0
+    # Events published after the horizon they belonged to had been replayed, and events
+    # overwritten before the reader copied them, since the reader began.
+    late: int = 0
+    dropped: int = 0
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    return True
+@dataclass
+class _Owner:
+    """The reader's account of one process that holds, or held, a slot."""
+
+    slot: int
+    pid: int
+    # Events copied out of the slot's ring so far, counting from the claim.
+    copied: int = 0
+    # Events copied but not replayed yet: they are beyond the horizon. In publishing order,
+    # which is the order they happened in, and timestamp order too: the writer reads the clock
+    # and publishes under one lock.
+    pending: list[int] = field(default_factory=list)
+    inflight: int = 0
+    served: int = 0
+    dead: bool = False
+
+    def take_due(self, horizon: int) -> list[int]:
+        """The pending events stamped at or before `horizon`."""
+        cut = bisect.bisect_right(self.pending, _last_event_at(horizon))
+        due, self.pending = self.pending[:cut], self.pending[cut:]
+        return due
+
+
+def _last_event_at(ns: int) -> int:
+    """The highest event stamped at `ns`: every event stamped up to `ns` is at most this."""
+    return ns << 1 | _ENTER
+
+
+def _replay(events: list[int], inflight: int) -> tuple[int, int, int]:
+    """Inflight after `events`, the highest it was since (and including) the start, and leaves."""
+    peak = inflight
+    leaves = 0
+    for event in events:
+        if event & _ENTER:
+            inflight += 1
+            # Not max(): this loop runs in the launcher, which shares the target's CPU.
+            if inflight > peak:  # noqa: PLR1730
+                peak = inflight
+        else:
+            inflight -= 1
+            leaves += 1
+    return inflight, peak, leaves
 
 
 class GaugeReader:
-    """The launcher's view of a gauge file."""
+    """The launcher's view of a gauge file: replays every process's events into counts."""
 
     def __init__(self, path: str) -> None:
-        self._file = _SharedFile(path)
-        self._lost = 0
+        self._file = _GaugeFile(path)
+        self._rings = [self._file.ring(slot) for slot in range(self._file.slots)]
+        # By (slot, generation): a slot taken over from a dead process has a new generation.
+        self._owners: dict[tuple[int, int], _Owner] = {}
+        # Monotonic ns up to which events have been replayed.
+        self._horizon = -1
+        self._inflight = self._served = 0
+        self._lost = self._late = self._dropped = 0
 
-    def sample(self, is_alive: Callable[[int], bool] = pid_alive) -> Sample:
-        """Read every row, then reset each peak to its inflight and free the slots of dead pids.
+    def sample(self, horizon_ns: int | None = None) -> Sample:
+        """Replay the events stamped up to `horizon_ns` (CLOCK_MONOTONIC), by default all.
 
-        All under the lock, so the peak of the interval between two samples is exact. A dead
-        process's row is returned one last time before its slot is freed; requests it left
-        inside the app (it was killed mid-request) are taken off the server's inflight then.
+        A process's `peak` is the highest inflight since the previous sample. A dead process
+        appears one last time once all its events are replayed; then requests it left inside
+        the app (it was killed mid-request) are counted as lost and its slot is freed.
         """
-        with self._file as words:
-            server = _row(words, _SERVER)
-            slots = [base for base in _slot_bases(words) if words[base + _PID]]
-            processes = [_row(words, base) for base in slots]
-            for base in slots:
-                if not is_alive(words[base + _PID]):
-                    self._lost += words[base + _INFLIGHT]
-                    words[_SERVER_INFLIGHT] -= words[base + _INFLIGHT]
-                    _clear_row(words, base)
-                words[base + _PEAK] = words[base + _INFLIGHT]
-            words[_SERVER_PEAK] = words[_SERVER_INFLIGHT]
-            overflow = words[_OVERFLOW]
-        return Sample(server, sorted(processes), overflow, self._lost)
+        with self._file.exclusive() as words:
+            held = self._copy_new_events(words)
+            horizon = time.monotonic_ns() if horizon_ns is None else horizon_ns
+            due = {key: owner.take_due(horizon) for key, owner in self._owners.items()}
+            all_due = sorted(itertools.chain.from_iterable(due.values()))
+            self._late += bisect.bisect_right(all_due, _last_event_at(self._horizon))
+            self._horizon = max(self._horizon, horizon)
+            self._inflight, peak, leaves = _replay(all_due, self._inflight)
+            self._served += leaves
+            server = Row(0, self._inflight, peak, self._served)
+            processes = sorted(
+                self._replay_owner(owner, due[key]) for key, owner in self._owners.items()
+            )
+            for key, owner in list(self._owners.items()):
+                if owner.dead and not owner.pending:
+                    self._retire(key, owner, held, words)
+            overflow, dropped = words[_OVERFLOW], words[_DROPPED]
+        return Sample(server, processes, overflow, self._lost, self._late, self._dropped + dropped)
+
+    def _copy_new_events(self, words: memoryview) -> set[tuple[int, int]]:
+        """Copy every slot's unread events into its owner's pending list; the held slots' keys."""
+        pids = self._file.slot_column(_PID)
+        generations = self._file.slot_column(_GENERATION)
+        held = set()
+        for slot, (pid, generation) in enumerate(zip(pids, generations, strict=True)):
+            if pid == 0:
+                continue
+            key = (slot, generation)
+            held.add(key)
+            owner = self._owners.setdefault(key, _Owner(slot, pid))
+            # Before reading the count: a process that is dead has published its last event.
+            owner.dead = owner.dead or not pid_alive(pid)
+            self._copy(owner, words)
+        for key, owner in self._owners.items():
+            # Another process took the slot over: the claimer found this one dead.
+            owner.dead = owner.dead or key not in held
+        return held
+
+    def _copy(self, owner: _Owner, words: memoryview) -> None:
+        base = self._file.slot_base(owner.slot)
+        ring = self._rings[owner.slot]
+        size = len(ring)
+        published = words[base + _PUBLISHED]
+        start = max(owner.copied, published - size)
+        first = start & (size - 1)
+        end = first + published - start
+        events = ring[first:end].tolist()
+        if end > size:
+            events += ring[: end - size].tolist()
+        # The writer may have come round the ring again while we copied.
+        overwritten = words[base + _PUBLISHED] - size - start
+        if overwritten > 0:
+            events = events[overwritten:]
+        self._dropped += published - owner.copied - len(events)
+        owner.pending += events
+        owner.copied = words[base + _COPIED] = published
+
+    def _replay_owner(self, owner: _Owner, due: list[int]) -> Row:
+        owner.inflight, peak, leaves = _replay(due, owner.inflight)
+        owner.served += leaves
+        return Row(owner.pid, owner.inflight, peak, owner.served)
+
+    def _retire(
+        self, key: tuple[int, int], owner: _Owner, held: set[tuple[int, int]], words: memoryview
+    ) -> None:
+        self._lost += owner.inflight
+        self._inflight -= owner.inflight
+        del self._owners[key]
+        if key in held:
+            words[self._file.slot_base(owner.slot) + _PID] = 0
 
     def close(self) -> None:
+        self._rings.clear()
         self._file.close()
-
-
-def _row(words: memoryview, base: int) -> Row:
-    return Row(*words[base : base + _ROW_WORDS].tolist())

@@ -5,10 +5,12 @@
 
 The server runs in its own session and process group and dies with the launcher (Linux
 PR_SET_PDEATHSIG). SIGTERM or SIGINT to the launcher sends SIGTERM to the server's process group,
-then SIGKILL after --grace seconds. With --gauge-out, the launcher creates a zeroed gauge file,
+then SIGKILL after --grace seconds. With --gauge-out, the launcher creates an empty gauge file,
 hands its path to the server in FLASKBENCH_GAUGE, and writes a row per process every --interval
 seconds, on multiples of the interval in wall-clock time, plus one after the server has ended
-(format: docs/raw-data.md).
+(format: docs/raw-data.md). The rows for time t are written at t + interval, so that requests
+that read the clock just before t have published their events; at exit it logs what made the
+counts approximate, if anything (see gauge.py).
 
 Exit status: the server's exit code if it ended on its own (128 + N if killed by signal N), 0 if
 it ended because the launcher was asked to stop, 1 if the gauge files could not be created, 2 for
@@ -132,13 +134,16 @@ class GaugeCsv:
         self._reader = reader
         self._out = out
         self.gauge_path = gauge_path
-        self.overflow = 0
+        # Events are stamped with CLOCK_MONOTONIC; rows are in wall-clock time.
+        self._wall_minus_monotonic_ns = time.time_ns() - time.monotonic_ns()
+        self.last: gauge.Sample | None = None
         out.write(CSV_HEADER)
         out.flush()
 
-    def write_sample(self, t: float) -> None:
-        sample = self._reader.sample()
-        self.overflow = sample.overflow
+    def write_sample(self, t: float, replay_all: bool = False) -> None:
+        """Rows for wall-clock time `t`: every event stamped up to `t`, or every event there is."""
+        horizon = None if replay_all else round(t * 1e9) - self._wall_minus_monotonic_ns
+        sample = self.last = self._reader.sample(horizon)
         rows = [(sample.server, sample.lost), *((r, 0) for r in sample.processes)]
         # One write and a flush per sample: a reader of a live run never sees half a sample.
         self._out.write(
@@ -147,6 +152,22 @@ class GaugeCsv:
             )
         )
         self._out.flush()
+
+    def warnings(self) -> list[str]:
+        """What made the counts approximate, if anything."""
+        sample = self.last
+        if sample is None:
+            return []
+        problems = [
+            (sample.overflow, "requests were not counted: every gauge slot was held"),
+            (sample.late, "gauge events came in after their sample: some peaks are approximate"),
+            (
+                sample.dropped,
+                "gauge events were lost (a ring overflowed, or a dead process's slot was "
+                "taken over before it was read): counts and peaks are approximate",
+            ),
+        ]
+        return [f"{count} {what}" for count, what in problems if count]
 
 
 def supervise(
@@ -164,7 +185,11 @@ def supervise(
             stop.kill_if_overdue(grace)
         tick = next_tick(tick, interval)
         if sampler is not None:
-            sampler.write_sample(tick * interval)
+            # Up to one interval ago: a request that read the clock just before the tick may
+            # not have published its event yet.
+            sampler.write_sample((tick - 1) * interval)
+            if ended:
+                sampler.write_sample(tick * interval, replay_all=True)
         if ended:
             return server.wait()
 
@@ -251,8 +276,9 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             if signal_group(server.pid, signal.SIGKILL):
                 log("killed processes left in the server's group")
     log(describe_end(server.pid, code, stop))
-    if sampler is not None and sampler.overflow:
-        log(f"all gauge slots were taken: {sampler.overflow} requests counted server-wide only")
+    if sampler is not None:
+        for warning in sampler.warnings():
+            log(warning)
     return exit_status(code, stop)
 
 

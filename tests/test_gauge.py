@@ -1,14 +1,17 @@
 """The concurrency gauge under threads, greenlets and processes, and its reader's semantics.
 
 Every test holds requests inside the middleware at a known moment and checks the exact counts,
-so a lost update, a shared slot or a missed peak shows up as a wrong number, not as a slowdown.
+so a lost event, a shared slot or a missed peak shows up as a wrong number, not as a slowdown.
+Tests that need events at chosen times give the writer a fake clock and the reader a horizon.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +89,10 @@ def instant(environ: dict[str, object], respond: Callable[..., object]) -> list[
 
 def test_a_fresh_file_is_all_zeros(gauge_path: str, reader: gauge.GaugeReader) -> None:
     assert reader.sample() == gauge.Sample(Row(0, 0, 0, 0), [], 0)
-    assert os.path.getsize(gauge_path) == gauge.file_size(gauge.DEFAULT_SLOTS)
+    size = gauge.file_size(gauge.DEFAULT_SLOTS, gauge.DEFAULT_RING)
+    assert os.path.getsize(gauge_path) == size
+    # Sparse: the rings take memory only once they are written.
+    assert os.stat(gauge_path).st_blocks * 512 < size // 100
 
 
 def test_creating_again_starts_from_zero_even_for_old_writers(
@@ -108,6 +114,11 @@ def test_a_file_that_is_not_a_gauge_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(4096))
     with pytest.raises(ValueError, match="not a gauge file"):
         gauge.Gauge(str(path))
+
+
+def test_a_ring_size_that_is_not_a_power_of_two_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        gauge.create(str(tmp_path / "gauge"), ring=1000)
 
 
 def test_threads_held_inside_count_in_server_and_process_rows(
@@ -189,6 +200,173 @@ def test_peak_is_exact_and_reset_on_read(counter: gauge.Gauge, reader: gauge.Gau
     counter.leave()
     pid = os.getpid()
     assert reader.sample() == gauge.Sample(Row(0, 1, 2, 8), [Row(pid, 1, 2, 8)], 0)
+
+
+def stamps(*ns: int) -> Callable[[], int]:
+    """A fake clock for a writer: returns `ns`, one after the other."""
+    return iter(ns).__next__
+
+
+def test_events_beyond_the_horizon_wait_for_a_later_sample(gauge_path: str) -> None:
+    counter = gauge.Gauge(gauge_path, clock=stamps(1_000, 2_000, 3_000))
+    reader = gauge.GaugeReader(gauge_path)
+    try:
+        counter.enter()
+        counter.enter()
+        counter.leave()
+        assert reader.sample(1_500).server == Row(0, 1, 1, 0)
+        assert reader.sample(2_500).server == Row(0, 2, 2, 0)
+        assert reader.sample(2_999).server == Row(0, 2, 2, 0)
+        # An event stamped exactly at the horizon is replayed.
+        last = reader.sample(3_000)
+        assert last.server == Row(0, 1, 2, 1)
+        assert last.late == 0
+    finally:
+        counter.close()
+        reader.close()
+
+
+def test_an_event_published_after_its_horizon_is_late_but_applied(gauge_path: str) -> None:
+    # As if the writer was preempted between reading the clock and publishing the event.
+    counter = gauge.Gauge(gauge_path, clock=stamps(1_000, 5_000))
+    reader = gauge.GaugeReader(gauge_path)
+    try:
+        assert reader.sample(2_000).server == Row(0, 0, 0, 0)
+        counter.enter()
+        late = reader.sample(3_000)
+        assert (late.server, late.late) == (Row(0, 1, 1, 0), 1)
+        counter.leave()
+        on_time = reader.sample(6_000)
+        assert (on_time.server, on_time.late) == (Row(0, 0, 1, 1), 1)
+    finally:
+        counter.close()
+        reader.close()
+
+
+def test_on_equal_stamps_a_leave_goes_first(gauge_path: str) -> None:
+    # Two processes' events at the same nanosecond: their true order is unknown, and putting the
+    # leave first never reports a peak that may not have been.
+    first = gauge.Gauge(gauge_path, clock=stamps(1_000, 2_000))
+    second = gauge.Gauge(gauge_path, clock=stamps(2_000, 3_000))
+    reader = gauge.GaugeReader(gauge_path)
+    try:
+        first.enter()
+        second.enter()
+        first.leave()
+        second.leave()
+        assert reader.sample().server == Row(0, 0, 1, 2)
+    finally:
+        first.close()
+        second.close()
+        reader.close()
+
+
+def test_events_overwritten_before_they_were_read_are_dropped(tmp_path: Path) -> None:
+    path = str(tmp_path / "gauge")
+    gauge.create(path, slots=2, ring=16)
+    counter, reader = gauge.Gauge(path), gauge.GaugeReader(path)
+    try:
+        enter_leave(counter, 20)
+        # Only the last 16 events, 8 requests, were still in the ring.
+        dropped = reader.sample()
+        assert dropped.server == Row(0, 0, 1, 8)
+        assert dropped.dropped == 40 - 16
+        enter_leave(counter, 8)
+        assert reader.sample().dropped == 40 - 16
+    finally:
+        counter.close()
+        reader.close()
+
+
+class LappingRing:
+    """A reader's view of a ring whose writer comes round again while the reader copies it."""
+
+    def __init__(self, ring: memoryview, lap: Callable[[], None]) -> None:
+        self._ring = ring
+        self._lap: Callable[[], None] | None = lap
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def __getitem__(self, index: slice) -> memoryview:
+        lap, self._lap = self._lap, None
+        if lap is not None:
+            lap()
+        return self._ring[index]
+
+
+def test_events_overwritten_while_the_reader_copied_them_are_dropped(tmp_path: Path) -> None:
+    path = str(tmp_path / "gauge")
+    gauge.create(path, slots=1, ring=16)
+    counter, reader = gauge.Gauge(path), gauge.GaugeReader(path)
+    try:
+        enter_leave(counter, 6)
+        # White-box: 10 more events overwrite the ring's first 6 between reading the count (12)
+        # and copying the events.
+        reader._rings[0] = LappingRing(reader._rings[0], lambda: enter_leave(counter, 5))  # type: ignore[call-overload]
+        lapped = reader.sample()
+        assert (lapped.server, lapped.dropped) == (Row(0, 0, 1, 3), 6)
+        assert reader.sample().server == Row(0, 0, 1, 8)
+    finally:
+        counter.close()
+        reader.close()
+
+
+NO_SYSTEM_CALLS = """
+import os
+import sys
+
+import gauge
+
+counter = gauge.Gauge(sys.argv[1])
+counter.enter()
+counter.leave()
+os.getppid()
+for _ in range(100_000):
+    counter.enter()
+    counter.leave()
+os.getppid()
+"""
+# The interpreter may grow or shrink its heap whenever it likes.
+MEMORY_CALLS = {"brk", "mmap", "munmap", "mremap", "madvise"}
+
+
+def test_enter_and_leave_make_no_system_call(gauge_path: str, tmp_path: Path) -> None:
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("no strace")
+    trace = tmp_path / "trace"
+    result = subprocess.run(
+        [strace, "-f", "-o", str(trace), sys.executable, "-c", NO_SYSTEM_CALLS, gauge_path],
+        cwd=TARGETS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "ptrace" in result.stderr:
+        pytest.skip(f"strace cannot trace here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    # "PID name(arguments) = result", one line per system call.
+    calls = [line.split()[1].partition("(")[0] for line in trace.read_text().splitlines()]
+    first, last = calls.index("getppid"), len(calls) - 1 - calls[::-1].index("getppid")
+    assert [call for call in calls[first + 1 : last] if call not in MEMORY_CALLS] == []
+    # The premise: the claim itself was traced, and locked the file.
+    assert "flock" in calls[:first]
+
+
+def test_enter_and_leave_take_no_file_lock_once_the_slot_is_claimed(
+    counter: gauge.Gauge, reader: gauge.GaugeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("a system call on the per-request path")
+
+    counter.enter()
+    with monkeypatch.context() as patched:
+        for module, name in [(fcntl, "flock"), (os, "open"), (os, "getpid")]:
+            patched.setattr(module, name, refuse)
+        enter_leave(counter, 100)
+    counter.leave()
+    assert reader.sample().server == Row(0, 0, 2, 101)
 
 
 @contextlib.contextmanager
@@ -348,8 +526,12 @@ def test_forked_processes_each_get_a_slot(counter: gauge.Gauge, reader: gauge.Ga
         os.close(arrived_w)
         os.close(release_r)
         arrived = b""
+        # Bounded by the timeout, and by the end of the pipe if every child died.
         while len(arrived) < k and select.select([arrived_r], [], [], TIMEOUT_S)[0]:
-            arrived += os.read(arrived_r, k)
+            more = os.read(arrived_r, k)
+            if not more:
+                break
+            arrived += more
         held = reader.sample()
     finally:
         os.close(release_w)
@@ -378,40 +560,44 @@ def test_a_forked_child_does_not_count_in_its_parents_slot(
     assert sample.processes == sorted([Row(os.getpid(), 0, 1, 2), Row(child, 0, 1, 1)])
 
 
-def test_no_update_is_lost_between_processes_and_threads(
-    counter: gauge.Gauge, reader: gauge.GaugeReader
-) -> None:
-    # Children inherit the parent's gauge, as Werkzeug's forked children do: were their flock on
-    # the inherited descriptor, it would not exclude the parent or each other. The parent's two
-    # threads share one descriptor: without the thread lock, one thread's unlock would let other
-    # processes in while the other thread is still inside.
+def test_no_event_is_lost_between_processes_and_threads(tmp_path: Path) -> None:
+    # Children inherit the parent's gauge, as Werkzeug's forked children do: were they to keep
+    # writing into the parent's slot, their events and the parent's would overwrite each other.
+    # The parent's two threads share a slot: without the thread lock, both would write an event
+    # into the same place. A ring that holds every event: the test never samples in between.
     pairs = 50000
-    children = [fork(lambda: enter_leave(counter, pairs)) for _ in range(2)]
-    threads = [threading.Thread(target=enter_leave, args=(counter, pairs)) for _ in range(2)]
-    with fast_thread_switching():
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(TIMEOUT_S * 3)
-    assert [reap(pid) for pid in children] == [0, 0]
-    sample = reader.sample()
+    path = str(tmp_path / "gauge")
+    gauge.create(path, slots=4, ring=1 << 18)
+    counter, reader = gauge.Gauge(path), gauge.GaugeReader(path)
+    try:
+        children = [fork(lambda: enter_leave(counter, pairs)) for _ in range(2)]
+        threads = [threading.Thread(target=enter_leave, args=(counter, pairs)) for _ in range(2)]
+        with fast_thread_switching():
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(TIMEOUT_S * 3)
+        assert [reap(pid) for pid in children] == [0, 0]
+        sample = reader.sample()
+    finally:
+        counter.close()
+        reader.close()
+    assert (sample.dropped, sample.late) == (0, 0)
     assert sample.server.served == 4 * pairs
     assert sample.server.inflight == 0
     assert sorted(row.served for row in sample.processes) == [pairs, pairs, 2 * pairs]
 
 
-def test_a_child_forked_while_the_parent_holds_the_locks_gets_its_own(
+def test_a_child_forked_while_the_parent_holds_its_lock_gets_its_own(
     counter: gauge.Gauge, reader: gauge.GaugeReader
 ) -> None:
-    # White-box: hold the writer's own locks across the fork, as a thread of a threaded server
-    # might be doing at that moment. An inherited lock would leave the child stuck forever.
-    with counter._file:
+    # White-box: hold the writer's lock across the fork, as a thread of a threaded server might
+    # be doing at that moment. An inherited lock would leave the child stuck forever.
+    request(gauge.GaugeMiddleware(instant, counter))
+    with counter._lock:
         child = fork(lambda: request(gauge.GaugeMiddleware(instant, counter)))
-        # The child cannot count yet: the flock on its own descriptor excludes the parent's.
-        time.sleep(0.2)
-        assert os.waitpid(child, os.WNOHANG) == (0, 0)
-    assert reap(child) == 0
-    assert reader.sample().processes == [Row(child, 0, 1, 1)]
+        assert reap(child) == 0
+    assert reader.sample().processes == sorted([Row(os.getpid(), 0, 1, 1), Row(child, 0, 1, 1)])
 
 
 def test_slots_of_exited_processes_are_reused(tmp_path: Path) -> None:
@@ -429,17 +615,63 @@ def test_slots_of_exited_processes_are_reused(tmp_path: Path) -> None:
         reader.close()
 
 
-def test_a_process_without_a_slot_still_counts_server_wide(tmp_path: Path) -> None:
+def test_a_process_without_a_slot_is_counted_in_overflow(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     path = str(tmp_path / "gauge")
     gauge.create(path, slots=1)
     counter, reader = gauge.Gauge(path), gauge.GaugeReader(path)
     try:
         app = gauge.GaugeMiddleware(instant, counter)
         request(app)
-        child = fork(lambda: request(app))
+        child = fork(lambda: enter_leave(counter, 2))
         assert reap(child) == 0
-        assert reader.sample() == gauge.Sample(Row(0, 0, 1, 2), [Row(os.getpid(), 0, 1, 1)], 1)
+        assert reader.sample() == gauge.Sample(Row(0, 0, 1, 1), [Row(os.getpid(), 0, 1, 1)], 2)
     finally:
+        counter.close()
+        reader.close()
+    assert f"all 1 slots are held; pid {child}'s requests are counted in overflow only" in (
+        capfd.readouterr().err
+    )
+
+
+def test_a_claim_takes_over_the_slot_of_a_dead_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "gauge")
+    gauge.create(path, slots=1)
+    counter, reader = gauge.Gauge(path), gauge.GaugeReader(path)
+    release_r, release_w = os.pipe()
+    try:
+        app = gauge.GaugeMiddleware(instant, counter)
+
+        def serve_then_wait() -> None:
+            os.close(release_w)
+            request(app)
+            # Until the parent closes its end of the pipe.
+            os.read(release_r, 1)
+
+        first = fork(serve_then_wait)
+        deadline = time.monotonic() + TIMEOUT_S
+        while reader.sample().server.served == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.close(release_w)
+        assert reap(first) == 0
+        # Before the reader has freed the dead one's slot: its events were all copied already.
+        second = fork(lambda: request(app))
+        assert reap(second) == 0
+        assert reader.sample() == gauge.Sample(
+            Row(0, 0, 1, 2), sorted([Row(first, 0, 0, 1), Row(second, 0, 1, 1)]), 0
+        )
+        # Taken over before the reader copied anything: the third's events are dropped.
+        third = fork(lambda: request(app))
+        assert reap(third) == 0
+        fourth = fork(lambda: request(app))
+        assert reap(fourth) == 0
+        assert reader.sample() == gauge.Sample(
+            Row(0, 0, 1, 3), [Row(fourth, 0, 1, 1)], 0, dropped=2
+        )
+        assert reader.sample().processes == []
+    finally:
+        os.close(release_r)
         counter.close()
         reader.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import http.client
+import io
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import gauge
+import launch as launcher
 import pytest
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
@@ -361,3 +364,48 @@ def test_a_bad_command_line_exits_2(arguments: list[str]) -> None:
     )
     assert result.returncode == 2
     assert "error:" in result.stderr
+
+
+class FakeReader:
+    """Stands in for a GaugeReader: records the horizons it is asked for."""
+
+    def __init__(self, sample: gauge.Sample) -> None:
+        self.horizons: list[int | None] = []
+        self._sample = sample
+
+    def sample(self, horizon_ns: int | None = None) -> gauge.Sample:
+        self.horizons.append(horizon_ns)
+        return self._sample
+
+
+def test_rows_replay_the_gauge_up_to_their_own_time_in_monotonic_ns() -> None:
+    server = gauge.Row(0, 1, 2, 3)
+    reader = FakeReader(gauge.Sample(server, [gauge.Row(42, 1, 2, 3)], 0, lost=4))
+    out = io.StringIO()
+    sampler = launcher.GaugeCsv(reader, out, "unused")  # type: ignore[arg-type]
+    t = round(time.time(), 1) - 0.1
+    sampler.write_sample(t)
+    sampler.write_sample(t + 0.1, replay_all=True)
+    assert out.getvalue().splitlines() == [
+        launcher.CSV_HEADER.strip(),
+        f"{t:.3f},0,1,2,3,4",
+        f"{t:.3f},42,1,2,3,0",
+        f"{t + 0.1:.3f},0,1,2,3,4",
+        f"{t + 0.1:.3f},42,1,2,3,0",
+    ]
+    horizon, replay_all = reader.horizons
+    assert replay_all is None
+    assert horizon is not None
+    # Wall-clock time t on the monotonic clock: this long before now.
+    assert abs((time.monotonic_ns() - horizon) / 1e9 - (time.time() - t)) < 0.05
+
+
+def test_the_launcher_names_what_made_the_gauge_approximate() -> None:
+    reader = FakeReader(gauge.Sample(gauge.Row(0, 0, 0, 0), [], 3, late=2, dropped=1))
+    sampler = launcher.GaugeCsv(reader, io.StringIO(), "unused")  # type: ignore[arg-type]
+    assert sampler.warnings() == []
+    sampler.write_sample(1.0)
+    assert [warning.split()[0] for warning in sampler.warnings()] == ["3", "2", "1"]
+    assert "not counted" in sampler.warnings()[0]
+    assert "after their sample" in sampler.warnings()[1]
+    assert "lost" in sampler.warnings()[2]

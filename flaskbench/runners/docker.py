@@ -25,6 +25,7 @@ from flaskbench.commands import Paths, master_command, target_command, worker_co
 from flaskbench.config import format_cpus
 from flaskbench.images import ImageError, Images, ensure_images
 from flaskbench.meta import PROJECT_ROOT
+from flaskbench.rundir import CellStatus
 from flaskbench.runners.base import (
     RESOURCES_CSV,
     TARGET_LOG,
@@ -361,7 +362,7 @@ class DockerRunner(Runner):
             )
         return DockerSampler(ctx.cell_dir / RESOURCES_CSV, containers)
 
-    def run_cell(self, ctx: CellContext) -> Any:
+    def run_cell(self, ctx: CellContext) -> CellStatus:
         try:
             return super().run_cell(ctx)
         finally:

@@ -22,6 +22,7 @@ import psutil
 from flaskbench.commands import MASTER_LOG, Paths, master_command, target_command, worker_command
 from flaskbench.config import format_cpus
 from flaskbench.meta import PROJECT_ROOT, package_versions
+from flaskbench.rundir import CellStatus
 from flaskbench.runners.base import (
     RESOURCES_CSV,
     TARGET_LOG,
@@ -149,6 +150,10 @@ def _tree_usage(pid: int) -> tuple[float, float]:
     return cpu_s, rss / 1024 / 1024
 
 
+def _gauge_file(ctx: CellContext) -> Path:
+    return Path("/dev/shm") / f"flaskbench-{os.getpid()}-{ctx.cell.cell_id}.gauge"
+
+
 class LocalRunner(Runner):
     name = "local"
 
@@ -158,7 +163,15 @@ class LocalRunner(Runner):
             targets=str(PROJECT_ROOT / "targets"),
             locustfiles=str(PROJECT_ROOT / "locustfiles"),
             cell=str(ctx.cell_dir.resolve()),
+            gauge_file=str(_gauge_file(ctx)),
         )
+
+    def run_cell(self, ctx: CellContext) -> CellStatus:
+        try:
+            return super().run_cell(ctx)
+        finally:
+            # A launcher killed outright cannot remove its gauge file; this can.
+            _gauge_file(ctx).unlink(missing_ok=True)
 
     def prepare(self) -> dict[str, Any]:
         if shutil.which("taskset") is None:
