@@ -19,6 +19,8 @@ GAUGE_CSV = "gauge.csv"
 LOADGEN_JSON = "loadgen.json"
 LOCUST_CSV_PREFIX = "locust"
 MASTER_LOG = "locust-master.log"
+# With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
+ALTERNATE_S = 2
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,11 @@ class Paths:
 def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     """Run from `paths.targets`: the launcher samples the gauge and supervises the server."""
     server = server_argv(cell.target, config.host, config.port)
-    gauge = ["--gauge-out", f"{paths.cell}/{GAUGE_CSV}"] if config.gauge else []
-    if config.gauge and paths.gauge_file:
+    gauge = [] if config.gauge == "off" else ["--gauge-out", f"{paths.cell}/{GAUGE_CSV}"]
+    if gauge and paths.gauge_file:
         gauge += ["--gauge-file", paths.gauge_file]
+    if config.gauge == "alternate":
+        gauge += ["--alternate", str(ALTERNATE_S)]
     return [
         paths.python,
         "launch.py",

@@ -90,7 +90,8 @@ class Config:
     results_dir: Path
     ready_timeout_s: int
     base_image: str
-    gauge: bool
+    # "on", "off", or "alternate" (counting paused every other 2 s, to measure its own cost).
+    gauge: str
     # The config exactly as it was run, overrides applied, for meta.json.
     as_run: Mapping[str, Any] = field(default_factory=dict)
 
@@ -275,9 +276,9 @@ def _build(
     if not isinstance(base_image, str) or not base_image:
         problems.add(("run", "base_image"), "must be an image name such as 'python:3.12-slim'")
     results_dir = _results_dir(path, run.get("results_dir", "results"), problems)
-    gauge = run.get("gauge", True)
-    if not isinstance(gauge, bool):
-        problems.add(("run", "gauge"), "must be true or false")
+    gauge = {True: "on", False: "off", "alternate": "alternate"}.get(run.get("gauge", True))
+    if gauge is None:
+        problems.add(("run", "gauge"), 'must be true, false or "alternate"')
 
     repeats = _int(load, "repeats", ("load",), problems, default=1)
     locust_workers = _int(load, "locust_workers", ("load",), problems, default=0, low=0)
@@ -325,7 +326,7 @@ def _build(
         results_dir=results_dir,
         ready_timeout_s=ready_timeout,
         base_image=str(base_image),
-        gauge=bool(gauge),
+        gauge=str(gauge),
         as_run=as_run,
     )
 

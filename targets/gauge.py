@@ -7,7 +7,7 @@ the app raises). Counting must cost next to nothing, so writers only log events 
 The gauge lives in a sparse file (normally under /dev/shm) that every process of the server maps.
 It is an array of native int64 words:
 
-    header       [magic, version, slot count, ring size, overflow, dropped, 0, 0]
+    header       [magic, version, slot count, ring size, overflow, dropped, paused, 0]
     slot i       [pid, published, generation, copied, 0, 0, 0, 0]    (slot count of these)
     ring i       [event] * ring size                                  (one per slot)
 
@@ -35,6 +35,10 @@ event published after the horizon it belongs to was replayed is still applied, a
 the next interval, and counted as `late`; an event the writer overwrote before the reader copied
 it (the ring overflowed) is counted as `dropped`. Either makes peaks approximate. Once every event
 of a dead process is replayed, the requests it still held are `lost` and its slot is freed.
+
+While `paused` is set, the middleware calls the app as if there were no gauge. Only the
+launcher's `--alternate` sets it, so that the gauge's own cost can be measured within one run
+(on in even periods, off in odd ones) rather than between runs, which vary far more than 2%.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from werkzeug.wsgi import ClosingIterator
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -64,7 +70,7 @@ VERSION = 2
 DEFAULT_SLOTS = 256
 DEFAULT_RING = 8192
 
-_MAGIC, _VERSION, _SLOTS, _RING, _OVERFLOW, _DROPPED = range(6)
+_MAGIC, _VERSION, _SLOTS, _RING, _OVERFLOW, _DROPPED, _PAUSED = range(7)
 _HEADER_WORDS = 8
 _PID, _PUBLISHED, _GENERATION, _COPIED = range(4)
 # A cache line per slot: one process's count stores do not contend with another's.
@@ -164,6 +170,9 @@ class _GaugeFile:
     def published_word(self, slot: int) -> memoryview:
         return self._view(self.slot_base(slot) + _PUBLISHED, 1)
 
+    def paused_word(self) -> memoryview:
+        return self._view(_PAUSED, 1)
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[memoryview]:
         """The words, excluding every other holder in this or any other process.
@@ -220,6 +229,8 @@ class Gauge:
 
     def __init__(self, path: str, clock: Callable[[], int] = time.monotonic_ns) -> None:
         self._file = _GaugeFile(path)
+        # Nonzero while the launcher has paused counting (see --alternate).
+        self.paused = self._file.paused_word()
         self._clock = clock
         self._closed = False
         self._start_unclaimed()
@@ -256,7 +267,8 @@ class Gauge:
                 self.enter, self.leave = self._file.count_overflow, _uncounted
             else:
                 ring, published = self._file.ring(slot), self._file.published_word(slot)
-                self.enter, self.leave = _event_writers(self._lock, ring, published, self._clock)
+                lock = None if _greenlets_only() else self._lock
+                self.enter, self.leave = _event_writers(lock, ring, published, self._clock)
             self._claimed = True
 
     def after_fork_in_child(self) -> None:
@@ -272,8 +284,16 @@ def _uncounted() -> None:
     """A leave of a process without a slot: only its enters are counted, in overflow."""
 
 
+def _greenlets_only() -> bool:
+    """True in a gevent-patched process: requests then run as greenlets of one thread, and
+    enter and leave never yield, so no lock is needed (gevent's own lock would double the
+    gauge's cost)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
 def _event_writers(
-    lock: threading.Lock,
+    lock: threading.Lock | None,
     ring: memoryview,
     published: memoryview,
     clock: Callable[[], int],
@@ -281,11 +301,27 @@ def _event_writers(
     """`enter` and `leave` for one slot: each logs an event, then publishes the new count.
 
     They run on every request, so everything they use is a closure variable, and the lock is
-    taken with its bound methods, which costs half of what a with statement does.
+    taken with its bound methods, which costs half of what a with statement does. Without a
+    lock (greenlets only), the same without it.
     """
     mask = len(ring) - 1
-    acquire, release = lock.acquire, lock.release
     count = 0
+    if lock is None:
+
+        def enter_unlocked() -> None:
+            nonlocal count
+            ring[count & mask] = clock() << 1 | _ENTER
+            count += 1
+            published[0] = count
+
+        def leave_unlocked() -> None:
+            nonlocal count
+            ring[count & mask] = clock() << 1
+            count += 1
+            published[0] = count
+
+        return enter_unlocked, leave_unlocked
+    acquire, release = lock.acquire, lock.release
 
     def enter() -> None:
         nonlocal count
@@ -328,15 +364,25 @@ class GaugeMiddleware:
     def __init__(self, app: WSGIApplication, gauge: Gauge) -> None:
         self._app = app
         self._gauge = gauge
+        self._paused = gauge.paused
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        self._gauge.enter()
+        if self._paused[0]:
+            return self._app(environ, start_response)
+        gauge = self._gauge
+        gauge.enter()
         try:
             body = self._app(environ, start_response)
         except BaseException:
-            self._gauge.leave()
+            gauge.leave()
             raise
-        return _ClosingBody(body, self._gauge.leave)
+        if type(body) is ClosingIterator:
+            # Every Flask response: the server's close() runs these callbacks, so joining them
+            # costs less than wrapping the body. First in line, so that a failing callback
+            # after it cannot keep the request counted.
+            body._callbacks.insert(0, gauge.leave)
+            return body
+        return _ClosingBody(body, gauge.leave)
 
 
 class _ClosingBody:
@@ -357,9 +403,12 @@ class _ClosingBody:
         if on_close is None:
             return
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            # Flask's responses always have close(); looking it up only when one does not
+            # keeps the common path short.
+            self._body.close()  # type: ignore[attr-defined]
+        except AttributeError:
+            if hasattr(self._body, "close"):
+                raise
         finally:
             on_close()
 
@@ -442,6 +491,9 @@ class GaugeReader:
         self._horizon = -1
         self._inflight = self._served = 0
         self._lost = self._late = self._dropped = 0
+
+    def pause(self, paused: bool) -> None:
+        self._file.words[_PAUSED] = int(paused)
 
     def sample(self, horizon_ns: int | None = None) -> Sample:
         """Replay the events stamped up to `horizon_ns` (CLOCK_MONOTONIC), by default all.

@@ -50,7 +50,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="launch.py",
         usage="%(prog)s [--gauge-out PATH] [--gauge-file PATH] [--interval S] [--grace S] "
-        "-- SERVER ARGV...",
+        "[--alternate S] -- SERVER ARGV...",
         description="Start a server, supervise it and sample its concurrency gauge.",
     )
     parser.add_argument("--gauge-out", help="write gauge.csv here (no gauge without it)")
@@ -59,6 +59,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds from SIGTERM to SIGKILL")
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        metavar="S",
+        help="pause the gauge in every other period of S whole seconds of wall-clock time "
+        "(counting in even periods), to measure its own cost within one run",
+    )
     if "--" not in argv:
         parser.error("put -- before the server's command line")
     split = argv.index("--")
@@ -68,8 +75,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("no server command line after --")
     if not args.interval > 0 or not args.grace >= 0:
         parser.error("--interval must be above 0 and --grace 0 or more")
-    if args.gauge_file and not args.gauge_out:
-        parser.error("--gauge-file needs --gauge-out")
+    if (args.gauge_file or args.alternate) and not args.gauge_out:
+        parser.error("--gauge-file and --alternate need --gauge-out")
+    if args.alternate is not None and args.alternate < 1:
+        parser.error("--alternate must be 1 or more whole seconds")
     return args, command
 
 
@@ -130,8 +139,11 @@ def next_tick(last: int, interval: float) -> int:
 class GaugeCsv:
     """Samples a gauge file into gauge.csv rows."""
 
-    def __init__(self, reader: gauge.GaugeReader, out: TextIO, gauge_path: str) -> None:
+    def __init__(
+        self, reader: gauge.GaugeReader, out: TextIO, gauge_path: str, alternate: int | None
+    ) -> None:
         self._reader = reader
+        self._alternate = alternate
         self._out = out
         self.gauge_path = gauge_path
         # Events are stamped with CLOCK_MONOTONIC; rows are in wall-clock time.
@@ -139,6 +151,10 @@ class GaugeCsv:
         self.last: gauge.Sample | None = None
         out.write(CSV_HEADER)
         out.flush()
+
+    def pause_if_due(self, now: float) -> None:
+        if self._alternate:
+            self._reader.pause(paused_at(now, self._alternate))
 
     def write_sample(self, t: float, replay_all: bool = False) -> None:
         """Rows for wall-clock time `t`: every event stamped up to `t`, or every event there is."""
@@ -170,6 +186,11 @@ class GaugeCsv:
         return [f"{count} {what}" for count, what in problems if count]
 
 
+def paused_at(t: float, period_s: int) -> bool:
+    """With --alternate: counting in even periods of wall-clock time, paused in odd ones."""
+    return math.floor(t / period_s) % 2 == 1
+
+
 def supervise(
     server: subprocess.Popen[bytes],
     stop: StopRequest,
@@ -185,6 +206,7 @@ def supervise(
             stop.kill_if_overdue(grace)
         tick = next_tick(tick, interval)
         if sampler is not None:
+            sampler.pause_if_due(tick * interval)
             # Up to one interval ago: a request that read the clock just before the tick may
             # not have published its event yet.
             sampler.write_sample((tick - 1) * interval)
@@ -230,13 +252,13 @@ def shared_gauge_file(path: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gauge_csv(out_path: str, gauge_file: str | None) -> Iterator[GaugeCsv]:
+def gauge_csv(out_path: str, gauge_file: str | None, alternate: int | None) -> Iterator[GaugeCsv]:
     """gauge.csv, sampling a freshly zeroed gauge file."""
     with open(out_path, "w", encoding="ascii") as out, shared_gauge_file(gauge_file) as path:
         gauge.create(path)
         reader = gauge.GaugeReader(path)
         try:
-            yield GaugeCsv(reader, out, path)
+            yield GaugeCsv(reader, out, path, alternate)
         finally:
             reader.close()
 
@@ -249,7 +271,9 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
         sampler = None
         if args.gauge_out:
             try:
-                sampler = cleanup.enter_context(gauge_csv(args.gauge_out, args.gauge_file))
+                sampler = cleanup.enter_context(
+                    gauge_csv(args.gauge_out, args.gauge_file, args.alternate)
+                )
             except OSError as error:
                 log(f"could not set up the gauge: {error}")
                 return 1
@@ -277,6 +301,8 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
                 log("killed processes left in the server's group")
     log(describe_end(server.pid, code, stop))
     if sampler is not None:
+        # Sampling runs on the target's CPU: its cost is part of the gauge's.
+        log(f"sampling the gauge took {time.process_time():.3f} s of CPU")
         for warning in sampler.warnings():
             log(warning)
     return exit_status(code, stop)

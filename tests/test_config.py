@@ -229,3 +229,15 @@ def test_parse_cpus() -> None:
     assert parse_cpus("0-2,5") == (0, 1, 2, 5)
     with pytest.raises(ValueError, match="CPU list"):
         parse_cpus("a-b")
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"), [("true", "on"), ("false", "off"), ('"alternate"', "alternate")]
+)
+def test_gauge_modes(tmp_path: Path, value: str, mode: str) -> None:
+    assert load_config(write(tmp_path, f"[run]\ngauge = {value}\n" + MINIMAL)).gauge == mode
+
+
+def test_unknown_gauge_mode(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[run]\ngauge = "sometimes"\n' + MINIMAL)
+    assert found == [f'{tmp_path / "bench.toml"}:2: run.gauge: must be true, false or "alternate"']

@@ -23,6 +23,7 @@ from pathlib import Path
 import gauge
 import pytest
 from gauge import Row
+from werkzeug.wsgi import ClosingIterator
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 TIMEOUT_S = 10
@@ -152,6 +153,43 @@ def test_a_response_counts_until_it_is_closed(
     assert reader.sample().server.inflight == 1
     body.close()  # type: ignore[attr-defined]
     body.close()  # type: ignore[attr-defined]
+    assert reader.sample().server == Row(0, 0, 1, 1)
+
+
+def test_a_paused_gauge_neither_counts_nor_wraps(
+    gauge_path: str, counter: gauge.Gauge, reader: gauge.GaugeReader
+) -> None:
+    middleware = gauge.GaugeMiddleware(instant, counter)
+    reader.pause(True)
+    body = middleware({}, start_response)
+    assert body == [b"ok"]
+    reader.pause(False)
+    counted = middleware({}, start_response)
+    assert counted != [b"ok"]
+    counted.close()  # type: ignore[attr-defined]
+    assert reader.sample().server == Row(0, 0, 1, 1)
+
+
+def test_a_flask_style_response_is_counted_until_closed_without_a_wrapper(
+    counter: gauge.Gauge, reader: gauge.GaugeReader
+) -> None:
+    closed: list[str] = []
+
+    def failing_close() -> None:
+        closed.append("app")
+        raise RuntimeError("close failed")
+
+    def flask_like(environ: dict[str, object], respond: Callable[..., object]) -> ClosingIterator:
+        respond("200 OK", [])
+        return ClosingIterator([b"ok"], [failing_close])
+
+    body = gauge.GaugeMiddleware(flask_like, counter)({}, start_response)
+    assert type(body) is ClosingIterator
+    assert list(body) == [b"ok"]
+    assert reader.sample().server.inflight == 1
+    with pytest.raises(RuntimeError, match="close failed"):
+        body.close()  # type: ignore[attr-defined]
+    assert closed == ["app"]
     assert reader.sample().server == Row(0, 0, 1, 1)
 
 
@@ -427,12 +465,16 @@ greenlets = [gevent.spawn(request) for _ in range(n)]
 deadline = time.monotonic() + 10
 while len(inside) < n and time.monotonic() < deadline:
     gevent.sleep(0.01)
-print(type(threading.Lock()).__module__, len(set(inside)), flush=True)
+print(type(threading.Lock()).__module__, gauge._greenlets_only(), len(set(inside)), flush=True)
 sys.stdin.readline()
 release.set()
 gevent.joinall(greenlets, timeout=10)
 print(sum(g.successful() for g in greenlets), flush=True)
 """
+
+
+def test_threads_count_with_a_lock_when_gevent_has_not_patched() -> None:
+    assert not gauge._greenlets_only()
 
 
 def test_greenlets_held_inside_count(gauge_path: str, reader: gauge.GaugeReader) -> None:
@@ -447,9 +489,10 @@ def test_greenlets_held_inside_count(gauge_path: str, reader: gauge.GaugeReader)
     try:
         assert child.stdout is not None
         assert child.stdin is not None
-        lock_module, greenlets_inside = read_line(child.stdout).split()
-        # The premise: the gauge was built after monkey-patching, with gevent's locks.
+        lock_module, lock_free, greenlets_inside = read_line(child.stdout).split()
+        # The premise: the gauge was built after monkey-patching, and so counts without a lock.
         assert lock_module.startswith("gevent")
+        assert lock_free == "True"
         assert int(greenlets_inside) == n
         held = reader.sample()
         child.stdin.write("release\n")

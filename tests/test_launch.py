@@ -382,7 +382,7 @@ def test_rows_replay_the_gauge_up_to_their_own_time_in_monotonic_ns() -> None:
     server = gauge.Row(0, 1, 2, 3)
     reader = FakeReader(gauge.Sample(server, [gauge.Row(42, 1, 2, 3)], 0, lost=4))
     out = io.StringIO()
-    sampler = launcher.GaugeCsv(reader, out, "unused")  # type: ignore[arg-type]
+    sampler = launcher.GaugeCsv(reader, out, "unused", None)  # type: ignore[arg-type]
     t = round(time.time(), 1) - 0.1
     sampler.write_sample(t)
     sampler.write_sample(t + 0.1, replay_all=True)
@@ -402,10 +402,35 @@ def test_rows_replay_the_gauge_up_to_their_own_time_in_monotonic_ns() -> None:
 
 def test_the_launcher_names_what_made_the_gauge_approximate() -> None:
     reader = FakeReader(gauge.Sample(gauge.Row(0, 0, 0, 0), [], 3, late=2, dropped=1))
-    sampler = launcher.GaugeCsv(reader, io.StringIO(), "unused")  # type: ignore[arg-type]
+    sampler = launcher.GaugeCsv(reader, io.StringIO(), "unused", None)  # type: ignore[arg-type]
     assert sampler.warnings() == []
     sampler.write_sample(1.0)
     assert [warning.split()[0] for warning in sampler.warnings()] == ["3", "2", "1"]
     assert "not counted" in sampler.warnings()[0]
     assert "after their sample" in sampler.warnings()[1]
     assert "lost" in sampler.warnings()[2]
+
+
+def test_alternate_counts_in_even_periods_and_pauses_in_odd_ones() -> None:
+    assert [launcher.paused_at(t, 2) for t in (0.0, 1.9, 2.0, 3.99, 4.0, 6.5)] == [
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+    paused: list[bool] = []
+
+    class PausingReader(FakeReader):
+        def pause(self, flag: bool) -> None:
+            paused.append(flag)
+
+    reader = PausingReader(gauge.Sample(gauge.Row(0, 0, 0, 0), [], 0))
+    sampler = launcher.GaugeCsv(reader, io.StringIO(), "unused", 1)  # type: ignore[arg-type]
+    for t in (10.0, 10.5, 11.0, 12.0):
+        sampler.pause_if_due(t)
+    assert paused == [False, False, True, False]
+    still = launcher.GaugeCsv(reader, io.StringIO(), "unused", None)  # type: ignore[arg-type]
+    still.pause_if_due(11.0)
+    assert paused == [False, False, True, False]
