@@ -156,9 +156,11 @@ def _provenance(analysis: Analysis) -> str:
         f"Run {analysis.data.run_id}, {meta.get('started', '?')} to {meta.get('ended', '?')}, "
         f"{meta.get('runner', {}).get('name', '?')} runner on {machine.get('cpu_model', '?')} "
         f"({machine.get('cpu_count', '?')} CPUs). Target pinned to CPU {meta['cpus']['target']}, "
-        f"load generator (Locust, {meta.get('locust_workers', '?')} worker processes) to CPU "
-        f"{meta['cpus']['load']}. Each step held {stairs.get('warmup_s', '?')} s of warmup, then "
-        f"measured for {stairs.get('measure_s', '?')} s; {meta.get('repeats', 1)} repeat(s). "
+        "load generator (Locust, "
+        f"{_counted(meta.get('locust_workers', '?'), 'worker process', 'worker processes')}) to "
+        f"CPU {meta['cpus']['load']}. Each step held {stairs.get('warmup_s', '?')} s of warmup, "
+        f"then measured for {stairs.get('measure_s', '?')} s; "
+        f"{_counted(meta.get('repeats', 1), 'repeat', 'repeats')}. "
         f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
         f"Python {meta.get('python', '?')}; {packages}."
     )
@@ -267,7 +269,11 @@ def sentence(target: Target, points: Sequence[Point], knee: Knee | None, cores: 
 
 
 def _users(count: int) -> str:
-    return f"{count} user{'s' if count != 1 else ''}"
+    return _counted(count, "user", "users")
+
+
+def _counted(count: object, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
 
 
 def _max_of(values: Iterable[int | None]) -> int | None:

@@ -218,7 +218,7 @@ def describe(target: Target) -> str:
         return {
             "threaded": "Werkzeug dev server, a thread per connection",
             "single": "Werkzeug dev server, single-threaded",
-            "processes": f"Werkzeug dev server, a process per request (up to {target.workers})",
+            "processes": f"Werkzeug dev server, a process per request, up to {target.workers}",
         }[target.worker_class]
     workers = f"{target.workers} worker{'s' if target.workers != 1 else ''}"
     if target.worker_class == "gthread":

@@ -1,16 +1,18 @@
 """Micro-benchmark of the gauge: what one request pays for being counted.
 
-    python bench_gauge.py [--pairs N]
+    python bench_gauge.py [--pairs N] [--json]
 
 Prints nanoseconds per enter+leave pair (one thread; four threads of one process; two processes
 of four threads each, all pinned to one CPU as in a 1-core target), and per WSGI call of /hello
 with the gauge off and on, straight into the app without a server (a real server adds its own
-per-request cost, so the share is lower there).
+per-request cost, so the share is lower there). `make accuracy` runs it pinned where the target
+ran, to set the gauge's cost per request beside the throughput it measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import threading
@@ -96,30 +98,50 @@ def wsgi_ns(wsgi: WSGIApplication, calls: int) -> float:
     return (time.perf_counter_ns() - start) / calls
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=200_000)
-    pairs = parser.parse_args().pairs
+def measure(pairs: int) -> dict[str, float]:
+    """Nanoseconds per enter+leave pair in each setting, and per /hello WSGI call off and on."""
     with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
         path = os.path.join(directory, "gauge")
         gauge.create(path)
         counter = gauge.Gauge(path)
         pairs_ns(counter, 1000)  # warm up, and take the slot
         single = min(pairs_ns(counter, pairs // ROUNDS) for _ in range(ROUNDS))
-        print(f"enter+leave, 1 thread:                 {single:6.0f} ns/pair (best of {ROUNDS})")
         threaded = in_threads(counter, pairs // 4, 4)
-        print(f"enter+leave, 4 threads:                {threaded:6.0f} ns/pair")
         pinned = in_pinned_processes(counter, pairs // 8, 2, 4)
-        print(f"enter+leave, 2 processes x 4 on 1 CPU: {pinned:6.0f} ns/pair")
         calls = max(pairs // 50, 1000)
         plain = app.wsgi_app
         gauged = gauge.GaugeMiddleware(plain, counter)
         # Alternated, and the best of several rounds of each: the least disturbed runs.
         rounds = [(wsgi_ns(plain, calls), wsgi_ns(gauged, calls)) for _ in range(ROUNDS)]
-        off, on = min(off for off, _ in rounds), min(on for _, on in rounds)
-        print(f"/hello WSGI call, gauge off:           {off:6.0f} ns")
-        print(f"/hello WSGI call, gauge on:            {on:6.0f} ns ({(on - off) / off:+.1%})")
         counter.close()
+    return {
+        "pair_ns": single,
+        "pair_4_threads_ns": threaded,
+        "pair_2x4_pinned_ns": pinned,
+        "wsgi_off_ns": min(off for off, _ in rounds),
+        "wsgi_on_ns": min(on for _, on in rounds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=200_000)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args()
+    figures = measure(args.pairs)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    labels = {
+        "pair_ns": f"enter+leave, 1 thread (best of {ROUNDS})",
+        "pair_4_threads_ns": "enter+leave, 4 threads",
+        "pair_2x4_pinned_ns": "enter+leave, 2 processes x 4 on 1 CPU",
+        "wsgi_off_ns": "/hello WSGI call, gauge off",
+        "wsgi_on_ns": "/hello WSGI call, gauge on",
+    }
+    for key, label in labels.items():
+        print(f"{label + ':':<40}{figures[key]:7.0f} ns")
+    print(f"{'gauge on / off:':<40}{figures['wsgi_on_ns'] / figures['wsgi_off_ns']:7.3f}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """Start one server, supervise it, and sample its concurrency gauge into gauge.csv.
 
     python launch.py [--gauge-out PATH] [--gauge-file PATH] [--interval 0.1] [--grace 5] \\
-        -- SERVER ARGV...
+        [--alternate S] -- SERVER ARGV...
 
-The server runs in its own session and process group and dies with the launcher (Linux
-PR_SET_PDEATHSIG). SIGTERM or SIGINT to the launcher sends SIGTERM to the server's process group,
-then SIGKILL after --grace seconds. With --gauge-out, the launcher creates an empty gauge file,
-hands its path to the server in FLASKBENCH_GAUGE, and writes a row per process every --interval
-seconds, on multiples of the interval in wall-clock time, plus one after the server has ended
-(format: docs/raw-data.md). The rows for time t are written at t + interval, so that requests
-that read the clock just before t have published their events; at exit it logs what made the
-counts approximate, if anything (see gauge.py).
+The server runs in its own process group, in the launcher's session, and dies with the launcher
+(Linux PR_SET_PDEATHSIG); whatever it forked stays in that session even when orphaned, so whoever
+started the launcher in a session of its own can find and end all of it. SIGTERM or SIGINT to
+the launcher sends SIGTERM to the server's process group, then SIGKILL after --grace seconds.
+With --gauge-out, the launcher creates an empty gauge file, hands its path to the server in
+FLASKBENCH_GAUGE, and writes a row per process every --interval seconds, on multiples of the
+interval in wall-clock time, plus one after the server has ended (format: docs/raw-data.md).
+The rows for time t are written at t + interval, so that requests that read the clock just
+before t have published their events; at exit it logs what made the counts approximate, if
+anything (see gauge.py).
 
 Exit status: the server's exit code if it ended on its own (128 + N if killed by signal N), 0 if
 it ended because the launcher was asked to stop, 1 if the gauge files could not be created, 2 for
@@ -283,7 +285,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             server = subprocess.Popen(
                 command,
                 env=env,
-                start_new_session=True,
+                process_group=0,
                 preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509
             )
         except OSError as error:

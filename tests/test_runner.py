@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from benchrun import ALL_TARGETS, flaskbench, processes_mentioning, summary, write_config
 
@@ -11,7 +13,7 @@ from flaskbench import commands
 from flaskbench.config import load_config
 from flaskbench.plan import expand
 from flaskbench.runners.base import CellContext, worker_troubles
-from flaskbench.runners.local import LocalRunner
+from flaskbench.runners.local import LocalProcess, LocalRunner
 
 pytestmark = pytest.mark.load
 
@@ -70,3 +72,21 @@ def test_worker_troubles_are_read_from_gunicorn_logs() -> None:
         "gunicorn worker 12 was killed (SIGKILL; out of memory?)",
     ]
     assert worker_troubles("[INFO] Booting worker with pid: 13") == []
+
+
+def test_stopping_a_local_process_ends_what_it_orphaned(tmp_path: Path) -> None:
+    # The leader exits at once, leaving a child in a process group of its own: what gunicorn's
+    # workers are after their launcher and master were killed.
+    orphan_maker = (
+        "import subprocess, sys; "
+        "child = subprocess.Popen(['sleep', '60'], process_group=0); "
+        "print(child.pid, flush=True)"
+    )
+    log = tmp_path / "leader.log"
+    leader = LocalProcess([sys.executable, "-c", orphan_maker], tmp_path, log, (0,), grace_s=1)
+    leader.popen.wait(timeout=10)
+    orphan = psutil.Process(int(log.read_text()))
+    assert orphan.is_running()
+    leader.stop()
+    orphan.wait(timeout=5)
+    assert not orphan.is_running()

@@ -1,7 +1,8 @@
 """The local runner: the cell's command lines as plain processes on this host, pinned with taskset.
 
-Every process gets its own process group, so stopping it stops everything it forked, and the
-kernel kills it when the orchestrator dies (PR_SET_PDEATHSIG), so a crash leaves nothing behind.
+Every process gets its own session, so stopping it stops everything it forked, even what a
+killed launcher orphaned, and the kernel kills it when the orchestrator dies (PR_SET_PDEATHSIG),
+so a crash leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -90,10 +91,21 @@ class LocalProcess:
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
+        # A server group whose launcher was killed: gunicorn's workers outlive their master for
+        # up to half its timeout, holding the port the next cell needs.
+        kill_session(self.popen.pid)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, sig)
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process left in a session (they keep its id when orphaned)."""
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(process.pid) == session:
+                process.kill()
 
 
 class LocalSwarm:
