@@ -40,8 +40,9 @@ FLAGS = {
         "may have retried them on another connection, hiding them from its failure count)"
     ),
     "littles_law": (
-        f"users differ from throughput x mean latency by more than {LITTLE_TOLERANCE:.0%}: time "
-        "went somewhere outside the measured requests (usually the load generator)"
+        f"users differ from throughput x mean latency by more than {LITTLE_TOLERANCE:.0%}: "
+        "either time went somewhere outside the measured requests (usually the load generator), "
+        "or requests were still queueing up (users far above the slots: use a longer warmup)"
     ),
     "ramping": (
         f"throughput changed by more than {RAMP_MIN_CHANGE:.0%} between the halves of the measured "
