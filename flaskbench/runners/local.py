@@ -84,20 +84,16 @@ class LocalProcess:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=self._grace_s)
-        # The leader may be gone while something it forked lingers in its group.
-        self._signal_group(signal.SIGKILL)
+        # The leader may be gone while something it forked lingers, even in a group of its own:
+        # gunicorn's workers outlive a killed launcher and master for up to half their timeout,
+        # holding the port the next cell needs.
+        kill_session(self.popen.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
-        # A server group whose launcher was killed: gunicorn's workers outlive their master for
-        # up to half its timeout, holding the port the next cell needs.
-        kill_session(self.popen.pid)
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, sig)
 
 
 def kill_session(session: int) -> None:
