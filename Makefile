@@ -11,7 +11,7 @@ RUNNER ?= auto
 # Extra flags for `flaskbench run`, e.g. make bench ARGS="--targets sync,gevent --repeats 3"
 ARGS ?=
 
-.PHONY: help venv bench bench-quick images base-image report test lint accuracy doctor clean
+.PHONY: help venv bench bench-quick images base-image report test lint accuracy doctor clean-containers clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,9 @@ report: $(STAMP) ## rebuild a run's summary and report from its raw data: make r
 
 doctor: $(STAMP) ## check that this host can run the benchmark
 	$(BIN)/flaskbench doctor --config $(CONFIG)
+
+clean-containers: $(STAMP) ## remove the containers of crashed runs (only those)
+	$(BIN)/flaskbench clean
 
 test: lint ## lint, type-check and run every test (docker tests need a daemon)
 	$(BIN)/pytest

@@ -1,4 +1,4 @@
-"""flaskbench command line: run, report, verify, doctor, images.
+"""flaskbench command line: run, report, verify, doctor, clean, images.
 
 Exit codes: 0 all cells ok; 1 some cell failed or was degraded (or verify found a problem);
 2 bad input or a host that cannot run the benchmark; 130 interrupted (resume with --resume).
@@ -20,6 +20,7 @@ from flaskbench.analyze import analyze_run
 from flaskbench.collect import load_run
 from flaskbench.config import Config, ConfigError, Overrides, format_cpus, load_config
 from flaskbench.doctor import all_checks, run_checks
+from flaskbench.leftovers import Leftover, remove_leftovers
 from flaskbench.plan import expand
 from flaskbench.progress import Progress
 from flaskbench.report import write_outputs
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check that this host can run the benchmark")
     doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     _output_options(doctor)
+
+    clean = commands.add_parser(
+        "clean", help="remove the containers of crashed runs (only those; a run does it too)"
+    )
+    _output_options(clean)
 
     images = commands.add_parser("images", help="build the Docker images (base image included)")
     images.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -138,6 +144,9 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         config = load_config(args.config, overrides)
     runner, reason = choose_runner_or_fail(config, progress)
     progress.say(f"flaskbench: {runner.name} runner ({reason})")
+    # Before the checks: a crashed run's containers would fail them (busy ports).
+    for leftover in _remove_leftovers():
+        progress.warn(f"flaskbench: removed {leftover.describe()}")
     _preflight(config, runner.name, progress)
     if args.resume:
         meta["runner"] = {"name": runner.name, "reason": reason}
@@ -252,6 +261,26 @@ def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
     return EXIT_OK if all(c.ok for c in checks) else EXIT_CELLS
 
 
+def _remove_leftovers() -> list[Leftover]:
+    """Whatever the runner, a crashed docker run may hold the ports this run needs."""
+    from flaskbench.runners.docker import docker_client_if_running
+
+    client = docker_client_if_running()
+    return remove_leftovers(client) if client is not None else []
+
+
+def cmd_clean(args: argparse.Namespace, progress: Progress) -> int:
+    removed = _remove_leftovers()
+    if args.json:
+        print(json.dumps([asdict(leftover) for leftover in removed], indent=2))
+    elif not args.quiet:
+        for leftover in removed:
+            print(f"removed {leftover.describe()}")
+        if not removed:
+            print("no containers of crashed runs")
+    return EXIT_OK
+
+
 def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
     from flaskbench.images import ImageError, ensure_images
@@ -277,5 +306,6 @@ COMMANDS = {
     "report": cmd_report,
     "verify": cmd_verify,
     "doctor": cmd_doctor,
+    "clean": cmd_clean,
     "images": cmd_images,
 }

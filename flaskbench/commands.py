@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flaskbench.config import Config
-from flaskbench.plan import TAIL_S, Cell
+from flaskbench.plan import LOADGEN_STARTUP_S, TAIL_S, Cell
 from flaskbench.servers import server_argv
 
 USER_CLASSES = {"noop": "NoopUser", "io": "IoUser", "cpu": "CpuUser", "mixed": "MixedUser"}
@@ -78,7 +78,7 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
         "--expect-workers",
         str(workers),
         "--expect-workers-max-wait",
-        "60",
+        str(LOADGEN_STARTUP_S),
         "--host",
         f"http://{config.host}:{config.port}",
         "--csv",

@@ -14,8 +14,16 @@ from pathlib import Path
 
 from flaskbench.config import Config, format_cpus
 from flaskbench.images import LOCAL_BASE
+from flaskbench.leftovers import Leftover, find_leftovers, holders
 from flaskbench.probes import port_in_use
-from flaskbench.runners.docker import compose_command, compose_version, docker_client
+from flaskbench.runners.docker import (
+    compose_command,
+    compose_version,
+    docker_client,
+    docker_client_if_running,
+)
+
+CLEAN_FIX = "run `flaskbench clean` (or make clean-containers); `flaskbench run` also does it first"
 
 MIN_FREE_GIB = 1.0
 
@@ -42,16 +50,50 @@ def check_cpus(config: Config) -> Check:
     )
 
 
+def _crashed_runs_containers() -> list[Leftover]:
+    client = docker_client_if_running()
+    return find_leftovers(client) if client is not None else []
+
+
 def check_ports(config: Config) -> Check:
     busy = [p for p in (config.port, config.master_port) if port_in_use(config.host, p)]
-    if busy:
+    if not busy:
+        return Check(
+            "ports", True, f"{config.port} and {config.master_port} on {config.host} are free"
+        )
+    leftovers = _crashed_runs_containers()
+    held = {port: found for port in busy if (found := holders(leftovers, port))}
+    if held:
         return Check(
             "ports",
             False,
-            f"{', '.join(map(str, busy))} on {config.host} already in use",
-            "stop what listens there or set run.port / run.master_port in the config",
+            "; ".join(
+                f"{port} on {config.host} held by "
+                + ", ".join(f"a container of crashed run {h.run_id} ({h.container})" for h in found)
+                for port, found in held.items()
+            ),
+            CLEAN_FIX,
         )
-    return Check("ports", True, f"{config.port} and {config.master_port} on {config.host} are free")
+    return Check(
+        "ports",
+        False,
+        f"{', '.join(map(str, busy))} on {config.host} already in use",
+        "stop what listens there or set run.port / run.master_port in the config",
+    )
+
+
+def check_leftovers(config: Config) -> Check:
+    leftovers = _crashed_runs_containers()
+    if not leftovers:
+        return Check("leftovers", True, "no containers of crashed runs")
+    runs = sorted({leftover.run_id for leftover in leftovers})
+    running = sum(leftover.running for leftover in leftovers)
+    return Check(
+        "leftovers",
+        False,
+        f"{len(leftovers)} container(s) of crashed run(s) {', '.join(runs)}, {running} running",
+        CLEAN_FIX,
+    )
 
 
 def check_disk(config: Config) -> Check:
@@ -138,6 +180,7 @@ DOCKER_CHECKS: list[Callable[[Config], Check]] = [
     check_docker,
     check_compose,
     check_base_image,
+    check_leftovers,
     check_ports,
     check_disk,
 ]

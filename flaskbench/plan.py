@@ -13,6 +13,9 @@ from flaskbench.servers import Target
 # Seconds the last step's users keep running after its window, so the Locust workers' last
 # periodic report (every second, see locustfiles/locustfile.py) covers the whole window.
 TAIL_S = 1
+# Locust needs a few seconds to start its workers before the staircase's clock starts; the
+# master gives up waiting for them after this long.
+LOADGEN_STARTUP_S = 30
 # Rough cost of starting and stopping one cell's processes or containers, for the ETA only.
 CELL_OVERHEAD_S = {"local": 4, "docker": 8}
 

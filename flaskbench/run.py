@@ -78,8 +78,6 @@ def execute(
     meta.setdefault("sessions", []).append({"started": iso(time.time()), "runner": runner.name})
     meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})
     run.write_meta(meta)
-    for leftover in runner.cleanup_leftovers():
-        progress.warn(f"flaskbench: removed a leftover of an earlier crashed run: {leftover}")
     meta["runner"]["details"] = runner.prepare()
     run.write_meta(meta)
 

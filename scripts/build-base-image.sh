@@ -2,12 +2,40 @@
 # Build a minimal Debian bookworm image with python3 and python3-venv from Debian packages alone,
 # for hosts that reach a Debian mirror but no container registry. Usage:
 #   scripts/build-base-image.sh [IMAGE]     (default flaskbench-base:bookworm)
+#   scripts/build-base-image.sh --print-mirror    (only say which Debian mirror it would use)
 # Needs root and debootstrap (installed with apt-get when missing). Takes about a minute.
+# The mirror is DEBIAN_MIRROR, else the one this host's apt uses for bookworm (APT_ETC, default
+# /etc/apt, is where apt's sources are read from).
 set -euo pipefail
 
 image="${1:-flaskbench-base:bookworm}"
 
 die() { echo "build-base-image: $*" >&2; exit 1; }
+
+# The host's own mirror works wherever apt works; there is no fallback, since a mirror the host
+# does not use may well be unreachable from it.
+apt_mirror() {
+  local apt="${APT_ETC:-/etc/apt}"
+  # deb822 stanzas (*.sources) whose Suites include bookworm itself, then one-line sources.
+  awk 'BEGIN { RS = ""; FS = "\n" }
+       { uris = ""; suite = 0
+         for (i = 1; i <= NF; i++) {
+           if ($i ~ /^URIs:/) { split($i, f, /[ \t]+/); uris = f[2] }
+           if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) suite = 1
+         }
+         if (suite && uris != "") { print uris; exit } }' \
+    "$apt"/sources.list.d/*.sources 2>/dev/null || true
+  awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/) {
+         if ($(i + 1) == "bookworm") print $i; break } }' \
+    "$apt"/sources.list "$apt"/sources.list.d/*.list 2>/dev/null || true
+}
+mirror="${DEBIAN_MIRROR:-$(apt_mirror | head -n1)}"
+[ -n "$mirror" ] || die "no Debian bookworm mirror in this host's apt sources; set DEBIAN_MIRROR=<mirror URL> and run it again"
+
+if [ "$image" = "--print-mirror" ]; then
+  echo "$mirror"
+  exit 0
+fi
 
 [ "$(id -u)" -eq 0 ] || die "needs root (debootstrap creates device nodes); run it with sudo"
 docker info >/dev/null 2>&1 || die "no Docker daemon answers; start dockerd first"
@@ -17,16 +45,6 @@ if ! command -v debootstrap >/dev/null; then
   apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null \
     || die "could not install debootstrap with apt-get"
 fi
-
-# Use the mirror this host's apt already trusts, so it works wherever apt works.
-mirror="${DEBIAN_MIRROR:-}"
-if [ -z "$mirror" ]; then
-  mirror=$(grep -h -m1 -E '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | head -n1 || true)
-fi
-if [ -z "$mirror" ]; then
-  mirror=$(grep -h -m1 -E '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' || true)
-fi
-mirror="${mirror:-http://deb.debian.org/debian}"
 
 rootfs=$(mktemp -d /tmp/flaskbench-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT

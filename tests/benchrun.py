@@ -47,20 +47,24 @@ def write_config(
     measure: str = "2s",
     runner: str = "local",
     locust_workers: int = 0,
+    ready_timeout: str = "20s",
+    request_timeout: str = "10s",
+    port: int | None = None,
+    master_port: int | None = None,
 ) -> Path:
     lines = [
         "[run]",
         f'runner = "{runner}"',
-        f"port = {free_port()}",
-        f"master_port = {free_port()}",
+        f"port = {port or free_port()}",
+        f"master_port = {master_port or free_port()}",
         f'results_dir = "{directory / "results"}"',
-        'ready_timeout = "20s"',
+        f'ready_timeout = "{ready_timeout}"',
         "[load]",
         f"users = {users or [1, 4]}",
         f'warmup = "{warmup}"',
         f'measure = "{measure}"',
         f"locust_workers = {locust_workers}",
-        'request_timeout = "10s"',
+        f'request_timeout = "{request_timeout}"',
     ]
     for name, settings in targets.items():
         lines.append(f"[targets.{name}]")

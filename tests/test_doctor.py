@@ -30,6 +30,7 @@ def test_doctor_lists_every_check_with_a_fix_for_failures(tmp_path: Path) -> Non
         "docker daemon",
         "compose v2",
         "base image",
+        "leftovers",
     ]
     (ports,) = [line for line in lines if line.startswith("FAIL ports")]
     assert f"{port} on 127.0.0.1 already in use -> stop what listens there" in ports
@@ -77,10 +78,7 @@ def test_a_run_removes_leftovers_of_a_crashed_run_and_nothing_else(tmp_path: Pat
         result = flaskbench("run", "--config", str(config), timeout=600)
         assert result.returncode == 0, result.stderr
         assert run_dir_of(result).is_dir()
-        assert (
-            f"removed a leftover of an earlier crashed run: container {orphan.name}"
-            in result.stderr
-        )
+        assert f"removed container {orphan.name} of crashed run crashed (running)" in result.stderr
         assert not client.containers.list(all=True, filters={"id": orphan.id})
         bystander.reload()
         assert bystander.status == "running"

@@ -22,12 +22,13 @@ from typing import Any, Protocol
 
 from flaskbench.commands import LOADGEN_JSON
 from flaskbench.config import Config
-from flaskbench.plan import Cell, Plan
+from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Plan
 from flaskbench.probes import http_get, port_in_use
 from flaskbench.rundir import CellStatus, atomic_write_text
 
-# Locust needs a few seconds to start its workers before the staircase's clock starts.
-LOADGEN_STARTUP_S = 60
+# Beyond everything a cell may take, before its containers stop themselves: stopping the
+# stacks and saving their logs.
+TEARDOWN_MARGIN_S = 30
 TARGET_LOG = "target.log"
 RESOURCES_CSV = "resources.csv"
 
@@ -123,10 +124,6 @@ class Runner(ABC):
     @abstractmethod
     def prepare(self) -> dict[str, Any]:
         """Get ready to run cells (build images...); return what meta.json should record."""
-
-    @abstractmethod
-    def cleanup_leftovers(self) -> list[str]:
-        """Remove what an earlier, crashed run of flaskbench left behind; say what went."""
 
     @abstractmethod
     def start_target(self, ctx: CellContext) -> Service: ...
@@ -232,6 +229,18 @@ class Runner(ABC):
                 "see locust-master.log"
             )
         return ""
+
+
+def cell_deadline_s(ctx: CellContext) -> int:
+    """How long anything a cell starts may live: the longest the orchestrator waits for the
+    target to answer and for Locust to walk the staircase, plus the teardown."""
+    return (
+        ctx.config.ready_timeout_s
+        + ctx.config.request_timeout_s
+        + LOADGEN_STARTUP_S
+        + ctx.plan.load_seconds_per_cell
+        + TEARDOWN_MARGIN_S
+    )
 
 
 def _stop(service: Service | ResourceSampler, cell_dir: Path) -> str:

