@@ -17,7 +17,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: RUNNER=auto|docker|local CONFIG=bench.toml ARGS='...' RUN=results/<run>"
 
-$(STAMP): requirements.txt targets/requirements.txt locustfiles/requirements.txt pyproject.toml
+$(STAMP): requirements.txt targets/requirements.txt targets/app-requirements.txt locustfiles/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -4,4 +4,8 @@ Stages, each a module, data flowing one way: config -> plan -> run (runners/) ->
 analyze (with theory) -> report.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+# The checkout: targets/, locustfiles/, compose/ and scripts/ are read from here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flaskbench import PROJECT_ROOT
 from flaskbench.commands import ALTERNATE_S
 from flaskbench.config import parse_cpus
-from flaskbench.meta import PROJECT_ROOT
 
 IO_TARGETS = {
     "sync": ({"server": "gunicorn", "worker_class": "sync", "workers": 2}, (2, 8)),

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 from flaskbench.collect import CellData, RunData, StepData
-from flaskbench.config import Workload
 from flaskbench.servers import Target
 from flaskbench.stats import coefficient_of_variation, ramp_z
 from flaskbench.theory import expect
+from flaskbench.workloads import Workload
 
 LOADGEN_CPU_LIMIT_PCT = 85.0
 LITTLE_TOLERANCE = 0.10

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flaskbench.commands import GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
-from flaskbench.config import Workload, parse_cpus
+from flaskbench.config import parse_cpus
 from flaskbench.rundir import CellStatus, RunDir, RunDirError
 from flaskbench.runners.base import RESOURCES_CSV
 from flaskbench.servers import Target
 from flaskbench.stats import Histogram
+from flaskbench.workloads import Workload, workload_from_meta
 
 GAUGE_INTERVAL_S = 0.1
 _Row = TypeVar("_Row")
@@ -375,10 +376,7 @@ def load_run(run: RunDir) -> RunData:
     meta = run.read_meta()
     try:
         targets = {name: Target(**spec) for name, spec in meta["targets"].items()}
-        workloads = {
-            name: Workload(spec["name"], spec["io_ms"], spec["cpu_ms"])
-            for name, spec in meta["workloads"].items()
-        }
+        workloads = {name: workload_from_meta(spec) for name, spec in meta["workloads"].items()}
         target_cores = len(parse_cpus(meta["cpus"]["target"]))
         load_cores = len(parse_cpus(meta["cpus"]["load"]))
         planned = [str(c) for c in meta["cells"]]

@@ -1,4 +1,5 @@
-"""The command lines of one cell: the target launcher, the Locust master and its workers.
+"""The command lines of one cell: the target launcher, the Locust master and its workers, and the
+check that the app loads.
 
 Both runners use these same command lines; only the paths differ (a checkout on the host, or
 the image's /app, /locust and /results).
@@ -11,64 +12,108 @@ from dataclasses import dataclass
 from flaskbench.config import Config
 from flaskbench.plan import LOADGEN_STARTUP_S, TAIL_S, Cell
 from flaskbench.servers import server_argv
+from flaskbench.workloads import Workload
 
-USER_CLASSES = {"noop": "NoopUser", "io": "IoUser", "cpu": "CpuUser", "mixed": "MixedUser"}
+# The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
+REQUESTS_USER = "RequestsUser"
 
 # Cell files named in docs/raw-data.md.
 GAUGE_CSV = "gauge.csv"
 LOADGEN_JSON = "loadgen.json"
 LOCUST_CSV_PREFIX = "locust"
 MASTER_LOG = "locust-master.log"
+SETUP_LOG = "setup.log"
 # With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
 ALTERNATE_S = 2
 
 
 @dataclass(frozen=True)
 class Paths:
+    """Where things are, as the processes of one cell see them."""
+
+    # The target's Python (the app's environment) and the load generator's.
     python: str
-    targets: str
+    locust_python: str
+    # targets/: the launcher, the gauge, appload.py and devserver.py.
+    harness: str
     locustfiles: str
-    # The cell's raw directory as the processes see it.
+    # The cell's raw directory.
     cell: str
+    # The directory the server runs in, and the app snapshot it is made a fresh copy of first
+    # (None: the app is served where it is, as the built-in app is).
+    app_dir: str
+    app_src: str | None = None
+    # The workload's own Locust file, when it has one.
+    user_locustfile: str | None = None
     # Where the target's gauge lives; None lets the launcher pick a fresh file in /dev/shm.
     gauge_file: str | None = None
 
 
+def _launcher(cell: Cell, config: Config, paths: Paths, gauge: list[str]) -> list[str]:
+    """The launcher up to its `--`: the app, its directory and setup, and the gauge."""
+    app = config.app
+    argv = [
+        paths.python,
+        f"{paths.harness}/launch.py",
+        *gauge,
+        "--grace",
+        str(int(cell.target.settings.get("graceful_timeout", 5)) + 2),
+        "--app",
+        app.wsgi,
+        "--app-dir",
+        paths.app_dir,
+    ]
+    if paths.app_src:
+        argv += ["--app-src", paths.app_src]
+    if app.setup:
+        argv += [
+            "--setup",
+            app.setup,
+            "--setup-log",
+            f"{paths.cell}/{SETUP_LOG}",
+            "--setup-timeout",
+            str(config.ready_timeout_s),
+        ]
+    return [*argv, "--"]
+
+
 def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
-    """Run from `paths.targets`: the launcher samples the gauge and supervises the server."""
-    server = server_argv(cell.target, config.host, config.port)
+    """The launcher samples the gauge and supervises the server."""
     gauge = [] if config.gauge == "off" else ["--gauge-out", f"{paths.cell}/{GAUGE_CSV}"]
     if gauge and paths.gauge_file:
         gauge += ["--gauge-file", paths.gauge_file]
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
-    return [
-        paths.python,
-        "launch.py",
-        *gauge,
-        "--grace",
-        str(int(cell.target.settings.get("graceful_timeout", 5)) + 2),
-        "--",
-        paths.python,
-        *server,
-    ]
+    server = server_argv(cell.target, config.host, config.port, paths.harness)
+    return [*_launcher(cell, config, paths, gauge), paths.python, *server]
 
 
-def locust_base(cell: Cell, paths: Paths) -> list[str]:
+def check_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
+    """Set the app up and load it as a server would, once, without serving it."""
+    check = [paths.python, f"{paths.harness}/appload.py", "--check"]
+    return [*_launcher(cell, config, paths, []), *check]
+
+
+def locust_base(workload: Workload, paths: Paths) -> list[str]:
+    files = f"{paths.locustfiles}/locustfile.py"
+    if paths.user_locustfile:
+        files += f",{paths.user_locustfile}"
     return [
-        paths.python,
+        paths.locust_python,
         "-m",
         "locust",
         "-f",
-        f"{paths.locustfiles}/locustfile.py",
-        USER_CLASSES[cell.workload.kind],
+        files,
+        workload.user_class or REQUESTS_USER,
     ]
 
 
 def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> list[str]:
     stairs = config.staircase
+    workload = cell.workload
+    requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
     return [
-        *locust_base(cell, paths),
+        *locust_base(workload, paths),
         "--headless",
         "--master",
         "--master-bind-host",
@@ -87,10 +132,7 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
         f"{paths.cell}/{MASTER_LOG}",
         "--loglevel",
         "INFO",
-        "--fb-io-ms",
-        str(cell.workload.io_ms),
-        "--fb-cpu-ms",
-        str(cell.workload.cpu_ms),
+        *requests,
         "--fb-steps",
         ",".join(str(u) for u in stairs.users),
         "--fb-warmup",
@@ -108,7 +150,7 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
 
 def worker_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     return [
-        *locust_base(cell, paths),
+        *locust_base(cell.workload, paths),
         "--worker",
         "--master-host",
         "127.0.0.1",

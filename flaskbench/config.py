@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flaskbench.app import (
+    App,
+    app_pin_conflicts,
+    built_in_app,
+    missing_references,
+    wsgi_problem,
+)
 from flaskbench.servers import SERVERS, Setting, Target, resolve_target
+from flaskbench.workloads import Workload, parse_workload
 
 LOOPBACK = re.compile(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 # Names end up in cell ids (`target--workload--r1`) and file names, so no "--" inside.
@@ -28,30 +36,6 @@ class ConfigError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    io_ms: int
-    cpu_ms: int
-
-    @property
-    def kind(self) -> str:
-        if self.io_ms and self.cpu_ms:
-            return "mixed"
-        if self.io_ms:
-            return "io"
-        return "cpu" if self.cpu_ms else "noop"
-
-    @property
-    def path(self) -> str:
-        return {
-            "noop": "/hello",
-            "io": f"/io?ms={self.io_ms}",
-            "cpu": f"/cpu?ms={self.cpu_ms}",
-            "mixed": f"/mixed?io={self.io_ms}&cpu={self.cpu_ms}",
-        }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -76,6 +60,7 @@ class CpuSplit:
 @dataclass(frozen=True)
 class Config:
     path: Path
+    app: App
     targets: tuple[Target, ...]
     workloads: tuple[Workload, ...]
     staircase: Staircase
@@ -190,7 +175,7 @@ class _Problems:
 
 
 # Keys each table may hold; everything else is reported as unknown.
-_TOP_KEYS = {"run", "load", "quick", "cpus", "targets", "workloads"}
+_TOP_KEYS = {"run", "load", "quick", "cpus", "app", "targets", "workloads"}
 _RUN_KEYS = {
     "gauge",
     "runner",
@@ -204,7 +189,7 @@ _RUN_KEYS = {
 _LOAD_KEYS = {"users", "warmup", "measure", "repeats", "locust_workers", "request_timeout"}
 _QUICK_KEYS = {"users", "warmup", "measure"}
 _CPU_KEYS = {"target", "load"}
-_WORKLOAD_KEYS = {"io_ms", "cpu_ms"}
+_APP_KEYS = {"path", "wsgi", "requirements", "env", "setup"}
 
 
 def load_config(path: Path, overrides: Overrides = Overrides()) -> Config:
@@ -247,8 +232,9 @@ def _build(
     quick = _table(data, "quick", _QUICK_KEYS, problems)
     cpus = _table(data, "cpus", _CPU_KEYS, problems)
 
+    app = _app(path, data, problems)
     targets = _targets(data, problems)
-    workloads = _workloads(data, problems)
+    workloads = _workloads(path, data, app, problems)
     staircase = _staircase(load, ("load",), problems)
     if overrides.quick:
         quick_stairs = _staircase({**load, **quick}, ("quick",), problems)
@@ -312,6 +298,7 @@ def _build(
     }
     return Config(
         path=path,
+        app=app,
         targets=tuple(targets),
         workloads=tuple(workloads),
         staircase=staircase,
@@ -491,14 +478,95 @@ def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
     return targets
 
 
-def _workloads(data: Mapping[str, Any], problems: _Problems) -> list[Workload]:
+def _workloads(
+    path: Path, data: Mapping[str, Any], app: App, problems: _Problems
+) -> list[Workload]:
     workloads = []
     for name, key, raw in _named_tables(data, "workloads", "io", problems):
-        _unknown(raw, _WORKLOAD_KEYS, key, problems)
-        io_ms = _int(raw, "io_ms", key, problems, default=0, low=0, high=60000)
-        cpu_ms = _int(raw, "cpu_ms", key, problems, default=0, low=0, high=60000)
-        workloads.append(Workload(name, io_ms, cpu_ms))
+
+        def report(where: tuple[str, ...], message: str, key: tuple[str, ...] = key) -> None:
+            problems.add((*key, *where), message)
+
+        workload = parse_workload(name, raw, path.parent, not app.builtin, report)
+        if workload is not None:
+            workloads.append(workload)
     return workloads
+
+
+def _app(config_path: Path, data: Mapping[str, Any], problems: _Problems) -> App:
+    """The `[app]` table, or the built-in app without one."""
+    if "app" not in data:
+        return built_in_app()
+    table = _table(data, "app", _APP_KEYS, problems)
+    before = len(problems.items)
+    directory = table.get("path")
+    if not isinstance(directory, str) or not directory:
+        problems.add(("app", "path"), "required: the app's project directory")
+        return built_in_app()
+    path = (config_path.parent / directory).resolve()
+    if not path.is_dir():
+        problems.add(
+            ("app", "path"),
+            f"{path} is not a directory; give the app's project directory, relative to the "
+            "config file or absolute",
+        )
+        return built_in_app()
+    wsgi = table.get("wsgi")
+    if not isinstance(wsgi, str) or not wsgi:
+        problems.add(
+            ("app", "wsgi"), "required: what to serve, e.g. 'flaskr:create_app()' or 'app:app'"
+        )
+    elif problem := wsgi_problem(wsgi):
+        problems.add(("app", "wsgi"), problem)
+    requirements = None
+    if "requirements" in table:
+        value = table["requirements"]
+        requirements = path / value if isinstance(value, str) and value else None
+        if requirements is None or not requirements.is_file():
+            problems.add(
+                ("app", "requirements"),
+                f"{requirements or value!r} is not a file; name a requirements file in the "
+                "app's directory",
+            )
+    env = _app_env(table.get("env", {}), problems)
+    setup = table.get("setup")
+    if setup is not None and (not isinstance(setup, str) or not setup.strip()):
+        problems.add(("app", "setup"), 'must be a shell command, e.g. "flask --app app init-db"')
+    if len(problems.items) > before:
+        return built_in_app()
+    app = App(
+        path=path,
+        wsgi=str(wsgi),
+        requirements=requirements,
+        project=requirements is None and (path / "pyproject.toml").is_file(),
+        env=env,
+        setup=setup,
+        builtin=False,
+    )
+    for conflict in app_pin_conflicts(app):
+        problems.add(("app", "requirements"), conflict)
+    return app
+
+
+def _app_env(value: object, problems: _Problems) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        problems.add(("app", "env"), 'must be a table, e.g. env = { SECRET_KEY = "${SECRET_KEY}" }')
+        return ()
+    env = []
+    for name, text in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.add(("app", "env", name), "is not a valid environment variable name")
+        elif isinstance(text, bool) or not isinstance(text, str | int | float):
+            problems.add(("app", "env", name), "must be a string (or a number)")
+        elif missing := missing_references(str(text), os.environ):
+            problems.add(
+                ("app", "env", name),
+                f"refers to ${{{missing[0]}}}, which is not set in this environment; export "
+                f"it, or give a default as ${{{missing[0]}:-value}}",
+            )
+        else:
+            env.append((name, str(text)))
+    return tuple(env)
 
 
 def _select(items: list[Any], wanted: str, option: str, problems: _Problems) -> list[Any]:

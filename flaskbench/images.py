@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flaskbench.meta import PROJECT_ROOT
+from flaskbench import PROJECT_ROOT
 
 LOCAL_BASE = "flaskbench-base:bookworm"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"

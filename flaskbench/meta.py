@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import flaskbench
+from flaskbench import PROJECT_ROOT
 from flaskbench.config import Config, format_cpus
 
 PACKAGES = ("flask", "werkzeug", "gunicorn", "gevent", "greenlet", "locust", "psutil")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def iso(timestamp: float) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flaskbench.config import Config, Staircase, Workload
+from flaskbench.config import Config, Staircase
 from flaskbench.servers import Target
+from flaskbench.workloads import Workload
 
 # Seconds the last step's users keep running after its window, so the Locust workers' last
 # periodic report (every second, see locustfiles/locustfile.py) covers the whole window.

@@ -3,7 +3,9 @@
 A target in the config names a server and its settings. This module knows, per server, which
 settings exist, their pinned defaults (never the server's own defaults, which drift between
 releases and obey environment variables such as WEB_CONCURRENCY), which combinations are
-impossible, and the exact command line that serves `targets/app.py` with them.
+impossible, and the exact command line that serves the app with them. Every server serves
+`appload:application` (targets/appload.py), which loads the configured app and wraps it in the
+gauge, so a user's app is served exactly like the built-in one.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class Server:
     resolve: Callable[
         [str, Mapping[str, Setting], frozenset[str]], tuple[Target | None, list[Problem]]
     ]
-    argv: Callable[[Target, str, int], list[str]]
+    # (target, host, port, the harness directory holding appload.py and devserver.py)
+    argv: Callable[[Target, str, int, str], list[str]]
 
 
 def _werkzeug_resolve(
@@ -78,8 +81,11 @@ def _werkzeug_resolve(
     return Target(name, "werkzeug", "single", 1, 1, dict(settings)), []
 
 
-def _werkzeug_argv(target: Target, host: str, port: int) -> list[str]:
-    argv = ["devserver.py", "--host", host, "--port", str(port)]
+APP = "appload:application"
+
+
+def _werkzeug_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+    argv = [f"{harness}/devserver.py", "--host", host, "--port", str(port)]
     argv.append("--threaded" if target.settings["threaded"] else "--no-threaded")
     return [*argv, "--processes", str(target.settings["processes"])]
 
@@ -126,7 +132,7 @@ def _gunicorn_resolve(
     return Target(name, "gunicorn", str(worker_class), workers, threads, dict(settings)), []
 
 
-def _gunicorn_argv(target: Target, host: str, port: int) -> list[str]:
+def _gunicorn_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
     s = target.settings
     return [
         "-m",
@@ -161,7 +167,7 @@ def _gunicorn_argv(target: Target, host: str, port: int) -> list[str]:
         # No access log, gunicorn's default: a line per request would cost throughput.
         "--log-level",
         "info",
-        "app:app",
+        APP,
     ]
 
 
@@ -207,9 +213,9 @@ def resolve_target(
     return spec.resolve(name, {**spec.defaults, **overrides}, frozenset(overrides))
 
 
-def server_argv(target: Target, host: str, port: int) -> list[str]:
-    """Arguments after `python` that serve the target app; run with `targets/` as cwd."""
-    return SERVERS[target.server].argv(target, host, port)
+def server_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+    """Arguments after `python` that serve the app, with `harness` on the import path."""
+    return SERVERS[target.server].argv(target, host, port, harness)
 
 
 def describe(target: Target) -> str:

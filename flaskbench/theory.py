@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flaskbench.config import Workload
 from flaskbench.servers import Target
+from flaskbench.workloads import Workload
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,42 @@
-"""Locust side of flaskbench: one user class per workload, a staircase load shape, and
-per-second request buckets written to loadgen.json (docs/raw-data.md).
+"""Locust side of flaskbench: the user class that sends a workload's requests, a staircase
+load shape, and per-second request buckets written to loadgen.json (docs/raw-data.md).
 
-Run one user class per Locust run, headless, distributed (master + workers) or single process.
-Custom --fb-* options are given to the master only: Locust ships them to the workers in every
-spawn message.
+Run one user class per Locust run, headless, distributed (master + workers) or single process:
+RequestsUser with the workload's requests (--fb-requests), or a user class of the user's own from
+a second locustfile (`-f locustfile.py,theirs.py Visitor`), whose requests are recorded the same
+way. Custom --fb-* options are given to the master only: Locust ships them to the workers in
+every spawn message.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import gevent
+import gevent.pool
 import locust.runners
 import psutil
-from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust import FastHttpUser, LoadTestShape, User, constant, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 from locust.runners import MasterRunner, Runner, WorkerRunner
 from stepstats import Buckets, Record, Schedule, plan_schedule, worker_report, write_json_atomic
 
 # Key of our data in the reports workers send to the master.
 REPORT_KEY = "flaskbench"
+# Verification: characters of an unexpected response's body kept, and how long one user of a
+# class of the user's own runs (longer if it has sent no request yet, up to --fb-timeout).
+BODY_SHOWN = 400
+VERIFY_S = 3.0
+# The exit code of a master whose verification failed (no load was sent).
+VERIFICATION_FAILED = 3
 # Workers report every 3 s by default; every second keeps the tail after the last window (which
 # waits for the last report) short. Locust reads this module global at each report.
 WORKER_REPORT_INTERVAL = 1.0
@@ -74,12 +86,31 @@ def _out_path(text: str) -> str:
     return text
 
 
+def _requests(text: str) -> list[dict[str, Any]]:
+    try:
+        requests = json.loads(text)
+    except ValueError:
+        requests = None
+    if (
+        not isinstance(requests, list)
+        or not requests
+        or not all(isinstance(r, dict) and str(r.get("path", "")).startswith("/") for r in requests)
+    ):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON list of requests like [{{"path": "/"}}], got {text!r}'
+        )
+    return requests
+
+
 @events.init_command_line_parser.add_listener
 def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
     group = parser.add_argument_group("flaskbench")
-    group.add_argument("--fb-io-ms", type=_whole_number(0), default=100, help="/io?ms=, /mixed?io=")
     group.add_argument(
-        "--fb-cpu-ms", type=_whole_number(0), default=10, help="/cpu?ms=, /mixed?cpu="
+        "--fb-requests",
+        type=_requests,
+        default='[{"path": "/hello"}]',
+        help="RequestsUser's requests: a JSON list of {path, method, headers, form, json, "
+        "expect, weight}",
     )
     group.add_argument(
         "--fb-steps",
@@ -102,60 +133,85 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
     )
 
 
-class _WorkloadUser(FastHttpUser):
-    """Requests one endpoint back to back: no think time, so users == requests in flight."""
+class RequestsUser(FastHttpUser):
+    """Sends the workload's requests back to back, picked by weight: no think time, so users ==
+    requests in flight. A status the request does not expect is a failure, never throughput;
+    redirects are not followed, so every request is one request to the server."""
 
-    abstract = True
     wait_time = constant(0)
-    endpoint: ClassVar[str]
-
-    @classmethod
-    def query(cls, options: argparse.Namespace) -> str:
-        return ""
-
-    @classmethod
-    def path(cls, options: argparse.Namespace) -> str:
-        query = cls.query(options)
-        return f"{cls.endpoint}?{query}" if query else cls.endpoint
 
     def __init__(self, environment: Environment) -> None:
         # Read per user, not at import: on a worker the options arrive with the spawn message.
         options = _options(environment)
         self.connection_timeout = self.network_timeout = float(options.fb_timeout)
         super().__init__(environment)
-        self._path = self.path(options)
+        self._requests = [_Request.from_json(r) for r in options.fb_requests]
+        self._weights = [r.weight for r in self._requests]
+
+    @property
+    def requests(self) -> list[_Request]:
+        return self._requests
 
     @task
     def request(self) -> None:
-        self.client.get(self._path, name=self.endpoint)
+        self.send(random.choices(self._requests, self._weights)[0])
+
+    def send(self, request: _Request) -> tuple[int, str]:
+        """Send one request; a status it does not expect is a failure. (status, body start)"""
+        with self.client.request(
+            request.method,
+            request.path,
+            name=request.path,
+            headers=request.headers,
+            data=request.form,
+            json=request.json,
+            allow_redirects=False,
+            catch_response=True,
+        ) as response:
+            status = int(response.status_code or 0)
+            if not request.accepts(status):
+                response.failure(f"HTTP {status}, expected {request.expected}")
+            return status, (response.text or "")[:BODY_SHOWN]
 
 
-class NoopUser(_WorkloadUser):
-    endpoint = "/hello"
+class _Request:
+    """One of --fb-requests (the same fields as flaskbench.workloads.Request)."""
 
-
-class IoUser(_WorkloadUser):
-    endpoint = "/io"
+    def __init__(
+        self,
+        path: str,
+        method: str,
+        headers: dict[str, str],
+        form: dict[str, str] | None,
+        body: Any,
+        expect: list[int],
+        weight: int,
+    ) -> None:
+        self.path, self.method, self.headers = path, method, headers
+        self.form, self.json, self.expect, self.weight = form, body, expect, weight
 
     @classmethod
-    def query(cls, options: argparse.Namespace) -> str:
-        return f"ms={options.fb_io_ms}"
+    def from_json(cls, data: dict[str, Any]) -> _Request:
+        text = data.get("json")
+        return cls(
+            path=str(data["path"]),
+            method=str(data.get("method") or "GET"),
+            headers=dict(data.get("headers") or {}),
+            form=data.get("form"),
+            body=json.loads(text) if text is not None else None,
+            expect=[int(s) for s in data.get("expect") or ()],
+            weight=int(data.get("weight") or 1),
+        )
 
+    def accepts(self, status: int) -> bool:
+        return status in self.expect if self.expect else 200 <= status < 300
 
-class CpuUser(_WorkloadUser):
-    endpoint = "/cpu"
+    @property
+    def expected(self) -> str:
+        return " or ".join(map(str, self.expect)) if self.expect else "2xx"
 
-    @classmethod
-    def query(cls, options: argparse.Namespace) -> str:
-        return f"ms={options.fb_cpu_ms}"
-
-
-class MixedUser(_WorkloadUser):
-    endpoint = "/mixed"
-
-    @classmethod
-    def query(cls, options: argparse.Namespace) -> str:
-        return f"io={options.fb_io_ms}&cpu={options.fb_cpu_ms}"
+    def describe(self) -> str:
+        return f"{self.method} {self.path}"
 
 
 class StaircaseShape(LoadTestShape):
@@ -260,6 +316,7 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
     node = "master" if distributed else "local"
     record = Record()
     meter = _CpuMeter()
+    workload = _describe_workload(user_class, options)
 
     def on_tick(now: float) -> None:
         if now - meter.last_sample >= WORKER_REPORT_INTERVAL:
@@ -274,21 +331,153 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
         if runner.cpu_warning_emitted:
             record.add_cpu_warning(node)
         steps = shape.schedule.steps if shape.schedule is not None else ()
-        document = record.document(user_class.__name__, user_class.path(options), steps)
-        write_json_atomic(options.fb_out, document)
+        write_json_atomic(options.fb_out, record.document(workload, steps))
 
     shape.on_tick = on_tick
     if distributed:
         environment.events.worker_report.add_listener(on_worker_report)
     else:
         environment.events.request.add_listener(_request_recorder(record.buckets))
+    # Before any user starts: a workload the app does not answer as expected gets no load.
+    record.verification = verify(environment, user_class)
     if options.fb_out:
-        environment.events.quitting.add_listener(on_quitting)
+        if not record.verification["ok"]:
+            write_json_atomic(options.fb_out, record.document(workload, ()))
+        else:
+            environment.events.quitting.add_listener(on_quitting)
+    if not record.verification["ok"]:
+        sys.exit(VERIFICATION_FAILED)
 
 
-def _single_user_class(environment: Environment) -> type[_WorkloadUser]:
+def _single_user_class(environment: Environment) -> type[User]:
     classes = environment.user_classes
-    if len(classes) != 1 or not issubclass(classes[0], _WorkloadUser):
-        names = ", ".join(cls.__name__ for cls in (NoopUser, IoUser, CpuUser, MixedUser))
-        sys.exit(f"locustfile.py: error: name exactly one user class on the command line: {names}")
+    if len(classes) != 1:
+        names = ", ".join(cls.__name__ for cls in classes)
+        sys.exit(
+            "locustfile.py: error: name exactly one user class on the command line "
+            f"(RequestsUser, or one of your own); found: {names or 'none'}"
+        )
     return classes[0]
+
+
+def _describe_workload(user_class: type[User], options: argparse.Namespace) -> dict[str, Any]:
+    if user_class is RequestsUser:
+        requests = [_Request.from_json(r) for r in options.fb_requests]
+        return {
+            "user_class": user_class.__name__,
+            "path": ", ".join(r.describe() for r in requests),
+            "wait_time": None,
+        }
+    return {
+        "user_class": user_class.__name__,
+        "path": sys.modules[user_class.__module__].__file__,
+        "wait_time": own_wait_time(user_class),
+    }
+
+
+def own_wait_time(user_class: type[User]) -> str | None:
+    """How a class of the user's own waits between tasks, if it sets that itself (else None:
+    Locust's default, no wait)."""
+    for cls in user_class.__mro__:
+        if cls.__module__.startswith("locust.") or cls.__module__ == __name__:
+            return None
+        if "wait_time" in vars(cls):
+            return _describe_wait(vars(cls)["wait_time"])
+    return None
+
+
+# Locust's own wait functions are closures over their arguments, which are named so.
+_WAIT_ARGUMENTS = {
+    "between": ("min_wait", "max_wait"),
+    "constant": ("wait_time",),
+    "constant_pacing": ("wait_time",),
+    "constant_throughput": ("task_runs_per_second",),
+}
+
+
+def _describe_wait(wait_time: Any) -> str:
+    """`between(1, 3)` for Locust's own wait functions, else the function's name."""
+    name = getattr(wait_time, "__qualname__", "")
+    outer = name.split(".<locals>")[0]
+    code = getattr(wait_time, "__code__", None)
+    cells = getattr(wait_time, "__closure__", None) or ()
+    if outer in _WAIT_ARGUMENTS and code is not None:
+        values = dict(zip(code.co_freevars, (c.cell_contents for c in cells), strict=True))
+        if all(argument in values for argument in _WAIT_ARGUMENTS[outer]):
+            shown = ", ".join(repr(values[argument]) for argument in _WAIT_ARGUMENTS[outer])
+            return f"{outer}({shown})"
+    return f"its own wait_time ({name or type(wait_time).__name__})"
+
+
+def verify(environment: Environment, user_class: type[User]) -> dict[str, Any]:
+    """Every request of the workload once (a user class of the user's own: one user for a few
+    seconds); each must get a status it expects. {"ok", "checked", "failure"}"""
+    # As Locust's runners do when they spawn users: load goes to --host, whatever the class says.
+    user_class.host = environment.host
+    if user_class is RequestsUser:
+        return _verify_requests(RequestsUser(environment))
+    return _verify_user_class(environment, user_class)
+
+
+def _verify_requests(user: RequestsUser) -> dict[str, Any]:
+    checked = []
+    for request in user.requests:
+        status, body = user.send(request)
+        checked.append(request.describe())
+        if not request.accepts(status):
+            failure = {
+                "request": request.describe(),
+                "status": status,
+                "expected": request.expected,
+                "body": body,
+            }
+            return {"ok": False, "checked": checked, "failure": failure}
+    return {"ok": True, "checked": checked, "failure": None}
+
+
+def _verify_user_class(environment: Environment, user_class: type[User]) -> dict[str, Any]:
+    seen: list[str] = []
+    failures: list[dict[str, Any]] = []
+
+    def capture(
+        request_type: str,
+        name: str,
+        exception: BaseException | None = None,
+        response: Any = None,
+        **_kwargs: Any,
+    ) -> None:
+        seen.append(f"{request_type} {name}")
+        if exception is not None and not failures:
+            failures.append(
+                {
+                    "request": f"{request_type} {name}",
+                    "status": int(getattr(response, "status_code", 0) or 0),
+                    "expected": str(exception),
+                    "body": (getattr(response, "text", "") or "")[:BODY_SHOWN],
+                }
+            )
+            # Raised in the user's own greenlet: it stops before its next request.
+            raise StopUser
+
+    group = gevent.pool.Group()
+    environment.events.request.add_listener(capture)
+    try:
+        user_class(environment).start(group)
+        started = time.monotonic()
+        limit = max(VERIFY_S, float(_options(environment).fb_timeout))
+        while not failures and time.monotonic() - started < (VERIFY_S if seen else limit):
+            gevent.sleep(0.05)
+    finally:
+        group.kill(block=True, timeout=5)
+        environment.events.request.remove_listener(capture)
+    checked = sorted(set(seen))
+    if not failures and not seen:
+        failures.append(
+            {
+                "request": f"one {user_class.__name__}",
+                "status": 0,
+                "expected": "at least one request",
+                "body": "",
+            }
+        )
+    return {"ok": not failures, "checked": checked, "failure": failures[0] if failures else None}

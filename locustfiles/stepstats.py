@@ -146,6 +146,8 @@ class Record:
 
     def __init__(self) -> None:
         self.buckets = Buckets()
+        # What the master found when it checked the workload before any load (see verify()).
+        self.verification: dict[str, Any] | None = None
         self._cpu: list[dict[str, Any]] = []
         self._cpu_warnings: set[str] = set()
         self._workers: set[str] = set()
@@ -163,11 +165,12 @@ class Record:
         if report["cpu_warning"]:
             self.add_cpu_warning(node)
 
-    def document(self, user_class: str, path: str, steps: Sequence[Step]) -> dict[str, Any]:
+    def document(self, workload: Mapping[str, Any], steps: Sequence[Step]) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "bucket_s": BUCKET_S,
-            "workload": {"user_class": user_class, "path": path},
+            "workload": dict(workload),
+            "verification": self.verification,
             "steps": [step.to_json() for step in steps],
             "buckets": self.buckets.to_json(),
             "loadgen_cpu": sorted(self._cpu, key=lambda sample: (sample["t"], sample["node"])),

@@ -1,18 +1,15 @@
-"""The Flask app every target serves: endpoints that wait, compute, or do nothing.
+"""The built-in Flask app: endpoints that wait, compute, or do nothing.
 
-Served as `app:app` from this directory. When FLASKBENCH_GAUGE names a gauge file (the launcher
-creates it), every request is counted by the concurrency gauge; otherwise there is no gauge at
-all, which is the baseline for measuring its overhead.
+Served as `app:app` (see appload.py, which also wraps it in the gauge) unless the config names
+an app of its own.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 from flask import Flask, request
-from gauge import Gauge, GaugeMiddleware
 
 MAX_MS = 60_000
 # At most five significant digits keeps int() cheap and far from its 4300-digit limit.
@@ -74,7 +71,3 @@ def mixed() -> str:
     time.sleep(io_ms / 1000)
     burn_cpu(cpu_ms)
     return f"slept {io_ms} ms, burned {cpu_ms} ms"
-
-
-if gauge_path := os.environ.get("FLASKBENCH_GAUGE"):
-    app.wsgi_app = GaugeMiddleware(app.wsgi_app, Gauge(gauge_path))  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""Serve the app with Flask's own development server (Werkzeug), for the Werkzeug targets.
+"""Serve the app (appload.py) with Werkzeug's development server, as Flask's `app.run` does.
 
     python devserver.py --host 127.0.0.1 --port P [--threaded | --no-threaded] [--processes N]
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from app import app
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -34,13 +32,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # No reloader, no debugger and no .env files: the server is exactly what is measured.
-    app.run(
-        host=args.host,
-        port=args.port,
-        debug=False,
-        load_dotenv=False,
+    # Imported after the arguments are checked: a bad command line must not load the app.
+    from appload import application
+    from werkzeug.serving import run_simple
+
+    # What `app.run` does without debug: no reloader and no debugger, so the server is exactly
+    # what is measured, and the same call serves apps that are not Flask apps.
+    run_simple(
+        args.host,
+        args.port,
+        application,
         use_reloader=False,
+        use_debugger=False,
         threaded=args.threaded,
         processes=args.processes,
     )

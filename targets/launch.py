@@ -1,7 +1,8 @@
 """Start one server, supervise it, and sample its concurrency gauge into gauge.csv.
 
     python launch.py [--gauge-out PATH] [--gauge-file PATH] [--interval 0.1] [--grace 5] \\
-        [--alternate S] -- SERVER ARGV...
+        [--alternate S] [--app SPEC] [--app-src DIR] [--app-dir DIR] [--setup CMD] \\
+        [--setup-log PATH] [--setup-timeout S] -- SERVER ARGV...
 
 The server runs in its own process group, in the launcher's session, and dies with the launcher
 (Linux PR_SET_PDEATHSIG); whatever it forked stays in that session even when orphaned, so whoever
@@ -14,9 +15,15 @@ The rows for time t are written at t + interval, so that requests that read the 
 before t have published their events; at exit it logs what made the counts approximate, if
 anything (see gauge.py).
 
+The server runs in --app-dir (default: the current directory), with the app (--app, as
+appload.py reads it) and that directory first on its import path. With --app-src, the directory
+is first made a fresh copy of it, and with --setup the app's own setup command runs there
+(output into --setup-log) before the server starts.
+
 Exit status: the server's exit code if it ended on its own (128 + N if killed by signal N), 0 if
 it ended because the launcher was asked to stop, 1 if the gauge files could not be created, 2 for
-a bad command line, 127 if the server could not be started.
+a bad command line, 3 if the app could not be copied or its setup command failed, 127 if the
+server could not be started.
 """
 
 from __future__ import annotations
@@ -34,14 +41,18 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+import appdir
 import gauge
 
 GAUGE_ENV = "FLASKBENCH_GAUGE"
 CSV_HEADER = "t,pid,inflight,peak,served,lost\n"
 PR_SET_PDEATHSIG = 1
+SETUP_FAILED = 3
+HARNESS = Path(__file__).resolve().parent
 
 
 def log(message: str) -> None:
@@ -52,7 +63,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="launch.py",
         usage="%(prog)s [--gauge-out PATH] [--gauge-file PATH] [--interval S] [--grace S] "
-        "[--alternate S] -- SERVER ARGV...",
+        "[--alternate S] [--app SPEC] [--app-src DIR] [--app-dir DIR] [--setup CMD] "
+        "[--setup-log PATH] [--setup-timeout S] -- SERVER ARGV...",
         description="Start a server, supervise it and sample its concurrency gauge.",
     )
     parser.add_argument("--gauge-out", help="write gauge.csv here (no gauge without it)")
@@ -68,6 +80,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="pause the gauge in every other period of S whole seconds of wall-clock time "
         "(counting in even periods), to measure its own cost within one run",
     )
+    parser.add_argument("--app", default="app:app", help="the WSGI app (see appload.py)")
+    parser.add_argument("--app-src", type=Path, help="copy this directory into --app-dir first")
+    parser.add_argument("--app-dir", type=Path, help="the server's directory (default: here)")
+    parser.add_argument("--setup", help="a shell command run in --app-dir before the server")
+    parser.add_argument("--setup-log", type=Path, help="where the setup command's output goes")
+    parser.add_argument(
+        "--setup-timeout", type=float, default=60.0, help="seconds the setup command may take"
+    )
     if "--" not in argv:
         parser.error("put -- before the server's command line")
     split = argv.index("--")
@@ -81,7 +101,22 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--gauge-file and --alternate need --gauge-out")
     if args.alternate is not None and args.alternate < 1:
         parser.error("--alternate must be 1 or more whole seconds")
+    if args.app_src and not args.app_dir:
+        parser.error("--app-src needs --app-dir")
+    if args.setup and not args.setup_log:
+        parser.error("--setup needs --setup-log")
     return args, command
+
+
+def prepare_app(args: argparse.Namespace, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """The directory the server runs in and its environment; raises appdir.SetupFailed."""
+    app_dir = (args.app_dir or Path.cwd()).resolve()
+    if args.app_src:
+        appdir.fresh_copy(args.app_src, app_dir)
+    server_env = appdir.server_env(env, app_dir, args.app, HARNESS)
+    if args.setup:
+        appdir.run_setup(args.setup, app_dir, server_env, args.setup_log, args.setup_timeout)
+    return app_dir, server_env
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:
@@ -269,6 +304,11 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
     env = dict(os.environ)
     # An inherited variable must not turn the gauge-off baseline into a gauged run.
     env.pop(GAUGE_ENV, None)
+    try:
+        app_dir, env = prepare_app(args, env)
+    except appdir.SetupFailed as failure:
+        log(f"setup failed: {failure}")
+        return SETUP_FAILED
     with contextlib.ExitStack() as cleanup:
         sampler = None
         if args.gauge_out:
@@ -284,6 +324,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             # preexec_fn is safe here: the launcher runs no other thread.
             server = subprocess.Popen(
                 command,
+                cwd=app_dir,
                 env=env,
                 process_group=0,
                 preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509

@@ -232,7 +232,7 @@ def test_gunicorn_sync_workers_each_have_a_row(tmp_path: Path) -> None:
         "--worker-tmp-dir",
         "/dev/shm",
         "--no-control-socket",
-        "app:app",
+        "appload:application",
     ]
     with launch(tmp_path, server, "--gauge-out", str(tmp_path / "gauge.csv")) as launched:
         wait_for_port(port, launched)

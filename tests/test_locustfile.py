@@ -25,7 +25,7 @@ pytestmark = pytest.mark.load
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "locustfile.py"
 SERVER_DELAY_S = 0.01
-PATHS = {"/hello", "/io", "/cpu", "/mixed"}
+PATHS = {"/hello", "/io", "/cpu", "/mixed", "/form", "/redirect"}
 RUN_TIMEOUT_S = 40
 WORKER_EXIT_TIMEOUT_S = 10
 
@@ -33,9 +33,12 @@ WORKER_EXIT_TIMEOUT_S = 10
 @dataclass
 class _Server:
     port: int
+    # Paths that answer their first request with 200 and every later one with 500.
     failing: set[str]
     # (path, query) of every request, in arrival order.
     seen: list[tuple[str, str]] = field(default_factory=list)
+    # (method, path, content type, body, X-Test header) of every request.
+    details: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -50,14 +53,34 @@ def _start_server(failing: set[str]) -> tuple[http.server.ThreadingHTTPServer, _
 
         def do_GET(self) -> None:
             path, _, query = self.path.partition("?")
+            length = int(self.headers.get("Content-Length") or 0)
+            sent = self.rfile.read(length).decode() if length else ""
+            state.details.append(
+                (
+                    self.command,
+                    path,
+                    self.headers.get("Content-Type", ""),
+                    sent,
+                    self.headers.get("X-Test", ""),
+                )
+            )
+            earlier = [p for p, _ in state.seen if p == path]
             state.seen.append((path, query))
             threading.Event().wait(SERVER_DELAY_S)
-            status = 404 if path not in PATHS else 500 if path in state.failing else 200
-            body = b"ok"
+            status = 404 if path not in PATHS else 200
+            if path in state.failing and earlier:
+                status = 500
+            if path == "/redirect":
+                status = 302
+            body = b"ok" if status != 404 else b"no such page\nsecond line"
             self.send_response(status)
+            if status == 302:
+                self.send_header("Location", "/hello")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_POST = do_PUT = do_GET
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -75,8 +98,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _locust(*args: str) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+def _locust(*args: str, extra: Path | None = None) -> list[str]:
+    files = f"{LOCUSTFILE},{extra}" if extra else str(LOCUSTFILE)
+    return [sys.executable, "-m", "locust", "-f", files, *args]
 
 
 @dataclass(frozen=True)
@@ -90,11 +114,16 @@ class _Run:
 
 
 def _run(
-    directory: Path, server: _Server, user_class: str, workers: int, fb: dict[str, object]
+    directory: Path,
+    server: _Server,
+    user_class: str,
+    workers: int,
+    fb: dict[str, object],
+    extra: Path | None = None,
 ) -> _Run:
     """A headless run: a master and its workers, or one process when workers is 0.
 
-    fb holds the --fb-* options, without their prefix.
+    fb holds the --fb-* options, without their prefix; `extra` is a locustfile of the user's.
     """
     port = _free_port()
     main = [
@@ -119,14 +148,14 @@ def _run(
         with (directory / "locust-master.out").open("wb") as out:
             processes.append(
                 subprocess.Popen(
-                    _locust(*main), cwd=directory, stdout=out, stderr=subprocess.STDOUT
+                    _locust(*main, extra=extra), cwd=directory, stdout=out, stderr=subprocess.STDOUT
                 )
             )
         for index in range(workers):
             with (directory / f"locust-worker-{index}.out").open("wb") as out:
                 processes.append(
                     subprocess.Popen(
-                        _locust(user_class, *worker_args),
+                        _locust(user_class, *worker_args, extra=extra),
                         cwd=directory,
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -139,7 +168,10 @@ def _run(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=WORKER_EXIT_TIMEOUT_S)
-    aggregated = _locust_aggregated(directory / "locust_stats.csv")
+    aggregated = _locust_aggregated(directory / "locust_stats.csv") or {
+        "Request Count": "0",
+        "Failure Count": "0",
+    }
     return _Run(
         loadgen=json.loads((directory / "loadgen.json").read_text()),
         locust_requests=int(aggregated["Request Count"]),
@@ -150,9 +182,15 @@ def _run(
     )
 
 
-def _locust_aggregated(path: Path) -> dict[str, str]:
+def _locust_aggregated(path: Path) -> dict[str, str] | None:
+    if not path.is_file():
+        return None
     with path.open(newline="") as handle:
-        return next(row for row in csv.DictReader(handle) if row["Name"] == "Aggregated")
+        return next((row for row in csv.DictReader(handle) if row["Name"] == "Aggregated"), None)
+
+
+def requests_option(*requests: dict[str, object]) -> str:
+    return json.dumps(list(requests))
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +200,14 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Run]:
         yield _run(
             tmp_path_factory.mktemp("distributed"),
             server,
-            "IoUser",
+            "RequestsUser",
             workers=2,
-            fb={"io-ms": 7, "steps": "1,2", "warmup": 1, "measure": 2},
+            fb={
+                "requests": requests_option({"path": "/io?ms=7"}),
+                "steps": "1,2",
+                "warmup": 1,
+                "measure": 2,
+            },
         )
     finally:
         httpd.shutdown()
@@ -178,9 +221,15 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Run]:
         yield _run(
             tmp_path_factory.mktemp("failing"),
             server,
-            "CpuUser",
+            "RequestsUser",
             workers=0,
-            fb={"cpu-ms": 3, "steps": "2", "warmup": 1, "measure": 1, "tail": 0},
+            fb={
+                "requests": requests_option({"path": "/cpu?ms=3"}),
+                "steps": "2",
+                "warmup": 1,
+                "measure": 1,
+                "tail": 0,
+            },
         )
     finally:
         httpd.shutdown()
@@ -258,40 +307,191 @@ def test_workers_and_their_cpu_are_recorded(distributed: _Run) -> None:
     assert isinstance(loadgen["cpu_warnings"], list)
 
 
-def test_io_user_asks_for_the_configured_sleep(distributed: _Run) -> None:
-    assert distributed.loadgen["workload"] == {"user_class": "IoUser", "path": "/io?ms=7"}
+def test_the_workload_is_verified_once_then_sent(distributed: _Run) -> None:
+    assert distributed.loadgen["workload"] == {
+        "user_class": "RequestsUser",
+        "path": "GET /io?ms=7",
+        "wait_time": None,
+    }
+    assert distributed.loadgen["verification"] == {
+        "ok": True,
+        "checked": ["GET /io?ms=7"],
+        "failure": None,
+    }
     assert set(distributed.server.seen) == {("/io", "ms=7")}
 
 
-def test_failed_requests_are_counted_in_a_single_process_run(failing: _Run) -> None:
+def test_unexpected_statuses_are_failures_not_throughput(failing: _Run) -> None:
     buckets = failing.loadgen["buckets"]
     requests = sum(b["requests"] for b in buckets)
 
     assert failing.master_code == 1  # Locust's exit code when any request failed
     assert failing.loadgen["workers"] == 0
+    assert failing.loadgen["verification"]["ok"] is True
     assert requests > 0
-    assert sum(b["failures"] for b in buckets) == requests
+    # Every request after the verified first one got a 500, and every one is a failure.
+    assert sum(b["failures"] for b in buckets) == requests - 1
     # A single process closes Locust's CSV right after the run, before the CSV writer's next
-    # pass (once a second), so Locust's file may miss the last second; ours does not.
-    assert 0 < failing.locust_requests <= requests
+    # pass (once a second), so Locust's file may miss the last second; ours does not. Its
+    # statistics start with the load, after the verification.
+    assert 0 < failing.locust_requests < requests
     assert failing.locust_failures == failing.locust_requests
     assert set(failing.server.seen) == {("/cpu", "ms=3")}
+
+
+def test_a_request_the_app_does_not_answer_as_expected_stops_everything(tmp_path: Path) -> None:
+    httpd, server = _start_server(failing=set())
+    try:
+        run = _run(
+            tmp_path,
+            server,
+            "RequestsUser",
+            workers=0,
+            fb={
+                "requests": requests_option({"path": "/hello"}, {"path": "/missing"}),
+                "steps": "2",
+                "warmup": 1,
+                "measure": 1,
+            },
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.master_code == 3
+    assert run.loadgen["verification"] == {
+        "ok": False,
+        "checked": ["GET /hello", "GET /missing"],
+        "failure": {
+            "request": "GET /missing",
+            "status": 404,
+            "expected": "2xx",
+            "body": "no such page\nsecond line",
+        },
+    }
+    assert run.loadgen["steps"] == []
+    # One request each, and no load.
+    assert server.seen == [("/hello", ""), ("/missing", "")]
+
+
+def test_a_weighted_mix_with_bodies_headers_and_statuses(tmp_path: Path) -> None:
+    httpd, server = _start_server(failing=set())
+    mix = requests_option(
+        {"path": "/hello", "weight": 3},
+        {
+            "path": "/form",
+            "method": "POST",
+            "form": {"title": "hi there"},
+            "headers": {"X-Test": "yes"},
+        },
+        {"path": "/form", "method": "PUT", "json": json.dumps({"n": 1})},
+        {"path": "/redirect", "expect": [302]},
+    )
+    try:
+        run = _run(
+            tmp_path,
+            server,
+            "RequestsUser",
+            workers=0,
+            fb={"requests": mix, "steps": "2", "warmup": 1, "measure": 2, "tail": 0},
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.master_code == 0
+    assert run.locust_failures == 0
+    details = server.details
+    form = "application/x-www-form-urlencoded; charset=utf-8"
+    assert ("POST", "/form", form, "title=hi+there", "yes") in details
+    assert ("PUT", "/form", "application/json", '{"n": 1}', "") in details
+    # A redirect is the answer expected, not followed: /hello only comes from its own share.
+    counts = {path: sum(1 for d in details if d[1] == path) for path in ("/hello", "/redirect")}
+    assert 2 * counts["/redirect"] < counts["/hello"] < 5 * counts["/redirect"]
+
+
+USER_LOCUSTFILE = """
+from locust import HttpUser, between, task
+
+
+class Visitor(HttpUser):
+    wait_time = between(0.01, 0.02)
+
+    @task
+    def home(self):
+        self.client.get("/hello")
+        self.client.get("/io?ms=1")
+
+
+class Broken(HttpUser):
+    @task
+    def missing(self):
+        self.client.get("/missing")
+"""
+
+
+def test_a_user_class_of_ones_own_is_driven_and_recorded(tmp_path: Path) -> None:
+    extra = tmp_path / "theirs.py"
+    extra.write_text(USER_LOCUSTFILE)
+    httpd, server = _start_server(failing=set())
+    try:
+        run = _run(
+            tmp_path,
+            server,
+            "Visitor",
+            workers=1,
+            fb={"steps": "1,2", "warmup": 1, "measure": 1},
+            extra=extra,
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.master_code == 0
+    assert run.loadgen["workload"] == {
+        "user_class": "Visitor",
+        "path": str(extra),
+        "wait_time": "between(0.01, 0.02)",
+    }
+    assert run.loadgen["verification"]["checked"] == ["GET /hello", "GET /io?ms=1"]
+    assert sum(b["requests"] for b in run.loadgen["buckets"]) == run.locust_requests > 10
+
+
+def test_a_user_class_whose_requests_fail_gets_no_load(tmp_path: Path) -> None:
+    extra = tmp_path / "theirs.py"
+    extra.write_text(USER_LOCUSTFILE)
+    httpd, server = _start_server(failing=set())
+    try:
+        run = _run(
+            tmp_path, server, "Broken", workers=0, fb={"steps": "2", "measure": 1}, extra=extra
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.master_code == 3
+    failure = run.loadgen["verification"]["failure"]
+    assert (failure["request"], failure["status"]) == ("GET /missing", 404)
+    assert "404" in failure["expected"]
+    assert server.seen == [("/missing", "")]
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["IoUser", "--fb-steps", "1,0"], "argument --fb-steps: expected comma-separated"),
-        (["IoUser", "--fb-measure", "1.5"], "argument --fb-measure: expected a whole number"),
-        (["IoUser", "--fb-timeout", "0"], "argument --fb-timeout: expected seconds"),
+        (["RequestsUser", "--fb-steps", "1,0"], "argument --fb-steps: expected comma-separated"),
+        (
+            ["RequestsUser", "--fb-measure", "1.5"],
+            "argument --fb-measure: expected a whole number",
+        ),
+        (["RequestsUser", "--fb-timeout", "0"], "argument --fb-timeout: expected seconds"),
+        (["RequestsUser", "--fb-requests", '{"path": "/"}'], "argument --fb-requests: expected"),
         (["--fb-steps", "1"], "name exactly one user class"),
     ],
 )
 def test_bad_options_fail_with_one_line_naming_them(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
+    extra = tmp_path / "theirs.py"
+    extra.write_text(USER_LOCUSTFILE)
     result = subprocess.run(
-        _locust("--headless", "--host", "http://127.0.0.1:9", *args),
+        _locust("--headless", "--host", "http://127.0.0.1:9", *args, extra=extra),
         cwd=tmp_path,
         capture_output=True,
         text=True,

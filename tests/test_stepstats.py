@@ -135,13 +135,16 @@ def test_record_documents_the_run_as_docs_raw_data_describes() -> None:
     record.add_report("worker-b", worker_report([], 102.1, 1.0, cpu_warning=False))
     record.add_report("worker-a", worker_report([], 105.0, 2.0, cpu_warning=False))
     record.add_cpu("master", 101.5, 3.0)
+    record.verification = {"ok": True, "checked": ["GET /io?ms=100"], "failure": None}
+    workload = {"user_class": "RequestsUser", "path": "GET /io?ms=100", "wait_time": None}
 
-    document = record.document("IoUser", "/io?ms=100", schedule.steps)
+    document = record.document(workload, schedule.steps)
 
     assert document == {
         "format": 1,
         "bucket_s": 1,
-        "workload": {"user_class": "IoUser", "path": "/io?ms=100"},
+        "workload": workload,
+        "verification": {"ok": True, "checked": ["GET /io?ms=100"], "failure": None},
         "steps": [
             {"index": 0, "users": 1, "start": 100.0, "measure_start": 101.0, "measure_end": 103.0}
         ],

@@ -1,15 +1,13 @@
-"""The Flask app the targets serve: its endpoints, its parameter checks, and the gauge switch."""
+"""The built-in Flask app: its endpoints and its parameter checks, and the dev server's own."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import app as target_app
-import gauge
 import pytest
 from flask.testing import FlaskClient
 
@@ -100,54 +98,6 @@ def test_bad_parameter_is_a_one_line_400_naming_it(
     lines = response.text.splitlines()
     assert len(lines) == 1
     assert f" {name}" in lines[0]
-
-
-def run_app_in_subprocess(env_gauge: str | None, code: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FLASKBENCH_GAUGE"}
-    if env_gauge is not None:
-        env["FLASKBENCH_GAUGE"] = env_gauge
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=TARGETS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-CALL_HELLO_THREE_TIMES = """
-import app, gauge
-print(isinstance(app.app.wsgi_app, gauge.GaugeMiddleware))
-client = app.app.test_client()
-for _ in range(3):
-    # Leaving the with block closes the response iterable, which ends the request for the gauge.
-    with client.get("/hello") as response:
-        assert response.status_code == 200
-"""
-
-
-def test_without_the_variable_there_is_no_gauge() -> None:
-    result = run_app_in_subprocess(None, CALL_HELLO_THREE_TIMES)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
-
-
-def test_with_the_variable_every_request_is_counted(tmp_path: Path) -> None:
-    path = str(tmp_path / "gauge")
-    gauge.create(path)
-    result = run_app_in_subprocess(path, CALL_HELLO_THREE_TIMES)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
-    reader = gauge.GaugeReader(path)
-    try:
-        # The subprocess has exited, so its row comes out one last time.
-        sample = reader.sample()
-    finally:
-        reader.close()
-    assert sample.server == gauge.Row(0, 0, 1, 3)
-    assert [row.served for row in sample.processes] == [3]
 
 
 def test_devserver_refuses_threads_with_processes() -> None:

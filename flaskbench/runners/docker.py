@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flaskbench import PROJECT_ROOT
 from flaskbench.commands import Paths, master_command, target_command, worker_command
 from flaskbench.config import format_cpus
 from flaskbench.images import ImageError, Images, ensure_images
 from flaskbench.leftovers import this_process
-from flaskbench.meta import PROJECT_ROOT
 from flaskbench.rundir import CellStatus
 from flaskbench.runners.base import (
     RESOURCES_CSV,
@@ -42,7 +42,14 @@ COMPOSE_DIR = PROJECT_ROOT / "compose"
 DEADLINE_KILL_AFTER_S = 20
 # The user containers run as when the orchestrator runs as root (nobody:nogroup).
 NOBODY = 65534
-IN_CONTAINER = Paths(python="python", targets="/app", locustfiles="/locust", cell="/results")
+IN_CONTAINER = Paths(
+    python="python",
+    locust_python="python",
+    harness="/app",
+    locustfiles="/locust",
+    cell="/results",
+    app_dir="/app",
+)
 
 
 def compose_command() -> list[str] | None:

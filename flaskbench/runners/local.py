@@ -20,9 +20,10 @@ from typing import Any
 
 import psutil
 
+from flaskbench import PROJECT_ROOT
 from flaskbench.commands import MASTER_LOG, Paths, master_command, target_command, worker_command
 from flaskbench.config import format_cpus
-from flaskbench.meta import PROJECT_ROOT, package_versions
+from flaskbench.meta import package_versions
 from flaskbench.rundir import CellStatus
 from flaskbench.runners.base import (
     RESOURCES_CSV,
@@ -166,11 +167,14 @@ class LocalRunner(Runner):
     name = "local"
 
     def _paths(self, ctx: CellContext) -> Paths:
+        harness = str(PROJECT_ROOT / "targets")
         return Paths(
             python=sys.executable,
-            targets=str(PROJECT_ROOT / "targets"),
+            locust_python=sys.executable,
+            harness=harness,
             locustfiles=str(PROJECT_ROOT / "locustfiles"),
             cell=str(ctx.cell_dir.resolve()),
+            app_dir=harness,
             gauge_file=str(_gauge_file(ctx)),
         )
 
@@ -192,7 +196,7 @@ class LocalRunner(Runner):
         paths = self._paths(ctx)
         return LocalProcess(
             target_command(ctx.cell, ctx.config, paths),
-            cwd=Path(paths.targets),
+            cwd=Path(paths.app_dir),
             log=ctx.cell_dir / TARGET_LOG,
             cpus=ctx.config.cpus.target,
             grace_s=int(ctx.cell.target.settings.get("graceful_timeout", 5)) + 5,

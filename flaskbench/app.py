@@ -1,0 +1,224 @@
+"""The app the targets serve: the built-in one, or a user's own WSGI app from its project directory.
+
+The config's `[app]` table names the app's directory and what to serve in it (gunicorn's
+`module:variable` or `module:factory(...)`), how to install what it needs, its environment and
+a setup command run before each cell's server. Everything here is checked before anything starts:
+the `wsgi` spec's syntax, that the environment's `${NAME}` references resolve, and that the app's
+own pins agree with the servers' pins flaskbench measures with. Values taken from the host's
+environment stay out of every file flaskbench writes: only what the config wrote (the `${NAME}`)
+is recorded.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from flaskbench import PROJECT_ROOT
+
+HARNESS = PROJECT_ROOT / "targets"
+SERVER_PINS = HARNESS / "requirements.txt"
+BUILT_IN_PINS = HARNESS / "app-requirements.txt"
+BUILT_IN_SPEC = "app:app"
+# The built-in app's endpoints, for checking workloads that name paths.
+BUILT_IN_PATHS = ("/hello", "/io", "/cpu", "/mixed")
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class App:
+    # The app's project directory (the built-in app's is targets/).
+    path: Path
+    wsgi: str
+    # A requirements file to install, or None: then the project itself if `project`, else
+    # nothing beyond the servers (an app whose dependencies those already cover).
+    requirements: Path | None
+    project: bool
+    # Environment variables as the config wrote them; `${NAME}` is read from the host at run time.
+    env: tuple[tuple[str, str], ...]
+    setup: str | None
+    builtin: bool
+
+    def resolved_env(self, host: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The app's environment with host references filled in (never to be written down)."""
+        source = os.environ if host is None else host
+        return {name: expand(value, source) for name, value in self.env}
+
+    @property
+    def install_files(self) -> tuple[Path, ...]:
+        """Requirement files whose content decides what the app's environment holds."""
+        files = [SERVER_PINS]
+        if self.requirements is not None:
+            files.append(self.requirements)
+        elif self.project:
+            files.append(self.path / "pyproject.toml")
+        return tuple(files)
+
+    def describe(self) -> dict[str, Any]:
+        """What meta.json records: the config's own words, never a value from the host."""
+        return {
+            "builtin": self.builtin,
+            "path": str(self.path),
+            "wsgi": self.wsgi,
+            "requirements": str(self.requirements) if self.requirements else None,
+            "project": self.project,
+            "env": dict(self.env),
+            "setup": self.setup,
+            "git": git_revision(self.path),
+        }
+
+
+def built_in_app() -> App:
+    return App(HARNESS, BUILT_IN_SPEC, BUILT_IN_PINS, False, (), None, True)
+
+
+def expand(value: str, host: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in host:
+            return host[name]
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _REFERENCE.sub(replace, value)
+
+
+def missing_references(value: str, host: Mapping[str, str]) -> list[str]:
+    return [
+        m.group(1)
+        for m in _REFERENCE.finditer(value)
+        if m.group(1) not in host and m.group(2) is None
+    ]
+
+
+def wsgi_problem(spec: str) -> str | None:
+    """Why `spec` is not gunicorn's `module:variable` or `module:factory(literals)`, or None."""
+    module, colon, expression = spec.partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        return f"{module!r} is not a module name; write it like 'package.module:app'"
+    if colon and not expression:
+        return "nothing after ':'; write module:variable or module:factory()"
+    try:
+        node = ast.parse(expression or "application", mode="eval").body
+    except SyntaxError:
+        return f"cannot read {expression!r}; write module:variable or module:factory()"
+    if isinstance(node, ast.Name):
+        return None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        try:
+            for argument in [*node.args, *(kw.value for kw in node.keywords)]:
+                ast.literal_eval(argument)
+        except ValueError:
+            return "a factory's arguments must be literals (strings, numbers, lists...)"
+        return None
+    return "write module:variable or module:factory(literal arguments)"
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line of a pinned requirements file."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if "==" in text:
+            name, version = text.split("==", 1)
+            found[canonicalize_name(name)] = version.strip()
+    return found
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One requirement of the app, with where it was written."""
+
+    requirement: Requirement
+    where: str
+
+
+def requirement_lines(path: Path, seen: frozenset[Path] = frozenset()) -> Iterator[Wanted]:
+    """The requirements a pip requirements file asks for, following `-r` includes."""
+    if path in seen:
+        return
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split(" #", 1)[0].strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith(("-r ", "--requirement ")):
+            include = path.parent / text.split(None, 1)[1].strip()
+            if include.is_file():
+                yield from requirement_lines(include, seen | {path})
+            continue
+        if text.startswith("-") or "://" in text or text.startswith((".", "/")):
+            continue
+        try:
+            yield Wanted(Requirement(text), f"{path}:{number}")
+        except InvalidRequirement:
+            continue
+
+
+def project_requirements(pyproject: Path) -> Iterator[Wanted]:
+    try:
+        dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    except (KeyError, TypeError, tomllib.TOMLDecodeError):
+        return
+    for text in dependencies:
+        try:
+            yield Wanted(Requirement(str(text)), f"{pyproject} [project] dependencies")
+        except InvalidRequirement:
+            continue
+
+
+def pin_conflicts(wanted: Iterator[Wanted], ours: Mapping[str, str]) -> list[str]:
+    """One line per requirement of the app that the servers' pins do not satisfy."""
+    problems = []
+    for item in wanted:
+        requirement = item.requirement
+        name = canonicalize_name(requirement.name)
+        if name not in ours:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        if not requirement.specifier.contains(ours[name], prereleases=True):
+            problems.append(
+                f"{item.where} asks for {requirement} but flaskbench measures with "
+                f"{requirement.name}=={ours[name]} ({SERVER_PINS.relative_to(PROJECT_ROOT)}); "
+                "loosen or remove the app's pin"
+            )
+    return problems
+
+
+def app_pin_conflicts(app: App) -> list[str]:
+    ours = pins(SERVER_PINS)
+    if app.requirements is not None:
+        return pin_conflicts(requirement_lines(app.requirements), ours)
+    if app.project:
+        return pin_conflicts(project_requirements(app.path / "pyproject.toml"), ours)
+    return []
+
+
+def git_revision(path: Path) -> dict[str, Any] | None:
+    """The commit of the git checkout `path` is in (and whether it has changes), or None."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return {"commit": commit, "dirty": bool(status)}
