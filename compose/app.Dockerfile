@@ -1,37 +1,59 @@
-# The one image recipe for both stacks: the target (targets/, served from /app) and the Locust
-# swarm (locustfiles/, run from /locust). flaskbench/images.py assembles each build context from
-# the folder's *.py and pinned requirements.txt, this file, and extra-ca.pem (maybe empty).
-# Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
+# The one image recipe: the target (targets/, the harness, run from /app) and the Locust swarm
+# (locustfiles/, run from /locust). flaskbench/images.py assembles each build context: the
+# folder's *.py, requirements.txt (the pins of what serves or generates load, combined), this
+# file, extra-ca.pem (maybe empty) and tree/, a snapshot of a user's app or Locust files (maybe
+# empty). Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
 # Containers run with a read-only root filesystem, so everything is installed here.
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
-ARG APP_DIR=/app
-# Optional package index settings, for hosts that cannot reach PyPI directly.
+ARG CODE_DIR=/app
+# Optional package index settings, for hosts that cannot reach PyPI directly. Index variables
+# not given stay unset: pip reads an empty one as an index.
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 
-COPY requirements.txt extra-ca.pem /tmp/build/
-# Behind a TLS-inspecting proxy pip must trust its CA as well as pip's own bundle; the combined
-# bundle serves this install only. Index variables not given stay unset: pip reads an empty one
-# as an index.
+# First the pins, which change rarely, so that this layer is reused when only the tree changes.
+# Behind a TLS-inspecting proxy pip must trust its CA as well as pip's own bundle: the combined
+# bundle goes into the venv's pip.conf, which every later pip call here reads.
+COPY requirements.txt extra-ca.pem /opt/build/
 RUN set -eu; \
     python3 -m venv /opt/venv; \
     [ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL; \
     [ -n "${PIP_EXTRA_INDEX_URL:-}" ] || unset PIP_EXTRA_INDEX_URL; \
-    if [ -s /tmp/build/extra-ca.pem ]; then \
+    if [ -s /opt/build/extra-ca.pem ]; then \
         bundle=$(/opt/venv/bin/python -c 'import pip._vendor.certifi as c; print(c.where())'); \
-        { cat "$bundle"; echo; cat /tmp/build/extra-ca.pem; } > /tmp/build/ca.pem; \
-        export PIP_CERT=/tmp/build/ca.pem; \
+        { cat "$bundle"; echo; cat /opt/build/extra-ca.pem; } > /opt/build/ca.pem; \
+        printf '[global]\ncert = /opt/build/ca.pem\n' > /opt/venv/pip.conf; \
     fi; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-        -r /tmp/build/requirements.txt; \
-    rm -rf /tmp/build
+        -r /opt/build/requirements.txt
 
-COPY *.py ${APP_DIR}/
+# Then the tree and what it needs (its requirements file, TREE_REQUIREMENTS, relative to it, or
+# with INSTALL_TREE=1 the project itself), constrained to the pins above, which it must keep.
+# It is installed from a copy, so the tree stays as the user wrote it.
+ARG TREE_DIR=/srv/app
+ARG TREE_REQUIREMENTS=
+ARG INSTALL_TREE=0
+COPY tree/ ${TREE_DIR}/
+RUN set -eu; \
+    [ -n "${PIP_INDEX_URL:-}" ] || unset PIP_INDEX_URL; \
+    [ -n "${PIP_EXTRA_INDEX_URL:-}" ] || unset PIP_EXTRA_INDEX_URL; \
+    if [ -n "$TREE_REQUIREMENTS" ] || [ "$INSTALL_TREE" = 1 ]; then \
+        cp -a "$TREE_DIR" /tmp/tree; \
+        cd /tmp/tree; \
+        set -- -c /opt/build/requirements.txt; \
+        [ -z "$TREE_REQUIREMENTS" ] || set -- "$@" -r "$TREE_REQUIREMENTS"; \
+        [ "$INSTALL_TREE" != 1 ] || set -- "$@" .; \
+        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@"; \
+        cd /; rm -rf /tmp/tree; \
+    fi; \
+    chmod -R a+rX "$TREE_DIR"
+
+COPY *.py ${CODE_DIR}/
 # Readable by the unprivileged user whatever modes the build context had.
-RUN chmod -R a+rX ${APP_DIR}
-WORKDIR ${APP_DIR}
+RUN chmod -R a+rX ${CODE_DIR}
+WORKDIR ${CODE_DIR}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from flaskbench.collect import CellData, RunData, StepData
 from flaskbench.servers import Target
 from flaskbench.stats import coefficient_of_variation, ramp_z
-from flaskbench.theory import expect
+from flaskbench.theory import Work, expect, modelled_work
 from flaskbench.workloads import Workload
 
 LOADGEN_CPU_LIMIT_PCT = 85.0
@@ -82,6 +82,7 @@ SUMMARY_COLUMNS = (
     "expected_slots",
     "expected_rps",
     "rps_vs_expected",
+    "expected_basis",
     "limit",
     "target_cpu_pct",
     "target_rss_mb",
@@ -103,8 +104,9 @@ class Row:
     workers: int
     threads: int | None
     workload: str
-    # Time each request spends in the app by design: the workload's I/O plus CPU milliseconds.
-    work_ms: int
+    # Time each request holds a slot by design: the workload's I/O plus CPU milliseconds (for
+    # an app's own workloads, as measured at the lowest user step).
+    work_ms: float | None
     users: int
     repeat: int
     duration_s: float
@@ -123,6 +125,8 @@ class Row:
     expected_slots: int | None
     expected_rps: float | None
     rps_vs_expected: float | None
+    # "model" (the built-in app's known work) or "measured" (derived from the lowest step).
+    expected_basis: str | None
     limit: str | None
     target_cpu_pct: float | None
     target_rss_mb: float | None
@@ -158,10 +162,11 @@ def step_row(
     step: StepData,
     target: Target,
     workload: Workload,
-    cores: int,
 ) -> Row:
-    expectation = expect(target, workload, step.users, cores)
-    rps = step.requests / step.duration_s if step.duration_s > 0 else 0.0
+    """A row without its expectation (see with_expectation). Throughput counts only requests
+    that got the status they expected: a fast failure is not performance."""
+    succeeded = step.requests - step.failures
+    rps = succeeded / step.duration_s if step.duration_s > 0 else 0.0
     served = sum(step.served_by_process.values())
     return Row(
         run_id=run_id,
@@ -171,7 +176,7 @@ def step_row(
         workers=target.workers,
         threads=target.threads,
         workload=workload.name,
-        work_ms=workload.io_ms + workload.cpu_ms,
+        work_ms=None,
         users=step.users,
         repeat=repeat,
         duration_s=step.duration_s,
@@ -187,21 +192,62 @@ def step_row(
         peak_inflight_process=step.peak_inflight_process,
         peak_inflight_server=step.peak_inflight_server,
         mean_inflight_server=step.mean_inflight_server,
-        expected_slots=expectation.slots,
-        expected_rps=expectation.rps,
-        rps_vs_expected=rps / expectation.rps if expectation.rps else None,
-        limit=expectation.limit,
+        expected_slots=None,
+        expected_rps=None,
+        rps_vs_expected=None,
+        expected_basis=None,
+        limit=None,
         target_cpu_pct=step.target_cpu_pct,
         target_rss_mb=step.target_rss_mb,
         loadgen_cpu_pct=step.loadgen_cpu_pct,
         loadgen_process_cpu_max_pct=step.loadgen_process_cpu_max_pct,
         worker_request_share_max=max(step.served_by_process.values()) / served if served else None,
         worker_processes=len(step.served_by_process),
-        flags=step_flags(step, rps, cell.status.status),
+        flags=step_flags(step, rps, cell.status.status, cell.wait_time is not None),
     )
 
 
-def step_flags(step: StepData, rps: float, cell_status: str) -> tuple[str, ...]:
+def with_expectation(row: Row, target: Target, work: Work | None, cores: int) -> Row:
+    expectation = expect(target, work, row.users, cores)
+    return replace(
+        row,
+        work_ms=work.held_ms if work else None,
+        expected_slots=expectation.slots,
+        expected_rps=expectation.rps,
+        rps_vs_expected=row.rps / expectation.rps if expectation.rps else None,
+        expected_basis=work.basis if work else None,
+        limit=expectation.limit,
+    )
+
+
+def measure_work(rows: Sequence[Row]) -> Work | None:
+    """What a request of one workload costs, measured at its lowest user step: the time it
+    spent inside the app (Little's law on the in-process gauge) and the target's CPU time per
+    request, each the median over targets and repeats. Steps with failures are left out."""
+    usable = [r for r in rows if r.rps > 0 and not r.failures]
+    if not usable:
+        return None
+    lowest = min(r.users for r in usable)
+    at = [r for r in usable if r.users == lowest]
+    inside = [1000 * r.mean_inflight_server / r.rps for r in at if r.mean_inflight_server]
+    cpu = [10 * r.target_cpu_pct / r.rps for r in at if r.target_cpu_pct is not None]
+    if not inside or not cpu:
+        return None
+    service_ms, cpu_ms = statistics.median(inside), statistics.median(cpu)
+    return Work(
+        io_ms=max(service_ms - cpu_ms, 0.0),
+        cpu_ms=cpu_ms,
+        basis="measured",
+        measured_at=lowest,
+        service_ms=service_ms,
+    )
+
+
+def step_flags(
+    step: StepData, rps: float, cell_status: str, thinks: bool = False
+) -> tuple[str, ...]:
+    """`thinks`: users wait between requests (a user class's own wait_time), so users are not
+    requests in flight and Little's law says nothing about the load generator."""
     flags = []
     if step.requests == 0:
         flags.append("no_requests")
@@ -214,7 +260,8 @@ def step_flags(step: StepData, rps: float, cell_status: str) -> tuple[str, ...]:
         flags.append("lost_requests")
     mean_ms = step.latency.mean()
     if (
-        mean_ms is not None
+        not thinks
+        and mean_ms is not None
         and abs(step.users - rps * mean_ms / 1000) / step.users > LITTLE_TOLERANCE
     ):
         flags.append("littles_law")
@@ -235,16 +282,24 @@ def cell_rows(
     targets: Mapping[str, Target],
     workloads: Mapping[str, Workload],
     cores: int,
-) -> list[Row]:
-    """Rows for every step of every cell, with the flags that need all repeats or all steps."""
+) -> tuple[list[Row], dict[str, Work | None]]:
+    """Rows for every step of every cell, with the flags that need all repeats or all steps
+    and the expectations that need a workload's cost; and that cost per workload."""
     rows = []
     for cell in cells:
         target_name, workload_name, repeat_id = cell.cell_id.split("--")
         target, workload = targets[target_name], workloads[workload_name]
         repeat = int(repeat_id.removeprefix("r"))
-        cell_rows = [step_row(run_id, cell, repeat, s, target, workload, cores) for s in cell.steps]
+        cell_rows = [step_row(run_id, cell, repeat, s, target, workload) for s in cell.steps]
         rows += _attribute_cpu_warning(cell_rows) if cell.cpu_warning_nodes else cell_rows
-    return _flag_repeat_spread(rows)
+    works = {
+        name: modelled_work(workload)
+        if workload.modelled
+        else measure_work([r for r in rows if r.workload == name])
+        for name, workload in workloads.items()
+    }
+    rows = [with_expectation(r, targets[r.target], works[r.workload], cores) for r in rows]
+    return _flag_repeat_spread(rows), works
 
 
 def _attribute_cpu_warning(rows: list[Row]) -> list[Row]:
@@ -278,7 +333,7 @@ class Point:
 
     target: str
     workload: str
-    work_ms: int
+    work_ms: float | None
     users: int
     repeats: int
     rps: float
@@ -406,10 +461,14 @@ class Analysis:
     rows: tuple[Row, ...]
     points: tuple[Point, ...]
     knees: dict[tuple[str, str], Knee]
+    # What a request of each workload costs (None: not known, e.g. nothing was measured).
+    works: dict[str, Work | None]
 
 
 def analyze_run(data: RunData) -> Analysis:
-    rows = cell_rows(data.run_id, data.cells, data.targets, data.workloads, data.target_cores)
+    rows, works = cell_rows(
+        data.run_id, data.cells, data.targets, data.workloads, data.target_cores
+    )
     rows.sort(key=lambda r: (r.workload, r.target, r.users, r.repeat))
     points = aggregate(rows)
-    return Analysis(data, tuple(rows), tuple(points), knees(points))
+    return Analysis(data, tuple(rows), tuple(points), knees(points), works)

@@ -12,8 +12,10 @@ is recorded.
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -33,6 +35,23 @@ BUILT_IN_SPEC = "app:app"
 # The built-in app's endpoints, for checking workloads that name paths.
 BUILT_IN_PATHS = ("/hello", "/io", "/cpu", "/mixed")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Never part of an app's snapshot: version control, virtualenvs and caches, which can be large
+# and are not the app.
+SNAPSHOT_IGNORED = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    "__pycache__",
+    "*.pyc",
+    "node_modules",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+)
 
 
 @dataclass(frozen=True)
@@ -222,3 +241,28 @@ def git_revision(path: Path) -> dict[str, Any] | None:
         return None
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     return {"commit": commit, "dirty": bool(status)}
+
+
+def snapshot(source: Path, destination: Path, leave_out: tuple[Path, ...] = ()) -> None:
+    """Copy a directory as the app's (or Locust files') snapshot: what each cell starts from,
+    without version control, virtualenvs and caches, nor `leave_out` (say, a results folder)."""
+    skipped = {path.resolve() for path in leave_out}
+    ignored = shutil.ignore_patterns(*SNAPSHOT_IGNORED)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        found = set(ignored(directory, names))
+        return found | {n for n in names if (Path(directory) / n).resolve() in skipped}
+
+    shutil.copytree(source, destination, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+
+
+def tree_digest(root: Path) -> str:
+    """A digest of every file's path, mode and content under `root`."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        if path.is_symlink():
+            digest.update(b"->" + os.readlink(path).encode())
+        else:
+            digest.update(oct(path.stat().st_mode & 0o777).encode() + path.read_bytes())
+    return digest.hexdigest()

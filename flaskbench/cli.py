@@ -290,14 +290,20 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
         raise UsageError(f"cannot build images: {problem}")
     try:
         images = ensure_images(
-            docker_client(), config.base_image, progress.say, config.results_dir / "image-build.log"
+            docker_client(),
+            config.base_image,
+            config.app,
+            [w.locustfile for w in config.workloads],
+            progress.say,
+            config.results_dir / "image-build.log",
+            (config.results_dir,),
         )
     except ImageError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(asdict(images), indent=2))
     else:
-        print(f"{images.target}\n{images.loadgen}")
+        print("\n".join([images.target, *images.loadgen.values()]))
     return EXIT_OK
 
 

@@ -80,6 +80,8 @@ class CellData:
     problems: tuple[LocustProblem, ...]
     cpu_warning_nodes: tuple[str, ...]
     workers: int
+    # How a user class of the user's own waits between tasks (None: it does not).
+    wait_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
         problems=tuple(_locust_problems(cell_dir)),
         cpu_warning_nodes=tuple(str(n) for n in loadgen.get("cpu_warnings", [])),
         workers=int(loadgen.get("workers", 0)),
+        wait_time=(loadgen.get("workload") or {}).get("wait_time"),
     )
 
 

@@ -49,7 +49,7 @@ class Paths:
     gauge_file: str | None = None
 
 
-def _launcher(cell: Cell, config: Config, paths: Paths, gauge: list[str]) -> list[str]:
+def _launcher(config: Config, paths: Paths, gauge: list[str], grace_s: int) -> list[str]:
     """The launcher up to its `--`: the app, its directory and setup, and the gauge."""
     app = config.app
     argv = [
@@ -57,7 +57,7 @@ def _launcher(cell: Cell, config: Config, paths: Paths, gauge: list[str]) -> lis
         f"{paths.harness}/launch.py",
         *gauge,
         "--grace",
-        str(int(cell.target.settings.get("graceful_timeout", 5)) + 2),
+        str(grace_s),
         "--app",
         app.wsgi,
         "--app-dir",
@@ -85,13 +85,14 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
     server = server_argv(cell.target, config.host, config.port, paths.harness)
-    return [*_launcher(cell, config, paths, gauge), paths.python, *server]
+    grace_s = int(cell.target.settings.get("graceful_timeout", 5)) + 2
+    return [*_launcher(config, paths, gauge, grace_s), paths.python, *server]
 
 
-def check_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
+def check_command(config: Config, paths: Paths) -> list[str]:
     """Set the app up and load it as a server would, once, without serving it."""
     check = [paths.python, f"{paths.harness}/appload.py", "--check"]
-    return [*_launcher(cell, config, paths, []), *check]
+    return [*_launcher(config, paths, [], grace_s=5), *check]
 
 
 def locust_base(workload: Workload, paths: Paths) -> list[str]:

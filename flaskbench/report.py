@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point
 from flaskbench.charts import Chart, workload_charts
@@ -120,6 +121,7 @@ def document(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
         if not points:
             continue
         blocks.append(Heading(3, f"{workload.name} ({workload.path})"))
+        blocks += _workload_notes(analysis, workload.name)
         blocks.append(_answer_table(analysis, workload.name, points))
         blocks.append(
             Bullets(
@@ -162,8 +164,57 @@ def _provenance(analysis: Analysis) -> str:
         f"then measured for {stairs.get('measure_s', '?')} s; "
         f"{_counted(meta.get('repeats', 1), 'repeat', 'repeats')}. "
         f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
-        f"Python {meta.get('python', '?')}; {packages}."
+        f"Python {meta.get('python', '?')}; {packages}. {_app_line(meta)}"
     )
+
+
+def _app_line(meta: dict[str, Any]) -> str:
+    """Which app was served, in the words of the config, with its Flask and Werkzeug."""
+    app = meta.get("app") or {}
+    if app.get("builtin", True):
+        return "App: flaskbench's built-in app (targets/app.py)."
+    git = app.get("git") or {}
+    revision = (
+        f", git {git['commit'][:12]}{' (modified)' if git.get('dirty') else ''}"
+        if git.get("commit")
+        else ""
+    )
+    packages = meta.get("runner", {}).get("details", {}).get("app_packages", {})
+    versions = ", ".join(
+        f"{name} {version}"
+        for name, version in sorted(packages.items())
+        if name.lower() in ("flask", "werkzeug")
+    )
+    return (
+        f"App: `{app.get('wsgi')}` from {app.get('path')}{revision}"
+        f"{f'; it ran with {versions}' if versions else ''}."
+    )
+
+
+def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
+    """What a workload's expectations rest on, and how its users behave, when not obvious."""
+    notes = []
+    work = analysis.works.get(workload)
+    if work is not None and work.basis == "measured":
+        notes.append(
+            f"Measured at {_users(work.measured_at or 1)} (median over targets): each request "
+            f"spent {_num(work.service_ms, 1)} ms inside the app and cost "
+            f"{_num(work.cpu_ms, 1)} ms of target CPU (the server's own work included). The "
+            "expected slots come from each worker model; the expected throughput below is "
+            "derived from these measurements, not known in advance."
+        )
+    elif work is None and not analysis.data.workloads[workload].modelled:
+        notes.append(
+            "No step could measure what a request costs (none without failures), so there is "
+            "no expected throughput."
+        )
+    waits = {c.wait_time for c in analysis.data.cells if c.cell_id.split("--")[1] == workload}
+    for wait in sorted(w for w in waits if w):
+        notes.append(
+            f"The user class sets its own wait_time, {wait}: users wait between tasks, so "
+            "users are not requests in flight, and Little's law is not checked."
+        )
+    return [Paragraph(note) for note in notes]
 
 
 def _status_notes(analysis: Analysis) -> list[Block]:
@@ -318,14 +369,23 @@ def shortfall_cause(point: Point, target: Target, cores: int) -> str:
     if _share(point, target):
         return "uneven spread" + _share(point, target)
     inside = point.time_in_app_ms
-    if inside is not None and inside > SLOW_INSIDE * point.work_ms:
+    work_ms = point.work_ms
+    if work_ms is None:
+        return "no measured cause"
+    if point.limit == "users" and point.mean_ms and point.mean_ms > SLOW_INSIDE * work_ms:
         return (
-            f"each request spent {_num(inside, 0)} ms in the app for {point.work_ms} ms of work, "
-            "waiting for the CPU"
+            f"each request took {_num(point.mean_ms, 1)} ms end to end for {_num(work_ms, 1)} ms "
+            f"of work in the server: with {_users(point.users)}, the time outside it (the load "
+            "generator, the network) sets the pace"
+        )
+    if inside is not None and inside > SLOW_INSIDE * work_ms:
+        return (
+            f"each request spent {_num(inside, 0)} ms in the app for {_num(work_ms, 0)} ms of "
+            "work, waiting for the CPU"
         )
     # Falling short means each busy slot turned over slower than the work alone allows.
     slot_ms = 1000 * busy_limit / point.rps if point.rps > 0 else None
-    if inside is not None and slot_ms is not None and slot_ms > SLOW_INSIDE * point.work_ms:
+    if inside is not None and slot_ms is not None and slot_ms > SLOW_INSIDE * work_ms:
         return (
             f"each request held its slot {_num(slot_ms, 0)} ms but was in the app only "
             f"{_num(inside, 0)} ms: the server's own work around the app (accepting, forking, "
@@ -437,7 +497,13 @@ def _method(analysis: Analysis) -> list[Block]:
                 "sync W; gthread W x T; gevent W x worker_connections.",
                 "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
                 "processes, cores) / CPU time per request (one thread per process runs Python "
-                "at a time); mixed: the smaller of both. Server overhead is not modelled.",
+                "at a time); mixed: the smaller of both. For the built-in app the request time "
+                "and CPU time are the workload's own (server overhead is not modelled); for any "
+                "other workload both are measured at its lowest user step (time inside the app "
+                "from the gauge, CPU per request from the target's CPU use over throughput, "
+                "medians over targets), and the expectation is derived from them.",
+                "Throughput counts only requests that got a status they expect; every request "
+                "of a workload was sent once, and had to get such a status, before its load.",
                 "Latency percentiles are nearest-rank over response times rounded to three "
                 "significant digits. Target CPU is percent of one core; load-generator CPU is "
                 "percent of the CPUs the load side was given.",

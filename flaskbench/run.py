@@ -65,6 +65,7 @@ def start_meta(
     meta["overrides"] = asdict(overrides)
     meta["targets"] = {t.name: asdict(t) for t in config.targets}
     meta["workloads"] = {w.name: asdict(w) | {"path": w.path} for w in config.workloads}
+    meta["app"] = config.app.describe()
     meta["staircase"] = asdict(config.staircase)
     meta["repeats"] = config.repeats
     meta["cells"] = []
@@ -78,7 +79,11 @@ def execute(
     meta.setdefault("sessions", []).append({"started": iso(time.time()), "runner": runner.name})
     meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})
     run.write_meta(meta)
-    meta["runner"]["details"] = runner.prepare()
+    try:
+        meta["runner"]["details"] = runner.prepare(run.path)
+    except BaseException:
+        runner.close()
+        raise
     run.write_meta(meta)
 
     todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
@@ -100,6 +105,7 @@ def execute(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        runner.close()
         progress.end()
         session = meta["sessions"][-1]
         session["ended"] = iso(time.time())

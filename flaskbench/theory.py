@@ -3,8 +3,11 @@
 Slots are how many requests the server can have in flight at once. The throughput ceiling comes
 from two limits: every request holds a slot for its whole duration (I/O and CPU), and only one
 thread per process runs Python at a time (the GIL), on at most as many cores as the target got.
-Per-request overhead of the server itself is not modelled, so the ceiling is an upper bound
-that CPU-heavy and no-op workloads fall short of by that overhead.
+What a request costs is known in advance for the built-in app's workloads (their io_ms and
+cpu_ms); for any other app it is measured at the lowest user step (see analyze.measure_work)
+and the ceilings are derived from that. Per-request overhead of the server itself is not
+modelled for the built-in app, so its ceiling is an upper bound that CPU-heavy and no-op
+workloads fall short of by that overhead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,28 @@ from dataclasses import dataclass
 
 from flaskbench.servers import Target
 from flaskbench.workloads import Workload
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one request costs: time waiting (I/O) and CPU time, in milliseconds."""
+
+    io_ms: float
+    cpu_ms: float
+    # "model": the built-in app's parameters; "measured": at the lowest user step.
+    basis: str = "model"
+    # For measured work: the user count it was measured at, and the time a request spent inside
+    # the app there (the CPU time may exceed it: it includes the server's own work).
+    measured_at: int | None = None
+    service_ms: float | None = None
+
+    @property
+    def held_ms(self) -> float:
+        return self.io_ms + self.cpu_ms
+
+
+def modelled_work(workload: Workload) -> Work | None:
+    return Work(workload.io_ms, workload.cpu_ms) if workload.modelled else None
 
 
 @dataclass(frozen=True)
@@ -43,17 +68,17 @@ def parallel_processes(target: Target) -> int:
     return target.workers
 
 
-def expect(target: Target, workload: Workload, users: int, cores: int) -> Expectation:
+def expect(target: Target, work: Work | None, users: int, cores: int) -> Expectation:
     slots = expected_slots(target)
     busy = users if slots is None else min(users, slots)
-    held_s = (workload.io_ms + workload.cpu_ms) / 1000
-    if held_s == 0:
+    held_s = work.held_ms / 1000 if work else 0.0
+    if work is None or held_s == 0:
         return Expectation(slots, None, None)
     ceilings = [(busy / held_s, "users" if busy == users else "slots")]
-    if workload.cpu_ms:
+    if work.cpu_ms:
         running = min(users, parallel_processes(target), cores)
         ceilings.append(
-            (running / (workload.cpu_ms / 1000), "cpu" if running < busy else ceilings[0][1])
+            (running / (work.cpu_ms / 1000), "cpu" if running < busy else ceilings[0][1])
         )
     rps, limit = min(ceilings, key=lambda c: c[0])
     return Expectation(slots, rps, limit)

@@ -32,6 +32,8 @@ from flaskbench.rundir import CellStatus, atomic_write_text
 TEARDOWN_MARGIN_S = 30
 TARGET_LOG = "target.log"
 RESOURCES_CSV = "resources.csv"
+# In the run directory: what checking the app printed (its traceback, if it failed).
+APP_CHECK_LOG = "app-check.log"
 
 # Lines a server writes when it loses a worker mid-run: the cell finishes but is degraded.
 _WORKER_TROUBLE = (
@@ -121,10 +123,50 @@ class Runner(ABC):
     def __init__(self, config: Config, say: Callable[[str], None]) -> None:
         self.config = config
         self.say = say
+        self.run_id = ""
+
+    def prepare(self, run_dir: Path) -> dict[str, Any]:
+        """Get ready to run cells and check that the app loads, before any cell starts;
+        return what meta.json should record. Raises RuntimeError with one line on failure."""
+        self.run_id = run_dir.name
+        details = self.setup()
+        self._check_app(run_dir / APP_CHECK_LOG)
+        details["app_packages"] = self.app_packages()
+        return details
+
+    def close(self) -> None:  # noqa: B027 (most runners make nothing to remove)
+        """Remove what `prepare` made for the run (and nothing a finished run needs)."""
 
     @abstractmethod
-    def prepare(self) -> dict[str, Any]:
-        """Get ready to run cells (build images...); return what meta.json should record."""
+    def setup(self) -> dict[str, Any]:
+        """Build what cells need (images, the app's environment); what meta.json records."""
+
+    @abstractmethod
+    def run_check(self, log: Path) -> tuple[int, str]:
+        """Set the app up and load it once where targets run (commands.check_command);
+        (exit code, its stdout), with everything it printed appended to `log`."""
+
+    @abstractmethod
+    def app_packages(self) -> dict[str, str]:
+        """{distribution: version} of the environment the app is served from."""
+
+    def _check_app(self, log: Path) -> None:
+        app = self.config.app
+        self.say(
+            f"flaskbench: checking that {app.wsgi} loads{' after app.setup' * bool(app.setup)}"
+        )
+        code, out = self.run_check(log)
+        if code == 0:
+            return
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        if setup := re.search(r"launch: setup failed: (.*)", text):
+            raise RuntimeError(f"app.setup: {setup.group(1)}; full output in {log}")
+        error = next((line[7:] for line in out.splitlines() if line.startswith("error: ")), "")
+        raise RuntimeError(
+            f"app.wsgi: cannot load {app.wsgi} from {app.path}: "
+            f"{error or f'the check exited with code {code}'}; check app.path and app.wsgi "
+            f"(traceback in {log})"
+        )
 
     @abstractmethod
     def start_target(self, ctx: CellContext) -> Service: ...

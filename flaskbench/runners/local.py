@@ -14,14 +14,25 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.commands import MASTER_LOG, Paths, master_command, target_command, worker_command
+from flaskbench.app import snapshot
+from flaskbench.appenv import AppEnvError, app_python, installed_packages
+from flaskbench.commands import (
+    MASTER_LOG,
+    Paths,
+    check_command,
+    master_command,
+    target_command,
+    worker_command,
+)
 from flaskbench.config import format_cpus
 from flaskbench.meta import package_versions
 from flaskbench.rundir import CellStatus
@@ -46,17 +57,23 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def clean_env() -> dict[str, str]:
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
     env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
-    return env
+    return env | (extra or {})
 
 
 class LocalProcess:
     """One process we started (and its process group)."""
 
     def __init__(
-        self, argv: list[str], cwd: Path, log: Path, cpus: tuple[int, ...], grace_s: float
+        self,
+        argv: list[str],
+        cwd: Path,
+        log: Path,
+        cpus: tuple[int, ...],
+        grace_s: float,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.argv = ["taskset", "-c", format_cpus(cpus), *argv]
         self._grace_s = grace_s
@@ -64,7 +81,7 @@ class LocalProcess:
             self.popen = subprocess.Popen(
                 self.argv,
                 cwd=cwd,
-                env=clean_env(),
+                env=clean_env(env),
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -166,17 +183,37 @@ def _gauge_file(ctx: CellContext) -> Path:
 class LocalRunner(Runner):
     name = "local"
 
-    def _paths(self, ctx: CellContext) -> Paths:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._python = sys.executable
+        # A user's app: a snapshot per run (what every cell copies from) and a copy per cell,
+        # under one private directory removed at the end.
+        self._scratch: Path | None = None
+
+    def _paths(self, cell_dir: Path, app_dir: Path | None) -> Paths:
         harness = str(PROJECT_ROOT / "targets")
         return Paths(
-            python=sys.executable,
+            python=self._python,
             locust_python=sys.executable,
             harness=harness,
             locustfiles=str(PROJECT_ROOT / "locustfiles"),
-            cell=str(ctx.cell_dir.resolve()),
-            app_dir=harness,
-            gauge_file=str(_gauge_file(ctx)),
+            cell=str(cell_dir.resolve()),
+            app_dir=str(app_dir) if app_dir else harness,
+            app_src=str(self._scratch / "app") if app_dir and self._scratch else None,
         )
+
+    def _cell_paths(self, ctx: CellContext) -> Paths:
+        app_dir = self._scratch / ctx.cell.cell_id if self._scratch else None
+        return replace(
+            self._paths(ctx.cell_dir, app_dir),
+            gauge_file=str(_gauge_file(ctx)),
+            user_locustfile=ctx.cell.workload.locustfile,
+        )
+
+    def _target_env(self) -> dict[str, str]:
+        """The app's own environment, with its virtualenv's commands first (for app.setup)."""
+        path = f"{Path(self._python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        return {**self.config.app.resolved_env(), "PATH": path}
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         try:
@@ -184,26 +221,67 @@ class LocalRunner(Runner):
         finally:
             # A launcher killed outright cannot remove its gauge file; this can.
             _gauge_file(ctx).unlink(missing_ok=True)
+            if self._scratch:
+                shutil.rmtree(self._scratch / ctx.cell.cell_id, ignore_errors=True)
 
-    def prepare(self) -> dict[str, Any]:
+    def setup(self) -> dict[str, Any]:
         if shutil.which("taskset") is None:
             raise RuntimeError(
                 "taskset is missing; install util-linux (apt-get install util-linux)"
             )
-        return {"python": sys.executable, "packages": package_versions()}
+        app = self.config.app
+        try:
+            self._python = app_python(app, self.say)
+        except AppEnvError as exc:
+            raise RuntimeError(str(exc)) from None
+        if not app.builtin:
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"flaskbench-{os.getpid()}-"))
+            snapshot(app.path, self._scratch / "app", (self.config.results_dir,))
+        return {
+            "python": sys.executable,
+            "packages": package_versions(),
+            "app_python": self._python,
+        }
+
+    def close(self) -> None:
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def run_check(self, log: Path) -> tuple[int, str]:
+        with tempfile.TemporaryDirectory(prefix="flaskbench-check-") as directory:
+            scratch = Path(directory)
+            paths = self._paths(scratch, scratch / "app" if self._scratch else None)
+            with log.open("ab") as errors:
+                done = subprocess.run(
+                    check_command(self.config, paths),
+                    cwd=scratch,
+                    env=clean_env(self._target_env()),
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    text=True,
+                    timeout=2 * self.config.ready_timeout_s + 30,
+                )
+            with log.open("a") as handle:
+                handle.write(done.stdout)
+        return done.returncode, done.stdout
+
+    def app_packages(self) -> dict[str, str]:
+        return installed_packages(self._python)
 
     def start_target(self, ctx: CellContext) -> Service:
-        paths = self._paths(ctx)
+        paths = self._cell_paths(ctx)
         return LocalProcess(
             target_command(ctx.cell, ctx.config, paths),
-            cwd=Path(paths.app_dir),
+            cwd=PROJECT_ROOT,
             log=ctx.cell_dir / TARGET_LOG,
             cpus=ctx.config.cpus.target,
             grace_s=int(ctx.cell.target.settings.get("graceful_timeout", 5)) + 5,
+            env=self._target_env(),
         )
 
     def start_loadgen(self, ctx: CellContext) -> Service:
-        paths = self._paths(ctx)
+        paths = self._cell_paths(ctx)
         workers = ctx.config.locust_workers
         master = LocalProcess(
             master_command(ctx.cell, ctx.config, paths, workers),
