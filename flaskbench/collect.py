@@ -11,14 +11,14 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from flaskbench.commands import GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
 from flaskbench.config import parse_cpus
 from flaskbench.rundir import CellStatus, RunDir, RunDirError
-from flaskbench.runners.base import RESOURCES_CSV
+from flaskbench.runners.base import APP_ERROR, RESOURCES_CSV
 from flaskbench.servers import Target
 from flaskbench.stats import Histogram
 from flaskbench.workloads import Workload, workload_from_meta
@@ -373,6 +373,8 @@ class RunData:
     unreadable: dict[str, str]
     # Cells the plan had that never finished (interrupted runs).
     missing: tuple[str, ...]
+    # Cells whose app raised while serving: cell id -> the first traceback.
+    app_errors: dict[str, str] = field(default_factory=dict)
 
 
 def load_run(run: RunDir) -> RunData:
@@ -406,4 +408,9 @@ def load_run(run: RunDir) -> RunData:
         statuses=statuses,
         unreadable=unreadable,
         missing=tuple(c for c in planned if c not in statuses),
+        app_errors={
+            cell_id: path.read_text(errors="replace")
+            for cell_id in statuses
+            if (path := run.cell_dir(cell_id) / APP_ERROR).is_file()
+        },
     )

@@ -234,7 +234,7 @@ def _build(
 
     app = _app(path, data, problems)
     targets = _targets(data, problems)
-    workloads = _workloads(path, data, app, problems)
+    workloads = _workloads(path, data, "app" in data, problems)
     staircase = _staircase(load, ("load",), problems)
     if overrides.quick:
         quick_stairs = _staircase({**load, **quick}, ("quick",), problems)
@@ -479,7 +479,7 @@ def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
 
 
 def _workloads(
-    path: Path, data: Mapping[str, Any], app: App, problems: _Problems
+    path: Path, data: Mapping[str, Any], own_app: bool, problems: _Problems
 ) -> list[Workload]:
     workloads = []
     for name, key, raw in _named_tables(data, "workloads", "io", problems):
@@ -487,14 +487,15 @@ def _workloads(
         def report(where: tuple[str, ...], message: str, key: tuple[str, ...] = key) -> None:
             problems.add((*key, *where), message)
 
-        workload = parse_workload(name, raw, path.parent, not app.builtin, report)
+        workload = parse_workload(name, raw, path.parent, own_app, report)
         if workload is not None:
             workloads.append(workload)
     return workloads
 
 
 def _app(config_path: Path, data: Mapping[str, Any], problems: _Problems) -> App:
-    """The `[app]` table, or the built-in app without one."""
+    """The `[app]` table, or the built-in app without one (or, with problems, in its place:
+    the config is refused then anyway)."""
     if "app" not in data:
         return built_in_app()
     table = _table(data, "app", _APP_KEYS, problems)

@@ -60,7 +60,12 @@ class Image:
     alt: str
 
 
-Block = Heading | Paragraph | Bullets | Table | Image
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image | Code
 
 
 def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
@@ -230,7 +235,10 @@ def _status_notes(analysis: Analysis) -> list[Block]:
     ]
     if not notes:
         return []
-    return [Paragraph("Not every cell finished cleanly:"), Bullets(tuple(notes))]
+    blocks: list[Block] = [Paragraph("Not every cell finished cleanly:"), Bullets(tuple(notes))]
+    for cell_id, traceback_text in sorted(data.app_errors.items()):
+        blocks += [Paragraph(f"The app's first traceback in {cell_id}:"), Code(traceback_text)]
+    return blocks
 
 
 def _by_target(points: Sequence[Point], order: Sequence[str]) -> dict[str, list[Point]]:
@@ -533,6 +541,8 @@ def render_markdown(blocks: Sequence[Block], base: Path) -> str:
                 out.append("\n".join(lines))
             case Image(path, alt):
                 out.append(f"![{alt}]({path.relative_to(base).as_posix()})")
+            case Code(text):
+                out.append(f"```\n{text.rstrip()}\n```")
     return "\n\n".join(out) + "\n"
 
 
@@ -576,6 +586,8 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
                     for row in rows
                 )
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            case Code(text):
+                out.append(f"<pre>{html.escape(text.rstrip())}</pre>")
             case Image(path, alt):
                 data = base64.b64encode(path.read_bytes()).decode()
                 out.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')

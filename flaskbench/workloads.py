@@ -176,7 +176,8 @@ def parse_workload(
     if form == "io_ms/cpu_ms":
         return _modelled(name, raw, own_app, report)
     if form == "path":
-        request = _request(raw, (), own_app, report, REQUEST_KEYS)
+        # Its keys were checked above, with the workload's.
+        request = _request(raw, (), own_app, report, None)
         return Workload(name, requests=(request,)) if request else None
     if form == "requests":
         return _mix(name, raw["requests"], own_app, report)
@@ -223,11 +224,11 @@ def _request(
     where: tuple[str, ...],
     own_app: bool,
     report: Report,
-    keys: set[str],
+    keys: set[str] | None,
 ) -> Request | None:
     before = _Counter(report)
     for key in raw:
-        if key not in keys:
+        if keys is not None and key not in keys:
             before((*where, key), f"unknown key; known keys here: {', '.join(sorted(keys))}")
     path = raw.get("path")
     if not isinstance(path, str) or not path.startswith("/"):

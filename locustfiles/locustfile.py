@@ -11,6 +11,7 @@ every spawn message.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -370,7 +371,7 @@ def _describe_workload(user_class: type[User], options: argparse.Namespace) -> d
         }
     return {
         "user_class": user_class.__name__,
-        "path": sys.modules[user_class.__module__].__file__,
+        "path": inspect.getfile(user_class),
         "wait_time": own_wait_time(user_class),
     }
 
@@ -379,7 +380,8 @@ def own_wait_time(user_class: type[User]) -> str | None:
     """How a class of the user's own waits between tasks, if it sets that itself (else None:
     Locust's default, no wait)."""
     for cls in user_class.__mro__:
-        if cls.__module__.startswith("locust.") or cls.__module__ == __name__:
+        # A user's file may well be called locustfile.py too: compare classes, not modules.
+        if cls.__module__.split(".")[0] == "locust" or cls is RequestsUser:
             return None
         if "wait_time" in vars(cls):
             return _describe_wait(vars(cls)["wait_time"])

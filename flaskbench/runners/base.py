@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from flaskbench.commands import LOADGEN_JSON
+from flaskbench.commands import LOADGEN_JSON, SETUP_LOG
 from flaskbench.config import Config
 from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Plan
 from flaskbench.probes import http_get, port_in_use
@@ -34,6 +34,8 @@ TARGET_LOG = "target.log"
 RESOURCES_CSV = "resources.csv"
 # In the run directory: what checking the app printed (its traceback, if it failed).
 APP_CHECK_LOG = "app-check.log"
+# In a cell's directory: the first traceback of an app that raised while serving.
+APP_ERROR = "app-error.txt"
 
 # Lines a server writes when it loses a worker mid-run: the cell finishes but is degraded.
 _WORKER_TROUBLE = (
@@ -205,9 +207,10 @@ class Runner(ABC):
                 for service in (loadgen, sampler, target)
                 if service is not None and (problem := _stop(service, ctx.cell_dir))
             ]
+        log = _read_log(ctx.cell_dir / TARGET_LOG)
         if not failure:
-            failure = self._loadgen_failure(ctx, loadgen)
-        troubles = worker_troubles(_read_log(ctx.cell_dir / TARGET_LOG)) + teardown
+            failure = self._loadgen_failure(ctx, loadgen) or self._app_failure(ctx, log)
+        troubles = worker_troubles(log) + teardown
         status = "failed" if failure else ("degraded" if troubles else "ok")
         # What the server logged about its workers often explains a failure too.
         reason = "; ".join(filter(None, [failure, *troubles]))
@@ -221,11 +224,15 @@ class Runner(ABC):
             )
 
     def _wait_ready(self, ctx: CellContext, target: Service) -> None:
-        deadline = time.monotonic() + ctx.config.ready_timeout_s
+        # The app's setup command runs first and may take as long again.
+        setup_s = ctx.config.ready_timeout_s if ctx.config.app.setup else 0
+        deadline = time.monotonic() + ctx.config.ready_timeout_s + setup_s
         while time.monotonic() < deadline:
             if target.returncode() is not None:
+                log = _read_log(ctx.cell_dir / TARGET_LOG)
                 raise CellFailed(
-                    f"target {target.exit_description()} before it answered; see {TARGET_LOG}"
+                    startup_failure(log)
+                    or f"target {target.exit_description()} before it answered; see {TARGET_LOG}"
                 )
             # Any answer will do: an app need not serve "/".
             if http_get(ctx.config.host, ctx.config.port, "/", timeout=1.0)[0]:
@@ -255,6 +262,19 @@ class Runner(ABC):
             time.sleep(0.25)
         ctx.on_progress(planned)
 
+    def _app_failure(self, ctx: CellContext, log: str) -> str:
+        """A cell whose app raised while serving has failed: its traceback goes beside it."""
+        found = app_errors(log)
+        if found is None:
+            return ""
+        count, traceback_text = found
+        (ctx.cell_dir / APP_ERROR).write_text(traceback_text + "\n")
+        last = traceback_text.splitlines()[-1].strip()
+        return (
+            f"the app raised {last} ({count} time{'s' if count != 1 else ''} while serving); "
+            f"traceback in {APP_ERROR} and the report"
+        )
+
     def _loadgen_failure(self, ctx: CellContext, loadgen: Service | None) -> str:
         if loadgen is None:
             return ""
@@ -265,6 +285,37 @@ class Runner(ABC):
                 "see locust-master.log"
             )
         return verification_failure(path)
+
+
+def startup_failure(log: str) -> str:
+    """Why a target ended before it answered, when the launcher or the app said so."""
+    if setup := re.search(r"launch: setup failed: (.*)", log):
+        return f"app.setup failed: {setup.group(1)}; see {SETUP_LOG}"
+    if load := re.search(r"appload: cannot load [^:]*(?::[^:]*)?: (.*)", log):
+        return f"the app did not load: {load.group(1)}; see {TARGET_LOG}"
+    return ""
+
+
+def app_errors(log: str) -> tuple[int, str] | None:
+    """Tracebacks the server logged while serving (the app raised): how many, and the first,
+    with the line before it, which names the request on most servers."""
+    lines = log.splitlines()
+    found: list[list[str]] = []
+    index = 0
+    while index < len(lines):
+        if not lines[index].startswith("Traceback (most recent call last):"):
+            index += 1
+            continue
+        end = index + 1
+        while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+            end += 1
+        end = min(end, len(lines) - 1)
+        before = next((line for line in reversed(lines[:index]) if line.strip()), "")
+        chained = before.startswith(("During handling", "The above exception"))
+        if not chained and not lines[end].startswith(("KeyboardInterrupt", "SystemExit")):
+            found.append(lines[max(index - 1, 0) : end + 1])
+        index = end + 1
+    return (len(found), "\n".join(found[0])) if found else None
 
 
 def verification_failure(loadgen_json: Path) -> str:
