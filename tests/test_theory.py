@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from flaskbench.config import Workload
 from flaskbench.servers import Target, resolve_target
-from flaskbench.theory import expect, expected_slots
+from flaskbench.theory import Work, expect, expected_slots, modelled_work
+from flaskbench.workloads import Request, Workload
 
-IO = Workload("io", io_ms=100, cpu_ms=0)
-CPU = Workload("cpu", io_ms=0, cpu_ms=10)
-MIXED = Workload("mixed", io_ms=50, cpu_ms=5)
-NOOP = Workload("noop", io_ms=0, cpu_ms=0)
+IO = Work(io_ms=100, cpu_ms=0)
+CPU = Work(io_ms=0, cpu_ms=10)
+MIXED = Work(io_ms=50, cpu_ms=5)
+NOOP = Work(io_ms=0, cpu_ms=0)
 
 
 def target(server: str, **settings: object) -> Target:
@@ -72,3 +72,18 @@ def test_noop_has_no_model() -> None:
     expectation = expect(SYNC, NOOP, users=8, cores=1)
     assert expectation.rps is None
     assert expectation.slots == 2
+
+
+def test_the_built_in_workloads_are_modelled_and_others_are_not() -> None:
+    assert modelled_work(Workload("io", io_ms=100)) == IO
+    assert modelled_work(Workload("mixed", io_ms=50, cpu_ms=5)) == MIXED
+    assert modelled_work(Workload("home", requests=(Request("/"),))) is None
+
+
+def test_measured_work_predicts_like_the_model() -> None:
+    """3 ms in the app of which 2 ms CPU: I/O 1 ms; the CPU limit binds with one process."""
+    measured = Work(io_ms=1, cpu_ms=2, basis="measured", measured_at=1, service_ms=3)
+    assert expect(SYNC, measured, users=64, cores=1).rps == pytest.approx(500)
+    assert expect(SYNC, measured, users=64, cores=1).limit == "cpu"
+    assert expect(DEV_SINGLE, measured, users=1, cores=1).rps == pytest.approx(1000 / 3)
+    assert expect(SYNC, None, users=8, cores=1).rps is None

@@ -32,6 +32,8 @@ from flaskbench.rundir import CellStatus, atomic_write_text
 TEARDOWN_MARGIN_S = 30
 TARGET_LOG = "target.log"
 RESOURCES_CSV = "resources.csv"
+# How long a cell waits for its port to be free before it fails.
+PORT_RELEASE_S = 10
 # In the run directory: what checking the app printed (its traceback, if it failed).
 APP_CHECK_LOG = "app-check.log"
 # In a cell's directory: the first traceback of an app that raised while serving.
@@ -217,11 +219,16 @@ class Runner(ABC):
         return CellStatus(ctx.cell.cell_id, status, reason, started, time.time())
 
     def _check_port(self, ctx: CellContext) -> None:
-        if port_in_use(ctx.config.host, ctx.config.port):
-            raise CellFailed(
-                f"port {ctx.config.port} on {ctx.config.host} is already in use by another "
-                "process; free it or set run.port"
-            )
+        # The previous cell's processes were killed a moment ago: a loaded machine may take a
+        # few seconds to reap them and let go of the port.
+        deadline = time.monotonic() + PORT_RELEASE_S
+        while port_in_use(ctx.config.host, ctx.config.port):
+            if time.monotonic() > deadline:
+                raise CellFailed(
+                    f"port {ctx.config.port} on {ctx.config.host} is already in use by another "
+                    "process; free it or set run.port"
+                )
+            time.sleep(0.2)
 
     def _wait_ready(self, ctx: CellContext, target: Service) -> None:
         # The app's setup command runs first and may take as long again.
