@@ -10,6 +10,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 from flaskbench.collect import CellData, RunData, StepData
 from flaskbench.servers import Target
@@ -86,10 +87,12 @@ SUMMARY_COLUMNS = (
     "limit",
     "target_cpu_pct",
     "target_rss_mb",
+    "worker_rss_mb",
     "loadgen_cpu_pct",
     "loadgen_process_cpu_max_pct",
     "worker_request_share_max",
     "worker_processes",
+    "step_status",
     "valid",
     "flags",
 )
@@ -130,6 +133,7 @@ class Row:
     limit: str | None
     target_cpu_pct: float | None
     target_rss_mb: float | None
+    worker_rss_mb: float | None
     loadgen_cpu_pct: float | None
     loadgen_process_cpu_max_pct: float | None
     worker_request_share_max: float | None
@@ -144,7 +148,37 @@ class Row:
         values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         values["valid"] = "true" if self.valid else "false"
         values["flags"] = ";".join(self.flags)
+        values["step_status"] = "measured"
         return {column: _csv_value(values[column]) for column in SUMMARY_COLUMNS}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A step a cell did not climb to (stop_when_saturated): recorded, not missing or failed."""
+
+    run_id: str
+    target: Target
+    workload: str
+    users: int
+    repeat: int
+    reason: str
+
+    def as_csv(self) -> dict[str, object]:
+        known = {
+            "run_id": self.run_id,
+            "target": self.target.name,
+            "server": self.target.server,
+            "worker_class": self.target.worker_class,
+            "workers": self.target.workers,
+            "threads": self.target.threads,
+            "workload": self.workload,
+            "users": self.users,
+            "repeat": self.repeat,
+            "step_status": "skipped",
+            "valid": "false",
+            "flags": "skipped",
+        }
+        return {column: _csv_value(known.get(column)) for column in SUMMARY_COLUMNS}
 
 
 def _csv_value(value: object) -> object:
@@ -199,6 +233,7 @@ def step_row(
         limit=None,
         target_cpu_pct=step.target_cpu_pct,
         target_rss_mb=step.target_rss_mb,
+        worker_rss_mb=step.worker_rss_mb,
         loadgen_cpu_pct=step.loadgen_cpu_pct,
         loadgen_process_cpu_max_pct=step.loadgen_process_cpu_max_pct,
         worker_request_share_max=max(step.served_by_process.values()) / served if served else None,
@@ -350,9 +385,12 @@ class Point:
     rps_vs_expected: float | None
     limit: str | None
     target_cpu_pct: float | None
+    target_rss_mb: float | None
+    worker_rss_mb: float | None
     loadgen_cpu_pct: float | None
     worker_request_share_max: float | None
     worker_processes: int
+    requests: int
     failures: int
     lost_requests: int | None
     flags: tuple[str, ...]
@@ -393,9 +431,12 @@ def aggregate(rows: Sequence[Row]) -> list[Point]:
                 rps_vs_expected=_median(r.rps_vs_expected for r in group),
                 limit=group[0].limit,
                 target_cpu_pct=_median(r.target_cpu_pct for r in group),
+                target_rss_mb=_max(r.target_rss_mb for r in group),
+                worker_rss_mb=_max(r.worker_rss_mb for r in group),
                 loadgen_cpu_pct=_median(r.loadgen_cpu_pct for r in group),
                 worker_request_share_max=_median(r.worker_request_share_max for r in group),
                 worker_processes=max(r.worker_processes for r in group),
+                requests=sum(r.requests for r in group),
                 failures=sum(r.failures for r in group),
                 lost_requests=_sum(r.lost_requests for r in group),
                 flags=tuple(dict.fromkeys(f for r in group for f in r.flags)),
@@ -414,7 +455,10 @@ def _sum(values: Iterable[int | None]) -> int | None:
     return sum(present) if present else None
 
 
-def _max(values: Iterable[int | None]) -> int | None:
+_N = TypeVar("_N", int, float)
+
+
+def _max(values: Iterable[_N | None]) -> _N | None:
     present = [v for v in values if v is not None]
     return max(present) if present else None
 
@@ -463,6 +507,7 @@ class Analysis:
     knees: dict[tuple[str, str], Knee]
     # What a request of each workload costs (None: not known, e.g. nothing was measured).
     works: dict[str, Work | None]
+    skipped: tuple[Skipped, ...] = ()
 
 
 def analyze_run(data: RunData) -> Analysis:
@@ -471,4 +516,22 @@ def analyze_run(data: RunData) -> Analysis:
     )
     rows.sort(key=lambda r: (r.workload, r.target, r.users, r.repeat))
     points = aggregate(rows)
-    return Analysis(data, tuple(rows), tuple(points), knees(points), works)
+    return Analysis(data, tuple(rows), tuple(points), knees(points), works, skipped_steps(data))
+
+
+def skipped_steps(data: RunData) -> tuple[Skipped, ...]:
+    found = []
+    for cell in data.cells:
+        target, workload, repeat = cell.cell_id.split("--")
+        found += [
+            Skipped(
+                data.run_id,
+                data.targets[target],
+                workload,
+                step.users,
+                int(repeat.removeprefix("r")),
+                step.reason,
+            )
+            for step in cell.skipped
+        ]
+    return tuple(sorted(found, key=lambda s: (s.workload, s.target.name, s.users, s.repeat)))

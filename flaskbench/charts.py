@@ -143,4 +143,13 @@ def workload_charts(points: Sequence[Point], workload: str, directory: Path) -> 
             "% of one core",
             lambda p: p.target_cpu_pct,
         ),
+        _plot(
+            mine,
+            directory / f"{workload}-memory.png",
+            f"{workload}: server memory, all processes (solid) and the largest (dashed)",
+            "MB (PSS: shared pages counted once)",
+            lambda p: p.target_rss_mb,
+            lambda p: p.worker_rss_mb,
+            dashed_label="largest process",
+        ),
     ]

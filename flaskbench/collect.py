@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from flaskbench.commands import GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
 from flaskbench.config import parse_cpus
 from flaskbench.rundir import CellStatus, RunDir, RunDirError
-from flaskbench.runners.base import APP_ERROR, RESOURCES_CSV
+from flaskbench.runners.base import APP_ERROR, MEMORY_CSV, RESOURCES_CSV
 from flaskbench.servers import Target
 from flaskbench.stats import Histogram
 from flaskbench.workloads import Workload, workload_from_meta
@@ -51,7 +51,10 @@ class StepData:
     mean_inflight_server: float | None
     served_by_process: dict[int, int]
     target_cpu_pct: float | None
+    # The whole server's memory (summed PSS of its processes where readable, else the RSS the
+    # sampler saw) and its largest process's, at their highest in the window.
     target_rss_mb: float | None
+    worker_rss_mb: float | None
     # The whole load side's CPU as percent of the CPUs it was given, and its busiest process.
     loadgen_cpu_pct: float | None
     loadgen_process_cpu_max_pct: float | None
@@ -59,6 +62,15 @@ class StepData:
     @property
     def duration_s(self) -> float:
         return self.measure_end - self.measure_start
+
+
+@dataclass(frozen=True)
+class SkippedStep:
+    """A step the staircase did not climb to: the target was saturated before it."""
+
+    index: int
+    users: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class CellData:
     workers: int
     # How a user class of the user's own waits between tasks (None: it does not).
     wait_time: str | None = None
+    skipped: tuple[SkippedStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,13 @@ class _GaugeRow:
 
 
 @dataclass(frozen=True)
+class _MemoryRow:
+    t: float
+    pid: int
+    pss_mb: float
+
+
+@dataclass(frozen=True)
 class _ResourceRow:
     t: float
     side: str
@@ -117,8 +137,9 @@ def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
     buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
     gauge = _read_gauge(cell_dir / GAUGE_CSV)
     resources = _read_resources(cell_dir / RESOURCES_CSV)
+    memory = _read_memory(cell_dir / MEMORY_CSV)
     steps = tuple(
-        _step(index, users, start, end, buckets, gauge, resources, load_cpus)
+        _step(index, users, start, end, buckets, gauge, resources, memory, load_cpus)
         for index, users, start, end in windows
     )
     return CellData(
@@ -131,7 +152,18 @@ def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
         cpu_warning_nodes=tuple(str(n) for n in loadgen.get("cpu_warnings", [])),
         workers=int(loadgen.get("workers", 0)),
         wait_time=(loadgen.get("workload") or {}).get("wait_time"),
+        skipped=_skipped(loadgen, cell_dir / LOADGEN_JSON),
     )
+
+
+def _skipped(loadgen: dict[str, Any], path: Path) -> tuple[SkippedStep, ...]:
+    try:
+        return tuple(
+            SkippedStep(int(s["index"]), int(s["users"]), str(s["reason"]))
+            for s in loadgen.get("skipped", [])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RawDataError(f"{path}: damaged list of skipped steps ({exc!r})") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -228,6 +260,14 @@ def _read_gauge(path: Path) -> list[_GaugeRow]:
     return _parse_rows(path, rows, _GaugeRow, _GAUGE_FIELDS)
 
 
+_MEMORY_FIELDS: dict[str, type] = {"t": float, "pid": int, "pss_mb": float}
+
+
+def _read_memory(path: Path) -> list[_MemoryRow]:
+    rows = _csv_rows(path, list(_MEMORY_FIELDS), required=False)
+    return _parse_rows(path, rows, _MemoryRow, _MEMORY_FIELDS)
+
+
 def _read_resources(path: Path) -> list[_ResourceRow]:
     rows = _csv_rows(path, list(_RESOURCE_FIELDS), required=False)
     return _parse_rows(path, rows, _ResourceRow, _RESOURCE_FIELDS)
@@ -241,6 +281,7 @@ def _step(
     buckets: list[_Bucket],
     gauge: list[_GaugeRow],
     resources: list[_ResourceRow],
+    memory: list[_MemoryRow],
     load_cpus: int,
 ) -> StepData:
     inside = [b for b in buckets if start <= b.t and b.t + 1 <= end]
@@ -250,6 +291,11 @@ def _step(
     processes = [r for r in gauge_in if r.pid != 0]
     target_rows = [r for r in resources if r.side == "target" and _in_window(r.t, start, end)]
     load_cpu = _load_cpu(resources, start, end)
+    memory_in = [r for r in memory if _in_window(r.t, start, end)]
+    per_sample: dict[float, float] = defaultdict(float)
+    for row in memory_in:
+        per_sample[row.t] += row.pss_mb
+    server_memory = max(per_sample.values(), default=None)
     return StepData(
         index=index,
         users=users,
@@ -266,7 +312,8 @@ def _step(
         mean_inflight_server=statistics.fmean(r.inflight for r in server) if server else None,
         served_by_process=_served(gauge, start, end),
         target_cpu_pct=_mean_by_time(target_rows, lambda r: r.cpu_pct),
-        target_rss_mb=max((r.rss_mb for r in target_rows), default=None),
+        target_rss_mb=server_memory or max((r.rss_mb for r in target_rows), default=None),
+        worker_rss_mb=max((r.pss_mb for r in memory_in), default=None),
         loadgen_cpu_pct=load_cpu[0] / load_cpus if load_cpu[0] is not None else None,
         loadgen_process_cpu_max_pct=load_cpu[1],
     )

@@ -10,12 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flaskbench.config import Config
-from flaskbench.plan import LOADGEN_STARTUP_S, TAIL_S, Cell
+from flaskbench.plan import (
+    LOADGEN_STARTUP_S,
+    STOP_FIRST_STEP_FACTOR,
+    STOP_GOAL_FACTOR,
+    TAIL_S,
+    Cell,
+    ready_budget_s,
+)
 from flaskbench.servers import server_argv
 from flaskbench.workloads import Workload
 
 # The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
 REQUESTS_USER = "RequestsUser"
+# How loadgen.json's verification names the wait for the target's first answer.
+READINESS = "readiness"
 
 # Cell files named in docs/raw-data.md.
 GAUGE_CSV = "gauge.csv"
@@ -110,11 +119,33 @@ def locust_base(workload: Workload, paths: Paths) -> list[str]:
 
 
 def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> list[str]:
-    stairs = config.staircase
     workload = cell.workload
     requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
     return [
         *locust_base(workload, paths),
+        *_master_options(config, workers),
+        "--csv",
+        f"{paths.cell}/{LOCUST_CSV_PREFIX}",
+        "--logfile",
+        f"{paths.cell}/{MASTER_LOG}",
+        "--fb-out",
+        f"{paths.cell}/{LOADGEN_JSON}",
+        *requests,
+        *_stop_options(config),
+    ]
+
+
+def _stop_options(config: Config) -> list[str]:
+    if not config.stop_when_saturated:
+        return []
+    if config.goal is not None:
+        return ["--fb-stop-p99-ms", str(STOP_GOAL_FACTOR * config.goal.p99_ms)]
+    return ["--fb-stop-p99-factor", str(STOP_FIRST_STEP_FACTOR)]
+
+
+def _master_options(config: Config, workers: int) -> list[str]:
+    stairs = config.staircase
+    return [
         "--headless",
         "--master",
         "--master-bind-host",
@@ -127,13 +158,8 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
         str(LOADGEN_STARTUP_S),
         "--host",
         f"http://{config.host}:{config.port}",
-        "--csv",
-        f"{paths.cell}/{LOCUST_CSV_PREFIX}",
-        "--logfile",
-        f"{paths.cell}/{MASTER_LOG}",
         "--loglevel",
         "INFO",
-        *requests,
         "--fb-steps",
         ",".join(str(u) for u in stairs.users),
         "--fb-warmup",
@@ -144,8 +170,8 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
         str(TAIL_S),
         "--fb-timeout",
         str(config.request_timeout_s),
-        "--fb-out",
-        f"{paths.cell}/{LOADGEN_JSON}",
+        "--fb-ready-timeout",
+        str(ready_budget_s(config)),
     ]
 
 

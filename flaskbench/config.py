@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from flaskbench.app import (
     missing_references,
     wsgi_problem,
 )
-from flaskbench.servers import SERVERS, Setting, Target, resolve_target
+from flaskbench.servers import SERVERS, Target, resolve_target
+from flaskbench.sweeps import expand, resolve_counts
 from flaskbench.workloads import Workload, parse_workload
 
 LOOPBACK = re.compile(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
@@ -52,6 +53,18 @@ class Staircase:
 
 
 @dataclass(frozen=True)
+class Goal:
+    """What a recommended target must hold: p99 latency at a concurrency, within budgets."""
+
+    p99_ms: float
+    users: int
+    # Memory of the whole server (all its processes), None: no budget.
+    max_rss_mb: float | None
+    # Share of requests that may fail (0 to 1).
+    max_error_rate: float
+
+
+@dataclass(frozen=True)
 class CpuSplit:
     target: tuple[int, ...]
     load: tuple[int, ...]
@@ -77,6 +90,11 @@ class Config:
     base_image: str
     # "on", "off", or "alternate" (counting paused every other 2 s, to measure its own cost).
     gauge: str
+    # A cell stops climbing its staircase once the target is clearly saturated (see plan).
+    stop_when_saturated: bool = False
+    goal: Goal | None = None
+    # Sweep combinations that could not be, each with why.
+    dropped: tuple[str, ...] = ()
     # The config exactly as it was run, overrides applied, for meta.json.
     as_run: Mapping[str, Any] = field(default_factory=dict)
 
@@ -175,7 +193,7 @@ class _Problems:
 
 
 # Keys each table may hold; everything else is reported as unknown.
-_TOP_KEYS = {"run", "load", "quick", "cpus", "app", "targets", "workloads"}
+_TOP_KEYS = {"run", "load", "quick", "cpus", "app", "targets", "sweep", "workloads", "goal"}
 _RUN_KEYS = {
     "gauge",
     "runner",
@@ -186,7 +204,16 @@ _RUN_KEYS = {
     "ready_timeout",
     "base_image",
 }
-_LOAD_KEYS = {"users", "warmup", "measure", "repeats", "locust_workers", "request_timeout"}
+_LOAD_KEYS = {
+    "users",
+    "warmup",
+    "measure",
+    "repeats",
+    "locust_workers",
+    "request_timeout",
+    "stop_when_saturated",
+}
+_GOAL_KEYS = {"p99_ms", "users", "max_rss_mb", "max_error_rate"}
 _QUICK_KEYS = {"users", "warmup", "measure"}
 _CPU_KEYS = {"target", "load"}
 _APP_KEYS = {"path", "wsgi", "requirements", "env", "setup"}
@@ -233,12 +260,15 @@ def _build(
     cpus = _table(data, "cpus", _CPU_KEYS, problems)
 
     app = _app(path, data, problems)
-    targets = _targets(data, problems)
+    split = _cpus(cpus, problems)
+    cores = len(split.target) if split else 1
+    targets, dropped = _targets(data, cores, problems)
     workloads = _workloads(path, data, "app" in data, problems)
     staircase = _staircase(load, ("load",), problems)
     if overrides.quick:
         quick_stairs = _staircase({**load, **quick}, ("quick",), problems)
         staircase = quick_stairs or staircase
+    stop_when_saturated = _flag(load, "stop_when_saturated", ("load",), problems)
 
     runner = overrides.runner or run.get("runner", "auto")
     if runner not in RUNNERS:
@@ -246,13 +276,7 @@ def _build(
         message = f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}"
         (problems.cli(where, message) if where else problems.add(("run", "runner"), message))
 
-    host = run.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not (LOOPBACK.match(host) or overrides.allow_remote_target):
-        problems.add(
-            ("run", "host"),
-            f"{host!r} is not a loopback address; load only goes to 127.0.0.0/8 unless you "
-            "pass --allow-remote-target",
-        )
+    host = _host(run, overrides, problems)
     port = _int(run, "port", ("run",), problems, default=18080, low=1024, high=65535)
     master_port = _int(run, "master_port", ("run",), problems, default=15557, low=1024, high=65535)
     if port == master_port:
@@ -269,7 +293,6 @@ def _build(
     repeats = _int(load, "repeats", ("load",), problems, default=1)
     locust_workers = _int(load, "locust_workers", ("load",), problems, default=0, low=0)
     request_timeout = _seconds(load, "request_timeout", ("load",), problems, default=60)
-    split = _cpus(cpus, problems)
 
     if overrides.targets:
         targets = _select(targets, overrides.targets, "--targets", problems)
@@ -282,6 +305,7 @@ def _build(
             problems.cli("--repeats", "must be 1 or more")
         repeats = overrides.repeats
 
+    goal = _goal(data, staircase, problems)
     if problems.items or staircase is None or split is None:
         return None
     as_run = {
@@ -314,6 +338,9 @@ def _build(
         ready_timeout_s=ready_timeout,
         base_image=str(base_image),
         gauge=str(gauge),
+        stop_when_saturated=stop_when_saturated,
+        goal=goal,
+        dropped=tuple(dropped),
         as_run=as_run,
     )
 
@@ -356,6 +383,25 @@ def _int(
         bound = f"between {low} and {high}" if high is not None else f"{low} or more"
         problems.add((*prefix, key), f"must be an integer {bound}, got {value!r}")
         return default
+    return value
+
+
+def _host(run: Mapping[str, Any], overrides: Overrides, problems: _Problems) -> str:
+    host = run.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not (LOOPBACK.match(host) or overrides.allow_remote_target):
+        problems.add(
+            ("run", "host"),
+            f"{host!r} is not a loopback address; load only goes to 127.0.0.0/8 unless you "
+            "pass --allow-remote-target",
+        )
+    return str(host)
+
+
+def _flag(table: Mapping[str, Any], key: str, prefix: tuple[str, ...], problems: _Problems) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        problems.add((*prefix, key), f"must be true or false, got {value!r}")
+        return False
     return value
 
 
@@ -458,24 +504,82 @@ def _named_tables(
             yield name, key, raw
 
 
-def _targets(data: Mapping[str, Any], problems: _Problems) -> list[Target]:
+def _targets(
+    data: Mapping[str, Any], cores: int, problems: _Problems
+) -> tuple[list[Target], list[str]]:
+    """[targets.*], then the targets each [sweep.*] expands into; and what sweeps dropped."""
     targets = []
-    for name, key, raw in _named_tables(data, "targets", "sync", problems):
+    has_sweeps = isinstance(data.get("sweep"), dict) and bool(data["sweep"])
+    tables = (
+        _named_tables(data, "targets", "sync", problems)
+        if "targets" in data or not (has_sweeps)
+        else iter(())
+    )
+    for name, key, raw in tables:
         server = raw.get("server")
         if not isinstance(server, str) or server not in SERVERS:
             problems.add(
                 (*key, "server"), f"unknown server {server!r}; use one of {', '.join(SERVERS)}"
             )
             continue
-        settings: dict[str, Setting] = {k: v for k, v in raw.items() if k != "server"}
+        settings = {k: v for k, v in raw.items() if k != "server"}
         _unknown(settings, set(SERVERS[server].defaults), key, problems)
         known = {k: v for k, v in settings.items() if k in SERVERS[server].defaults}
-        target, target_problems = resolve_target(name, server, known)
+        values, expressions, count_problems = resolve_counts(server, known, cores)
+        for setting, message in count_problems:
+            problems.add((*key, setting), message)
+        if count_problems:
+            continue
+        target, target_problems = resolve_target(name, server, values)
         for problem in target_problems:
             problems.add((*key, problem.key), problem.message)
         if target:
-            targets.append(target)
-    return targets
+            targets.append(replace(target, expressions=expressions))
+    dropped: list[str] = []
+    if has_sweeps:
+        for name, key, raw in _named_tables(data, "sweep", "threads", problems):
+            expansion = expand(name, raw, cores)
+            for setting, message in expansion.problems:
+                problems.add((*key, setting), message)
+            targets += expansion.targets
+            dropped += expansion.dropped
+    names = [t.name for t in targets]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        problems.add(("sweep",), f"two targets are named {duplicate}; rename a sweep or target")
+    return targets, dropped
+
+
+def _goal(data: Mapping[str, Any], staircase: Staircase | None, problems: _Problems) -> Goal | None:
+    """[goal]: what a recommended target must hold (absent: no recommendation)."""
+    if "goal" not in data:
+        return None
+    table = _table(data, "goal", _GOAL_KEYS, problems)
+    before = len(problems.items)
+    p99 = table.get("p99_ms")
+    if isinstance(p99, bool) or not isinstance(p99, int | float) or p99 <= 0:
+        problems.add(("goal", "p99_ms"), f"required: the p99 latency goal in ms, got {p99!r}")
+    top = staircase.users[-1] if staircase else 1
+    users = table.get("users", top)
+    if staircase and users not in staircase.users:
+        problems.add(
+            ("goal", "users"),
+            f"must be one of the staircase's user counts ({', '.join(map(str, staircase.users))}), "
+            f"got {users!r}",
+        )
+    budget = table.get("max_rss_mb")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0
+    ):
+        problems.add(("goal", "max_rss_mb"), f"must be a positive number of MB, got {budget!r}")
+    errors = table.get("max_error_rate", 0)
+    if isinstance(errors, bool) or not isinstance(errors, int | float) or not 0 <= errors < 1:
+        problems.add(
+            ("goal", "max_error_rate"),
+            f"must be a share from 0 to below 1 (0.01 = 1%), got {errors!r}",
+        )
+    if len(problems.items) > before:
+        return None
+    return Goal(float(p99), int(users), float(budget) if budget else None, float(errors))  # type: ignore[arg-type]
 
 
 def _workloads(

@@ -17,6 +17,10 @@ TAIL_S = 1
 # Locust needs a few seconds to start its workers before the staircase's clock starts; the
 # master gives up waiting for them after this long.
 LOADGEN_STARTUP_S = 30
+# With stop_when_saturated, a cell stops climbing once a step's p99 passes this many times the
+# goal's p99, or, without a goal, this many times its first step's p99.
+STOP_GOAL_FACTOR = 4
+STOP_FIRST_STEP_FACTOR = 10
 # Rough cost of starting and stopping one cell's processes or containers, for the ETA only.
 CELL_OVERHEAD_S = {"local": 4, "docker": 8}
 
@@ -58,3 +62,9 @@ def expand(config: Config) -> Plan:
         for workload in config.workloads
     )
     return Plan(cells, config.staircase)
+
+
+def ready_budget_s(config: Config) -> int:
+    """How long a target may take to answer: the ready timeout, and as long again for the app's
+    setup command when it has one."""
+    return config.ready_timeout_s * (2 if config.app.setup else 1)

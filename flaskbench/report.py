@@ -13,16 +13,18 @@ import html
 import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point
+from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point, Row, Skipped
 from flaskbench.charts import Chart, workload_charts
-from flaskbench.rundir import RunDir, atomic_write_text
+from flaskbench.recommend import GoalSpec, recommend
+from flaskbench.rundir import RunDir, atomic_write_json, atomic_write_text
 from flaskbench.servers import Target, describe
 from flaskbench.theory import parallel_processes
 
+RECOMMENDATION_JSON = "recommendation.json"
 SHORTFALL = 0.90
 # Share of the CPU the target could use that counts as saturated.
 CPU_SATURATED = 0.90
@@ -77,20 +79,34 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
         workload: workload_charts(analysis.points, workload, charts_dir)
         for workload in analysis.data.workloads
     }
-    blocks = document(analysis, charts)
+    goal = GoalSpec.from_meta(analysis.data.meta)
+    picks = recommend(analysis, goal) if goal else []
+    blocks = document(analysis, charts, _recommendation(analysis, goal, picks) if goal else [])
     markdown = run.path / "report.md"
     page = run.path / "report.html"
     atomic_write_text(markdown, render_markdown(blocks, run.path))
     atomic_write_text(page, render_html(blocks, f"flaskbench {analysis.data.run_id}"))
-    return [run.summary_path, markdown, page]
+    written = [run.summary_path, markdown, page]
+    if goal:
+        path = run.path / RECOMMENDATION_JSON
+        atomic_write_json(path, {"goal": asdict(goal), "workloads": picks})
+        written.append(path)
+    return written
 
 
 def write_summary(path: Path, analysis: Analysis) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(row.as_csv() for row in analysis.rows)
+    measured: list[Row | Skipped] = [*analysis.rows, *analysis.skipped]
+    measured.sort(key=_summary_order)
+    writer.writerows(row.as_csv() for row in measured)
     atomic_write_text(path, buffer.getvalue())
+
+
+def _summary_order(row: Row | Skipped) -> tuple[str, str, int, int]:
+    target = row.target if isinstance(row, Row) else row.target.name
+    return (row.workload, target, row.users, row.repeat)
 
 
 def _num(value: float | int | None, digits: int = 1) -> str:
@@ -105,12 +121,15 @@ def _slots(slots: int | None) -> str:
     return "unbounded" if slots is None else str(slots)
 
 
-def document(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
+def document(
+    analysis: Analysis, charts: dict[str, list[Chart]], recommendation: list[Block]
+) -> list[Block]:
     data = analysis.data
     blocks: list[Block] = [
         Heading(1, "How many concurrent requests does one Flask process handle?"),
         Paragraph(_provenance(analysis)),
     ]
+    blocks += recommendation
     blocks += _status_notes(analysis)
     blocks.append(Heading(2, "The answer"))
     blocks.append(
@@ -171,6 +190,81 @@ def _provenance(analysis: Analysis) -> str:
         f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
         f"Python {meta.get('python', '?')}; {packages}. {_app_line(meta)}"
     )
+
+
+def _recommendation(analysis: Analysis, goal: GoalSpec, picks: list[dict[str, Any]]) -> list[Block]:
+    """What to run per workload under the goal, and why every other target was left out."""
+    budget = f", memory within {goal.max_rss_mb:g} MB" if goal.max_rss_mb else ""
+    errors = (
+        f"{goal.max_error_rate:.1%} of requests failing" if goal.max_error_rate else "no failure"
+    )
+    blocks: list[Block] = [
+        Heading(2, "Recommendation"),
+        Paragraph(
+            f"Goal: p99 latency within {goal.p99_ms:g} ms at {_users(goal.users)}{budget}, "
+            f"{errors}; among the targets that hold it with a valid measurement, the one with "
+            "the highest throughput (a tie within the measurements' spread goes to less "
+            "memory, then fewer processes). Also in recommendation.json."
+        ),
+    ]
+    targets = analysis.data.targets
+    for pick in picks:
+        blocks.append(Paragraph(_pick_sentence(pick, targets, analysis.data.target_cores, goal)))
+        if pick["excluded"]:
+            blocks.append(
+                Table(
+                    ("left out", "why"),
+                    tuple((e["target"], e["reason"]) for e in pick["excluded"]),
+                )
+            )
+    return blocks
+
+
+def _pick_sentence(
+    pick: dict[str, Any], targets: dict[str, Target], cores: int, goal: GoalSpec
+) -> str:
+    workload = pick["workload"]
+    if pick["target"] is None:
+        text = f"**{workload}**: no target holds the goal."
+        closest = pick["closest"]
+        if closest:
+            text += f" Closest: **{closest['target']}**, which misses by {closest['misses_by']}."
+        return text
+    target = targets[pick["target"]]
+    memory = f", {pick['rss_mb']:.0f} MB" if pick["rss_mb"] is not None else ""
+    text = (
+        f"**{workload}**: run **{target.name}** ({describe(target)}): {_num(pick['rps'])} req/s "
+        f"with p99 {_num(pick['p99_ms'], 0)} ms at {_users(pick['users'])}{memory}."
+    )
+    runner_up = pick["runner_up"]
+    if runner_up:
+        margin = pick["margin"] or 0.0
+        verdict = (
+            "too close to call: within the spread of the measurements"
+            if pick["too_close_to_call"]
+            else "beyond the spread of the measurements"
+        )
+        text += (
+            f" Runner-up: {runner_up['target']} at {_num(runner_up['rps'])} req/s "
+            f"({margin:+.1%}; {verdict})."
+        )
+    thumb = pick["rule_of_thumb"]
+    if thumb:
+        rule = f"2 x {cores} cores + 1 = {thumb['workers']} sync workers"
+        if thumb["target"] == target.name:
+            text += f" It is gunicorn's rule of thumb, {rule}."
+        elif thumb["excluded"]:
+            text += (
+                f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), was left out: "
+                f"{thumb['excluded']}."
+            )
+        elif thumb["rps"]:
+            text += (
+                f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), made "
+                f"{_num(thumb['rps'])} req/s, {thumb['rps'] / pick['rps'] - 1:+.0%} against the "
+                "pick."
+            )
+    return text
 
 
 def _app_line(meta: dict[str, Any]) -> str:
@@ -419,7 +513,7 @@ def _details(analysis: Analysis) -> list[Block]:
         points = [p for p in analysis.points if p.workload == workload]
         if not points:
             continue
-        rows = tuple(
+        rows: list[tuple[str, ...]] = [
             (
                 p.target,
                 str(p.users),
@@ -430,12 +524,19 @@ def _details(analysis: Analysis) -> list[Block]:
                 _num(p.p99_ms),
                 f"{_num(p.peak_inflight_process)} / {_num(p.peak_inflight_server)}",
                 _num(p.target_cpu_pct, 0),
+                _num(p.target_rss_mb, 0),
                 _num(p.loadgen_cpu_pct, 0),
                 ", ".join(p.flags) or "-",
             )
             for series in _by_target(points, order).values()
             for p in series
-        )
+        ]
+        skipped = {
+            (s.target.name, s.users): s.reason for s in analysis.skipped if s.workload == workload
+        }
+        rows += [
+            (name, str(users), "skipped", *["-"] * 8, why) for (name, users), why in skipped.items()
+        ]
         blocks.append(Heading(3, workload))
         blocks.append(
             Table(
@@ -449,10 +550,11 @@ def _details(analysis: Analysis) -> list[Block]:
                     "p99 ms",
                     "in flight process / server",
                     "target CPU %",
+                    "target MB",
                     "load CPU %",
                     "flags",
                 ),
-                rows,
+                tuple(rows),
             )
         )
     return blocks

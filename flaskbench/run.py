@@ -66,6 +66,9 @@ def start_meta(
     meta["targets"] = {t.name: asdict(t) for t in config.targets}
     meta["workloads"] = {w.name: asdict(w) | {"path": w.path} for w in config.workloads}
     meta["app"] = config.app.describe()
+    meta["goal"] = asdict(config.goal) if config.goal else None
+    meta["stop_when_saturated"] = config.stop_when_saturated
+    meta["sweeps_dropped"] = list(config.dropped)
     meta["staircase"] = asdict(config.staircase)
     meta["repeats"] = config.repeats
     meta["cells"] = []

@@ -27,6 +27,10 @@ class Target:
     # Threads per worker process; None means unbounded (a new thread per connection).
     threads: int | None
     settings: Mapping[str, Setting] = field(default_factory=dict)
+    # Settings written relative to the target's cores, as written ("2*cores+1").
+    expressions: Mapping[str, str] = field(default_factory=dict)
+    # The [sweep.NAME] this target was expanded from, if any.
+    sweep: str | None = None
 
     @property
     def worker_connections(self) -> int | None:
@@ -38,6 +42,8 @@ class Target:
 class Problem:
     key: str
     message: str
+    # A combination of valid values that cannot go together (a sweep drops it, not an error).
+    combination: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class Server:
     ]
     # (target, host, port, the harness directory holding appload.py and devserver.py)
     argv: Callable[[Target, str, int, str], list[str]]
+    # Settings that have no effect with these settings (a sweep leaves them out of the name
+    # and does not multiply targets by them).
+    unused: Callable[[Mapping[str, Setting]], frozenset[str]] = lambda _settings: frozenset()
 
 
 def _werkzeug_resolve(
@@ -72,6 +81,7 @@ def _werkzeug_resolve(
                 "processes",
                 "Werkzeug cannot combine threads and processes; set threaded = false "
                 "to fork a process per request, or processes = 1",
+                combination=True,
             )
         ]
     if threaded:
@@ -121,6 +131,7 @@ def _gunicorn_resolve(
                 "threads",
                 f"only the gthread worker class uses threads; remove it or set "
                 f"worker_class = 'gthread' (this target is {worker_class!r})",
+                combination=True,
             )
         )
     if problems:
@@ -171,6 +182,34 @@ def _gunicorn_argv(target: Target, host: str, port: int, harness: str) -> list[s
     ]
 
 
+def _werkzeug_unused(settings: Mapping[str, Setting]) -> frozenset[str]:
+    return frozenset({"processes"} if settings.get("threaded") is True else ())
+
+
+def _gunicorn_unused(settings: Mapping[str, Setting]) -> frozenset[str]:
+    worker_class = settings.get("worker_class")
+    unused = set()
+    if worker_class != "gthread":
+        unused.add("threads")
+    if worker_class != "gevent":
+        unused.add("worker_connections")
+    return frozenset(unused)
+
+
+# How a generated target name shows a setting's value (NAME-gthread-w2-t4).
+SHORT_NAMES = {
+    "workers": "w",
+    "threads": "t",
+    "worker_connections": "c",
+    "processes": "p",
+    "backlog": "b",
+    "keepalive": "ka",
+    "timeout": "to",
+    "graceful_timeout": "gt",
+    "max_requests": "mr",
+}
+
+
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -185,6 +224,7 @@ SERVERS: Mapping[str, Server] = {
         defaults={"threaded": True, "processes": 1},
         resolve=_werkzeug_resolve,
         argv=_werkzeug_argv,
+        unused=_werkzeug_unused,
     ),
     "gunicorn": Server(
         name="gunicorn",
@@ -201,6 +241,7 @@ SERVERS: Mapping[str, Server] = {
         },
         resolve=_gunicorn_resolve,
         argv=_gunicorn_argv,
+        unused=_gunicorn_unused,
     ),
 }
 
@@ -219,7 +260,12 @@ def server_argv(target: Target, host: str, port: int, harness: str) -> list[str]
 
 
 def describe(target: Target) -> str:
-    """How the report names a target's worker model."""
+    """How the report names a target's worker model (and counts written relative to cores)."""
+    written = ", ".join(f"{k} = {v}" for k, v in target.expressions.items())
+    return _model(target) + (f" ({written})" if written else "")
+
+
+def _model(target: Target) -> str:
     if target.server == "werkzeug":
         return {
             "threaded": "Werkzeug dev server, a thread per connection",

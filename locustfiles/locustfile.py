@@ -11,12 +11,14 @@ every spawn message.
 from __future__ import annotations
 
 import argparse
+import http.client
 import inspect
 import json
 import os
 import random
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +30,18 @@ from locust import FastHttpUser, LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, Runner, WorkerRunner
-from stepstats import Buckets, Record, Schedule, plan_schedule, worker_report, write_json_atomic
+from stepstats import (
+    Buckets,
+    Record,
+    Schedule,
+    Step,
+    StepResult,
+    StopRule,
+    plan_schedule,
+    stop_reason,
+    worker_report,
+    write_json_atomic,
+)
 
 # Key of our data in the reports workers send to the master.
 REPORT_KEY = "flaskbench"
@@ -38,6 +51,10 @@ BODY_SHOWN = 400
 VERIFY_S = 3.0
 # The exit code of a master whose verification failed (no load was sent).
 VERIFICATION_FAILED = 3
+# What loadgen.json's verification calls the wait for the target's first answer.
+READINESS = "readiness"
+# A step is judged for --fb-stop-* once the workers' reports for its last second are in.
+REPORT_LAG_S = 1.5
 # Workers report every 3 s by default; every second keeps the tail after the last window (which
 # waits for the last report) short. Locust reads this module global at each report.
 WORKER_REPORT_INTERVAL = 1.0
@@ -76,6 +93,16 @@ def _timeout(text: str) -> float:
         value = 0.0
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
     return value
 
 
@@ -129,6 +156,25 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
         f"report (every {WORKER_REPORT_INTERVAL:g} s) covers the window",
     )
     group.add_argument("--fb-timeout", type=_timeout, default=60.0, help="request timeout, seconds")
+    group.add_argument(
+        "--fb-ready-timeout",
+        type=_positive,
+        default=30.0,
+        help="seconds the master waits for the target's first answer before it verifies",
+    )
+    group.add_argument(
+        "--fb-stop-p99-ms",
+        type=_positive,
+        default=None,
+        help="stop climbing once a step's p99 passes this many ms (or failures appear, or "
+        "throughput fell for two steps in a row)",
+    )
+    group.add_argument(
+        "--fb-stop-p99-factor",
+        type=_positive,
+        default=None,
+        help="the same, with the limit this many times the first step's p99",
+    )
     group.add_argument(
         "--fb-out", type=_out_path, default=None, help="where the master writes loadgen.json"
     )
@@ -227,6 +273,18 @@ class StaircaseShape(LoadTestShape):
         self.schedule: Schedule | None = None
         # Called with the time of each tick; the master samples its own CPU with it.
         self.on_tick: Callable[[float], None] | None = None
+        # With a stop rule: a step's results once its window is over, as the master has them.
+        self.results: Callable[[Step], StepResult] | None = None
+        self.rule = StopRule()
+        self.done: list[StepResult] = []
+        # Set when the staircase stopped climbing: why, and the steps that ran.
+        self.stopped: str | None = None
+
+    @property
+    def steps_run(self) -> tuple[Step, ...]:
+        if self.schedule is None:
+            return ()
+        return self.schedule.steps[: len(self.done)] if self.stopped else self.schedule.steps
 
     def tick(self) -> tuple[int, float] | None:
         now = time.time()
@@ -239,11 +297,27 @@ class StaircaseShape(LoadTestShape):
             now = change
         if self.on_tick is not None:
             self.on_tick(now)
+        if self.stopped or self._saturated(now):
+            return None
         users = self.schedule.users_at(now)
         if users is None:
             return None
         # A spawn rate of the whole step starts all its users in one go, well inside the warmup.
         return users, float(max(users, 1))
+
+    def _saturated(self, now: float) -> bool:
+        """Judge each step whose last worker reports are in; True once the rule says stop."""
+        assert self.schedule is not None
+        if self.results is None:
+            return False
+        for step in self.schedule.steps[len(self.done) :]:
+            if now < step.measure_end + REPORT_LAG_S:
+                break
+            self.done.append(self.results(step))
+            self.stopped = stop_reason(self.done, self.rule)
+            if self.stopped:
+                return True
+        return False
 
 
 def _options(environment: Environment) -> argparse.Namespace:
@@ -331,10 +405,19 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
         # workers' final reports), so every worker report that will ever be processed is in.
         if runner.cpu_warning_emitted:
             record.add_cpu_warning(node)
-        steps = shape.schedule.steps if shape.schedule is not None else ()
-        write_json_atomic(options.fb_out, record.document(workload, steps))
+        if shape.stopped and shape.schedule is not None:
+            record.skipped = [
+                {"index": step.index, "users": step.users, "reason": shape.stopped}
+                for step in shape.schedule.steps[len(shape.done) :]
+            ]
+        write_json_atomic(options.fb_out, record.document(workload, shape.steps_run))
 
     shape.on_tick = on_tick
+    if options.fb_stop_p99_ms is not None or options.fb_stop_p99_factor is not None:
+        shape.rule = StopRule(options.fb_stop_p99_ms, options.fb_stop_p99_factor)
+        shape.results = lambda step: record.buckets.window(
+            step.users, step.measure_start, step.measure_end
+        )
     if distributed:
         environment.events.worker_report.add_listener(on_worker_report)
     else:
@@ -412,13 +495,40 @@ def _describe_wait(wait_time: Any) -> str:
 
 
 def verify(environment: Environment, user_class: type[User]) -> dict[str, Any]:
-    """Every request of the workload once (a user class of the user's own: one user for a few
-    seconds); each must get a status it expects. {"ok", "checked", "failure"}"""
+    """Once the target answers at all: every request of the workload once (a user class of the
+    user's own: one user for a few seconds); each must get a status it expects.
+    {"ok", "checked", "failure"}"""
+    timeout = float(_options(environment).fb_ready_timeout)
+    if not _answers_within(str(environment.host), timeout):
+        failure = {
+            "request": READINESS,
+            "status": 0,
+            "expected": f"within {timeout:g}s",
+            "body": "",
+        }
+        return {"ok": False, "checked": [], "failure": failure}
     # As Locust's runners do when they spawn users: load goes to --host, whatever the class says.
     user_class.host = environment.host
     if user_class is RequestsUser:
         return _verify_requests(RequestsUser(environment))
     return _verify_user_class(environment, user_class)
+
+
+def _answers_within(host: str, timeout: float) -> bool:
+    """Any HTTP answer to GET / will do: the app need not serve "/" (the target is up)."""
+    url = urllib.parse.urlsplit(host)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=1)
+        try:
+            connection.request("GET", "/")
+            connection.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            gevent.sleep(0.05)
+        finally:
+            connection.close()
+    return False
 
 
 def _verify_requests(user: RequestsUser) -> dict[str, Any]:

@@ -86,6 +86,55 @@ def quantise_ms(response_ms: float) -> str:
     return f"{response_ms:.3g}"
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """When a staircase stops climbing: p99 above `p99_ms` (a multiple of the goal) or, without
+    a goal, above `p99_factor` times the first step's p99; failures; or throughput that fell for
+    two steps in a row. Steps not run are recorded as skipped, with the reason."""
+
+    p99_ms: float | None = None
+    p99_factor: float | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    users: int
+    requests: int
+    failures: int
+    p99_ms: float | None
+
+
+def stop_reason(done: Sequence[StepResult], rule: StopRule) -> str | None:
+    """Why the staircase should not climb past the steps done so far, or None."""
+    if not done:
+        return None
+    last = done[-1]
+    if last.failures:
+        return f"{last.failures} requests failed at {last.users} users"
+    limit = rule.p99_ms
+    if limit is None and rule.p99_factor is not None and done[0].p99_ms:
+        limit = rule.p99_factor * done[0].p99_ms
+    if limit is not None and last.p99_ms is not None and last.p99_ms > limit:
+        return f"p99 {last.p99_ms:g} ms at {last.users} users passed {limit:g} ms"
+    if len(done) >= 3 and done[-1].requests < done[-2].requests < done[-3].requests:
+        return f"throughput fell for two steps in a row, to {last.users} users"
+    return None
+
+
+def percentile(latency_ms: Mapping[str, int], q: float) -> float | None:
+    """Nearest-rank percentile of a latency histogram (flaskbench.stats.Histogram's rule)."""
+    total = sum(latency_ms.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q / 100 * total))
+    seen = 0
+    for value in sorted(latency_ms, key=float):
+        seen += latency_ms[value]
+        if seen >= rank:
+            return float(value)
+    return None
+
+
 @dataclass
 class _Bucket:
     requests: int = 0
@@ -127,6 +176,19 @@ class Buckets:
             for t, bucket in sorted(self._by_second.items())
         ]
 
+    def window(self, users: int, start: float, end: float) -> StepResult:
+        """The requests completed in [start, end), as the orchestrator will count them."""
+        inside = [b for t, b in self._by_second.items() if start <= t and t + 1 <= end]
+        latency: Counter[str] = Counter()
+        for bucket in inside:
+            latency.update(bucket.latency_ms)
+        return StepResult(
+            users=users,
+            requests=sum(b.requests for b in inside),
+            failures=sum(b.failures for b in inside),
+            p99_ms=percentile(latency, 99),
+        )
+
     def take_delta(self) -> list[dict[str, Any]]:
         """Everything added since the previous call, which is forgotten here."""
         delta = self.to_json()
@@ -148,6 +210,8 @@ class Record:
         self.buckets = Buckets()
         # What the master found when it checked the workload before any load (see verify()).
         self.verification: dict[str, Any] | None = None
+        # Steps not run because the target was saturated: {"index", "users", "reason"}.
+        self.skipped: list[dict[str, Any]] = []
         self._cpu: list[dict[str, Any]] = []
         self._cpu_warnings: set[str] = set()
         self._workers: set[str] = set()
@@ -172,6 +236,7 @@ class Record:
             "workload": dict(workload),
             "verification": self.verification,
             "steps": [step.to_json() for step in steps],
+            "skipped": self.skipped,
             "buckets": self.buckets.to_json(),
             "loadgen_cpu": sorted(self._cpu, key=lambda sample: (sample["t"], sample["node"])),
             "cpu_warnings": sorted(self._cpu_warnings),

@@ -62,7 +62,7 @@ def test_run_directory_holds_raw_data_meta_and_report(run: tuple[Path, str]) -> 
     assert meta["started"] <= meta["ended"]
     for name in ("gauge.csv", "loadgen.json", "resources.csv", "locust_stats.csv", "target.log"):
         assert (run_dir / "raw" / "sync--io--r1" / name).is_file(), name
-    assert (run_dir / "report.html").read_text().count("data:image/png") == 4
+    assert (run_dir / "report.html").read_text().count("data:image/png") == 5
     assert flaskbench("verify", str(run_dir)).returncode == 0
 
 

@@ -99,7 +99,7 @@ def test_charts_exist_and_html_is_self_contained(tmp_path: Path) -> None:
         chart = path / "charts" / f"io-{name}.png"
         assert chart.read_bytes().startswith(b"\x89PNG")
         assert f"](charts/io-{name}.png)" in markdown
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
     # Nothing to fetch: no external scripts, styles or images.
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<table>" in page

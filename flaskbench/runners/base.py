@@ -16,15 +16,15 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from flaskbench.commands import LOADGEN_JSON, SETUP_LOG
+from flaskbench.commands import LOADGEN_JSON, READINESS, SETUP_LOG
 from flaskbench.config import Config
-from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Plan
-from flaskbench.probes import http_get, port_in_use
+from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
+from flaskbench.probes import port_in_use
 from flaskbench.rundir import CellStatus, atomic_write_text
 
 # Beyond everything a cell may take, before its containers stop themselves: stopping the
@@ -32,6 +32,7 @@ from flaskbench.rundir import CellStatus, atomic_write_text
 TEARDOWN_MARGIN_S = 30
 TARGET_LOG = "target.log"
 RESOURCES_CSV = "resources.csv"
+MEMORY_CSV = "memory.csv"
 # How long a cell waits for its port to be free before it fails.
 PORT_RELEASE_S = 10
 # In the run directory: what checking the app printed (its traceback, if it failed).
@@ -82,13 +83,15 @@ class CellContext:
 
 
 class ResourceSampler(ABC):
-    """Samples CPU and memory of both sides once a second into resources.csv."""
+    """Samples CPU and memory of both sides once a second into resources.csv, and the memory of
+    each of the server's processes into memory.csv."""
 
     interval_s = 1.0
 
     def __init__(self, out: Path) -> None:
         self._out = out
         self._rows: list[tuple[float, str, str, float, float]] = []
+        self._memory: list[tuple[float, int, float]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
@@ -100,6 +103,14 @@ class ResourceSampler(ABC):
     def record(self, t: float, side: str, name: str, cpu_pct: float, rss_mb: float) -> None:
         with self._lock:
             self._rows.append((round(t, 3), side, name, round(cpu_pct, 1), round(rss_mb, 1)))
+
+    def record_server_memory(self, t: float, pids: Iterable[int]) -> None:
+        """Each server process's proportional set size (PSS: a page that processes share, as
+        forked workers do, is shared out among them), so their sum counts it once. Processes
+        whose memory map cannot be read (another user's, without root) are left out."""
+        found = [(pid, mb) for pid in pids if (mb := pss_mb(pid)) is not None]
+        with self._lock:
+            self._memory += [(round(t, 3), pid, round(mb, 2)) for pid, mb in found]
 
     @abstractmethod
     def sample(self) -> None:
@@ -113,12 +124,37 @@ class ResourceSampler(ABC):
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(("t", "side", "name", "cpu_pct", "rss_mb"))
         with self._lock:
-            writer.writerows(sorted(self._rows))
-        atomic_write_text(self._out, buffer.getvalue())
+            _write_csv(self._out, ("t", "side", "name", "cpu_pct", "rss_mb"), sorted(self._rows))
+            _write_csv(
+                self._out.with_name(MEMORY_CSV), ("t", "pid", "pss_mb"), sorted(self._memory)
+            )
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def pss_mb(pid: int) -> float | None:
+    """A process's proportional set size in MiB (Linux 4.14+), or None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def is_server_process(cmdline: str) -> bool:
+    """Not one of what a target runs around its server: the launcher, `timeout`, an init."""
+    program = cmdline.split(" ", 1)[0].rsplit("/", 1)[-1]
+    return "launch.py" not in cmdline and program not in ("timeout", "docker-init", "tini")
 
 
 class Runner(ABC):
@@ -192,8 +228,9 @@ class Runner(ABC):
         failure = ""
         try:
             self._check_port(ctx)
+            # Locust starts while the target does: its master waits until the target answers,
+            # so neither start-up waits for the other.
             target = self.start_target(ctx)
-            self._wait_ready(ctx, target)
             loadgen = self.start_loadgen(ctx)
             sampler = self.start_sampler(ctx, target, loadgen).start()
             self._watch(ctx, target, loadgen)
@@ -230,43 +267,25 @@ class Runner(ABC):
                 )
             time.sleep(0.2)
 
-    def _wait_ready(self, ctx: CellContext, target: Service) -> None:
-        # The app's setup command runs first and may take as long again.
-        setup_s = ctx.config.ready_timeout_s if ctx.config.app.setup else 0
-        deadline = time.monotonic() + ctx.config.ready_timeout_s + setup_s
-        while time.monotonic() < deadline:
-            if target.returncode() is not None:
-                log = _read_log(ctx.cell_dir / TARGET_LOG)
-                raise CellFailed(
-                    startup_failure(log)
-                    or f"target {target.exit_description()} before it answered; see {TARGET_LOG}"
-                )
-            # Any answer will do: an app need not serve "/".
-            if http_get(ctx.config.host, ctx.config.port, "/", timeout=1.0)[0]:
-                return
-            time.sleep(0.2)
-        raise CellFailed(
-            f"target did not answer within {ctx.config.ready_timeout_s}s "
-            f"(run.ready_timeout); see {TARGET_LOG}"
-        )
-
     def _watch(self, ctx: CellContext, target: Service, loadgen: Service) -> None:
         planned = ctx.plan.load_seconds_per_cell
+        allowed = planned + LOADGEN_STARTUP_S + ready_budget_s(ctx.config)
         begun = time.monotonic()
         while loadgen.returncode() is None:
             elapsed = time.monotonic() - begun
             ctx.on_progress(min(elapsed, planned))
             if target.returncode() is not None:
                 raise CellFailed(
-                    f"target {target.exit_description()} {elapsed:.0f}s into the staircase; "
+                    startup_failure(_read_log(ctx.cell_dir / TARGET_LOG))
+                    or f"target {target.exit_description()} {elapsed:.0f}s into the staircase; "
                     f"see {TARGET_LOG}"
                 )
-            if elapsed > planned + LOADGEN_STARTUP_S:
+            if elapsed > allowed:
                 raise CellFailed(
-                    f"Locust had not finished {planned + LOADGEN_STARTUP_S}s after it started "
+                    f"Locust had not finished {allowed}s after it started "
                     f"(planned {planned}s); stopped it"
                 )
-            time.sleep(0.25)
+            time.sleep(0.1)
         ctx.on_progress(planned)
 
     def _app_failure(self, ctx: CellContext, log: str) -> str:
@@ -334,6 +353,10 @@ def verification_failure(loadgen_json: Path) -> str:
     failure = verification.get("failure")
     if verification.get("ok", True) or not isinstance(failure, dict):
         return ""
+    if failure.get("request") == READINESS:
+        return (
+            f"target did not answer {failure.get('expected')} (run.ready_timeout); see {TARGET_LOG}"
+        )
     status = failure.get("status")
     got = f"HTTP {status}" if status else "no answer"
     body = " | ".join(str(failure.get("body", "")).strip().splitlines()[:3])
@@ -347,7 +370,7 @@ def cell_deadline_s(ctx: CellContext) -> int:
     """How long anything a cell starts may live: the longest the orchestrator waits for the
     target to answer and for Locust to walk the staircase, plus the teardown."""
     return (
-        ctx.config.ready_timeout_s
+        ready_budget_s(ctx.config)
         + ctx.config.request_timeout_s
         + LOADGEN_STARTUP_S
         + ctx.plan.load_seconds_per_cell

@@ -53,6 +53,7 @@ from flaskbench.runners.base import (
     Service,
     cell_deadline_s,
     describe_exit,
+    is_server_process,
 )
 
 COMPOSE_DIR = PROJECT_ROOT / "compose"
@@ -233,7 +234,17 @@ class DockerSampler(ResourceSampler):
         return self
 
     def sample(self) -> None:
-        """Streams push their samples; nothing to poll."""
+        """Streams push CPU and memory; the server's own processes are polled for their PSS
+        (their host pids, readable as root, else left out)."""
+        target = self._containers.get("target")
+        if target is None:
+            return
+        try:
+            table = target[1].top(ps_args="-o pid,args")
+        except Exception:  # the container went away meanwhile
+            return
+        pids = [int(row[0]) for row in table.get("Processes") or () if is_server_process(row[1])]
+        self.record_server_memory(time.time(), pids)
 
     def _stream(self, name: str, side: str, container: Any) -> None:
         try:

@@ -44,6 +44,7 @@ from flaskbench.runners.base import (
     Runner,
     Service,
     describe_exit,
+    is_server_process,
 )
 
 _PR_SET_PDEATHSIG = 1
@@ -160,6 +161,19 @@ class LocalSampler(ResourceSampler):
                 then, then_cpu = self._last[name]
                 self.record(now, side, name, 100 * (cpu_s - then_cpu) / (now - then), rss)
             self._last[name] = (now, cpu_s)
+            if side == "target":
+                self.record_server_memory(now, _server_pids(pid))
+
+
+def _server_pids(root: int) -> list[int]:
+    """The server's processes under the target's root (the launcher, left out)."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for process in psutil.Process(root).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if is_server_process(" ".join(process.cmdline())):
+                    found.append(process.pid)
+    return found
 
 
 def _tree_usage(pid: int) -> tuple[float, float]:
