@@ -63,30 +63,38 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def exclusion(point: Point | None, goal: GoalSpec, skipped: str | None) -> str | None:
-    """Why a target's measurement at the goal's users does not qualify, or None."""
+    """Why a target's measurement at the goal's users does not qualify, or None. A goal missed
+    by far says more than a flag on the measurement, so it comes first, with the flags."""
     if point is None:
         if skipped:
             return f"not measured at {goal.users} users: the staircase stopped before ({skipped})"
         return f"no measurement at {goal.users} users"
-    invalid = [flag for flag in point.flags if flag != "failures"]
-    if invalid:
-        return f"invalid measurement at {goal.users} users ({', '.join(invalid)})"
+    flagged = [flag for flag in point.flags if flag != "failures"]
+    missed = _missed(point, goal)
+    if missed and flagged:
+        return f"{missed} (and the measurement is flagged: {', '.join(flagged)})"
+    if flagged:
+        return f"invalid measurement at {goal.users} users ({', '.join(flagged)})"
+    return missed
+
+
+def _missed(point: Point, goal: GoalSpec) -> str | None:
     rate = point.failures / point.requests if point.requests else 0.0
+    if point.p99_ms is not None and point.p99_ms > goal.p99_ms:
+        return f"p99 {point.p99_ms:g} ms over the goal of {goal.p99_ms:g} ms at {goal.users} users"
     if point.failures and rate > goal.max_error_rate:
         return (
             f"{rate:.1%} of requests failed at {goal.users} users "
             f"(allowed {goal.max_error_rate:.1%})"
         )
-    if point.p99_ms is None:
-        return f"no latency measured at {goal.users} users"
-    if point.p99_ms > goal.p99_ms:
-        return f"p99 {point.p99_ms:g} ms over the goal of {goal.p99_ms:g} ms at {goal.users} users"
     if (
         goal.max_rss_mb is not None
         and point.target_rss_mb is not None
         and point.target_rss_mb > goal.max_rss_mb
     ):
         return f"memory {point.target_rss_mb:.0f} MB over the budget of {goal.max_rss_mb:g} MB"
+    if point.p99_ms is None:
+        return f"no latency measured at {goal.users} users"
     return None
 
 

@@ -182,10 +182,6 @@ def _gunicorn_argv(target: Target, host: str, port: int, harness: str) -> list[s
     ]
 
 
-def _werkzeug_unused(settings: Mapping[str, Setting]) -> frozenset[str]:
-    return frozenset({"processes"} if settings.get("threaded") is True else ())
-
-
 def _gunicorn_unused(settings: Mapping[str, Setting]) -> frozenset[str]:
     worker_class = settings.get("worker_class")
     unused = set()
@@ -224,7 +220,6 @@ SERVERS: Mapping[str, Server] = {
         defaults={"threaded": True, "processes": 1},
         resolve=_werkzeug_resolve,
         argv=_werkzeug_argv,
-        unused=_werkzeug_unused,
     ),
     "gunicorn": Server(
         name="gunicorn",

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from flaskbench.analyze import Point
 from flaskbench.config import load_config
 from flaskbench.rundir import CellStatus, RunDir
 
@@ -131,3 +132,40 @@ def _bucket(t: int, requests: int, failures: int, latency_ms: float) -> dict[str
 def _write_csv(path: Path, rows: list[tuple[object, ...]]) -> None:
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
+
+
+def make_point(**values: object) -> Point:
+    """An aggregated step with plausible values; `values` overrides any field."""
+    rps = float(values.get("rps", 20.0))  # type: ignore[arg-type]
+    p99 = values.get("p99_ms", 100.0)
+    fields: dict[str, object] = {
+        "target": "sync",
+        "workload": "io",
+        "work_ms": 100,
+        "users": 4,
+        "repeats": 1,
+        "rps": rps,
+        "rps_min": rps,
+        "rps_max": rps,
+        "mean_ms": p99,
+        "p50_ms": p99,
+        "p99_ms": p99,
+        "peak_inflight_process": 1,
+        "peak_inflight_server": 1,
+        "mean_inflight_server": 1,
+        "expected_slots": 2,
+        "expected_rps": 20,
+        "rps_vs_expected": rps / 20,
+        "limit": "slots",
+        "target_cpu_pct": 10,
+        "target_rss_mb": 50.0,
+        "worker_rss_mb": 25.0,
+        "loadgen_cpu_pct": 10,
+        "worker_request_share_max": 0.5,
+        "worker_processes": 2,
+        "requests": int(rps * 10),
+        "failures": 0,
+        "lost_requests": 0,
+        "flags": (),
+    }
+    return Point(**(fields | values))  # type: ignore[arg-type]

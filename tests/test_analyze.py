@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakerun import Step, make_run
+from fakerun import Step, make_point, make_run
 
 from flaskbench.analyze import Point, Row, analyze_run, find_knee
 from flaskbench.collect import load_run
@@ -114,33 +114,7 @@ def test_median_over_repeats_with_min_and_max(tmp_path: Path) -> None:
 
 
 def point(users: int, rps: float, p99: float) -> Point:
-    return Point(
-        target="sync",
-        workload="io",
-        work_ms=100,
-        users=users,
-        repeats=1,
-        rps=rps,
-        rps_min=rps,
-        rps_max=rps,
-        mean_ms=p99,
-        p50_ms=p99,
-        p99_ms=p99,
-        peak_inflight_process=1,
-        peak_inflight_server=1,
-        mean_inflight_server=1,
-        expected_slots=2,
-        expected_rps=20,
-        rps_vs_expected=rps / 20,
-        limit="slots",
-        target_cpu_pct=10,
-        loadgen_cpu_pct=10,
-        worker_request_share_max=0.5,
-        worker_processes=2,
-        failures=0,
-        lost_requests=0,
-        flags=(),
-    )
+    return make_point(users=users, rps=rps, p99_ms=p99)
 
 
 def test_knee_is_the_lowest_user_count_at_95_percent_of_peak() -> None:

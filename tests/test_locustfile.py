@@ -25,7 +25,7 @@ pytestmark = pytest.mark.load
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "locustfile.py"
 SERVER_DELAY_S = 0.01
-PATHS = {"/hello", "/io", "/cpu", "/mixed", "/form", "/redirect"}
+PATHS = {"/hello", "/io", "/cpu", "/mixed", "/form", "/redirect", "/serial"}
 RUN_TIMEOUT_S = 40
 WORKER_EXIT_TIMEOUT_S = 10
 
@@ -66,7 +66,12 @@ def _start_server(failing: set[str]) -> tuple[http.server.ThreadingHTTPServer, _
             )
             earlier = [p for p, _ in state.seen if p == path]
             state.seen.append((path, query))
-            threading.Event().wait(SERVER_DELAY_S)
+            if path == "/serial":
+                # One request at a time: latency grows with the users, as a saturated server's.
+                with serial:
+                    threading.Event().wait(SERVER_DELAY_S)
+            else:
+                threading.Event().wait(SERVER_DELAY_S)
             status = 404 if path not in PATHS else 200
             if path in state.failing and earlier:
                 status = 500
@@ -85,6 +90,7 @@ def _start_server(failing: set[str]) -> tuple[http.server.ThreadingHTTPServer, _
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+    serial = threading.Lock()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
     state = _Server(port=httpd.server_address[1], failing=failing)
@@ -502,3 +508,33 @@ def test_bad_options_fail_with_one_line_naming_them(
     assert result.returncode != 0
     assert message in result.stderr
     assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+
+
+def test_a_saturated_staircase_stops_climbing_and_says_why(tmp_path: Path) -> None:
+    httpd, server = _start_server(failing=set())
+    try:
+        run = _run(
+            tmp_path,
+            server,
+            "RequestsUser",
+            workers=1,
+            fb={
+                "requests": requests_option({"path": "/serial"}),
+                "steps": "1,4,16,32",
+                "warmup": 1,
+                "measure": 2,
+                "stop-p99-ms": 80,
+            },
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.master_code == 0
+    assert [s["users"] for s in run.loadgen["steps"]] == [1, 4, 16]
+    (skipped,) = run.loadgen["skipped"]
+    assert (skipped["index"], skipped["users"]) == (3, 32)
+    assert skipped["reason"].startswith("p99 ")
+    assert skipped["reason"].endswith(" ms at 16 users passed 80 ms")
+    # No user of the last step was ever started.
+    last_window = run.loadgen["steps"][-1]["measure_end"]
+    assert all(b["t"] < last_window + 3 for b in run.loadgen["buckets"])

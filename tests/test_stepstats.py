@@ -9,8 +9,12 @@ from stepstats import (
     Buckets,
     Record,
     Step,
+    StepResult,
+    StopRule,
+    percentile,
     plan_schedule,
     quantise_ms,
+    stop_reason,
     worker_report,
     write_json_atomic,
 )
@@ -145,6 +149,7 @@ def test_record_documents_the_run_as_docs_raw_data_describes() -> None:
         "bucket_s": 1,
         "workload": workload,
         "verification": {"ok": True, "checked": ["GET /io?ms=100"], "failure": None},
+        "skipped": [],
         "steps": [
             {"index": 0, "users": 1, "start": 100.0, "measure_start": 101.0, "measure_end": 103.0}
         ],
@@ -180,3 +185,61 @@ def test_write_json_atomic_keeps_the_old_file_when_writing_fails(tmp_path: Path)
 
     assert target.read_text() == '{"format": 1}'
     assert os.listdir(tmp_path) == ["loadgen.json"]
+
+
+def result(users: int, requests: int, p99: float | None, failures: int = 0) -> StepResult:
+    return StepResult(users=users, requests=requests, failures=failures, p99_ms=p99)
+
+
+@pytest.mark.parametrize(
+    ("done", "rule", "reason"),
+    [
+        ([result(1, 10, 100), result(4, 40, 120)], StopRule(p99_ms=1000), None),
+        (
+            [result(1, 10, 100), result(4, 40, 1200)],
+            StopRule(p99_ms=1000),
+            "p99 1200 ms at 4 users passed 1000 ms",
+        ),
+        ([result(1, 10, 100), result(4, 40, 999)], StopRule(p99_factor=10), None),
+        (
+            [result(1, 10, 100), result(4, 40, 1001)],
+            StopRule(p99_factor=10),
+            "p99 1001 ms at 4 users passed 1000 ms",
+        ),
+        (
+            [result(1, 10, 100), result(4, 40, 100, failures=1)],
+            StopRule(),
+            "1 requests failed at 4 users",
+        ),
+        (
+            [result(1, 10, 100), result(2, 20, 100), result(4, 19, 100), result(8, 18, 100)],
+            StopRule(),
+            "throughput fell for two steps in a row, to 8 users",
+        ),
+        (
+            [result(1, 10, 100), result(2, 20, 100), result(4, 19, 100), result(8, 19, 100)],
+            StopRule(),
+            None,
+        ),
+        ([], StopRule(p99_ms=1), None),
+    ],
+)
+def test_the_staircase_stops_climbing_once_saturated(
+    done: list[StepResult], rule: StopRule, reason: str | None
+) -> None:
+    assert stop_reason(done, rule) == reason
+
+
+def test_a_window_counts_what_the_orchestrator_counts() -> None:
+    buckets = Buckets()
+    for t, ms, failed in [
+        (99.5, 5.0, False),
+        (100.2, 10.0, False),
+        (101.9, 20.0, True),
+        (102.0, 30.0, False),
+    ]:
+        buckets.add(t, ms, failed)
+    window = buckets.window(4, 100.0, 102.0)
+    assert window == StepResult(users=4, requests=2, failures=1, p99_ms=20.0)
+    assert percentile({"10": 98, "500": 2}, 99) == 500.0
+    assert percentile({}, 99) is None

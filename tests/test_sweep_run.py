@@ -1,0 +1,111 @@
+"""A sweep with a goal through the real command: the recommendation agrees with summary.csv, a
+saturated cell stops climbing (its steps recorded as skipped) and --resume leaves it alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from benchrun import flaskbench, free_port, run_dir_of
+
+pytestmark = pytest.mark.load
+
+CONFIG = """
+[run]
+runner = "local"
+port = {port}
+master_port = {master_port}
+results_dir = "{results}"
+
+[load]
+users = [1, 4, 8, 16]
+warmup = "1s"
+measure = "2s"
+stop_when_saturated = true
+
+[sweep.gt]
+server = "gunicorn"
+worker_class = "gthread"
+workers = [1, 2]
+threads = [1, 4]
+
+[workloads.io]
+io_ms = 50
+
+[goal]
+p99_ms = 80
+users = 8
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("sweep")
+    config = directory / "sweep.toml"
+    config.write_text(
+        CONFIG.format(port=free_port(), master_port=free_port(), results=directory / "results")
+    )
+    result = flaskbench("run", "--config", str(config), timeout=600)
+    assert result.returncode == 0, result.stderr
+    return run_dir_of(result)
+
+
+def rows(run_dir: Path) -> dict[tuple[str, int], dict[str, str]]:
+    with (run_dir / "summary.csv").open(newline="") as handle:
+        return {(r["target"], int(r["users"])): r for r in csv.DictReader(handle)}
+
+
+def test_the_recommendation_agrees_with_the_summary(run: Path) -> None:
+    recommendation = json.loads((run / "recommendation.json").read_text())
+    assert recommendation["goal"] == {
+        "p99_ms": 80.0,
+        "users": 8,
+        "max_rss_mb": None,
+        "max_error_rate": 0.0,
+    }
+    (pick,) = recommendation["workloads"]
+    assert pick["target"] == "gt-w2-t4"
+    row = rows(run)[("gt-w2-t4", 8)]
+    assert pick["rps"] == pytest.approx(float(row["rps"]), abs=0.001)
+    assert pick["p99_ms"] == float(row["p99_ms"])
+    assert pick["rss_mb"] == pytest.approx(float(row["target_rss_mb"]), abs=0.01)
+    excluded = {e["target"]: e["reason"] for e in pick["excluded"]}
+    assert set(excluded) == {"gt-w1-t1", "gt-w1-t4", "gt-w2-t1"}
+    # Fewer than 8 slots: over the goal at 8 users, or saturated before it.
+    assert all(
+        "over the goal of 80 ms at 8 users" in why or "the staircase stopped before" in why
+        for why in excluded.values()
+    ), excluded
+    report = (run / "report.md").read_text()
+    assert report.index("## Recommendation") < report.index("## The answer")
+    assert "**io**: run **gt-w2-t4**" in report
+
+
+def test_a_saturated_cell_stops_climbing_and_records_what_it_skipped(run: Path) -> None:
+    found = rows(run)
+    skipped = found[("gt-w1-t1", 16)]
+    assert (skipped["step_status"], skipped["valid"], skipped["flags"]) == (
+        "skipped",
+        "false",
+        "skipped",
+    )
+    assert skipped["rps"] == ""
+    assert found[("gt-w2-t4", 16)]["step_status"] == "measured"
+    cells = {
+        p.parent.name: json.loads(p.read_text()) for p in (run / "raw").glob("*/cell.json")
+    }
+    stopped = cells["gt-w1-t1--io--r1"]
+    full = cells["gt-w2-t4--io--r1"]
+    # One step of 3 s fewer, whatever the start-up took.
+    assert full["ended"] - full["started"] - (stopped["ended"] - stopped["started"]) > 1.5
+    assert "skipped" in (run / "report.md").read_text()
+
+
+def test_resume_does_not_run_skipped_steps_again(run: Path) -> None:
+    before = {p: p.stat().st_mtime for p in (run / "raw").glob("*/cell.json")}
+    resumed = flaskbench("run", "--resume", str(run), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert {p: p.stat().st_mtime for p in (run / "raw").glob("*/cell.json")} == before
+    assert rows(run)[("gt-w1-t1", 16)]["step_status"] == "skipped"
