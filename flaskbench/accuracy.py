@@ -1,12 +1,14 @@
 """`make accuracy`: how far flaskbench's own numbers can be trusted on this machine.
 
-Three figures, each a ratio measured in one run of the real command:
+Four figures, each a ratio measured in one run of the real command:
 1. measured / expected throughput on /io?ms=100 at and above saturation, for worker models
    whose ceiling is known exactly (sync 2 workers, gthread 2x4, gevent 1 worker, dev-single);
 2. the in-process gauge's cost: /hello throughput while it counts / while it is paused, in
    alternating periods of one run, plus the CPU its sampling takes;
 3. load-generator headroom: what Locust could produce against the fastest target, over what
-   that target could serve, each extrapolated from its CPU use at the same moment.
+   that target could serve, each extrapolated from its CPU use at the same moment;
+4. the harness's own time: a run's wall time on the quick staircase against the time its steps
+   take (starting and stopping each cell's processes is what makes up the difference).
 Prints figures; asserts nothing.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import json
 import math
 import re
@@ -248,6 +251,38 @@ def loadgen_headroom(base: dict[str, Any], directory: Path, runner: str) -> None
     )
 
 
+def harness_overhead(base: dict[str, Any], directory: Path, runner: str) -> None:
+    quick = {"users": [1, 8, 64], "warmup": "1s", "measure": "3s", **base.get("quick", {})}
+    targets = {name: settings for name, (settings, _) in IO_TARGETS.items()}
+    config = _config(base, directory, load=quick, targets=targets, workloads={"io": {"io_ms": 100}})
+    run_dir = _run(config, runner)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    stairs = meta["staircase"]
+    steps_s = len(stairs["users"]) * (stairs["warmup_s"] + stairs["measure_s"])
+    print(
+        f"4. harness time on the quick staircase, {runner} runner: {len(targets)} cells of "
+        f"{len(stairs['users'])} steps, {steps_s} s of steps each"
+    )
+    print(f"   {'target':<11}{'cell s':>8}{'over':>7}")
+    walls = []
+    for name in targets:
+        status = json.loads((run_dir / "raw" / f"{name}--io--r1" / "cell.json").read_text())
+        wall = float(status["ended"]) - float(status["started"])
+        walls.append(wall)
+        print(f"   {name:<11}{wall:>8.1f}{wall / steps_s - 1:>7.0%}")
+    session = meta["sessions"][-1]
+    total = _seconds_between(session["started"], session["ended"])
+    print(
+        f"   run: {total:.0f} s for {len(targets) * steps_s} s of steps "
+        f"({total / (len(targets) * steps_s) - 1:+.0%}); cells alone {sum(walls):.0f} s "
+        f"({sum(walls) / (len(targets) * steps_s) - 1:+.0%})"
+    )
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flaskbench.accuracy", description=__doc__)
     parser.add_argument("--config", type=Path, default=Path("bench.toml"))
@@ -262,7 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-FIGURES = {"io": io_ceilings, "gauge": gauge_overhead, "headroom": loadgen_headroom}
+FIGURES = {
+    "io": io_ceilings,
+    "gauge": gauge_overhead,
+    "headroom": loadgen_headroom,
+    "harness": harness_overhead,
+}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from flaskbench.plan import (
     Cell,
     ready_budget_s,
 )
-from flaskbench.servers import server_argv
+from flaskbench.servers import SERVERS, server_argv
 from flaskbench.workloads import Workload
 
 # The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
@@ -58,7 +58,9 @@ class Paths:
     gauge_file: str | None = None
 
 
-def _launcher(config: Config, paths: Paths, gauge: list[str], grace_s: int) -> list[str]:
+def _launcher(
+    config: Config, paths: Paths, gauge: list[str], grace_s: int, stop_signal: str = "TERM"
+) -> list[str]:
     """The launcher up to its `--`: the app, its directory and setup, and the gauge."""
     app = config.app
     argv = [
@@ -67,6 +69,8 @@ def _launcher(config: Config, paths: Paths, gauge: list[str], grace_s: int) -> l
         *gauge,
         "--grace",
         str(grace_s),
+        "--stop-signal",
+        stop_signal,
         "--app",
         app.wsgi,
         "--app-dir",
@@ -95,7 +99,8 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
         gauge += ["--alternate", str(ALTERNATE_S)]
     server = server_argv(cell.target, config.host, config.port, paths.harness)
     grace_s = int(cell.target.settings.get("graceful_timeout", 5)) + 2
-    return [*_launcher(config, paths, gauge, grace_s), paths.python, *server]
+    stop_signal = SERVERS[cell.target.server].stop_signal
+    return [*_launcher(config, paths, gauge, grace_s, stop_signal), paths.python, *server]
 
 
 def check_command(config: Config, paths: Paths) -> list[str]:

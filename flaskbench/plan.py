@@ -11,9 +11,9 @@ from flaskbench.config import Config, Staircase
 from flaskbench.servers import Target
 from flaskbench.workloads import Workload
 
-# Seconds the last step's users keep running after its window, so the Locust workers' last
-# periodic report (every second, see locustfiles/locustfile.py) covers the whole window.
-TAIL_S = 1
+# Seconds the last step's users keep running after its window. None are needed: a worker told
+# to quit sends a last report with everything it recorded, which the master waits for.
+TAIL_S = 0
 # Locust needs a few seconds to start its workers before the staircase's clock starts; the
 # master gives up waiting for them after this long.
 LOADGEN_STARTUP_S = 30

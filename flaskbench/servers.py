@@ -60,6 +60,9 @@ class Server:
     # Settings that have no effect with these settings (a sweep leaves them out of the name
     # and does not multiply targets by them).
     unused: Callable[[Mapping[str, Setting]], frozenset[str]] = lambda _settings: frozenset()
+    # What the launcher stops the server with once a cell's load is over (no request is in
+    # flight then, so a server that can stop at once should).
+    stop_signal: str = "TERM"
 
 
 def _werkzeug_resolve(
@@ -237,6 +240,8 @@ SERVERS: Mapping[str, Server] = {
         resolve=_gunicorn_resolve,
         argv=_gunicorn_argv,
         unused=_gunicorn_unused,
+        # TERM is gunicorn's graceful stop, which takes its workers up to a second to notice.
+        stop_signal="QUIT",
     ),
 }
 

@@ -7,7 +7,8 @@
 The server runs in its own process group, in the launcher's session, and dies with the launcher
 (Linux PR_SET_PDEATHSIG); whatever it forked stays in that session even when orphaned, so whoever
 started the launcher in a session of its own can find and end all of it. SIGTERM or SIGINT to
-the launcher sends SIGTERM to the server's process group, then SIGKILL after --grace seconds.
+the launcher sends --stop-signal (default SIGTERM) to the server's process group, then SIGKILL
+after --grace seconds.
 With --gauge-out, the launcher creates an empty gauge file, hands its path to the server in
 FLASKBENCH_GAUGE, and writes a row per process every --interval seconds, on multiples of the
 interval in wall-clock time, plus one after the server has ended (format: docs/raw-data.md).
@@ -74,6 +75,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds from SIGTERM to SIGKILL")
     parser.add_argument(
+        "--stop-signal",
+        type=_signal,
+        default=signal.SIGTERM,
+        help="what stops the server (default TERM; gunicorn stops at once on QUIT)",
+    )
+    parser.add_argument(
         "--alternate",
         type=int,
         metavar="S",
@@ -119,6 +126,16 @@ def prepare_app(args: argparse.Namespace, env: dict[str, str]) -> tuple[Path, di
     return app_dir, server_env
 
 
+def _signal(text: str) -> int:
+    name = text.upper().removeprefix("SIG")
+    try:
+        return int(signal.Signals[f"SIG{name}"])
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown signal {text!r}; use TERM, INT or QUIT"
+        ) from None
+
+
 def die_with_parent(parent: int) -> Callable[[], None]:
     """A preexec_fn that makes the server get SIGKILL when the launcher dies."""
     libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
@@ -138,19 +155,24 @@ class StopRequest:
     """When the launcher was asked to stop (monotonic seconds), and whether the grace ran out."""
 
     group: int
+    stop_signal: int = signal.SIGTERM
     asked_at: float | None = None
     killed: bool = False
 
     def ask(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal_name(self.stop_signal)
         if self.asked_at is None:
             self.asked_at = time.monotonic()
-            log(f"got {signal_name(signum)}; sending SIGTERM to the server's group")
-        signal_group(self.group, signal.SIGTERM)
+            log(f"got {signal_name(signum)}; sending {name} to the server's group")
+        signal_group(self.group, self.stop_signal)
 
     def kill_if_overdue(self, grace: float) -> None:
         overdue = self.asked_at is not None and time.monotonic() - self.asked_at >= grace
         if overdue and not self.killed:
-            log(f"server still running {grace:g} s after SIGTERM; sending SIGKILL")
+            log(
+                f"server still running {grace:g} s after {signal_name(self.stop_signal)}; "
+                "sending SIGKILL"
+            )
             signal_group(self.group, signal.SIGKILL)
             self.killed = True
 
@@ -333,7 +355,7 @@ def run(args: argparse.Namespace, command: list[str]) -> int:
             log(f"could not start {shlex.join(command)}: {error}")
             return 127
         log(f"started pid {server.pid}: {shlex.join(command)}")
-        stop = StopRequest(group=server.pid)
+        stop = StopRequest(group=server.pid, stop_signal=args.stop_signal)
         signal.signal(signal.SIGTERM, stop.ask)
         signal.signal(signal.SIGINT, stop.ask)
         try:

@@ -93,9 +93,7 @@ def test_a_saturated_cell_stops_climbing_and_records_what_it_skipped(run: Path) 
     )
     assert skipped["rps"] == ""
     assert found[("gt-w2-t4", 16)]["step_status"] == "measured"
-    cells = {
-        p.parent.name: json.loads(p.read_text()) for p in (run / "raw").glob("*/cell.json")
-    }
+    cells = {p.parent.name: json.loads(p.read_text()) for p in (run / "raw").glob("*/cell.json")}
     stopped = cells["gt-w1-t1--io--r1"]
     full = cells["gt-w2-t4--io--r1"]
     # One step of 3 s fewer, whatever the start-up took.
