@@ -1,8 +1,13 @@
 """In-process concurrency gauge: how many requests are inside the app, per process and server-wide.
 
-A request counts from the moment the WSGI app is called until its response iterable is closed (or
-the app raises). Counting must cost next to nothing, so writers only log events and the reader
-(the launcher) does all the arithmetic.
+A request counts from the moment the WSGI app is called until the last chunk of its response body
+is handed to the server, before the server can send it (or until the app raises, the body raises,
+or the server closes the body before its end). So a request has left the count before its client
+can have the whole response, and a client's next request enters after it: with N clients that
+wait for each response, the count never exceeds N, whatever the server does after the last chunk
+(Werkzeug's dev server waits up to 10 ms for the client to hang up before it closes the body, and
+a threaded one has the next request inside by then). Counting must cost next to nothing, so
+writers only log events and the reader (the launcher) does all the arithmetic.
 
 The gauge lives in a sparse file (normally under /dev/shm) that every process of the server maps.
 It is an array of native 64-bit words:
@@ -75,6 +80,19 @@ the writer overwrote before the reader took it (the ring overflowed) is counted 
 Either makes peaks approximate. Once every event of a dead process is replayed, the requests it
 still held are `lost` and its slot is freed.
 
+Handing over. The middleware cannot see the server send, so it watches the body. One known whole
+when the app returns, a list or tuple of at most one chunk or a Flask response of at most one
+chunk (every non-streamed one), leaves with the return. Any other is read one chunk ahead and
+leaves just before the chunk that turns out to be the last is handed out: a streamed body's
+chunks each reach the server once the next one is ready, and a failure of the body comes after
+the chunks before it, as without the gauge. A Flask response (Werkzeug's ClosingIterator) is
+changed in place rather than wrapped, which costs less: its first two chunks are read from the
+iterator in its private `_next` (a partial of next) when the app returns, `_next` is replaced
+by what hands them over, and for a stream the leave joins its private `_callbacks`, to run at
+close if the end was never reached. Whether a ClosingIterator class is as this relies on is tried
+once per class on a probe; on any other Werkzeug, and for a body of any other type, the body is
+wrapped instead. werkzeug is never imported here.
+
 While `paused` is set, the middleware calls the app as if there were no gauge. Only the
 launcher's `--alternate` sets it, so that the gauge's own cost can be measured within one run
 (on in even periods, off in odd ones) rather than between runs, which vary far more than 2%.
@@ -96,9 +114,9 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
-
-from werkzeug.wsgi import ClosingIterator
+from functools import partial
+from itertools import chain
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -391,13 +409,24 @@ def _reset_in_forked_children(gauge: Gauge) -> None:
     os.register_at_fork(after_in_child=after_in_child)
 
 
+# Marks the end of a body's chunks; no chunk is this object.
+_END: bytes = object()  # type: ignore[assignment]
+# A `next` of a body without chunks.
+_NO_CHUNKS = iter(()).__next__
+# Bodies whose chunks are all there when the app returns.
+_SEQUENCES = (list, tuple)
+
+
 class GaugeMiddleware:
-    """WSGI middleware counting each request from the call until its response is closed."""
+    """WSGI middleware counting each request from the call until its last chunk is handed over."""
 
     def __init__(self, app: WSGIApplication, gauge: Gauge) -> None:
         self._app = app
         self._gauge = gauge
         self._paused = gauge.paused
+        # The ClosingIterator class, once its probe passed; the body types that were probed.
+        self._in_place: type | None = None
+        self._probed: set[type] = set()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._paused[0]:
@@ -409,41 +438,125 @@ class GaugeMiddleware:
         except BaseException:
             gauge.leave()
             raise
-        if type(body) is ClosingIterator:
-            # Every Flask response: the server's close() runs these callbacks, so joining them
-            # costs less than wrapping the body. First in line, so that a failing callback
-            # after it cannot keep the request counted.
-            body._callbacks.insert(0, gauge.leave)
+        if type(body) is self._in_place or self._probe(type(body)):
+            _hand_over_in_place(body, gauge.leave)
             return body
-        return _ClosingBody(body, gauge.leave)
+        if type(body) in _SEQUENCES and len(body) < 2:  # type: ignore[arg-type]
+            # All of it, handed over now.
+            gauge.leave()
+            return body
+        return _HandedOver(body, gauge.leave)
+
+    def _probe(self, body_type: type) -> bool:
+        """Whether bodies of this type are changed in place; tried once per type."""
+        if body_type in self._probed:
+            return False
+        self._probed.add(body_type)
+        if _changes_in_place(body_type):
+            self._in_place = body_type
+            return True
+        return False
 
 
-class _ClosingBody:
-    """The app's response iterable; calls `on_close` exactly once, even if the app's close fails."""
+def _changes_in_place(body_type: type) -> bool:
+    """Whether `body_type` is Werkzeug's ClosingIterator as the middleware relies on: its `_next`
+    is `partial(next, the body's iterator)`, iterating it calls `_next`, and closing it calls its
+    `_callbacks` in turn. Tried on a probe."""
+    if (body_type.__module__, body_type.__qualname__) != ("werkzeug.wsgi", "ClosingIterator"):
+        return False
+    seen: list[object] = []
+    try:
+        probe = body_type(iter((b"chunk",)))
+        made = probe._next
+        if type(made) is not partial or made.func is not next or len(made.args) != 1:
+            return False
+        probe._next = next(made.args[0]).decode
+        probe._callbacks.insert(0, lambda: seen.append("closed"))
+        seen.append(next(probe))
+        probe.close()
+    except Exception:
+        return False
+    return seen == ["chunk", "closed"]
 
-    # One is made for every request.
-    __slots__ = ("_body", "_on_close")
 
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+def _hand_over_in_place(body: Any, leave: Callable[[], None]) -> None:
+    """Make a Flask response (a ClosingIterator) hand its chunks over as `_handing_over` does.
+
+    Looking at its first two chunks now costs less than a generator per request, and mostly
+    suffices: a non-streamed response is one chunk, which is then handed over with the body.
+    """
+    chunks = body._next.args[0]
+    first = following = _END
+    try:
+        first = next(chunks, _END)
+        if first is not _END:
+            following = next(chunks, _END)
+    except Exception as error:
+        # Hand over what came before, then fail where the body did, as without the gauge.
+        body._callbacks.insert(0, leave)
+        body._next = _then_raise(first, error).__next__
+        return
+    if following is _END:
+        leave()
+        body._next = _NO_CHUNKS if first is _END else iter((first,)).__next__
+        return
+    # Streamed. First in line, so that a failing callback after it cannot keep the request
+    # counted if the server closes the body before its end.
+    callbacks = body._callbacks
+    callbacks.insert(0, leave)
+    body._next = _handing_over(chain((first, following), chunks), leave, callbacks).__next__
+
+
+def _then_raise(chunk: bytes, error: Exception) -> Iterator[bytes]:
+    if chunk is not _END:
+        yield chunk
+    raise error
+
+
+def _handing_over(
+    chunks: Iterator[bytes], leave: Callable[[], None], pending: list[Callable[[], None]]
+) -> Iterator[bytes]:
+    """The chunks, each handed out once the next is known: `leave` runs (and is taken out of
+    `pending`, which the server's close runs) just before the last one is handed out."""
+    chunk = next(chunks, _END)
+    try:
+        for following in chunks:
+            yield chunk
+            chunk = following
+    except Exception:
+        # The body failed after `chunk`: hand it over first, as it would go without the gauge.
+        # The server closes the body after the failure.
+        if chunk is not _END:
+            yield chunk
+        raise
+    pending.remove(leave)
+    leave()
+    if chunk is not _END:
+        yield chunk
+
+
+class _HandedOver:
+    """Any other body: iterated through `_handing_over`; closing it closes the app's body and,
+    if the last chunk was never reached, leaves."""
+
+    # One is made for every such request.
+    __slots__ = ("_body", "_leave", "_pending")
+
+    def __init__(self, body: Iterable[bytes], leave: Callable[[], None]) -> None:
         self._body = body
-        self._on_close: Callable[[], None] | None = on_close
+        self._leave = leave
+        self._pending = [leave]
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        return _handing_over(iter(self._body), self._leave, self._pending)
 
     def close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is None:
-            return
         try:
-            # Flask's responses always have close(); looking it up only when one does not
-            # keeps the common path short.
-            self._body.close()  # type: ignore[attr-defined]
-        except AttributeError:
             if hasattr(self._body, "close"):
-                raise
+                self._body.close()
         finally:
-            on_close()
+            if self._pending:
+                self._pending.pop()()
 
 
 class Row(NamedTuple):

@@ -4,7 +4,7 @@ Every test holds requests inside the gauge at a known moment and checks the exac
 lost event, a shared slot or a missed peak shows up as a wrong number, not as a slowdown. Tests
 that need events at chosen times give the writer a fake clock (on a file whose stamps count from
 0) and the reader a horizon; tests of the publish protocol stop a writer between its two stores
-by holding it inside its clock.
+by holding it inside its clock. What the middleware counts as in flight: test_gauge_handover.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 import gauge
 import pytest
 from gauge import Row
-from werkzeug.wsgi import ClosingIterator
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 TIMEOUT_S = 10
@@ -157,81 +156,6 @@ def test_threads_held_inside_count_in_server_and_process_rows(
     # The peak of the interval since the last sample started at n.
     assert reader.sample().processes == [Row(os.getpid(), 0, n, n)]
     assert reader.sample().server == Row(0, 0, 0, n)
-
-
-def test_a_response_counts_until_it_is_closed(
-    counter: gauge.Gauge, reader: gauge.GaugeReader
-) -> None:
-    body = gauge.GaugeMiddleware(instant, counter)({}, start_response)
-    assert list(body) == [b"ok"]
-    assert reader.sample().server.inflight == 1
-    body.close()  # type: ignore[attr-defined]
-    body.close()  # type: ignore[attr-defined]
-    assert reader.sample().server == Row(0, 0, 1, 1)
-
-
-def test_a_paused_gauge_neither_counts_nor_wraps(
-    gauge_path: str, counter: gauge.Gauge, reader: gauge.GaugeReader
-) -> None:
-    middleware = gauge.GaugeMiddleware(instant, counter)
-    reader.pause(True)
-    body = middleware({}, start_response)
-    assert body == [b"ok"]
-    reader.pause(False)
-    counted = middleware({}, start_response)
-    assert counted != [b"ok"]
-    counted.close()  # type: ignore[attr-defined]
-    assert reader.sample().server == Row(0, 0, 1, 1)
-
-
-def test_a_flask_style_response_is_counted_until_closed_without_a_wrapper(
-    counter: gauge.Gauge, reader: gauge.GaugeReader
-) -> None:
-    closed: list[str] = []
-
-    def failing_close() -> None:
-        closed.append("app")
-        raise RuntimeError("close failed")
-
-    def flask_like(environ: dict[str, object], respond: Callable[..., object]) -> ClosingIterator:
-        respond("200 OK", [])
-        return ClosingIterator([b"ok"], [failing_close])
-
-    body = gauge.GaugeMiddleware(flask_like, counter)({}, start_response)
-    assert type(body) is ClosingIterator
-    assert list(body) == [b"ok"]
-    assert reader.sample().server.inflight == 1
-    with pytest.raises(RuntimeError, match="close failed"):
-        body.close()  # type: ignore[attr-defined]
-    assert closed == ["app"]
-    assert reader.sample().server == Row(0, 0, 1, 1)
-
-
-def test_the_apps_own_close_is_called_and_may_fail(
-    counter: gauge.Gauge, reader: gauge.GaugeReader
-) -> None:
-    class Body(list[bytes]):
-        def close(self) -> None:
-            raise RuntimeError("close failed")
-
-    def app(environ: dict[str, object], respond: Callable[..., object]) -> Body:
-        return Body([b"ok"])
-
-    body = gauge.GaugeMiddleware(app, counter)({}, start_response)
-    with pytest.raises(RuntimeError, match="close failed"):
-        body.close()  # type: ignore[attr-defined]
-    assert reader.sample().server == Row(0, 0, 1, 1)
-
-
-def test_an_app_that_raises_leaves_the_gauge(
-    counter: gauge.Gauge, reader: gauge.GaugeReader
-) -> None:
-    def app(environ: dict[str, object], respond: Callable[..., object]) -> list[bytes]:
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        gauge.GaugeMiddleware(app, counter)({}, start_response)
-    assert reader.sample().server.inflight == 0
 
 
 def test_peak_is_exact_and_reset_on_read(counter: gauge.Gauge, reader: gauge.GaugeReader) -> None:

@@ -122,7 +122,7 @@ import app, gauge
 print(isinstance(app.app.wsgi_app, gauge.GaugeMiddleware))
 client = app.app.test_client()
 for _ in range(3):
-    # Leaving the with block closes the response iterable, which ends the request for the gauge.
+    # Reading the body, or else leaving the with block, ends the request for the gauge.
     with client.get("/hello") as response:
         assert response.status_code == 200
 """
