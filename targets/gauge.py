@@ -1,15 +1,20 @@
 """In-process concurrency gauge: how many requests are inside the app, per process and server-wide.
 
-A request counts from the moment the WSGI app is called until its response iterable is closed (or
-the app raises). Counting must cost next to nothing, so writers only log events and the reader
-(the launcher) does all the arithmetic.
+A request counts from the moment the WSGI app is called until the last chunk of its response body
+is handed to the server, before the server can send it (or until the app raises, the body raises,
+or the server closes the body before its end). So a request has left the count before its client
+can have the whole response, and a client's next request enters after it: with N clients that
+wait for each response, the count never exceeds N, whatever the server does after the last chunk
+(Werkzeug's dev server waits up to 10 ms for the client to hang up before it closes the body, and
+a threaded one has the next request inside by then). Counting must cost next to nothing, so
+writers only log events and the reader (the launcher) does all the arithmetic.
 
 The gauge lives in a sparse file (normally under /dev/shm) that every process of the server maps.
-It is an array of native int64 words:
+It is an array of native 64-bit words:
 
-    header       [magic, version, slot count, ring size, overflow, dropped, paused, 0]
-    slot i       [pid, published, generation, copied, 0, 0, 0, 0]    (slot count of these)
-    ring i       [event] * ring size                                  (one per slot)
+    header       [magic, version, slot count, ring size, overflow, dropped, paused, base]
+    slot i       [pid, taken, generation, copied, 0, 0, 0, 0]    (slot count of these)
+    ring i       [event] * ring size                             (one per slot, unsigned)
 
 Each process claims a slot at its first request. A claim takes a free slot (pid 0), else one
 whose process has died (its events the reader had not copied yet are added to `dropped`); it
@@ -18,23 +23,75 @@ held by a live process, the claimer's requests are only counted, in `overflow`. 
 freeing are rare, so they hold `fcntl.flock` on an open file description of their own (flock
 excludes between those, not between processes or threads).
 
-An event is `time.monotonic_ns() << 1`, plus 1 for an enter. A writer stores it at
-`ring[published % ring size]` and then stores the new `published`, both under the process's own
-`threading.Lock` (a gevent lock once gevent has monkey-patched, which is when the app is imported
-in a gevent worker): no system call, no cross-process lock. x86-64 keeps stores in order, so a
-reader that sees a count also sees the events before it. After a fork the child starts over with
-a fresh lock and claims a slot of its own at its first request.
+Publishing. Each event (an enter or a leave) gets the slot's next sequence number s. A writer
+takes s and stores s + 1 as the slot's `taken` in one call into C code (`zip` over
+`itertools.count` and a `map` storing the count) that runs no Python code and keeps the GIL, so
+no other thread, greenlet or signal handler of the process runs in between: `taken` only grows
+and is exactly the count of numbers handed out, without a lock. Then the writer stores the
+event at ring[s % ring size], as one word:
 
-The reader copies each slot's new events (`copied` records how far) and replays them, which gives
-exact inflight, peak and served counts for every process and the whole server: each process's
-in publishing order, the server's merged in timestamp order (CLOCK_MONOTONIC is system-wide, so
-stamps from different processes compare; on equal stamps a leave goes first, so no peak is
-invented). It replays only up to a horizon, because a writer may be preempted between reading
-the clock and publishing: the launcher replays up to one interval before the sample time. An
-event published after the horizon it belongs to was replayed is still applied, at the start of
-the next interval, and counted as `late`; an event the writer overwrote before the reader copied
-it (the ring overflowed) is counted as `dropped`. Either makes peaks approximate. Once every event
-of a dead process is replayed, the requests it still held are `lost` and its slot is freed.
+    bits 63..17   nanoseconds since `base` (CLOCK_MONOTONIC when the file was created)
+    bit  16       1 for an enter, 0 for a leave
+    bit  15       1: "written", so that a never-written (zero) word matches no tag
+    bits 14..0    s mod 2**15
+                  (bits 15..0 are the word's tag, which names the sequence number it holds)
+
+Both stores are single aligned 8-byte words (CPython copies a memoryview item with an 8-byte
+memcpy, a single load or store), which x86-64 and arm64 make single-copy atomic: a reader sees a
+word whole, before or after a store. Nothing else is assumed: another CPU may see the two stores
+in either order (arm64 reorders them; x86-64 would not, but the word is stored after the count
+anyway), and one process's threads store in any order.
+
+Reading. The reader reads `taken` (T) and then the words for sequence numbers `copied` to T-1
+(all of them within the last ring size; older ones were overwritten: `dropped`). At the
+position of s it can see s's word, if its store is done and visible here; or an older word (of
+s - k * ring size, or zero) when the writer was preempted between taking s and storing, or when
+this CPU does not see the store yet; or a newer one (s + k * ring size) when the writer has come
+round the ring since. The reader takes a word only if its tag is s's. Sequence numbers in a slot
+only grow, across holders too (a new holder goes on from the last one's `taken`), and a tag
+holds s modulo four rings (the ring size is at most 2**13): an older or newer word could pass
+for s's only four or more laps away, which would take three stores to that position in a row
+that this CPU never saw (stores become visible within microseconds) or that killed writers
+never made, or the writer lapping the reader four times while it copies one sample.
+
+- Of a live process the reader takes the run of matching words from `copied` on and stops at the
+  first word that does not match: that number and everything after it are read again at the next
+  sample. So no event is taken twice, none is taken before the numbers below it (a preempted
+  writer holds back the events after its own until it stores), and every stored event is taken
+  once it is visible, unless the ring came round first, which is counted in `dropped`.
+- Of a dead process (checked before reading T, so T is final, and death makes all its stores
+  visible) every matching word up to T is taken; a number without its word was taken by a thread
+  killed between its two stores, and counts in `dropped`.
+
+Because writers need not reach the clock in sequence order, the reader sorts each process's
+events by word, that is by stamp (and on equal stamps a leave first). `base` is in the header;
+47 bits of nanoseconds cover 39 hours from it, and the launcher creates a new file for each run.
+A stamp outside that range is stored as the nearest end: counts stay exact, only the order among
+such events is lost. The take relies on the GIL: free-threaded Python builds are not supported.
+
+Replaying. The reader replays the events it has taken, which gives exact inflight, peak and
+served counts for every process and the whole server: each process's, and the server's merged,
+in stamp order (CLOCK_MONOTONIC is system-wide, so stamps from different processes compare; on
+equal stamps a leave goes first, so no peak is invented). It replays only up to a horizon,
+because a writer may be preempted between reading the clock and storing: the launcher replays up
+to one interval before the sample time. An event taken after the horizon it belongs to was
+replayed is still applied, at the start of the next interval, and counted as `late`; an event
+the writer overwrote before the reader took it (the ring overflowed) is counted as `dropped`.
+Either makes peaks approximate. Once every event of a dead process is replayed, the requests it
+still held are `lost` and its slot is freed.
+
+Handing over. The middleware cannot see the server send, so it watches the body. One known whole
+when the app returns, a list or tuple of at most one chunk or a Flask response of at most one
+chunk (every non-streamed one), leaves with the return. Any other is read one chunk ahead and
+leaves just before the chunk that turns out to be the last is handed out: a streamed body's
+chunks each reach the server once the next one is ready, and a failure of the body comes after
+the chunks before it, as without the gauge. A Flask response (Werkzeug's ClosingIterator) is
+changed in place rather than wrapped, which costs less: its first two chunks are read from the
+iterator in its private `_next` (a partial of next) when the app returns, `_next` is replaced
+by what hands them over, and for a stream the leave joins its private `_callbacks`, to run at
+close if the end was never reached. Whether a ClosingIterator class is as this relies on is tried
+once per class on a probe; on any other Werkzeug, and for a body of any other type, the body is
+wrapped instead. werkzeug is never imported here.
 
 While `paused` is set, the middleware calls the app as if there were no gauge. Only the
 launcher's `--alternate` sets it, so that the gauge's own cost can be measured within one run
@@ -48,6 +105,7 @@ import contextlib
 import fcntl
 import itertools
 import mmap
+import operator
 import os
 import sys
 import tempfile
@@ -56,42 +114,57 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
-
-from werkzeug.wsgi import ClosingIterator
+from functools import partial
+from itertools import chain
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 MAGIC = int.from_bytes(b"FBGAUGE\0", "little")
-VERSION = 2
+VERSION = 3
 # 256 rings of 8192 events: 16 MiB at most, and the file is sparse, so only rings that are
 # written take memory. A ring holds 0.4 s of events at 20 000 per second, four samples' worth.
 DEFAULT_SLOTS = 256
 DEFAULT_RING = 8192
+# A tag tells sequence numbers apart modulo 2**15: four rings of this size.
+MAX_RING = 1 << 13
 
-_MAGIC, _VERSION, _SLOTS, _RING, _OVERFLOW, _DROPPED, _PAUSED = range(7)
+_MAGIC, _VERSION, _SLOTS, _RING, _OVERFLOW, _DROPPED, _PAUSED, _BASE = range(8)
 _HEADER_WORDS = 8
-_PID, _PUBLISHED, _GENERATION, _COPIED = range(4)
+_PID, _TAKEN, _GENERATION, _COPIED = range(4)
 # A cache line per slot: one process's count stores do not contend with another's.
 _SLOT_WORDS = 8
-_ENTER = 1
+
+# An event word, from its lowest bit (see the module docstring).
+_SEQUENCE_BITS = 0x7FFF
+_WRITTEN = 0x8000
+_TAG = _WRITTEN | _SEQUENCE_BITS
+_ENTER = 0x10000
+_STAMP_SHIFT = 17
+_LAST_STAMP = (1 << (64 - _STAMP_SHIFT)) - 1
 
 
 def file_size(slots: int = DEFAULT_SLOTS, ring: int = DEFAULT_RING) -> int:
     return (_HEADER_WORDS + slots * (_SLOT_WORDS + ring)) * 8
 
 
-def create(path: str, slots: int = DEFAULT_SLOTS, ring: int = DEFAULT_RING) -> None:
+def create(
+    path: str, slots: int = DEFAULT_SLOTS, ring: int = DEFAULT_RING, base_ns: int | None = None
+) -> None:
     """Create an empty gauge file at `path`, atomically replacing any file already there.
 
-    Replacing (rather than truncating) means a leftover process that still maps the old file
-    can neither crash on a shrunken mapping nor count into the new one.
+    Event stamps count from `base_ns` on CLOCK_MONOTONIC, by default now. Replacing (rather
+    than truncating) means a leftover process that still maps the old file can neither crash on
+    a shrunken mapping nor count into the new one.
     """
-    if slots < 1 or ring < 1 or ring & (ring - 1):
-        raise ValueError("a gauge needs a slot and a ring size that is a power of two")
+    if slots < 1 or not 1 <= ring <= MAX_RING or ring & (ring - 1):
+        raise ValueError(
+            f"a gauge needs a slot and a ring size that is a power of two up to {MAX_RING}"
+        )
     header = memoryview(bytearray(_HEADER_WORDS * 8)).cast("q")
     header[_MAGIC], header[_VERSION], header[_SLOTS], header[_RING] = MAGIC, VERSION, slots, ring
+    header[_BASE] = time.monotonic_ns() if base_ns is None else base_ns
     fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".gauge-")
     try:
         with os.fdopen(fd, "wb") as file:
@@ -135,19 +208,21 @@ class _GaugeFile:
         except BaseException:
             os.close(self._fd)
             raise
-        self.words = memoryview(self._map).cast("q")
+        self._bytes = memoryview(self._map)
+        self.words = self._bytes.cast("q")
         # Every view of the mapping, so that close can release them: mmap refuses to close
         # while one is alive.
-        self._views = [self.words]
+        self._views = [self._bytes, self.words]
         problem = _layout_problem(self.words)
         if problem:
             self.close()
             raise ValueError(f"{path}: {problem}")
         self.slots: int = self.words[_SLOTS]
         self.ring_size: int = self.words[_RING]
+        self.base: int = self.words[_BASE]
 
-    def _view(self, start: int, length: int) -> memoryview:
-        view = self.words[start : start + length]
+    def _view(self, start: int, length: int, word_format: str = "q") -> memoryview:
+        view = self._bytes[start * 8 : (start + length) * 8].cast(word_format)
         self._views.append(view)
         return view
 
@@ -165,10 +240,10 @@ class _GaugeFile:
 
     def ring(self, slot: int) -> memoryview:
         start = _HEADER_WORDS + self.slots * _SLOT_WORDS + slot * self.ring_size
-        return self._view(start, self.ring_size)
+        return self._view(start, self.ring_size, "Q")
 
-    def published_word(self, slot: int) -> memoryview:
-        return self._view(self.slot_base(slot) + _PUBLISHED, 1)
+    def taken_word(self, slot: int) -> memoryview:
+        return self._view(self.slot_base(slot) + _TAKEN, 1)
 
     def paused_word(self) -> memoryview:
         return self._view(_PAUSED, 1)
@@ -188,8 +263,9 @@ class _GaugeFile:
         finally:
             os.close(fd)  # which releases the lock
 
-    def claim_slot(self, pid: int) -> int | None:
-        """A slot for `pid`: a free one, else one whose process has died; None if all are held."""
+    def claim_slot(self, pid: int) -> tuple[int, int] | None:
+        """A slot for `pid` and its first sequence number: a free slot, else one whose process
+        has died; None if all are held."""
         with self.exclusive() as words:
             pids = self.slot_column(_PID)
             slot = next((i for i, held_by in enumerate(pids) if held_by == 0), None)
@@ -200,11 +276,14 @@ class _GaugeFile:
             base = self.slot_base(slot)
             # Events of a dead holder that the reader has not copied yet (none in a free slot:
             # the reader frees a slot once it has copied and replayed all of its events).
-            words[_DROPPED] += words[base + _PUBLISHED] - words[base + _COPIED]
-            words[base + _PUBLISHED] = words[base + _COPIED] = 0
+            taken = words[base + _TAKEN]
+            words[_DROPPED] += taken - words[base + _COPIED]
+            # Numbering goes on from the last holder's, so that no word it left in the ring
+            # carries the tag of a number the new holder will be read at.
+            words[base + _COPIED] = taken
             words[base + _GENERATION] += 1
             words[base + _PID] = pid
-            return slot
+            return slot, taken
 
     def count_overflow(self) -> None:
         with self.exclusive() as words:
@@ -238,7 +317,7 @@ class Gauge:
 
     def _start_unclaimed(self) -> None:
         # A new lock: after a fork, the inherited one may be held by a thread that is not here.
-        self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()
         self._claimed = False
         self.enter = self._claim_then_enter
         self.leave = self._claim_then_leave
@@ -252,12 +331,12 @@ class Gauge:
         self.leave()
 
     def _claim(self) -> None:
-        with self._lock:
+        with self._claim_lock:
             if self._claimed:
                 return
             pid = os.getpid()
-            slot = self._file.claim_slot(pid)
-            if slot is None:
+            claimed = self._file.claim_slot(pid)
+            if claimed is None:
                 print(
                     f"gauge: all {self._file.slots} slots are held; pid {pid}'s requests are "
                     "counted in overflow only",
@@ -266,9 +345,11 @@ class Gauge:
                 )
                 self.enter, self.leave = self._file.count_overflow, _uncounted
             else:
-                ring, published = self._file.ring(slot), self._file.published_word(slot)
-                lock = None if _greenlets_only() else self._lock
-                self.enter, self.leave = _event_writers(lock, ring, published, self._clock)
+                slot, first = claimed
+                ring, taken = self._file.ring(slot), self._file.taken_word(slot)
+                self.enter, self.leave = _event_writers(
+                    ring, taken, first, self._file.base, self._clock
+                )
             self._claimed = True
 
     def after_fork_in_child(self) -> None:
@@ -284,66 +365,36 @@ def _uncounted() -> None:
     """A leave of a process without a slot: only its enters are counted, in overflow."""
 
 
-def _greenlets_only() -> bool:
-    """True in a gevent-patched process: requests then run as greenlets of one thread, and
-    enter and leave never yield, so no lock is needed (gevent's own lock would double the
-    gauge's cost)."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("threading"))
-
-
 def _event_writers(
-    lock: threading.Lock | None,
-    ring: memoryview,
-    published: memoryview,
-    clock: Callable[[], int],
+    ring: memoryview, taken: memoryview, first: int, base: int, clock: Callable[[], int]
 ) -> tuple[Callable[[], None], Callable[[], None]]:
-    """`enter` and `leave` for one slot: each logs an event, then publishes the new count.
+    """`enter` and `leave` for one slot whose numbering goes on from `first`.
 
-    They run on every request, so everything they use is a closure variable, and the lock is
-    taken with its bound methods, which costs half of what a with statement does. Without a
-    lock (greenlets only), the same without it.
+    They run on every request, so everything they use is a closure variable or a module
+    constant, and there is no lock: one call of `take` hands out the next sequence number and
+    stores the new `taken`.
     """
     mask = len(ring) - 1
-    count = 0
-    if lock is None:
+    counts_taken = map(
+        operator.setitem, itertools.repeat(taken), itertools.repeat(0), itertools.count(first + 1)
+    )
+    take: Callable[[], tuple[int, None]] = zip(itertools.count(first), counts_taken).__next__
 
-        def enter_unlocked() -> None:
-            nonlocal count
-            ring[count & mask] = clock() << 1 | _ENTER
-            count += 1
-            published[0] = count
+    def writer(kind: int) -> Callable[[], None]:
+        def write() -> None:
+            sequence, _ = take()
+            try:
+                ring[sequence & mask] = (
+                    (clock() - base << _STAMP_SHIFT) + (sequence & _SEQUENCE_BITS) + kind
+                )
+            except ValueError:
+                # The stamp does not fit its bits: the nearest end of its range.
+                stamp = min(max(clock() - base, 0), _LAST_STAMP)
+                ring[sequence & mask] = (stamp << _STAMP_SHIFT) + (sequence & _SEQUENCE_BITS) + kind
 
-        def leave_unlocked() -> None:
-            nonlocal count
-            ring[count & mask] = clock() << 1
-            count += 1
-            published[0] = count
+        return write
 
-        return enter_unlocked, leave_unlocked
-    acquire, release = lock.acquire, lock.release
-
-    def enter() -> None:
-        nonlocal count
-        acquire()
-        try:
-            ring[count & mask] = clock() << 1 | _ENTER
-            count += 1
-            published[0] = count
-        finally:
-            release()
-
-    def leave() -> None:
-        nonlocal count
-        acquire()
-        try:
-            ring[count & mask] = clock() << 1
-            count += 1
-            published[0] = count
-        finally:
-            release()
-
-    return enter, leave
+    return writer(_WRITTEN | _ENTER), writer(_WRITTEN)
 
 
 def _reset_in_forked_children(gauge: Gauge) -> None:
@@ -358,13 +409,24 @@ def _reset_in_forked_children(gauge: Gauge) -> None:
     os.register_at_fork(after_in_child=after_in_child)
 
 
+# Marks the end of a body's chunks; no chunk is this object.
+_END: bytes = object()  # type: ignore[assignment]
+# A `next` of a body without chunks.
+_NO_CHUNKS = iter(()).__next__
+# Bodies whose chunks are all there when the app returns.
+_SEQUENCES = (list, tuple)
+
+
 class GaugeMiddleware:
-    """WSGI middleware counting each request from the call until its response is closed."""
+    """WSGI middleware counting each request from the call until its last chunk is handed over."""
 
     def __init__(self, app: WSGIApplication, gauge: Gauge) -> None:
         self._app = app
         self._gauge = gauge
         self._paused = gauge.paused
+        # The ClosingIterator class, once its probe passed; the body types that were probed.
+        self._in_place: type | None = None
+        self._probed: set[type] = set()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self._paused[0]:
@@ -376,41 +438,125 @@ class GaugeMiddleware:
         except BaseException:
             gauge.leave()
             raise
-        if type(body) is ClosingIterator:
-            # Every Flask response: the server's close() runs these callbacks, so joining them
-            # costs less than wrapping the body. First in line, so that a failing callback
-            # after it cannot keep the request counted.
-            body._callbacks.insert(0, gauge.leave)
+        if type(body) is self._in_place or self._probe(type(body)):
+            _hand_over_in_place(body, gauge.leave)
             return body
-        return _ClosingBody(body, gauge.leave)
+        if type(body) in _SEQUENCES and len(body) < 2:  # type: ignore[arg-type]
+            # All of it, handed over now.
+            gauge.leave()
+            return body
+        return _HandedOver(body, gauge.leave)
+
+    def _probe(self, body_type: type) -> bool:
+        """Whether bodies of this type are changed in place; tried once per type."""
+        if body_type in self._probed:
+            return False
+        self._probed.add(body_type)
+        if _changes_in_place(body_type):
+            self._in_place = body_type
+            return True
+        return False
 
 
-class _ClosingBody:
-    """The app's response iterable; calls `on_close` exactly once, even if the app's close fails."""
+def _changes_in_place(body_type: type) -> bool:
+    """Whether `body_type` is Werkzeug's ClosingIterator as the middleware relies on: its `_next`
+    is `partial(next, the body's iterator)`, iterating it calls `_next`, and closing it calls its
+    `_callbacks` in turn. Tried on a probe."""
+    if (body_type.__module__, body_type.__qualname__) != ("werkzeug.wsgi", "ClosingIterator"):
+        return False
+    seen: list[object] = []
+    try:
+        probe = body_type(iter((b"chunk",)))
+        made = probe._next
+        if type(made) is not partial or made.func is not next or len(made.args) != 1:
+            return False
+        probe._next = next(made.args[0]).decode
+        probe._callbacks.insert(0, lambda: seen.append("closed"))
+        seen.append(next(probe))
+        probe.close()
+    except Exception:
+        return False
+    return seen == ["chunk", "closed"]
 
-    # One is made for every request.
-    __slots__ = ("_body", "_on_close")
 
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+def _hand_over_in_place(body: Any, leave: Callable[[], None]) -> None:
+    """Make a Flask response (a ClosingIterator) hand its chunks over as `_handing_over` does.
+
+    Looking at its first two chunks now costs less than a generator per request, and mostly
+    suffices: a non-streamed response is one chunk, which is then handed over with the body.
+    """
+    chunks = body._next.args[0]
+    first = following = _END
+    try:
+        first = next(chunks, _END)
+        if first is not _END:
+            following = next(chunks, _END)
+    except Exception as error:
+        # Hand over what came before, then fail where the body did, as without the gauge.
+        body._callbacks.insert(0, leave)
+        body._next = _then_raise(first, error).__next__
+        return
+    if following is _END:
+        leave()
+        body._next = _NO_CHUNKS if first is _END else iter((first,)).__next__
+        return
+    # Streamed. First in line, so that a failing callback after it cannot keep the request
+    # counted if the server closes the body before its end.
+    callbacks = body._callbacks
+    callbacks.insert(0, leave)
+    body._next = _handing_over(chain((first, following), chunks), leave, callbacks).__next__
+
+
+def _then_raise(chunk: bytes, error: Exception) -> Iterator[bytes]:
+    if chunk is not _END:
+        yield chunk
+    raise error
+
+
+def _handing_over(
+    chunks: Iterator[bytes], leave: Callable[[], None], pending: list[Callable[[], None]]
+) -> Iterator[bytes]:
+    """The chunks, each handed out once the next is known: `leave` runs (and is taken out of
+    `pending`, which the server's close runs) just before the last one is handed out."""
+    chunk = next(chunks, _END)
+    try:
+        for following in chunks:
+            yield chunk
+            chunk = following
+    except Exception:
+        # The body failed after `chunk`: hand it over first, as it would go without the gauge.
+        # The server closes the body after the failure.
+        if chunk is not _END:
+            yield chunk
+        raise
+    pending.remove(leave)
+    leave()
+    if chunk is not _END:
+        yield chunk
+
+
+class _HandedOver:
+    """Any other body: iterated through `_handing_over`; closing it closes the app's body and,
+    if the last chunk was never reached, leaves."""
+
+    # One is made for every such request.
+    __slots__ = ("_body", "_leave", "_pending")
+
+    def __init__(self, body: Iterable[bytes], leave: Callable[[], None]) -> None:
         self._body = body
-        self._on_close: Callable[[], None] | None = on_close
+        self._leave = leave
+        self._pending = [leave]
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        return _handing_over(iter(self._body), self._leave, self._pending)
 
     def close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is None:
-            return
         try:
-            # Flask's responses always have close(); looking it up only when one does not
-            # keeps the common path short.
-            self._body.close()  # type: ignore[attr-defined]
-        except AttributeError:
             if hasattr(self._body, "close"):
-                raise
+                self._body.close()
         finally:
-            on_close()
+            if self._pending:
+                self._pending.pop()()
 
 
 class Row(NamedTuple):
@@ -429,8 +575,8 @@ class Sample(NamedTuple):
     # Requests that processes took with them when they died mid-request, since the reader began:
     # the server accepted them and never answered (a client may have retried them elsewhere).
     lost: int = 0
-    # Events published after the horizon they belonged to had been replayed, and events
-    # overwritten before the reader copied them, since the reader began.
+    # Events taken after the horizon they belonged to had been replayed; and events overwritten
+    # before the reader took them or never written by a killed writer, since the reader began.
     late: int = 0
     dropped: int = 0
 
@@ -441,18 +587,16 @@ class _Owner:
 
     slot: int
     pid: int
-    # Events copied out of the slot's ring so far, counting from the claim.
-    copied: int = 0
-    # Events copied but not replayed yet: they are beyond the horizon. In publishing order,
-    # which is the order they happened in, and timestamp order too: the writer reads the clock
-    # and publishes under one lock.
+    # The next sequence number to read.
+    copied: int
+    # Events taken from the ring but not replayed yet: they are beyond the horizon. Sorted.
     pending: list[int] = field(default_factory=list)
     inflight: int = 0
     served: int = 0
     dead: bool = False
 
     def take_due(self, horizon: int) -> list[int]:
-        """The pending events stamped at or before `horizon`."""
+        """The pending events stamped at or before `horizon` (ns since the base)."""
         cut = bisect.bisect_right(self.pending, _last_event_at(horizon))
         due, self.pending = self.pending[:cut], self.pending[cut:]
         return due
@@ -460,7 +604,7 @@ class _Owner:
 
 def _last_event_at(ns: int) -> int:
     """The highest event stamped at `ns`: every event stamped up to `ns` is at most this."""
-    return ns << 1 | _ENTER
+    return ns << _STAMP_SHIFT | (1 << _STAMP_SHIFT) - 1
 
 
 def _replay(events: list[int], inflight: int) -> tuple[int, int, int]:
@@ -479,6 +623,14 @@ def _replay(events: list[int], inflight: int) -> tuple[int, int, int]:
     return inflight, peak, leaves
 
 
+def _tags(first: int, end: int) -> list[int]:
+    """The tags of sequence numbers `first` to `end` - 1 (fewer than 2**15 of them): they count
+    up through the sequence bits, and wrap round at most once."""
+    low, count = first & _SEQUENCE_BITS, end - first
+    upto_wrap = list(range(_WRITTEN + low, _WRITTEN + min(low + count, _SEQUENCE_BITS + 1)))
+    return upto_wrap + list(range(_WRITTEN, _WRITTEN + count - len(upto_wrap)))
+
+
 class GaugeReader:
     """The launcher's view of a gauge file: replays every process's events into counts."""
 
@@ -487,7 +639,7 @@ class GaugeReader:
         self._rings = [self._file.ring(slot) for slot in range(self._file.slots)]
         # By (slot, generation): a slot taken over from a dead process has a new generation.
         self._owners: dict[tuple[int, int], _Owner] = {}
-        # Monotonic ns up to which events have been replayed.
+        # Nanoseconds since the base up to which events have been replayed.
         self._horizon = -1
         self._inflight = self._served = 0
         self._lost = self._late = self._dropped = 0
@@ -504,7 +656,8 @@ class GaugeReader:
         """
         with self._file.exclusive() as words:
             held = self._copy_new_events(words)
-            horizon = time.monotonic_ns() if horizon_ns is None else horizon_ns
+            now = time.monotonic_ns() if horizon_ns is None else horizon_ns
+            horizon = now - self._file.base
             due = {key: owner.take_due(horizon) for key, owner in self._owners.items()}
             all_due = sorted(itertools.chain.from_iterable(due.values()))
             self._late += bisect.bisect_right(all_due, _last_event_at(self._horizon))
@@ -522,7 +675,7 @@ class GaugeReader:
         return Sample(server, processes, overflow, self._lost, self._late, self._dropped + dropped)
 
     def _copy_new_events(self, words: memoryview) -> set[tuple[int, int]]:
-        """Copy every slot's unread events into its owner's pending list; the held slots' keys."""
+        """Take every slot's new events into its owner's pending list; the held slots' keys."""
         pids = self._file.slot_column(_PID)
         generations = self._file.slot_column(_GENERATION)
         held = set()
@@ -531,8 +684,11 @@ class GaugeReader:
                 continue
             key = (slot, generation)
             held.add(key)
-            owner = self._owners.setdefault(key, _Owner(slot, pid))
-            # Before reading the count: a process that is dead has published its last event.
+            owner = self._owners.get(key)
+            if owner is None:
+                copied = words[self._file.slot_base(slot) + _COPIED]
+                owner = self._owners[key] = _Owner(slot, pid, copied)
+            # Before reading `taken`: a process that is dead has made its last store.
             owner.dead = owner.dead or not pid_alive(pid)
             self._copy(owner, words)
         for key, owner in self._owners.items():
@@ -544,20 +700,34 @@ class GaugeReader:
         base = self._file.slot_base(owner.slot)
         ring = self._rings[owner.slot]
         size = len(ring)
-        published = words[base + _PUBLISHED]
-        start = max(owner.copied, published - size)
+        taken = words[base + _TAKEN]
+        # Numbers before the last ring's worth have been overwritten, or are being.
+        start = max(owner.copied, taken - size)
+        self._dropped += start - owner.copied
         first = start & (size - 1)
-        end = first + published - start
-        events = ring[first:end].tolist()
+        end = first + taken - start
+        events = ring[first : min(end, size)].tolist()
         if end > size:
             events += ring[: end - size].tolist()
-        # The writer may have come round the ring again while we copied.
-        overwritten = words[base + _PUBLISHED] - size - start
-        if overwritten > 0:
-            events = events[overwritten:]
-        self._dropped += published - owner.copied - len(events)
+        tags, expected = [event & _TAG for event in events], _tags(start, taken)
+        if tags == expected:
+            owner.copied = taken
+        elif owner.dead:
+            # Final: a number without its word was taken by a writer killed before storing it.
+            pairs = zip(events, tags, expected, strict=True)
+            matching = [event for event, tag, want in pairs if tag == want]
+            self._dropped += len(events) - len(matching)
+            events, owner.copied = matching, taken
+        else:
+            # Not stored yet, or not visible here yet: from there on, again at the next sample.
+            pairs = zip(tags, expected, strict=True)
+            stored = next(i for i, (tag, want) in enumerate(pairs) if tag != want)
+            del events[stored:]
+            owner.copied = start + stored
         owner.pending += events
-        owner.copied = words[base + _COPIED] = published
+        # Writers take numbers and read the clock in either order.
+        owner.pending.sort()
+        words[base + _COPIED] = owner.copied
 
     def _replay_owner(self, owner: _Owner, due: list[int]) -> Row:
         owner.inflight, peak, leaves = _replay(due, owner.inflight)

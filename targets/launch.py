@@ -13,7 +13,7 @@ With --gauge-out, the launcher creates an empty gauge file, hands its path to th
 FLASKBENCH_GAUGE, and writes a row per process every --interval seconds, on multiples of the
 interval in wall-clock time, plus one after the server has ended (format: docs/raw-data.md).
 The rows for time t are written at t + interval, so that requests that read the clock just
-before t have published their events; at exit it logs what made the counts approximate, if
+before t have stored their events; at exit it logs what made the counts approximate, if
 anything (see gauge.py).
 
 The server runs in --app-dir (default: the current directory), with the app (--app, as
@@ -238,8 +238,9 @@ class GaugeCsv:
             (sample.late, "gauge events came in after their sample: some peaks are approximate"),
             (
                 sample.dropped,
-                "gauge events were lost (a ring overflowed, or a dead process's slot was "
-                "taken over before it was read): counts and peaks are approximate",
+                "gauge events were lost (a ring overflowed, a dead process's slot was taken "
+                "over before it was read, or a process was killed while storing one): counts "
+                "and peaks are approximate",
             ),
         ]
         return [f"{count} {what}" for count, what in problems if count]

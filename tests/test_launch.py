@@ -58,8 +58,8 @@ class Launched:
         return self.process.wait(TIMEOUT_S)
 
     def wait_until_served(self, count: int) -> None:
-        """Until the gauge has seen `count` requests closed: a client has its response a moment
-        before the server closes the response iterable, and stopping then would cut it short."""
+        """Until the gauge.csv rows show `count` requests served: rows for time t are written one
+        interval later, and stopping the server before would leave them out."""
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             if final_served(self.gauge_rows()).get(0) == count:
