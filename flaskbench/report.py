@@ -135,9 +135,10 @@ def document(
     blocks.append(
         Paragraph(
             "Requests in flight are counted inside the app, from the call of the WSGI app until "
-            "its response is closed, exactly (every change is seen), per process and "
-            "server-wide. Expected slots and throughput come from the worker model alone "
-            "(see Method). Saturation is where throughput reaches 95% of its peak (the knee)."
+            "the last chunk of its response is handed to the server, exactly (every change is "
+            "seen), per process and server-wide. Expected slots come from the worker model, "
+            "expected throughput from it and what a request costs (see Method). Saturation is "
+            "where throughput reaches 95% of its peak (the knee)."
         )
     )
     for workload in data.workloads.values():
