@@ -23,6 +23,8 @@ LOADGEN_JSON = "loadgen.json"
 LOCUST_CSV_PREFIX = "locust"
 MASTER_LOG = "locust-master.log"
 SETUP_LOG = "setup.log"
+# Which host each process of the cell ran on, and the clocks (written by the docker runner).
+CELL_HOSTS_JSON = "hosts.json"
 # With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
 ALTERNATE_S = 2
 
@@ -109,7 +111,9 @@ def locust_base(workload: Workload, paths: Paths) -> list[str]:
     ]
 
 
-def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> list[str]:
+def master_command(
+    cell: Cell, config: Config, paths: Paths, workers: int, master_address: str = "127.0.0.1"
+) -> list[str]:
     stairs = config.staircase
     workload = cell.workload
     requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
@@ -118,7 +122,7 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
         "--headless",
         "--master",
         "--master-bind-host",
-        "127.0.0.1",
+        master_address,
         "--master-bind-port",
         str(config.master_port),
         "--expect-workers",
@@ -149,12 +153,21 @@ def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> li
     ]
 
 
-def worker_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
+def worker_command(
+    cell: Cell,
+    config: Config,
+    paths: Paths,
+    master_address: str = "127.0.0.1",
+    clock_skew_s: float = 0.0,
+) -> list[str]:
+    """`clock_skew_s` (tests only) runs the worker's clock that far off the master's."""
+    skew = ["--fb-clock-skew", str(clock_skew_s)] if clock_skew_s else []
     return [
         *locust_base(cell.workload, paths),
         "--worker",
         "--master-host",
-        "127.0.0.1",
+        master_address,
         "--master-port",
         str(config.master_port),
+        *skew,
     ]

@@ -21,6 +21,7 @@ from flaskbench.app import (
     missing_references,
     wsgi_problem,
 )
+from flaskbench.hosts import Hosts, parse_hosts
 from flaskbench.servers import SERVERS, Setting, Target, resolve_target
 from flaskbench.workloads import Workload, parse_workload
 
@@ -79,6 +80,9 @@ class Config:
     gauge: str
     # The config exactly as it was run, overrides applied, for meta.json.
     as_run: Mapping[str, Any] = field(default_factory=dict)
+    # [hosts]: the engines each side runs on (None: one engine, the local one, for both). With
+    # it, `host` is hosts.target_address, and empty `cpus` sides mean "placed per host".
+    hosts: Hosts | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ class _Problems:
 
 
 # Keys each table may hold; everything else is reported as unknown.
-_TOP_KEYS = {"run", "load", "quick", "cpus", "app", "targets", "workloads"}
+_TOP_KEYS = {"run", "load", "quick", "cpus", "app", "targets", "workloads", "hosts"}
 _RUN_KEYS = {
     "gauge",
     "runner",
@@ -246,8 +250,11 @@ def _build(
         message = f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}"
         (problems.cli(where, message) if where else problems.add(("run", "runner"), message))
 
-    host = run.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not (LOOPBACK.match(host) or overrides.allow_remote_target):
+    hosts = _hosts(data, run, load, runner, overrides, problems)
+    host = hosts.target_address if hosts else run.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not (
+        LOOPBACK.match(host) or overrides.allow_remote_target or hosts
+    ):
         problems.add(
             ("run", "host"),
             f"{host!r} is not a loopback address; load only goes to 127.0.0.0/8 unless you "
@@ -269,7 +276,7 @@ def _build(
     repeats = _int(load, "repeats", ("load",), problems, default=1)
     locust_workers = _int(load, "locust_workers", ("load",), problems, default=0, low=0)
     request_timeout = _seconds(load, "request_timeout", ("load",), problems, default=60)
-    split = _cpus(cpus, problems)
+    split = _requested_cpus(cpus, problems) if "hosts" in data else _cpus(cpus, problems)
 
     if overrides.targets:
         targets = _select(targets, overrides.targets, "--targets", problems)
@@ -315,6 +322,7 @@ def _build(
         base_image=str(base_image),
         gauge=str(gauge),
         as_run=as_run,
+        hosts=hosts,
     )
 
 
@@ -628,6 +636,48 @@ def _cpus(table: Mapping[str, Any], problems: _Problems) -> CpuSplit | None:
         problems.add(("cpus",), "each side needs at least one CPU")
         return None
     return CpuSplit(target, load)
+
+
+def _hosts(
+    data: Mapping[str, Any],
+    run: Mapping[str, Any],
+    load: Mapping[str, Any],
+    runner: object,
+    overrides: Overrides,
+    problems: _Problems,
+) -> Hosts | None:
+    """`[hosts]` (see flaskbench/hosts.py), and the keys it takes the place of."""
+    if "hosts" not in data:
+        return None
+    hosts = parse_hosts(data["hosts"], overrides.allow_remote_target, problems.add)
+    replaced = {
+        ("run", "host"): (run, "the address is hosts.target_address"),
+        ("load", "locust_workers"): (load, "workers are counted per host: hosts.workers_per_host"),
+    }
+    for key, (table, why) in replaced.items():
+        if key[1] in table:
+            problems.add(key, f"remove it: with [hosts], {why}")
+    if runner == "local":
+        message = '[hosts] needs the docker runner; use "docker" or "auto"'
+        if overrides.runner:
+            problems.cli("--runner", message)
+        else:
+            problems.add(("run", "runner"), message)
+    return hosts
+
+
+def _requested_cpus(table: Mapping[str, Any], problems: _Problems) -> CpuSplit | None:
+    """With [hosts], CPUs are checked against each host's own once its engine answers; an
+    empty side is placed per host (a whole host, or half of one the two sides share)."""
+    sides: dict[str, tuple[int, ...]] = {}
+    for side in ("target", "load"):
+        value = table.get(side, "auto")
+        try:
+            sides[side] = () if value == "auto" else parse_cpus(value)
+        except ValueError as exc:
+            problems.add(("cpus", side), str(exc))
+            return None
+    return CpuSplit(sides["target"], sides["load"])
 
 
 def _results_dir(config_path: Path, value: object, problems: _Problems) -> Path:

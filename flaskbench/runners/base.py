@@ -1,9 +1,10 @@
 """What every runner does for one cell, whatever starts the processes.
 
-A runner starts a target, waits until it answers, checks that the workload's URL works,
-starts the Locust swarm and a resource sampler, watches both until the staircase is done, and
-tears everything down, whatever happens. It reports how the cell ended; the raw files it
-leaves are read later by `collect`.
+A runner starts a target, waits until it answers (as seen from where the load comes from),
+starts the Locust swarm, whose master checks every request of the workload before any load, and
+a resource sampler, watches both until the staircase is done, and tears everything down,
+whatever happens. It reports how the cell ended; the raw files it leaves are read later by
+`collect`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from flaskbench.commands import LOADGEN_JSON
 from flaskbench.config import Config
-from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Plan
+from flaskbench.engines import HostLost
+from flaskbench.hosts import engine_label
+from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Placement, Plan, single_host
 from flaskbench.probes import http_get, port_in_use
 from flaskbench.rundir import CellStatus, atomic_write_text
 
@@ -57,6 +61,10 @@ class CellFailed(Exception):
     """The cell produced no usable measurements; the message says why."""
 
 
+class RunStopped(Exception):
+    """The run cannot go on (a host is gone); the message says why and what to do."""
+
+
 class Service(Protocol):
     """Something a runner started: a target, or a Locust master with its workers."""
 
@@ -84,7 +92,7 @@ class ResourceSampler(ABC):
 
     def __init__(self, out: Path) -> None:
         self._out = out
-        self._rows: list[tuple[float, str, str, float, float]] = []
+        self._rows: list[tuple[float, str, str, float, float, str]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
@@ -93,9 +101,11 @@ class ResourceSampler(ABC):
         self._thread.start()
         return self
 
-    def record(self, t: float, side: str, name: str, cpu_pct: float, rss_mb: float) -> None:
+    def record(
+        self, t: float, side: str, name: str, cpu_pct: float, rss_mb: float, host: str = "local"
+    ) -> None:
         with self._lock:
-            self._rows.append((round(t, 3), side, name, round(cpu_pct, 1), round(rss_mb, 1)))
+            self._rows.append((round(t, 3), side, name, round(cpu_pct, 1), round(rss_mb, 1), host))
 
     @abstractmethod
     def sample(self) -> None:
@@ -111,7 +121,7 @@ class ResourceSampler(ABC):
             self._thread.join(timeout=5)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(("t", "side", "name", "cpu_pct", "rss_mb"))
+        writer.writerow(("t", "side", "name", "cpu_pct", "rss_mb", "host"))
         with self._lock:
             writer.writerows(sorted(self._rows))
         atomic_write_text(self._out, buffer.getvalue())
@@ -124,15 +134,25 @@ class Runner(ABC):
         self.config = config
         self.say = say
         self.run_id = ""
+        self.placement = single_host(config)
 
-    def prepare(self, run_dir: Path) -> dict[str, Any]:
-        """Get ready to run cells and check that the app loads, before any cell starts;
-        return what meta.json should record. Raises RuntimeError with one line on failure."""
+    def prepare(self, run_dir: Path, placement: Placement) -> dict[str, Any]:
+        """Get ready to run cells where `placement` says and check that the app loads, before
+        any cell starts; return what meta.json should record. Raises RuntimeError with one line
+        on failure."""
         self.run_id = run_dir.name
+        self.placement = placement
         details = self.setup()
         self._check_app(run_dir / APP_CHECK_LOG)
         details["app_packages"] = self.app_packages()
         return details
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """Every host the run uses, for meta.json (none: everything ran here)."""
+        return []
+
+    def before_cell(self) -> None:  # noqa: B027 (a local run has no hosts to lose)
+        """Make sure every host can run the next cell; raises RunStopped when one cannot."""
 
     def close(self) -> None:  # noqa: B027 (most runners make nothing to remove)
         """Remove what `prepare` made for the run (and nothing a finished run needs)."""
@@ -193,7 +213,7 @@ class Runner(ABC):
             loadgen = self.start_loadgen(ctx)
             sampler = self.start_sampler(ctx, target, loadgen).start()
             self._watch(ctx, target, loadgen)
-        except CellFailed as exc:
+        except (CellFailed, HostLost) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
             failure = f"{type(exc).__name__}: {exc}"
@@ -220,17 +240,23 @@ class Runner(ABC):
                 "process; free it or set run.port"
             )
 
+    @contextmanager
+    def ready_probe(self, ctx: CellContext) -> Iterator[Callable[[], bool]]:
+        """Whether the target answers yet, asked from where the load comes from. Any answer
+        will do: an app need not serve "/"."""
+        yield lambda: bool(http_get(ctx.config.host, ctx.config.port, "/", timeout=1.0)[0])
+
     def _wait_ready(self, ctx: CellContext, target: Service) -> None:
         deadline = time.monotonic() + ctx.config.ready_timeout_s
-        while time.monotonic() < deadline:
-            if target.returncode() is not None:
-                raise CellFailed(
-                    f"target {target.exit_description()} before it answered; see {TARGET_LOG}"
-                )
-            # Any answer will do: an app need not serve "/".
-            if http_get(ctx.config.host, ctx.config.port, "/", timeout=1.0)[0]:
-                return
-            time.sleep(0.2)
+        with self.ready_probe(ctx) as answers:
+            while time.monotonic() < deadline:
+                if target.returncode() is not None:
+                    raise CellFailed(
+                        f"target {target.exit_description()} before it answered; see {TARGET_LOG}"
+                    )
+                if answers():
+                    return
+                time.sleep(0.2)
         raise CellFailed(
             f"target did not answer within {ctx.config.ready_timeout_s}s "
             f"(run.ready_timeout); see {TARGET_LOG}"
@@ -301,6 +327,11 @@ def _stop(service: Service | ResourceSampler, cell_dir: Path) -> str:
     """Stop one thing; if that fails, say so and let the caller go on with the rest."""
     try:
         service.stop()
+    except HostLost as exc:
+        return (
+            f"teardown: {engine_label(exc.engine)} did not answer; what the cell left there "
+            "goes once it answers again, or stops by itself at its deadline"
+        )
     except Exception as exc:
         _save_traceback(cell_dir)
         return f"teardown: {type(exc).__name__}: {exc}"
