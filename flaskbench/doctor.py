@@ -208,8 +208,10 @@ def host_checks(config: Config) -> list[Check]:
             engine = connect(spec, roles)
             facts[spec] = found = survey(engine)
         except Exception as exc:  # HostLost, or a context or TLS setup that cannot load
-            detail = str(exc) if isinstance(exc, HostLost) else f"{type(exc).__name__}: {exc}"
-            checks.append(Check(name, False, detail, _reach_fix(spec)))
+            cause = exc.cause if isinstance(exc, HostLost) else f"{type(exc).__name__}: {exc}"
+            checks.append(
+                Check(name, False, f"{roles}: does not answer: {cause}", _reach_fix(spec))
+            )
             continue
         checks.append(
             Check(

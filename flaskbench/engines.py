@@ -25,19 +25,17 @@ CLOCK_READINGS = 5
 # What compose needs from our environment to reach an engine (ssh:// uses ssh and its agent).
 _PASSED_ENV = ("PATH", "HOME", "DOCKER_CONFIG", "SSH_AUTH_SOCK")
 _DEFAULT_ENGINE_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
+NOT_ANSWERING = "does not answer"
 _ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
 
 
 class HostLost(Exception):
-    """An engine stopped answering; the message names its host."""
+    """An engine does not answer (or stopped answering); the message names its host."""
 
-    def __init__(self, engine: str, roles: str, cause: str) -> None:
-        super().__init__(
-            f"host {engine_label(engine)} ({roles}) stopped answering: {cause}"
-            if roles
-            else f"host {engine_label(engine)} stopped answering: {cause}"
-        )
-        self.engine = engine
+    def __init__(self, engine: str, roles: str, cause: str, what: str = "stopped answering"):
+        self.engine, self.roles, self.cause, self.what = engine, roles, cause, what
+        with_roles = f" ({roles})" if roles else ""
+        super().__init__(f"host {engine_label(engine)}{with_roles} {what}: {cause}")
 
 
 def client_for(engine: str, timeout: int = API_TIMEOUT_S) -> Any:
@@ -107,7 +105,7 @@ def connect(spec: str, roles: str = "") -> Engine:
         return Engine(spec, client_for(spec), roles)
     except Exception as exc:
         if is_connection_error(exc):
-            raise HostLost(spec, roles, _cause(exc)) from None
+            raise HostLost(spec, roles, _cause(exc), NOT_ANSWERING) from None
         raise
 
 
@@ -178,7 +176,7 @@ def survey(engine: Engine) -> HostFacts:
         offset, uncertainty, info = read_clock(engine.client)
     except Exception as exc:
         if is_connection_error(exc):
-            raise engine.lost(exc) from None
+            raise HostLost(engine.spec, engine.roles, _cause(exc), NOT_ANSWERING) from None
         raise
     return HostFacts(
         engine=engine.spec,

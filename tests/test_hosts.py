@@ -109,7 +109,9 @@ def test_doctor_checks_every_host_and_a_missing_engine_stops_the_run_first(
     doctor = flaskbench("doctor", "--config", str(missing))
     assert doctor.returncode == 1
     (gone,) = [line for line in doctor.stdout.splitlines() if line.startswith("FAIL")]
-    assert gone.startswith("FAIL host unix:///run/flaskbench-test/gone.sock: host ")
+    assert gone.startswith(
+        "FAIL host unix:///run/flaskbench-test/gone.sock: master, workers: does not answer: "
+    )
     assert "-> make `docker -H unix:///run/flaskbench-test/gone.sock info` work" in gone
     run = flaskbench("run", "--config", str(missing), "--allow-remote-target")
     assert run.returncode == 2

@@ -421,7 +421,9 @@ class DockerRunner(Runner):
         self.images: dict[str, Images] = {}
         self._image_report: dict[str, Any] = {}
         self._cpu_models: dict[str, str] = {}
-        # Stacks a lost host kept: taken down as soon as it answers again.
+        # The current cell's stacks, and those a lost host kept: taken down as soon as it
+        # answers again.
+        self._started_stacks: list[ComposeStack] = []
         self._pending: list[ComposeStack] = []
         self._clocks = CellClocks(0.0, 0.0, {})
 
@@ -907,7 +909,7 @@ class DockerRunner(Runner):
         )
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
-        self._started_stacks: list[ComposeStack] = []
+        self._started_stacks = []
         ctx.cell_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._clocks = self._measure_clocks()
