@@ -21,6 +21,7 @@ import pytest
 from benchrun import (
     ALL_TARGETS,
     flaskbench,
+    interrupt,
     run_dir_of,
     start_flaskbench,
     summary,
@@ -240,6 +241,29 @@ def test_a_host_lost_mid_cell_fails_only_that_cell_by_name(
     assert later["status"] == "ok"
     assert {row["target"] for row in summary(run_dir)} == {"gevent"}
     # What the lost host kept was taken down once it answered again.
+    assert everything_on(a, b) == []
+
+
+def test_ctrl_c_then_resume_across_hosts(tmp_path: Path, hosts: list[EmulatedHost]) -> None:
+    a, b = hosts
+    config = write_hosts_config(tmp_path, a.engine, b.engine, a.address, users=(1,))
+    process = start_flaskbench(
+        "run", "--config", str(config), "--allow-remote-target", log=tmp_path / "out.log"
+    )
+    wait_for(
+        lambda: any(
+            c.status == "running" for c in containers(b, "com.docker.compose.service=master")
+        ),
+        600,
+        "the Locust master on host b",
+    )
+    run_dir = the_run_dir(tmp_path)
+    assert interrupt(process) == 130
+    assert f"flaskbench run --resume {run_dir}" in (tmp_path / "out.log").read_text()
+    assert everything_on(a, b) == []
+    resumed = flaskbench("run", "--resume", str(run_dir), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [row["users"] for row in summary(run_dir)] == ["1"]
     assert everything_on(a, b) == []
 
 
