@@ -51,8 +51,10 @@ RUN set -eu; \
     chmod -R a+rX "$TREE_DIR"
 
 COPY *.py ${CODE_DIR}/
-# Readable by the unprivileged user whatever modes the build context had.
-RUN chmod -R a+rX ${CODE_DIR}
+# Readable by the unprivileged user whatever modes the build context had. /results is where a
+# cell's processes write their raw files: a volume per container that starts as this empty,
+# world-writable directory, read back through the engine once the container has stopped.
+RUN chmod -R a+rX ${CODE_DIR} && mkdir -m 1777 /results
 WORKDIR ${CODE_DIR}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

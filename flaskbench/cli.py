@@ -21,7 +21,7 @@ from flaskbench.collect import load_run
 from flaskbench.config import Config, ConfigError, Overrides, format_cpus, load_config
 from flaskbench.doctor import all_checks, run_checks
 from flaskbench.leftovers import Leftover, remove_leftovers
-from flaskbench.plan import expand
+from flaskbench.plan import Placement, PlacementError, expand, place, single_host
 from flaskbench.progress import Progress
 from flaskbench.report import write_outputs
 from flaskbench.run import CONFIG_COPY, RunOutcome, execute, start_meta
@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
 
     clean = commands.add_parser(
         "clean", help="remove the containers of crashed runs (only those; a run does it too)"
+    )
+    clean.add_argument(
+        "--config",
+        type=Path,
+        help="also on every host of this config's [hosts] (default: this machine's engine only)",
     )
     _output_options(clean)
 
@@ -145,28 +150,45 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     runner, reason = choose_runner_or_fail(config, progress)
     progress.say(f"flaskbench: {runner.name} runner ({reason})")
     # Before the checks: a crashed run's containers would fail them (busy ports).
-    for leftover in _remove_leftovers():
+    for leftover in _remove_leftovers(config):
         progress.warn(f"flaskbench: removed {leftover.describe()}")
     _preflight(config, runner.name, progress)
+    placement = _placement(config)
     if args.resume:
         meta["runner"] = {"name": runner.name, "reason": reason}
     else:
         run = create_run_dir(config.results_dir)
-        meta = start_meta(config, overrides, run, runner, reason)
+        meta = start_meta(config, overrides, run, runner, reason, placement)
     if config.host != "127.0.0.1":
         progress.warn(
             f"flaskbench: load goes to {config.host}:{config.port} (--allow-remote-target)"
         )
-    # The orchestrator shares the load generator's CPUs, never the target's.
-    os.sched_setaffinity(0, config.cpus.load)
-    meta["orchestrator_cpus"] = format_cpus(config.cpus.load)
-    plan = expand(config)
+    if config.hosts is None:
+        # The orchestrator shares the load generator's CPUs, never the target's.
+        os.sched_setaffinity(0, config.cpus.load)
+    meta["orchestrator_cpus"] = format_cpus(sorted(os.sched_getaffinity(0)))
+    plan = expand(config, placement)
     try:
         outcome = execute(plan, runner, run, meta, progress)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     _build_report(outcome.run, progress)
     return _finish(outcome, args, progress)
+
+
+def _placement(config: Config) -> Placement:
+    """Where [hosts] puts each side, on the CPUs the hosts' engines report."""
+    if config.hosts is None:
+        return single_host(config)
+    from flaskbench.engines import survey_all
+
+    facts, problems = survey_all({e: config.hosts.roles(e) for e in config.hosts.engines})
+    if problems:
+        raise UsageError("\n".join(problems))
+    try:
+        return place(config, facts)
+    except PlacementError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def choose_runner_or_fail(config: Config, progress: Progress) -> Any:
@@ -202,9 +224,10 @@ def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -
             f"flaskbench: {len(bad)} of {len(outcome.statuses)} cell(s) failed or were degraded "
             f"(reasons above and in {outcome.run.path / 'report.md'})"
         )
-    if outcome.interrupted:
+    if outcome.interrupted or outcome.stopped:
+        why = f"stopped: {outcome.stopped}" if outcome.stopped else "interrupted"
         progress.warn(
-            f"flaskbench: interrupted; {len(outcome.statuses)} cell(s) finished. "
+            f"flaskbench: {why}; {len(outcome.statuses)} cell(s) finished. "
             f"Finish with: flaskbench run --resume {outcome.run.path}"
         )
     if args.json:
@@ -213,6 +236,7 @@ def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -
                 {
                     "run_dir": str(outcome.run.path),
                     "interrupted": outcome.interrupted,
+                    "stopped": outcome.stopped,
                     "cells": {cid: asdict(s) for cid, s in outcome.statuses.items()},
                     "summary": str(outcome.run.summary_path),
                     "report": str(outcome.run.path / "report.html"),
@@ -224,7 +248,7 @@ def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -
         print(outcome.run.path)
     if outcome.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_CELLS if bad else EXIT_OK
+    return EXIT_CELLS if bad or outcome.stopped else EXIT_OK
 
 
 def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
@@ -250,8 +274,14 @@ def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
     return EXIT_CELLS if problems else EXIT_OK
 
 
+def _config_without_load(path: Path) -> Config:
+    """A config for commands that send no load: a remote target's address is accepted (`run`
+    asks for --allow-remote-target before it sends any)."""
+    return load_config(path, Overrides(allow_remote_target=True))
+
+
 def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
-    config = load_config(args.config)
+    config = _config_without_load(args.config)
     checks = all_checks(config)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
@@ -261,16 +291,24 @@ def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
     return EXIT_OK if all(c.ok for c in checks) else EXIT_CELLS
 
 
-def _remove_leftovers() -> list[Leftover]:
-    """Whatever the runner, a crashed docker run may hold the ports this run needs."""
-    from flaskbench.runners.docker import docker_client_if_running
+def _remove_leftovers(config: Config | None) -> list[Leftover]:
+    """Whatever the runner, a crashed docker run may hold the ports this run needs: here, and
+    on every host of the config (those that answer; the checks name the others)."""
+    from flaskbench.engines import HostLost, connect
+    from flaskbench.hosts import DEFAULT_ENGINE
 
-    client = docker_client_if_running()
-    return remove_leftovers(client) if client is not None else []
+    engines = [DEFAULT_ENGINE, *(config.hosts.engines if config and config.hosts else ())]
+    removed: list[Leftover] = []
+    for spec in dict.fromkeys(engines):
+        try:
+            removed += remove_leftovers(connect(spec).client, spec)
+        except HostLost:
+            continue
+    return removed
 
 
 def cmd_clean(args: argparse.Namespace, progress: Progress) -> int:
-    removed = _remove_leftovers()
+    removed = _remove_leftovers(_config_without_load(args.config) if args.config else None)
     if args.json:
         print(json.dumps([asdict(leftover) for leftover in removed], indent=2))
     elif not args.quiet:

@@ -11,11 +11,11 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flaskbench.commands import GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
+from flaskbench.commands import CELL_HOSTS_JSON, GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
 from flaskbench.config import parse_cpus
 from flaskbench.rundir import CellStatus, RunDir, RunDirError
 from flaskbench.runners.base import APP_ERROR, MEMORY_CSV, RESOURCES_CSV
@@ -31,6 +31,17 @@ _SLACK_S = 0.05
 
 class RawDataError(Exception):
     """A raw file is missing or damaged; the message names it."""
+
+
+@dataclass(frozen=True)
+class HostUse:
+    """CPU (percent of one core, summed over the host's containers of the cell, mean over the
+    window) and memory (their summed RSS, the window's peak) of one host."""
+
+    host: str
+    sides: tuple[str, ...]
+    cpu_pct: float
+    rss_mb: float
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class StepData:
     # The whole load side's CPU as percent of the CPUs it was given, and its busiest process.
     loadgen_cpu_pct: float | None
     loadgen_process_cpu_max_pct: float | None
+    # What each host's containers used in the window (one entry per host that has samples).
+    hosts: tuple[HostUse, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -129,13 +142,14 @@ class _ResourceRow:
     name: str
     cpu_pct: float
     rss_mb: float
+    host: str = "local"
 
 
 def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
     loadgen = _read_json(cell_dir / LOADGEN_JSON)
     windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
     buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
-    gauge = _read_gauge(cell_dir / GAUGE_CSV)
+    gauge = _on_master_clock(_read_gauge(cell_dir / GAUGE_CSV), cell_dir / CELL_HOSTS_JSON)
     resources = _read_resources(cell_dir / RESOURCES_CSV)
     memory = _read_memory(cell_dir / MEMORY_CSV)
     steps = tuple(
@@ -270,7 +284,25 @@ def _read_memory(path: Path) -> list[_MemoryRow]:
 
 def _read_resources(path: Path) -> list[_ResourceRow]:
     rows = _csv_rows(path, list(_RESOURCE_FIELDS), required=False)
-    return _parse_rows(path, rows, _ResourceRow, _RESOURCE_FIELDS)
+    # Files of single-host runs before the host column have none: all of it was here.
+    fields = _RESOURCE_FIELDS | ({"host": str} if rows and "host" in rows[0] else {})
+    return _parse_rows(path, rows, _ResourceRow, fields)
+
+
+def _on_master_clock(gauge: list[_GaugeRow], hosts_json: Path) -> list[_GaugeRow]:
+    """The gauge's times on the master's clock, which defines the windows: the target's host
+    may run its clock off the master's (hosts.json says by how much; no file: one host)."""
+    if not hosts_json.is_file():
+        return gauge
+    try:
+        shift = float(json.loads(hosts_json.read_text())["clock"]["target_to_master_s"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RawDataError(
+            f"{hosts_json}: damaged ({exc!r}); re-run the cell with --resume"
+        ) from None
+    if not shift:
+        return gauge
+    return [replace(row, t=row.t + shift) for row in gauge]
 
 
 def _step(
@@ -316,7 +348,24 @@ def _step(
         worker_rss_mb=max((r.pss_mb for r in memory_in), default=None),
         loadgen_cpu_pct=load_cpu[0] / load_cpus if load_cpu[0] is not None else None,
         loadgen_process_cpu_max_pct=load_cpu[1],
+        hosts=_host_use(resources, start, end),
     )
+
+
+def _host_use(resources: list[_ResourceRow], start: float, end: float) -> tuple[HostUse, ...]:
+    rows = [r for r in resources if _in_window(r.t, start, end)]
+    by_host: dict[str, list[_ResourceRow]] = defaultdict(list)
+    for row in rows:
+        by_host[row.host].append(row)
+    used = []
+    for host, host_rows in by_host.items():
+        cpu = _mean_by_time(host_rows, lambda r: r.cpu_pct)
+        rss: dict[int, float] = defaultdict(float)
+        for row in host_rows:
+            rss[int(row.t)] += row.rss_mb
+        sides = tuple(sorted({r.side for r in host_rows}))
+        used.append(HostUse(host, sides, cpu or 0.0, max(rss.values())))
+    return tuple(used)
 
 
 def _lost(
@@ -429,8 +478,9 @@ def load_run(run: RunDir) -> RunData:
     try:
         targets = {name: Target(**spec) for name, spec in meta["targets"].items()}
         workloads = {name: workload_from_meta(spec) for name, spec in meta["workloads"].items()}
-        target_cores = len(parse_cpus(meta["cpus"]["target"]))
-        load_cores = len(parse_cpus(meta["cpus"]["load"]))
+        cpus = meta["cpus"]
+        target_cores = int(cpus.get("target_cores") or len(parse_cpus(cpus["target"])))
+        load_cores = int(cpus.get("load_cores") or len(parse_cpus(cpus["load"])))
         planned = [str(c) for c in meta["cells"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise RunDirError(f"{run.meta_path}: damaged ({exc!r}); cannot tell what was run") from None

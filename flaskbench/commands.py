@@ -32,6 +32,8 @@ LOADGEN_JSON = "loadgen.json"
 LOCUST_CSV_PREFIX = "locust"
 MASTER_LOG = "locust-master.log"
 SETUP_LOG = "setup.log"
+# Which host each process of the cell ran on, and the clocks (written by the docker runner).
+CELL_HOSTS_JSON = "hosts.json"
 # With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
 ALTERNATE_S = 2
 
@@ -123,12 +125,14 @@ def locust_base(workload: Workload, paths: Paths) -> list[str]:
     ]
 
 
-def master_command(cell: Cell, config: Config, paths: Paths, workers: int) -> list[str]:
+def master_command(
+    cell: Cell, config: Config, paths: Paths, workers: int, master_address: str = "127.0.0.1"
+) -> list[str]:
     workload = cell.workload
     requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
     return [
         *locust_base(workload, paths),
-        *_master_options(config, workers),
+        *_master_options(config, workers, master_address),
         "--csv",
         f"{paths.cell}/{LOCUST_CSV_PREFIX}",
         "--logfile",
@@ -148,13 +152,13 @@ def _stop_options(config: Config) -> list[str]:
     return ["--fb-stop-p99-factor", str(STOP_FIRST_STEP_FACTOR)]
 
 
-def _master_options(config: Config, workers: int) -> list[str]:
+def _master_options(config: Config, workers: int, master_address: str) -> list[str]:
     stairs = config.staircase
     return [
         "--headless",
         "--master",
         "--master-bind-host",
-        "127.0.0.1",
+        master_address,
         "--master-bind-port",
         str(config.master_port),
         "--expect-workers",
@@ -180,12 +184,21 @@ def _master_options(config: Config, workers: int) -> list[str]:
     ]
 
 
-def worker_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
+def worker_command(
+    cell: Cell,
+    config: Config,
+    paths: Paths,
+    master_address: str = "127.0.0.1",
+    clock_skew_s: float = 0.0,
+) -> list[str]:
+    """`clock_skew_s` (tests only) runs the worker's clock that far off the master's."""
+    skew = ["--fb-clock-skew", str(clock_skew_s)] if clock_skew_s else []
     return [
         *locust_base(cell.workload, paths),
         "--worker",
         "--master-host",
-        "127.0.0.1",
+        master_address,
         "--master-port",
         str(config.master_port),
+        *skew,
     ]

@@ -21,6 +21,7 @@ from flaskbench.app import (
     missing_references,
     wsgi_problem,
 )
+from flaskbench.hosts import Hosts, parse_hosts
 from flaskbench.servers import SERVERS, Target, resolve_target
 from flaskbench.sweeps import expand, resolve_counts
 from flaskbench.workloads import Workload, parse_workload
@@ -97,6 +98,9 @@ class Config:
     dropped: tuple[str, ...] = ()
     # The config exactly as it was run, overrides applied, for meta.json.
     as_run: Mapping[str, Any] = field(default_factory=dict)
+    # [hosts]: the engines each side runs on (None: one engine, the local one, for both). With
+    # it, `host` is hosts.target_address, and empty `cpus` sides mean "placed per host".
+    hosts: Hosts | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,18 @@ class _Problems:
 
 
 # Keys each table may hold; everything else is reported as unknown.
-_TOP_KEYS = {"run", "load", "quick", "cpus", "app", "targets", "sweep", "workloads", "goal"}
+_TOP_KEYS = {
+    "run",
+    "load",
+    "quick",
+    "cpus",
+    "app",
+    "targets",
+    "sweep",
+    "workloads",
+    "goal",
+    "hosts",
+}
 _RUN_KEYS = {
     "gauge",
     "runner",
@@ -259,9 +274,17 @@ def _build(
     quick = _table(data, "quick", _QUICK_KEYS, problems)
     cpus = _table(data, "cpus", _CPU_KEYS, problems)
 
+    runner = overrides.runner or run.get("runner", "auto")
+    if runner not in RUNNERS:
+        where = "--runner" if overrides.runner else None
+        message = f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}"
+        (problems.cli(where, message) if where else problems.add(("run", "runner"), message))
+    hosts = _hosts(data, run, load, runner, overrides, problems)
+    split = _requested_cpus(cpus, problems) if hosts else _cpus(cpus, problems)
+
     app = _app(path, data, problems)
-    split = _cpus(cpus, problems)
-    cores = len(split.target) if split else 1
+    # With [hosts] and no cpus.target, the target's cores are only known from its engine.
+    cores = len(split.target) if split and split.target else None
     targets, dropped = _targets(data, cores, problems)
     workloads = _workloads(path, data, "app" in data, problems)
     staircase = _staircase(load, ("load",), problems)
@@ -270,13 +293,7 @@ def _build(
         staircase = quick_stairs or staircase
     stop_when_saturated = _flag(load, "stop_when_saturated", ("load",), problems)
 
-    runner = overrides.runner or run.get("runner", "auto")
-    if runner not in RUNNERS:
-        where = "--runner" if overrides.runner else None
-        message = f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}"
-        (problems.cli(where, message) if where else problems.add(("run", "runner"), message))
-
-    host = _host(run, overrides, problems)
+    host = _host(run, overrides, hosts, problems)
     port = _int(run, "port", ("run",), problems, default=18080, low=1024, high=65535)
     master_port = _int(run, "master_port", ("run",), problems, default=15557, low=1024, high=65535)
     if port == master_port:
@@ -342,6 +359,7 @@ def _build(
         goal=goal,
         dropped=tuple(dropped),
         as_run=as_run,
+        hosts=hosts,
     )
 
 
@@ -386,9 +404,14 @@ def _int(
     return value
 
 
-def _host(run: Mapping[str, Any], overrides: Overrides, problems: _Problems) -> str:
-    host = run.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not (LOOPBACK.match(host) or overrides.allow_remote_target):
+def _host(
+    run: Mapping[str, Any], overrides: Overrides, hosts: Hosts | None, problems: _Problems
+) -> str:
+    """Where load goes: run.host, or with [hosts] its target_address (checked there)."""
+    host = hosts.target_address if hosts else run.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not (
+        LOOPBACK.match(host) or overrides.allow_remote_target or hosts
+    ):
         problems.add(
             ("run", "host"),
             f"{host!r} is not a loopback address; load only goes to 127.0.0.0/8 unless you "
@@ -505,7 +528,7 @@ def _named_tables(
 
 
 def _targets(
-    data: Mapping[str, Any], cores: int, problems: _Problems
+    data: Mapping[str, Any], cores: int | None, problems: _Problems
 ) -> tuple[list[Target], list[str]]:
     """[targets.*], then the targets each [sweep.*] expands into; and what sweeps dropped."""
     targets = []
@@ -733,6 +756,48 @@ def _cpus(table: Mapping[str, Any], problems: _Problems) -> CpuSplit | None:
         problems.add(("cpus",), "each side needs at least one CPU")
         return None
     return CpuSplit(target, load)
+
+
+def _hosts(
+    data: Mapping[str, Any],
+    run: Mapping[str, Any],
+    load: Mapping[str, Any],
+    runner: object,
+    overrides: Overrides,
+    problems: _Problems,
+) -> Hosts | None:
+    """`[hosts]` (see flaskbench/hosts.py), and the keys it takes the place of."""
+    if "hosts" not in data:
+        return None
+    hosts = parse_hosts(data["hosts"], overrides.allow_remote_target, problems.add)
+    replaced = {
+        ("run", "host"): (run, "the address is hosts.target_address"),
+        ("load", "locust_workers"): (load, "workers are counted per host: hosts.workers_per_host"),
+    }
+    for key, (table, why) in replaced.items():
+        if key[1] in table:
+            problems.add(key, f"remove it: with [hosts], {why}")
+    if runner == "local":
+        message = '[hosts] needs the docker runner; use "docker" or "auto"'
+        if overrides.runner:
+            problems.cli("--runner", message)
+        else:
+            problems.add(("run", "runner"), message)
+    return hosts
+
+
+def _requested_cpus(table: Mapping[str, Any], problems: _Problems) -> CpuSplit | None:
+    """With [hosts], CPUs are checked against each host's own once its engine answers; an
+    empty side is placed per host (a whole host, or half of one the two sides share)."""
+    sides: dict[str, tuple[int, ...]] = {}
+    for side in ("target", "load"):
+        value = table.get(side, "auto")
+        try:
+            sides[side] = () if value == "auto" else parse_cpus(value)
+        except ValueError as exc:
+            problems.add(("cpus", side), str(exc))
+            return None
+    return CpuSplit(sides["target"], sides["load"])
 
 
 def _results_dir(config_path: Path, value: object, problems: _Problems) -> Path:

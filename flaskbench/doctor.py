@@ -1,4 +1,5 @@
-"""Checks that a run can work on this host, one line each with the fix for any failure.
+"""Checks that a run can work on this host (or on every host of `[hosts]`), one line each with
+the fix for any failure.
 
 `flaskbench doctor` prints them all; `flaskbench run` runs the ones its runner needs first and
 refuses to start while any fails.
@@ -13,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flaskbench.config import Config, format_cpus
-from flaskbench.images import LOCAL_BASE
-from flaskbench.leftovers import Leftover, find_leftovers, holders
-from flaskbench.probes import port_in_use
+from flaskbench.engines import Engine, HostLost, compose_env, connect, survey
+from flaskbench.hosts import HostFacts, engine_label
+from flaskbench.images import LOCAL_BASE, SOURCE_LABEL
+from flaskbench.leftovers import RUN_LABEL, Leftover, find_leftovers, holders, this_process
+from flaskbench.plan import PlacementError, place
+from flaskbench.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT, port_in_use
 from flaskbench.runners.docker import (
     compose_command,
     compose_version,
@@ -26,6 +30,8 @@ from flaskbench.runners.docker import (
 CLEAN_FIX = "run `flaskbench clean` (or make clean-containers); `flaskbench run` also does it first"
 
 MIN_FREE_GIB = 1.0
+# A host whose clock is further off than this has a broken clock, even if runs correct for it.
+MAX_CLOCK_OFFSET_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -186,10 +192,195 @@ DOCKER_CHECKS: list[Callable[[Config], Check]] = [
 ]
 
 
+def host_checks(config: Config) -> list[Check]:
+    """Every host of `[hosts]`, through its engine: it answers, compose reaches it, images
+    can get there, no crashed run's containers, its ports are free, its clock; then whether
+    the config's CPUs fit the hosts."""
+    hosts = config.hosts
+    assert hosts is not None
+    compose = compose_command()
+    facts: dict[str, HostFacts] = {}
+    checks = [check_compose(config)]
+    for spec in hosts.engines:
+        name = f"host {engine_label(spec)}"
+        roles = hosts.roles(spec)
+        try:
+            engine = connect(spec, roles)
+            facts[spec] = found = survey(engine)
+        except Exception as exc:  # HostLost, or a context or TLS setup that cannot load
+            cause = exc.cause if isinstance(exc, HostLost) else f"{type(exc).__name__}: {exc}"
+            checks.append(
+                Check(name, False, f"{roles}: does not answer: {cause}", _reach_fix(spec))
+            )
+            continue
+        checks.append(
+            Check(
+                name,
+                True,
+                f"{roles}: Docker Engine {found.engine_version} on {found.hostname}, "
+                f"{found.cpus} CPUs, kernel {found.kernel}",
+            )
+        )
+        checks.append(_clock(name, found))
+        if compose is not None:
+            checks.append(_compose_reaches(name, compose, spec))
+        checks.append(_host_images(config, name, engine))
+        checks.append(_host_leftovers(name, engine))
+        for address, port, role in (
+            (hosts.target_address, config.port, "target"),
+            (hosts.master_address, config.master_port, "master"),
+        ):
+            if role in roles.split(", "):
+                checks.append(_host_port(name, engine, address, port))
+    if len(facts) == len(hosts.engines):
+        checks.append(_placement(config, facts))
+    return checks
+
+
+def _reach_fix(spec: str) -> str:
+    option = f"-H {spec}" if "://" in spec else f"--context {spec}"
+    return (
+        f"make `docker {option} info` work from here: the engine running, ssh access "
+        "(keys in ssh-agent, the host in known_hosts), the user in the docker group"
+    )
+
+
+def _clock(name: str, found: HostFacts) -> Check:
+    detail = (
+        f"{name}: {found.clock_offset_s:+.3f} s from this machine's (+/-"
+        f"{found.clock_uncertainty_s:.3f}); runs correct for offsets"
+    )
+    if abs(found.clock_offset_s) > MAX_CLOCK_OFFSET_S:
+        return Check("clock", False, detail, "synchronise the host's clock (NTP, chrony)")
+    return Check("clock", True, detail)
+
+
+def _compose_reaches(name: str, compose: list[str], spec: str) -> Check:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [*compose, "ls", "-q"],
+            env=compose_env(spec),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("compose", False, f"{name}: {exc}", _reach_fix(spec))
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return Check("compose", False, f"{name}: {last}", _reach_fix(spec))
+    return Check("compose", True, f"{name}: compose reaches its engine")
+
+
+def _host_images(config: Config, name: str, engine: Engine) -> Check:
+    import docker.errors
+
+    assert config.hosts is not None
+    held = engine.client.images.list(filters={"label": SOURCE_LABEL})
+    if config.hosts.images == "copy":
+        return Check(
+            "images",
+            True,
+            f"{name}: {len(held)} flaskbench image(s) there; a run builds here and copies "
+            "what is missing (checked by image ID)",
+        )
+    for image in (config.base_image, LOCAL_BASE):
+        try:
+            engine.client.images.get(image)
+            return Check("images", True, f"{name}: built there from {image}, which it has")
+        except docker.errors.ImageNotFound:
+            continue
+    try:
+        engine.client.images.get_registry_data(config.base_image)
+    except docker.errors.APIError:
+        return Check(
+            "images",
+            False,
+            f"{name}: has no {config.base_image} and cannot pull it",
+            'use hosts.images = "copy" (built here, copied there) or pull it there',
+        )
+    return Check("images", True, f"{name}: built there from {config.base_image} (pullable)")
+
+
+def _host_leftovers(name: str, engine: Engine) -> Check:
+    leftovers = find_leftovers(engine.client, host=engine.spec)
+    if not leftovers:
+        return Check("leftovers", True, f"{name}: no containers of crashed runs")
+    runs = sorted({leftover.run_id for leftover in leftovers})
+    return Check(
+        "leftovers",
+        False,
+        f"{name}: {len(leftovers)} container(s) of crashed run(s) {', '.join(runs)}",
+        "run `flaskbench clean --config CONFIG`; `flaskbench run` also does it first",
+    )
+
+
+def _host_port(name: str, engine: Engine, address: str, port: int) -> Check:
+    """Whether `address:port` is free there, asked by a container with the host's network (in
+    a flaskbench image: a new host has none until a run copies them)."""
+    import docker.errors
+
+    images = engine.client.images.list(filters={"label": SOURCE_LABEL})
+    if not images:
+        return Check("ports", True, f"{name}: {port} not checked yet (no flaskbench image there)")
+    try:
+        engine.client.containers.run(
+            images[0].id,
+            ["python", "-c", PORT_FREE_SCRIPT, address, str(port)],
+            network_mode="host",
+            remove=True,
+            read_only=True,
+            user="65534:65534",
+            cap_drop=["ALL"],
+            labels={RUN_LABEL: "doctor", **this_process().labels()},
+        )
+    except docker.errors.ContainerError as exc:
+        if exc.exit_status == PORT_BUSY:
+            return Check(
+                "ports",
+                False,
+                f"{name}: {port} on {address} already in use",
+                "stop what listens there or set run.port / run.master_port in the config",
+            )
+        if exc.exit_status == NOT_HERE:
+            return Check(
+                "ports",
+                False,
+                f"{name}: {address} is not one of its addresses",
+                "set hosts.target_address / hosts.master_address to that host's own address",
+            )
+        raise
+    return Check("ports", True, f"{name}: {port} on {address} is free")
+
+
+def _placement(config: Config, facts: dict[str, HostFacts]) -> Check:
+    try:
+        placement = place(config, facts)
+    except PlacementError as exc:
+        return Check("CPU placement", False, "; ".join(exc.problems), "fix [cpus] in the config")
+    load = "; ".join(
+        f"{placement.workers_on(e)} worker(s) on CPU {format_cpus(c)} of {engine_label(e)}"
+        for e, c in placement.load_cpus
+        if placement.workers_on(e)
+    )
+    return Check(
+        "CPU placement",
+        True,
+        f"target on CPU {format_cpus(placement.target_cpus)} of "
+        f"{engine_label(placement.target)}; {load}",
+    )
+
+
 def run_checks(config: Config, runner: str) -> list[Check]:
+    if config.hosts is not None:
+        return [check_disk(config), *host_checks(config)]
     checks = DOCKER_CHECKS if runner == "docker" else LOCAL_CHECKS
     return [check(config) for check in checks]
 
 
 def all_checks(config: Config) -> list[Check]:
+    if config.hosts is not None:
+        return run_checks(config, "docker")
     return [check(config) for check in dict.fromkeys([*LOCAL_CHECKS, *DOCKER_CHECKS])]

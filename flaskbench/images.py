@@ -126,8 +126,11 @@ def _code_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".py")
 
 
-def resolve_base(client: Any, wanted: str, say: Callable[[str], None]) -> str:
-    """The configured base if present or pullable, else the local Debian base, built if need be."""
+def resolve_base(
+    client: Any, wanted: str, say: Callable[[str], None], remote_host: str = ""
+) -> str:
+    """The configured base if present or pullable, else the local Debian base, built if need be
+    (only on this machine: on `remote_host`, a host of [hosts], it must be there already)."""
     import docker.errors
 
     try:
@@ -136,7 +139,7 @@ def resolve_base(client: Any, wanted: str, say: Callable[[str], None]) -> str:
     except docker.errors.ImageNotFound:
         pass
     try:
-        say(f"pulling base image {wanted}")
+        say(f"pulling base image {wanted}{f' on {remote_host}' * bool(remote_host)}")
         client.images.pull(wanted)
         return wanted
     except docker.errors.APIError as exc:
@@ -147,6 +150,11 @@ def resolve_base(client: Any, wanted: str, say: Callable[[str], None]) -> str:
         return LOCAL_BASE
     except docker.errors.ImageNotFound:
         pass
+    if remote_host:
+        raise ImageError(
+            f"cannot pull {wanted} on {remote_host} ({reason}) and it has no {LOCAL_BASE}; "
+            'use hosts.images = "copy" to build once here and copy the images there'
+        )
     if os.geteuid() != 0:
         raise ImageError(
             f"cannot pull {wanted} ({reason}); build a local base with `sudo make base-image`"
@@ -171,13 +179,18 @@ def ensure_images(
     say: Callable[[str], None],
     log: Path,
     leave_out: tuple[Path, ...] = (),
+    roles: frozenset[str] = frozenset({"target", "load"}),
+    remote_host: str = "",
 ) -> Images:
-    """Every image a run needs: its app's target image and a Locust image per Locust file
-    directory its workloads use (None: flaskbench's own locustfile only)."""
-    base = resolve_base(client, base_image, say)
+    """Every image a run needs (or, by `roles`, the target's or the load's only): its app's
+    target image and a Locust image per Locust file directory its workloads use (None:
+    flaskbench's own locustfile only)."""
+    base = resolve_base(client, base_image, say, remote_host)
     ca_path = extra_ca()
     ca = ca_path.read_bytes() if ca_path else b""
-    target = ensure(client, target_spec(app, leave_out), base, ca, say, log)
+    target = (
+        ensure(client, target_spec(app, leave_out), base, ca, say, log) if "target" in roles else ""
+    )
     loadgen = {
         directory: ensure(
             client, loadgen_spec(Path(directory) if directory else None), base, ca, say, log
@@ -185,8 +198,41 @@ def ensure_images(
         for directory in dict.fromkeys(
             str(Path(f).parent) if f else None for f in [None, *locustfiles]
         )
+        if "load" in roles
     }
     return Images(base, target, loadgen)
+
+
+def copy_image(
+    source: Any, destination: Any, tag: str, where: str, say: Callable[[str], None]
+) -> str:
+    """Load `tag` from the `source` engine into `destination` (on host `where`) unless that
+    already holds the very same image; its image ID, checked to be the source's."""
+    import docker.errors
+
+    wanted = source.images.get(tag).id
+    try:
+        if destination.images.get(tag).id == wanted:
+            return str(wanted)
+    except docker.errors.ImageNotFound:
+        pass
+    say(f"copying {tag} to {where}")
+    try:
+        for message in destination.api.load_image(source.api.get_image(tag), quiet=True):
+            if isinstance(message, dict) and message.get("error"):
+                raise ImageError(f"loading {tag} into {where} failed: {message['error']}")
+        got = destination.images.get(tag).id
+    except docker.errors.APIError as exc:
+        raise ImageError(f"loading {tag} into {where} failed: {exc.explanation or exc}") from None
+    if got != wanted:
+        raise ImageError(
+            f"{tag} on {where} has image ID {got} after loading, not {wanted}: not the bytes "
+            "built here; remove it there (docker rmi) and run again"
+        )
+    labels = destination.images.get(tag).labels or {}
+    if source_label := labels.get(SOURCE_LABEL):
+        _remove_older(destination, source_label, tag)
+    return str(got)
 
 
 def ensure(

@@ -62,10 +62,13 @@ class Leftover:
     cell: str
     running: bool
     ports: tuple[int, ...]
+    # The host it was found on, as [hosts] names its engine ("" for this machine's engine).
+    host: str = ""
 
     def describe(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"container {self.container} of crashed run {self.run_id} ({state})"
+        where = f" on {self.host}" if self.host else ""
+        return f"container {self.container}{where} of crashed run {self.run_id} ({state})"
 
 
 def owner_alive(labels: dict[str, str], here: str, alive: Callable[[int, str], bool]) -> bool:
@@ -92,7 +95,7 @@ def flaskbench_alive(pid: int, started: str) -> bool:
 
 
 def find_leftovers(
-    client: Any, alive: Callable[[int, str], bool] = flaskbench_alive
+    client: Any, alive: Callable[[int, str], bool] = flaskbench_alive, host: str = ""
 ) -> list[Leftover]:
     here = controller_id()
     found = []
@@ -109,20 +112,24 @@ def find_leftovers(
                 cell=labels.get(CELL_LABEL, "?"),
                 running=container.status in ("created", "running", "restarting"),
                 ports=ports,
+                host=host,
             )
         )
     return sorted(found, key=lambda leftover: (leftover.run_id, leftover.container))
 
 
-def remove_leftovers(client: Any) -> list[Leftover]:
-    """Remove every leftover of a crashed run; return what went."""
+def remove_leftovers(
+    client: Any, host: str = "", alive: Callable[[int, str], bool] = flaskbench_alive
+) -> list[Leftover]:
+    """Remove every leftover of a crashed run, with the volume that held its raw files; return
+    what went."""
     import docker.errors
 
     removed = []
-    for leftover in find_leftovers(client):
+    for leftover in find_leftovers(client, alive, host):
         # Gone already (a concurrent clean): as good as removed.
         with contextlib.suppress(docker.errors.NotFound):
-            client.containers.get(leftover.container_id).remove(force=True)
+            client.containers.get(leftover.container_id).remove(force=True, v=True)
         removed.append(leftover)
     return removed
 

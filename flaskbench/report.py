@@ -168,6 +168,7 @@ def document(
             blocks += [Image(chart.path, chart.title) for chart in images]
     blocks += _details(analysis)
     blocks += _flagged(analysis)
+    blocks += _hosts(analysis)
     blocks += _method(analysis)
     return blocks
 
@@ -594,6 +595,83 @@ def _flagged(analysis: Analysis) -> list[Block]:
         blocks.append(Paragraph("Failures and exceptions Locust recorded:"))
         blocks.append(Bullets(tuple(problems)))
     return blocks
+
+
+def _hosts(analysis: Analysis) -> list[Block]:
+    """Which host ran what, what each is, how the images got there, and what each used; only
+    when the sides ran on more than one host."""
+    meta = analysis.data.meta
+    hosts = meta.get("hosts") or []
+    if len(hosts) < 2:
+        return []
+    rows = tuple(
+        (
+            str(host.get("name")),
+            ", ".join(host.get("roles", [])),
+            str(host.get("cpu_model", "?")),
+            f"{host.get('cpus', '?')} ("
+            + ", ".join(
+                f"{side} {cpus}" for side, cpus in host.get("cpus_used", {}).items() if cpus
+            )
+            + ")",
+            str(host.get("kernel", "?")),
+            str(host.get("engine_version", "?")),
+            f"{host.get('clock_offset_s', 0):+.3f} s",
+        )
+        for host in hosts
+    )
+    blocks: list[Block] = [
+        Heading(2, "Hosts"),
+        Paragraph(
+            "Every side ran on its own Docker engine; the machine running flaskbench only "
+            "talked to the engines. Step windows are on the Locust master's clock: workers "
+            "stamp requests with the master's time (measured against it all through the run), "
+            "and the target's gauge is shifted by the offset between the two hosts' engines."
+        ),
+        Table(
+            ("host", "runs", "CPU model", "CPUs (used)", "kernel", "Docker", "clock vs here"),
+            rows,
+        ),
+    ]
+    if images := meta.get("runner", {}).get("details", {}).get("images"):
+        blocks.append(Paragraph(_images_sentence(images)))
+    usage = tuple(
+        (
+            cell.cell_id,
+            str(step.users),
+            use.host,
+            ", ".join(use.sides),
+            _num(use.cpu_pct, 0),
+            _num(use.rss_mb, 0),
+        )
+        for cell in analysis.data.cells
+        for step in cell.steps
+        for use in step.hosts
+    )
+    if usage:
+        blocks.append(Paragraph("What each host's containers used in each measured window:"))
+        blocks.append(Table(("cell", "users", "host", "sides", "CPU %", "RSS MB"), usage))
+    return blocks
+
+
+def _images_sentence(images: dict[str, Any]) -> str:
+    ids = sorted(
+        {image_id for tags in images.get("hosts", {}).values() for image_id in tags.values()}
+    )
+    listed = ", ".join(f"`{image_id[7:19]}`" for image_id in ids)
+    if images.get("mode") == "build":
+        same = (
+            "every host ended up with the same image IDs"
+            if images.get("same_image_ids")
+            else "their image IDs differ from host to host (builds are not byte-for-byte "
+            "reproducible), so the hosts ran equivalent, not identical, images"
+        )
+        return f"Images were built on each host from the same inputs; {same} ({listed})."
+    return (
+        f"Images were built once on {images.get('built_on')} and copied to every host with "
+        "Docker's save and load, each checked by its image ID: every host ran the very same "
+        f"images ({listed})."
+    )
 
 
 def _method(analysis: Analysis) -> list[Block]:

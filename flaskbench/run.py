@@ -1,7 +1,8 @@
 """Drive a plan through a runner: one cell after another, each marked when it ends.
 
 A failed cell never stops the run; Ctrl-C or SIGTERM stops the current cell, tears it down, and
-leaves every finished cell intact so `flaskbench run --resume` can finish the job.
+leaves every finished cell intact so `flaskbench run --resume` can finish the job. So does a
+host that is gone for good (the runner says so before the next cell).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from flaskbench.config import Config, Overrides
+from flaskbench.config import Config, Overrides, format_cpus
 from flaskbench.meta import iso, run_meta
-from flaskbench.plan import Plan
+from flaskbench.plan import Placement, Plan
 from flaskbench.progress import Progress
 from flaskbench.rundir import CellStatus, RunDir
-from flaskbench.runners.base import CellContext, Runner
+from flaskbench.runners.base import CellContext, Runner, RunStopped
 
 CONFIG_COPY = "config.toml"
 
@@ -31,6 +32,8 @@ class RunOutcome:
     run: RunDir
     statuses: dict[str, CellStatus]
     interrupted: bool
+    # Why the run stopped before its last cell without being interrupted ("" if it did not).
+    stopped: str = ""
 
     @property
     def unsuccessful(self) -> list[CellStatus]:
@@ -58,10 +61,26 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 
 def start_meta(
-    config: Config, overrides: Overrides, run: RunDir, runner: Runner, reason: str
+    config: Config,
+    overrides: Overrides,
+    run: RunDir,
+    runner: Runner,
+    reason: str,
+    placement: Placement,
 ) -> dict[str, Any]:
     shutil.copyfile(config.path, run.path / CONFIG_COPY)
     meta = run_meta(config, run.run_id, runner.name, reason)
+    meta["cpus"] = {
+        "target": format_cpus(placement.target_cpus),
+        # Every load host's, when there are several: cpus.load, or a whole host each.
+        "load": format_cpus(placement.cpus_for_load(placement.workers[0][0])),
+        "target_cores": len(placement.target_cpus),
+        "load_cores": placement.load_cores,
+    }
+    meta["locust_workers"] = placement.worker_count
+    meta["placement"] = placement.describe()
+    meta["load_goes_to"] = f"{config.host}:{config.port}"
+    meta["allow_remote_target"] = overrides.allow_remote_target
     meta["overrides"] = asdict(overrides)
     meta["targets"] = {t.name: asdict(t) for t in config.targets}
     meta["workloads"] = {w.name: asdict(w) | {"path": w.path} for w in config.workloads}
@@ -83,18 +102,22 @@ def execute(
     meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})
     run.write_meta(meta)
     try:
-        meta["runner"]["details"] = runner.prepare(run.path)
+        meta["runner"]["details"] = runner.prepare(run.path, plan.placement)
     except BaseException:
         runner.close()
         raise
+    if hosts := runner.hosts():
+        meta["hosts"] = hosts
     run.write_meta(meta)
 
     todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
     interrupted = False
+    stopped = ""
     progress.begin(len(todo.cells), todo.estimated_seconds(runner.name, 1))
     try:
         with interrupts_as_keyboard_interrupt():
             for index, cell in enumerate(todo.cells, start=1):
+                runner.before_cell()
                 progress.cell(index, len(todo.cells), cell.cell_id)
                 cell_dir = run.cell_dir(cell.cell_id)
                 _discard_partial(cell_dir)
@@ -107,16 +130,20 @@ def execute(
                     progress.warn(f"flaskbench: {status.cell_id} {status.status}: {status.reason}")
     except KeyboardInterrupt:
         interrupted = True
+    except RunStopped as exc:
+        stopped = str(exc)
     finally:
         runner.close()
         progress.end()
         session = meta["sessions"][-1]
         session["ended"] = iso(time.time())
         session["interrupted"] = interrupted
+        if stopped:
+            session["stopped"] = stopped
         meta["ended"] = session["ended"]
         meta["files"] = run.manifest()
         run.write_meta(meta)
-    return RunOutcome(run, run.statuses(), interrupted)
+    return RunOutcome(run, run.statuses(), interrupted, stopped)
 
 
 def _discard_partial(cell_dir: Path) -> None:

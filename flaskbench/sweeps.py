@@ -22,8 +22,14 @@ class CountError(ValueError):
     """A count expression that cannot be read; the message says how to write one."""
 
 
-def count(expression: str, cores: int) -> int:
-    """The value of a count written relative to the cores, like "2*cores+1"."""
+def count(expression: str, cores: int | None) -> int:
+    """The value of a count written relative to the cores, like "2*cores+1". `cores` is None
+    when the target's cores are not known before it runs (a host of its own, no cpus.target)."""
+    if cores is None:
+        raise CountError(
+            f"{expression!r} needs the target's cores, which only its engine knows with "
+            "[hosts]; set cpus.target, or write a number"
+        )
     try:
         tree = ast.parse(expression, mode="eval").body
     except SyntaxError:
@@ -61,7 +67,7 @@ def _evaluate(node: ast.expr, cores: int, expression: str) -> int:
 
 
 def resolve_counts(
-    server: str, settings: Mapping[str, object], cores: int
+    server: str, settings: Mapping[str, object], cores: int | None
 ) -> tuple[dict[str, Setting], dict[str, str], list[tuple[str, str]]]:
     """Counts written as expressions, replaced by their value: (settings, the expressions as
     written, problems as (key, message))."""
@@ -92,7 +98,7 @@ class Expansion:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def expand(name: str, raw: Mapping[str, object], cores: int) -> Expansion:
+def expand(name: str, raw: Mapping[str, object], cores: int | None) -> Expansion:
     """One [sweep.NAME] table (server, then the target's keys, each a value or a list)."""
     result = Expansion()
     server = raw.get("server")
@@ -127,7 +133,7 @@ def _expand_one(
     server: str,
     settings: dict[str, object],
     varying: list[str],
-    cores: int,
+    cores: int | None,
     result: Expansion,
     seen: set[str],
 ) -> None:

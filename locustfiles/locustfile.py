@@ -5,7 +5,11 @@ Run one user class per Locust run, headless, distributed (master + workers) or s
 RequestsUser with the workload's requests (--fb-requests), or a user class of the user's own from
 a second locustfile (`-f locustfile.py,theirs.py Visitor`), whose requests are recorded the same
 way. Custom --fb-* options are given to the master only: Locust ships them to the workers in
-every spawn message.
+every spawn message (except --fb-clock-skew, which only tests give a worker).
+
+The master's clock defines the step windows. Workers may run on other hosts whose clocks differ
+by seconds, so each worker keeps asking the master for its time (stepstats.ClockSync) and
+stamps its requests with the master's clock.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import inspect
+import itertools
 import json
+import math
 import os
 import random
 import sys
@@ -32,6 +38,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, Runner, WorkerRunner
 from stepstats import (
     Buckets,
+    ClockSync,
     Record,
     Schedule,
     Step,
@@ -59,6 +66,10 @@ REPORT_LAG_S = 1.5
 # waits for the last report) short. Locust reads this module global at each report.
 WORKER_REPORT_INTERVAL = 1.0
 locust.runners.WORKER_REPORT_INTERVAL = WORKER_REPORT_INTERVAL
+# A worker asks the master for its clock: quickly at first, so its first requests are stamped
+# right, then every second to catch a shorter round trip.
+CLOCK_REQUEST, CLOCK_ANSWER = "fb_clock", "fb_clock_answer"
+CLOCK_FIRST_ASKS, CLOCK_FIRST_INTERVAL_S, CLOCK_INTERVAL_S = 10, 0.05, 1.0
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -103,6 +114,16 @@ def _positive(text: str) -> float:
         value = 0.0
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _skew(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.inf
+    if not abs(value) <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in [-3600, 3600], got {text!r}")
     return value
 
 
@@ -177,6 +198,12 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
     )
     group.add_argument(
         "--fb-out", type=_out_path, default=None, help="where the master writes loadgen.json"
+    )
+    group.add_argument(
+        "--fb-clock-skew",
+        type=_skew,
+        default=0.0,
+        help="tests only: run this worker's clock this many seconds off the real one",
     )
 
 
@@ -347,13 +374,14 @@ class _CpuMeter:
         return self._process.cpu_percent()
 
 
-def _request_recorder(buckets: Buckets) -> Callable[..., None]:
-    """A request listener: each request counts in the second it completed, i.e. now."""
+def _request_recorder(buckets: Buckets, now: Callable[[], float]) -> Callable[..., None]:
+    """A request listener: each request counts in the second it completed, i.e. now() (the
+    master's clock)."""
 
     def on_request(
         response_time: float, exception: BaseException | None = None, **_kwargs: Any
     ) -> None:
-        buckets.add(time.time(), response_time, failed=exception is not None)
+        buckets.add(now(), response_time, failed=exception is not None)
 
     return on_request
 
@@ -369,15 +397,38 @@ def on_init(environment: Environment, runner: Runner, **_kwargs: Any) -> None:
 def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
     buckets = Buckets()
     meter = _CpuMeter()
+    # Read now: the master's options replace the worker's own with its first spawn message.
+    skew = float(_options(environment).fb_clock_skew)
+    sync = ClockSync()
+
+    def own_clock() -> float:
+        return time.time() + skew
+
+    def master_clock() -> float:
+        return own_clock() + sync.correction()
+
+    def on_clock_answer(msg: Any, **_kw: Any) -> None:
+        sync.add(float(msg.data["sent"]), float(msg.data["master"]), own_clock())
+
+    def ask_for_the_clock() -> None:
+        for asked in itertools.count():
+            runner.send_message(CLOCK_REQUEST, {"sent": own_clock()})
+            gevent.sleep(CLOCK_FIRST_INTERVAL_S if asked < CLOCK_FIRST_ASKS else CLOCK_INTERVAL_S)
 
     def on_report_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         # Deltas: each report carries only what completed since the previous one, like
         # Locust's own stats in the same message, so the master's totals match Locust's.
         data[REPORT_KEY] = worker_report(
-            buckets.take_delta(), time.time(), meter.sample(), runner.cpu_warning_emitted
+            buckets.take_delta(),
+            master_clock(),
+            meter.sample(),
+            runner.cpu_warning_emitted,
+            sync.to_json(),
         )
 
-    environment.events.request.add_listener(_request_recorder(buckets))
+    runner.register_message(CLOCK_ANSWER, on_clock_answer)
+    gevent.spawn(ask_for_the_clock)
+    environment.events.request.add_listener(_request_recorder(buckets, master_clock))
     environment.events.report_to_master.add_listener(on_report_to_master)
 
 
@@ -412,6 +463,10 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
             ]
         write_json_atomic(options.fb_out, record.document(workload, shape.steps_run))
 
+    def on_clock_request(msg: Any, **_kw: Any) -> None:
+        answer = {"sent": msg.data["sent"], "master": time.time()}
+        runner.send_message(CLOCK_ANSWER, answer, client_id=msg.node_id)
+
     shape.on_tick = on_tick
     if options.fb_stop_p99_ms is not None or options.fb_stop_p99_factor is not None:
         shape.rule = StopRule(options.fb_stop_p99_ms, options.fb_stop_p99_factor)
@@ -419,9 +474,10 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
             step.users, step.measure_start, step.measure_end
         )
     if distributed:
+        runner.register_message(CLOCK_REQUEST, on_clock_request)
         environment.events.worker_report.add_listener(on_worker_report)
     else:
-        environment.events.request.add_listener(_request_recorder(record.buckets))
+        environment.events.request.add_listener(_request_recorder(record.buckets, time.time))
     # Before any user starts: a workload the app does not answer as expected gets no load.
     record.verification = verify(environment, user_class)
     if options.fb_out:

@@ -196,11 +196,64 @@ class Buckets:
         return delta
 
 
+class ClockSync:
+    """A worker's estimate of the master's clock, which alone defines the step windows.
+
+    The worker asks the master for its time and notes when it asked and when the answer came
+    (NTP's way): the master's reading lies inside that round trip, so its midpoint is off by at
+    most half of it. The reading with the shortest round trip so far is kept. Workers stamp
+    every request with their own clock plus `correction()`, so their buckets land in the
+    master's seconds even on a host whose clock is seconds off.
+    """
+
+    def __init__(self) -> None:
+        # Master's clock minus this worker's; None until the first answer.
+        self.offset_s: float | None = None
+        self.round_trip_s = math.inf
+        self.answers = 0
+
+    def add(self, sent: float, master: float, received: float) -> None:
+        round_trip = received - sent
+        if round_trip < 0:
+            return
+        self.answers += 1
+        if round_trip < self.round_trip_s:
+            self.round_trip_s = round_trip
+            self.offset_s = master - (sent + received) / 2
+
+    def correction(self) -> float:
+        """Seconds to add to this worker's clock to read the master's: 0.0 before any answer,
+        and when the offset is within the estimate's own uncertainty (same machine)."""
+        if self.offset_s is None or abs(self.offset_s) <= self.round_trip_s / 2:
+            return 0.0
+        return self.offset_s
+
+    def to_json(self) -> dict[str, Any]:
+        measured = self.offset_s is not None
+        return {
+            "offset_s": round(self.offset_s, 4) if self.offset_s is not None else None,
+            "round_trip_s": round(self.round_trip_s, 4) if measured else None,
+            "answers": self.answers,
+            "applied_s": round(self.correction(), 4),
+        }
+
+
 def worker_report(
-    delta: list[dict[str, Any]], t: float, cpu_pct: float, cpu_warning: bool
+    delta: list[dict[str, Any]],
+    t: float,
+    cpu_pct: float,
+    cpu_warning: bool,
+    clock: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What one worker adds to each of its periodic reports to the master."""
-    return {"buckets": delta, "t": t, "cpu_pct": cpu_pct, "cpu_warning": cpu_warning}
+    """What one worker adds to each of its periodic reports to the master; `t` and the buckets
+    are on the master's clock, `clock` says how far the worker's own was off."""
+    return {
+        "buckets": delta,
+        "t": t,
+        "cpu_pct": cpu_pct,
+        "cpu_warning": cpu_warning,
+        "clock": dict(clock or {}),
+    }
 
 
 class Record:
@@ -215,6 +268,7 @@ class Record:
         self._cpu: list[dict[str, Any]] = []
         self._cpu_warnings: set[str] = set()
         self._workers: set[str] = set()
+        self._clocks: dict[str, dict[str, Any]] = {}
 
     def add_cpu(self, node: str, t: float, cpu_pct: float) -> None:
         self._cpu.append({"t": round(t, 3), "node": node, "cpu_pct": round(cpu_pct, 1)})
@@ -225,6 +279,8 @@ class Record:
     def add_report(self, node: str, report: Mapping[str, Any]) -> None:
         self._workers.add(node)
         self.buckets.merge(report["buckets"])
+        if report.get("clock"):
+            self._clocks[node] = dict(report["clock"])
         self.add_cpu(node, float(report["t"]), float(report["cpu_pct"]))
         if report["cpu_warning"]:
             self.add_cpu_warning(node)
@@ -241,6 +297,7 @@ class Record:
             "loadgen_cpu": sorted(self._cpu, key=lambda sample: (sample["t"], sample["node"])),
             "cpu_warnings": sorted(self._cpu_warnings),
             "workers": len(self._workers),
+            "clocks": dict(sorted(self._clocks.items())),
         }
 
 

@@ -3,10 +3,12 @@ results, nothing left running, and a run that can be finished."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -45,11 +47,36 @@ def the_run_dir(directory: Path) -> Path:
 
 def served(cell: Path) -> int:
     """Requests the target's gauge has seen served so far."""
-    gauge = cell / "gauge.csv"
-    if not gauge.is_file():
-        return 0
-    rows = [row.split(",") for row in gauge.read_text().splitlines()[1:]]
+    rows = [row.split(",") for row in gauge_so_far(cell).splitlines()[1:]]
     return max((int(row[4]) for row in rows if len(row) == 6 and row[1] == "0"), default=0)
+
+
+def gauge_so_far(cell: Path) -> str:
+    """The gauge as written so far: in the cell's directory with the local runner; inside the
+    running target's container with the docker runner, which brings the raw files home only
+    when the cell ends."""
+    gauge = cell / "gauge.csv"
+    if gauge.is_file():
+        return gauge.read_text()
+    from flaskbench.runners.docker import docker_client_if_running
+
+    client = docker_client_if_running()
+    if client is None:
+        return ""
+    labels = [
+        f"flaskbench.run={cell.parent.parent.name}",
+        f"flaskbench.cell={cell.name}",
+        "com.docker.compose.service=target",
+    ]
+    for container in client.containers.list(filters={"label": labels}):
+        try:
+            stream, _ = container.get_archive("/results/gauge.csv")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                member = archive.extractfile("gauge.csv")
+                return member.read().decode() if member else ""
+        except Exception:  # not written yet, or the container just went: nothing so far
+            return ""
+    return ""
 
 
 def traffic_started(cell: Path) -> bool:

@@ -137,7 +137,8 @@ def test_record_documents_the_run_as_docs_raw_data_describes() -> None:
         "worker-a", worker_report(worker.take_delta(), 102.0, 55.04, cpu_warning=True)
     )
     record.add_report("worker-b", worker_report([], 102.1, 1.0, cpu_warning=False))
-    record.add_report("worker-a", worker_report([], 105.0, 2.0, cpu_warning=False))
+    clock = {"offset_s": -2.5, "round_trip_s": 0.001, "answers": 12, "applied_s": -2.5}
+    record.add_report("worker-a", worker_report([], 105.0, 2.0, cpu_warning=False, clock=clock))
     record.add_cpu("master", 101.5, 3.0)
     record.verification = {"ok": True, "checked": ["GET /io?ms=100"], "failure": None}
     workload = {"user_class": "RequestsUser", "path": "GET /io?ms=100", "wait_time": None}
@@ -162,6 +163,7 @@ def test_record_documents_the_run_as_docs_raw_data_describes() -> None:
         ],
         "cpu_warnings": ["worker-a"],
         "workers": 2,
+        "clocks": {"worker-a": clock},
     }
 
 

