@@ -60,8 +60,9 @@ class Server:
     # Settings that have no effect with these settings (a sweep leaves them out of the name
     # and does not multiply targets by them).
     unused: Callable[[Mapping[str, Setting]], frozenset[str]] = lambda _settings: frozenset()
-    # What the launcher stops the server with once a cell's load is over (no request is in
-    # flight then, so a server that can stop at once should).
+    # What the launcher stops the server with (signalling the server's whole process group).
+    # gunicorn's QUIT would be quicker than TERM, but its gthread workers then often hang
+    # until the master SIGKILLs them, which reads as a lost worker.
     stop_signal: str = "TERM"
 
 
@@ -240,8 +241,6 @@ SERVERS: Mapping[str, Server] = {
         resolve=_gunicorn_resolve,
         argv=_gunicorn_argv,
         unused=_gunicorn_unused,
-        # TERM is gunicorn's graceful stop, which takes its workers up to a second to notice.
-        stop_signal="QUIT",
     ),
 }
 

@@ -405,13 +405,21 @@ def _stop_all(
     first, so the target's last seconds are not spent refusing connections; the rest stops at
     once, which keeps the time between cells short."""
     first: list[Service | ResourceSampler] = []
-    if loadgen is not None and loadgen.returncode() is None:
+    if loadgen is not None and _may_run(loadgen):
         first, loadgen = [loadgen], None
     rest = [s for s in (loadgen, sampler, target) if s is not None]
     problems = [problem for service in first if (problem := _stop(service, cell_dir))]
     with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
         found = list(pool.map(lambda service: _stop(service, cell_dir), rest))
     return problems + [problem for problem in found if problem]
+
+
+def _may_run(service: Service) -> bool:
+    """Whether it may still be running: a host that stopped answering cannot say it is not."""
+    try:
+        return service.returncode() is None
+    except Exception:
+        return True
 
 
 def _stop(service: Service | ResourceSampler, cell_dir: Path) -> str:

@@ -345,10 +345,18 @@ class DockerSampler(ResourceSampler):
     """Streams `docker stats` of each container of every stack, on every host (about once a
     second), stamped with the master's clock (`shift_s` from ours)."""
 
-    def __init__(self, out: Path, containers: dict[str, tuple[str, Any, str]], shift_s: float):
+    def __init__(
+        self,
+        out: Path,
+        containers: dict[str, tuple[str, Any, str]],
+        shift_s: float,
+        target_here: bool,
+    ) -> None:
         super().__init__(out)
         self._containers = containers
         self._shift_s = shift_s
+        # Only a target on this machine's engine has pids that this machine's /proc describes.
+        self._target_here = target_here
         self._streams: list[threading.Thread] = []
 
     def start(self) -> ResourceSampler:
@@ -362,16 +370,16 @@ class DockerSampler(ResourceSampler):
 
     def sample(self) -> None:
         """Streams push CPU and memory; the server's own processes are polled for their PSS
-        (their host pids, readable as root, else left out)."""
+        (their host pids, readable as root, else left out) when the target runs here."""
         target = self._containers.get("target")
-        if target is None:
+        if target is None or not self._target_here:
             return
         try:
             table = target[1].top(ps_args="-o pid,args")
         except Exception:  # the container went away meanwhile
             return
         pids = [int(row[0]) for row in table.get("Processes") or () if is_server_process(row[1])]
-        self.record_server_memory(time.time(), pids)
+        self.record_server_memory(time.time() + self._shift_s, pids)
 
     def _stream(self, name: str, side: str, container: Any, host: str) -> None:
         try:
@@ -884,7 +892,10 @@ class DockerRunner(Runner):
                     stack.engine.name,
                 )
         return DockerSampler(
-            ctx.cell_dir / RESOURCES_CSV, containers, self._clocks.ours_to_master_s
+            ctx.cell_dir / RESOURCES_CSV,
+            containers,
+            self._clocks.ours_to_master_s,
+            target_here=self.placement.target == DEFAULT_ENGINE,
         )
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
