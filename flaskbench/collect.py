@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,10 +18,11 @@ from typing import Any, TypeVar
 
 from flaskbench.commands import GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
 from flaskbench.config import Workload, parse_cpus
+from flaskbench.hostcpu import HOST_CPU_CSV
 from flaskbench.rundir import CellStatus, RunDir, RunDirError
 from flaskbench.runners.base import RESOURCES_CSV
 from flaskbench.servers import Target
-from flaskbench.stats import Histogram
+from flaskbench.stats import Histogram, Window
 
 GAUGE_INTERVAL_S = 0.1
 _Row = TypeVar("_Row")
@@ -54,6 +56,15 @@ class StepData:
     # The whole load side's CPU as percent of the CPUs it was given, and its busiest process.
     loadgen_cpu_pct: float | None
     loadgen_process_cpu_max_pct: float | None
+    # Every whole second of the window, for the bootstrap intervals.
+    window: Window
+    # Percent of each side's CPU time stolen by the hypervisor (host_cpu.csv; None: not recorded).
+    target_steal_pct: float | None
+    load_steal_pct: float | None
+    # Percent of each side's CPU time used by processes that are not that side's (the host's
+    # busy time on those CPUs minus what the side's own processes used).
+    target_others_pct: float | None
+    load_others_pct: float | None
 
     @property
     def duration_s(self) -> float:
@@ -108,14 +119,24 @@ class _ResourceRow:
     rss_mb: float
 
 
+@dataclass(frozen=True)
+class _HostCpuRow:
+    t: float
+    side: str
+    cpus: str
+    busy_pct: float
+    steal_pct: float
+
+
 def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
     loadgen = _read_json(cell_dir / LOADGEN_JSON)
     windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
     buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
     gauge = _read_gauge(cell_dir / GAUGE_CSV)
     resources = _read_resources(cell_dir / RESOURCES_CSV)
+    host_cpu = _read_host_cpu(cell_dir / HOST_CPU_CSV)
     steps = tuple(
-        _step(index, users, start, end, buckets, gauge, resources, load_cpus)
+        _step(index, users, start, end, buckets, gauge, resources, load_cpus, host_cpu)
         for index, users, start, end in windows
     )
     return CellData(
@@ -224,9 +245,23 @@ def _read_gauge(path: Path) -> list[_GaugeRow]:
     return _parse_rows(path, rows, _GaugeRow, _GAUGE_FIELDS)
 
 
+_HOST_CPU_FIELDS: dict[str, type] = {
+    "t": float,
+    "side": str,
+    "cpus": str,
+    "busy_pct": float,
+    "steal_pct": float,
+}
+
+
 def _read_resources(path: Path) -> list[_ResourceRow]:
     rows = _csv_rows(path, list(_RESOURCE_FIELDS), required=False)
     return _parse_rows(path, rows, _ResourceRow, _RESOURCE_FIELDS)
+
+
+def _read_host_cpu(path: Path) -> list[_HostCpuRow]:
+    rows = _csv_rows(path, list(_HOST_CPU_FIELDS), required=False)
+    return _parse_rows(path, rows, _HostCpuRow, _HOST_CPU_FIELDS)
 
 
 def _step(
@@ -238,6 +273,7 @@ def _step(
     gauge: list[_GaugeRow],
     resources: list[_ResourceRow],
     load_cpus: int,
+    host_cpu: list[_HostCpuRow],
 ) -> StepData:
     inside = [b for b in buckets if start <= b.t and b.t + 1 <= end]
     middle = (start + end) / 2
@@ -265,7 +301,49 @@ def _step(
         target_rss_mb=max((r.rss_mb for r in target_rows), default=None),
         loadgen_cpu_pct=load_cpu[0] / load_cpus if load_cpu[0] is not None else None,
         loadgen_process_cpu_max_pct=load_cpu[1],
+        window=_window(inside, start, end),
+        target_steal_pct=_steal(host_cpu, "target", start, end),
+        load_steal_pct=_steal(host_cpu, "load", start, end),
+        target_others_pct=_others(host_cpu, resources, "target", start, end),
+        load_others_pct=_others(host_cpu, resources, "load", start, end),
     )
+
+
+def _window(inside: list[_Bucket], start: float, end: float) -> Window:
+    """One entry per whole second of the window; a second without completions counts as 0."""
+    by_second = {b.t: b for b in inside}
+    seconds = range(math.ceil(start), math.floor(end))
+    return Window(
+        tuple(by_second[t].requests if t in by_second else 0 for t in seconds),
+        tuple(Histogram(by_second[t].latency if t in by_second else {}) for t in seconds),
+    )
+
+
+def _steal(rows: list[_HostCpuRow], side: str, start: float, end: float) -> float | None:
+    values = [r.steal_pct for r in rows if r.side == side and _in_window(r.t, start, end)]
+    return statistics.fmean(values) if values else None
+
+
+# host_cpu.csv names the load side "load", resources.csv "loadgen".
+_RESOURCE_SIDE = {"target": "target", "load": "loadgen"}
+
+
+def _others(
+    host: list[_HostCpuRow], resources: list[_ResourceRow], side: str, start: float, end: float
+) -> float | None:
+    """The side's CPUs' busy time that its own processes did not use, as percent of them.
+
+    Both are means over the window: the two samplers tick at different moments."""
+    rows = [r for r in host if r.side == side and _in_window(r.t, start, end)]
+    own = [r for r in resources if r.side == _RESOURCE_SIDE[side] and _in_window(r.t, start, end)]
+    own_pct = _mean_by_time(own, lambda r: r.cpu_pct)
+    if not rows or own_pct is None:
+        return None
+    try:
+        cpus = len(parse_cpus(rows[0].cpus))
+    except ValueError:
+        return None
+    return max(0.0, statistics.fmean(r.busy_pct for r in rows) - own_pct / cpus)
 
 
 def _lost(

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from flaskbench.commands import LOADGEN_JSON
 from flaskbench.config import Config
+from flaskbench.hostcpu import HOST_CPU_CSV, HostCpuSampler
 from flaskbench.plan import Cell, Plan
 from flaskbench.probes import http_get, port_in_use
 from flaskbench.rundir import CellStatus, atomic_write_text
@@ -145,6 +146,7 @@ class Runner(ABC):
         target: Service | None = None
         loadgen: Service | None = None
         sampler: ResourceSampler | None = None
+        host_cpu = start_host_cpu(ctx)
         failure = ""
         try:
             self._check_port(ctx)
@@ -163,7 +165,7 @@ class Runner(ABC):
             # Load first, so the target's last seconds are not spent refusing connections.
             teardown = [
                 problem
-                for service in (loadgen, sampler, target)
+                for service in (loadgen, sampler, target, host_cpu)
                 if service is not None and (problem := _stop(service, ctx.cell_dir))
             ]
         if not failure:
@@ -234,7 +236,13 @@ class Runner(ABC):
         return ""
 
 
-def _stop(service: Service | ResourceSampler, cell_dir: Path) -> str:
+def start_host_cpu(ctx: CellContext) -> HostCpuSampler:
+    """Busy and steal time of both sides' CPUs, whichever runner starts the processes."""
+    sides = {"target": ctx.config.cpus.target, "load": ctx.config.cpus.load}
+    return HostCpuSampler(ctx.cell_dir / HOST_CPU_CSV, sides).start()
+
+
+def _stop(service: Service | ResourceSampler | HostCpuSampler, cell_dir: Path) -> str:
     """Stop one thing; if that fails, say so and let the caller go on with the rest."""
     try:
         service.stop()

@@ -1,0 +1,134 @@
+"""Host CPU time of each side's CPUs from /proc/stat: how busy they were and how much was stolen.
+
+On a virtual machine the hypervisor can run other guests on the physical cores behind our
+virtual CPUs; the time our CPUs wanted to run but could not is "steal". Both sides run on this
+host, each pinned to its own CPUs, so the per-CPU lines (`cpuN`) of /proc/stat say, per side,
+how much of its CPU time went to steal, and how busy its CPUs were (whoever used them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flaskbench.config import format_cpus
+from flaskbench.rundir import atomic_write_text
+
+HOST_CPU_CSV = "host_cpu.csv"
+PROC_STAT = Path("/proc/stat")
+HOST_CPU_COLUMNS = ("t", "side", "cpus", "busy_pct", "steal_pct")
+# /proc/stat's per-CPU fields, in ticks: user nice system idle iowait irq softirq steal guest
+# guest_nice; guest time is already part of user, so the first eight add up to all the time.
+_IDLE_FIELDS = (3, 4)
+_STEAL_FIELD = 7
+_TOTAL_FIELDS = 8
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    total: int
+    idle: int
+    steal: int
+
+
+def read_proc_stat(path: Path = PROC_STAT) -> dict[int, CpuTimes]:
+    """Cumulative ticks per CPU number; an unreadable file gives nothing (not every host has it)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    times = {}
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            ticks = [int(f) for f in fields[:_TOTAL_FIELDS]]
+            cpu = int(name.removeprefix("cpu"))
+        except ValueError:
+            continue
+        ticks += [0] * (_TOTAL_FIELDS - len(ticks))
+        times[cpu] = CpuTimes(
+            total=sum(ticks),
+            idle=sum(ticks[i] for i in _IDLE_FIELDS),
+            steal=ticks[_STEAL_FIELD],
+        )
+    return times
+
+
+@dataclass(frozen=True)
+class SideUsage:
+    """One side's CPUs over one interval, as percent of all their time (0 to 100)."""
+
+    busy_pct: float
+    steal_pct: float
+
+
+def side_usage(
+    before: Mapping[int, CpuTimes], after: Mapping[int, CpuTimes], cpus: Sequence[int]
+) -> SideUsage | None:
+    present = [c for c in cpus if c in before and c in after]
+    total = sum(after[c].total - before[c].total for c in present)
+    if total <= 0:
+        return None
+    idle = sum(after[c].idle - before[c].idle for c in present)
+    steal = sum(after[c].steal - before[c].steal for c in present)
+    return SideUsage(100.0 * (total - idle) / total, 100.0 * steal / total)
+
+
+class HostCpuSampler:
+    """Samples both sides' CPUs once a second into host_cpu.csv, each row covering the second
+    before its time stamp."""
+
+    interval_s = 1.0
+
+    def __init__(
+        self, out: Path, sides: Mapping[str, Sequence[int]], proc_stat: Path = PROC_STAT
+    ) -> None:
+        self._out = out
+        self._sides = dict(sides)
+        self._proc_stat = proc_stat
+        self._last: dict[int, CpuTimes] = {}
+        self._rows: list[tuple[float, str, str, float, float]] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="host-cpu-sampler", daemon=True)
+
+    def start(self) -> HostCpuSampler:
+        self.sample(time.time())
+        self._thread.start()
+        return self
+
+    def sample(self, now: float) -> None:
+        current = read_proc_stat(self._proc_stat)
+        if self._last:
+            for side, cpus in self._sides.items():
+                if usage := side_usage(self._last, current, cpus):
+                    self._rows.append(
+                        (
+                            round(now, 3),
+                            side,
+                            format_cpus(cpus),
+                            round(usage.busy_pct, 1),
+                            round(usage.steal_pct, 2),
+                        )
+                    )
+        self._last = current
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            self.sample(time.time())
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(HOST_CPU_COLUMNS)
+        writer.writerows(self._rows)
+        atomic_write_text(self._out, buffer.getvalue())
