@@ -34,7 +34,11 @@ REPEAT_CV_LIMIT = 0.05
 KNEE_SHARE_OF_PEAK = 0.95
 P99_GROWTH = 2.0
 STEAL_LIMIT_PCT = 5.0
-OTHERS_LIMIT_PCT = 10.0
+# Other processes' share of a side's CPUs times the side's own share: roughly the share of the
+# side's CPU time that went to others while it wanted it. A side that mostly waits (for I/O,
+# for the other side) is woken and run at once and barely loses anything; a side that needs
+# its CPUs loses about what others take. Above 1% (half the comparison threshold) it is flagged.
+CONTENTION_LIMIT_PCT = 1.0
 
 # Flag -> what it means, for the report.
 FLAGS = {
@@ -70,9 +74,9 @@ FLAGS = {
         "than the CPUs can do"
     ),
     "cpu_contention": (
-        f"processes other than the benchmark's used more than {OTHERS_LIMIT_PCT:.0f}% of the "
-        "target's or the load generator's CPUs (their busy time in /proc/stat beyond what the "
-        "side's own processes used): the machine was shared during this step"
+        "other processes competed for the target's or the load generator's CPUs (their busy "
+        "time in /proc/stat beyond the side's own processes, times the side's own use, above "
+        f"{CONTENTION_LIMIT_PCT:.0f}%): the machine was shared during this step"
     ),
     "no_requests": "no request completed inside the measured window",
 }
@@ -242,7 +246,7 @@ def step_row(
         loadgen_process_cpu_max_pct=step.loadgen_process_cpu_max_pct,
         worker_request_share_max=max(step.served_by_process.values()) / served if served else None,
         worker_processes=len(step.served_by_process),
-        flags=step_flags(step, rps, cell.status.status),
+        flags=step_flags(step, rps, cell.status.status, cores),
         rps_ci=percentile_interval(replicates.rps),
         p99_ci=percentile_interval(replicates.p99_ms),
         target_steal_pct=step.target_steal_pct,
@@ -259,7 +263,9 @@ def step_replicates(
     return window_replicates(step.window, seed_for(run_id, target, workload, step.users, repeat))
 
 
-def step_flags(step: StepData, rps: float, cell_status: str) -> tuple[str, ...]:
+def step_flags(
+    step: StepData, rps: float, cell_status: str, target_cores: int = 1
+) -> tuple[str, ...]:
     flags = []
     if step.requests == 0:
         flags.append("no_requests")
@@ -287,10 +293,19 @@ def step_flags(step: StepData, rps: float, cell_status: str) -> tuple[str, ...]:
     steal = [v for v in (step.target_steal_pct, step.load_steal_pct) if v is not None]
     if steal and max(steal) > STEAL_LIMIT_PCT:
         flags.append("steal")
-    others = [v for v in (step.target_others_pct, step.load_others_pct) if v is not None]
-    if others and max(others) > OTHERS_LIMIT_PCT:
+    if _contended(step, target_cores):
         flags.append("cpu_contention")
     return tuple(flags)
+
+
+def _contended(step: StepData, target_cores: int) -> bool:
+    """Either side shared its CPUs with other processes while it needed them itself."""
+    target_own = step.target_cpu_pct / target_cores if step.target_cpu_pct is not None else None
+    sides = ((step.target_others_pct, target_own), (step.load_others_pct, step.loadgen_cpu_pct))
+    return any(
+        others is not None and own is not None and others * own / 100 > CONTENTION_LIMIT_PCT
+        for others, own in sides
+    )
 
 
 def cell_rows(

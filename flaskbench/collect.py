@@ -126,6 +126,7 @@ class _HostCpuRow:
     cpus: str
     busy_pct: float
     steal_pct: float
+    flaskbench_pct: float
 
 
 def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
@@ -251,6 +252,7 @@ _HOST_CPU_FIELDS: dict[str, type] = {
     "cpus": str,
     "busy_pct": float,
     "steal_pct": float,
+    "flaskbench_pct": float,
 }
 
 
@@ -331,9 +333,9 @@ _RESOURCE_SIDE = {"target": "target", "load": "loadgen"}
 def _others(
     host: list[_HostCpuRow], resources: list[_ResourceRow], side: str, start: float, end: float
 ) -> float | None:
-    """The side's CPUs' busy time that its own processes did not use, as percent of them.
-
-    Both are means over the window: the two samplers tick at different moments."""
+    """The side's CPUs' busy time that neither its own processes nor the orchestrator used, as
+    percent of them. Both are means over the window: the two samplers tick at different
+    moments."""
     rows = [r for r in host if r.side == side and _in_window(r.t, start, end)]
     own = [r for r in resources if r.side == _RESOURCE_SIDE[side] and _in_window(r.t, start, end)]
     own_pct = _mean_by_time(own, lambda r: r.cpu_pct)
@@ -343,7 +345,8 @@ def _others(
         cpus = len(parse_cpus(rows[0].cpus))
     except ValueError:
         return None
-    return max(0.0, statistics.fmean(r.busy_pct for r in rows) - own_pct / cpus)
+    busy = statistics.fmean(r.busy_pct - r.flaskbench_pct for r in rows)
+    return max(0.0, busy - own_pct / cpus)
 
 
 def _lost(

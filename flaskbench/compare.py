@@ -128,6 +128,8 @@ class Answer:
     peak_users: int | None
     peak_rps: float | None
     peak_rps_ci: Interval | None
+    # The peak step's flags: a flagged peak makes a doubtful saturation throughput.
+    peak_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,10 @@ class AnswerComparison:
     ratio: float | None
     ci: Interval | None
     verdict: str
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.baseline.peak_flags, *self.other.peak_flags)))
 
 
 @dataclass(frozen=True)
@@ -303,6 +309,7 @@ def answer(analysis: Analysis, target: str, workload: str) -> Answer:
         peak_users=peak.users if peak else None,
         peak_rps=peak.rps if peak else None,
         peak_rps_ci=peak.rps_ci if peak else None,
+        peak_flags=peak.flags if peak else (),
     )
 
 

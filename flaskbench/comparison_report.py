@@ -263,6 +263,7 @@ def _answers(comparison: Comparison) -> list[Block]:
                     "saturation req/s",
                     "ratio (95% interval)",
                     "verdict",
+                    "flags at the peaks",
                 ),
                 rows,
             )
@@ -282,6 +283,7 @@ def _answer_row(item: AnswerComparison) -> tuple[str, ...]:
         f"{_number(base.peak_rps)} → {_number(other.peak_rps)}",
         _ratio(item.ratio, item.ci),
         item.verdict,
+        ", ".join(item.flags) or "-",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from flaskbench.rundir import atomic_write_text
 
 HOST_CPU_CSV = "host_cpu.csv"
 PROC_STAT = Path("/proc/stat")
-HOST_CPU_COLUMNS = ("t", "side", "cpus", "busy_pct", "steal_pct")
+HOST_CPU_COLUMNS = ("t", "side", "cpus", "busy_pct", "steal_pct", "flaskbench_pct")
 # /proc/stat's per-CPU fields, in ticks: user nice system idle iowait irq softirq steal guest
 # guest_nice; guest time is already part of user, so the first eight add up to all the time.
 _IDLE_FIELDS = (3, 4)
@@ -81,9 +82,17 @@ def side_usage(
     return SideUsage(100.0 * (total - idle) / total, 100.0 * steal / total)
 
 
+def _home_side(sides: Mapping[str, Sequence[int]], affinity: set[int]) -> str | None:
+    """The side whose CPUs this process is confined to, if any."""
+    return next((side for side, cpus in sides.items() if affinity <= set(cpus)), None)
+
+
 class HostCpuSampler:
     """Samples both sides' CPUs once a second into host_cpu.csv, each row covering the second
-    before its time stamp."""
+    before its time stamp.
+
+    The orchestrator (this process, sampler included) runs pinned to the load side's CPUs; its
+    own CPU is recorded too, so that it does not count as another process competing there."""
 
     interval_s = 1.0
 
@@ -94,7 +103,9 @@ class HostCpuSampler:
         self._sides = dict(sides)
         self._proc_stat = proc_stat
         self._last: dict[int, CpuTimes] = {}
-        self._rows: list[tuple[float, str, str, float, float]] = []
+        self._last_own: tuple[float, float] | None = None
+        self._home = _home_side(self._sides, os.sched_getaffinity(0))
+        self._rows: list[tuple[float, str, str, float, float, float]] = []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="host-cpu-sampler", daemon=True)
 
@@ -105,7 +116,10 @@ class HostCpuSampler:
 
     def sample(self, now: float) -> None:
         current = read_proc_stat(self._proc_stat)
-        if self._last:
+        own = (now, time.process_time())
+        if self._last and self._last_own and now > self._last_own[0]:
+            # Percent of one core this process used since the previous sample.
+            mine = 100 * (own[1] - self._last_own[1]) / (now - self._last_own[0])
             for side, cpus in self._sides.items():
                 if usage := side_usage(self._last, current, cpus):
                     self._rows.append(
@@ -115,9 +129,11 @@ class HostCpuSampler:
                             format_cpus(cpus),
                             round(usage.busy_pct, 1),
                             round(usage.steal_pct, 2),
+                            round(mine / len(cpus), 2) if side == self._home else 0.0,
                         )
                     )
         self._last = current
+        self._last_own = own
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval_s):

@@ -37,6 +37,9 @@ class Step:
     # None writes no host rows for the step.
     host_busy: float | None = None
     steal: float = 0.0
+    # What the orchestrator itself used of the load side's CPUs (host_cpu.csv's load rows
+    # show host_busy, the target's rows host_busy less this: the orchestrator is not there).
+    orchestrator: float = 0.0
 
 
 def make_run(
@@ -76,7 +79,7 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
     buckets = []
     gauge = [("t", "pid", "inflight", "peak", "served", "lost")]
     resources = [("t", "side", "name", "cpu_pct", "rss_mb")]
-    host = [("t", "side", "cpus", "busy_pct", "steal_pct")]
+    host = [("t", "side", "cpus", "busy_pct", "steal_pct", "flaskbench_pct")]
     served: dict[int, int] = {}
     for index, step in enumerate(steps):
         start = T0 + index * (WARMUP + MEASURE)
@@ -110,8 +113,9 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
             resources.append((second, "target", "target", step.target_cpu, 60.0))
             resources.append((second, "loadgen", "locust-worker-1", step.loadgen_cpu, 80.0))
             if step.host_busy is not None:
-                host.append((second, "target", "0", step.host_busy, step.steal))
-                host.append((second, "load", "1", step.host_busy, step.steal))
+                target_busy = step.host_busy - step.orchestrator
+                host.append((second, "target", "0", target_busy, step.steal, 0.0))
+                host.append((second, "load", "1", step.host_busy, step.steal, step.orchestrator))
     (cell_dir / "loadgen.json").write_text(
         json.dumps(
             {

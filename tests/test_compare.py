@@ -125,8 +125,11 @@ def test_a_flagged_step_is_compared_but_not_valid(tmp_path: Path) -> None:
     other = run(tmp_path, "b", {"sync--io--r1": [step(failures=40)]})
     comparison = compare(load_sides([base, other], None))
     assert all(not s.valid and s.flags == ("failures",) for s in comparison.steps)
+    (answer,) = comparison.answers
+    assert answer.flags == ("failures",)
     clean = compare(load_sides([base, base], None))
     assert all(s.valid for s in clean.steps)
+    assert clean.answers[0].flags == ()
 
 
 def test_answers_are_compared_per_target(tmp_path: Path) -> None:
