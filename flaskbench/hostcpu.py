@@ -1,9 +1,10 @@
-"""Host CPU time of each side's CPUs from /proc/stat: how busy they were and how much was stolen.
+"""Host CPU time of each side's CPUs from /proc/stat: how much processes used, how much was stolen.
 
 On a virtual machine the hypervisor can run other guests on the physical cores behind our
 virtual CPUs; the time our CPUs wanted to run but could not is "steal". Both sides run on this
 host, each pinned to its own CPUs, so the per-CPU lines (`cpuN`) of /proc/stat say, per side,
-how much of its CPU time went to steal, and how busy its CPUs were (whoever used them).
+how much of its CPU time went to steal, and how much processes ran there (whichever: with what
+the side's own processes used, that tells how much others took).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ PROC_STAT = Path("/proc/stat")
 HOST_CPU_COLUMNS = ("t", "side", "cpus", "busy_pct", "steal_pct", "flaskbench_pct")
 # /proc/stat's per-CPU fields, in ticks: user nice system idle iowait irq softirq steal guest
 # guest_nice; guest time is already part of user, so the first eight add up to all the time.
-_IDLE_FIELDS = (3, 4)
+# Processes run in user, nice and system time; interrupts (mostly the benchmark's own network
+# traffic) are charged to no process, so they are left out of what processes used.
+_PROCESS_FIELDS = (0, 1, 2)
 _STEAL_FIELD = 7
 _TOTAL_FIELDS = 8
 
@@ -33,7 +36,7 @@ _TOTAL_FIELDS = 8
 @dataclass(frozen=True)
 class CpuTimes:
     total: int
-    idle: int
+    process: int
     steal: int
 
 
@@ -56,7 +59,7 @@ def read_proc_stat(path: Path = PROC_STAT) -> dict[int, CpuTimes]:
         ticks += [0] * (_TOTAL_FIELDS - len(ticks))
         times[cpu] = CpuTimes(
             total=sum(ticks),
-            idle=sum(ticks[i] for i in _IDLE_FIELDS),
+            process=sum(ticks[i] for i in _PROCESS_FIELDS),
             steal=ticks[_STEAL_FIELD],
         )
     return times
@@ -66,6 +69,7 @@ def read_proc_stat(path: Path = PROC_STAT) -> dict[int, CpuTimes]:
 class SideUsage:
     """One side's CPUs over one interval, as percent of all their time (0 to 100)."""
 
+    # Time processes ran there (user, nice, system), whichever processes they were.
     busy_pct: float
     steal_pct: float
 
@@ -77,9 +81,9 @@ def side_usage(
     total = sum(after[c].total - before[c].total for c in present)
     if total <= 0:
         return None
-    idle = sum(after[c].idle - before[c].idle for c in present)
+    process = sum(after[c].process - before[c].process for c in present)
     steal = sum(after[c].steal - before[c].steal for c in present)
-    return SideUsage(100.0 * (total - idle) / total, 100.0 * steal / total)
+    return SideUsage(100.0 * process / total, 100.0 * steal / total)
 
 
 def _home_side(sides: Mapping[str, Sequence[int]], affinity: set[int]) -> str | None:

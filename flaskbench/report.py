@@ -266,7 +266,7 @@ def _provenance_section(analysis: Analysis) -> list[Block]:
 
 
 def _noise(analysis: Analysis) -> list[Block]:
-    """How noisy the machine was: CPU steal per side, and what could be seen of its clocks."""
+    """How noisy the machine was: CPU steal and other processes per side, and its clocks."""
     machine = analysis.data.meta.get("machine", {})
     frequency = machine.get("cpufreq") or {}
     clocks = (
@@ -274,18 +274,33 @@ def _noise(analysis: Analysis) -> list[Block]:
         if frequency.get("driver") or frequency.get("governor")
         else "CPU frequency driver and governor not visible on this host"
     )
-    steal = {
-        side: _max_of_float(getattr(r, f"{side}_steal_pct") for r in analysis.rows)
+    steal = _worst(analysis, "steal")
+    if steal is None:
+        return [
+            Paragraph(
+                f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time was not recorded."
+            )
+        ]
+    contended = sum("cpu_contention" in r.flags for r in analysis.rows)
+    return [
+        Paragraph(
+            f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time, highest step: {steal} "
+            f"(a step above {STEAL_LIMIT_PCT:.0f}% on either side is flagged `steal`). Other "
+            f"processes on the sides' CPUs, highest step: {_worst(analysis, 'others')}; "
+            f"{_counted(contended, 'step was', 'steps were')} flagged `cpu_contention`."
+        )
+    ]
+
+
+def _worst(analysis: Analysis, measure: str) -> str | None:
+    """The highest step of a per-side measure (`steal` or `others`), both sides, or None."""
+    worst = {
+        side: _max_of_float(getattr(r, f"{side}_{measure}_pct") for r in analysis.rows)
         for side in ("target", "load")
     }
-    if all(v is None for v in steal.values()):
-        stolen = "CPU steal time was not recorded"
-    else:
-        stolen = "CPU steal time, highest step: " + ", ".join(
-            f"{side} {_num(value, 1)}%" for side, value in steal.items()
-        )
-        stolen += f" (a step above {STEAL_LIMIT_PCT:.0f}% on either side is flagged `steal`)"
-    return [Paragraph(f"Machine: {_machine_name(machine)}. {clocks}. {stolen}.")]
+    if all(v is None for v in worst.values()):
+        return None
+    return ", ".join(f"{side} {_num(value, 1)}%" for side, value in worst.items())
 
 
 def _max_of_float(values: Iterable[float | None]) -> float | None:

@@ -13,14 +13,15 @@ from flaskbench.analyze import analyze_run
 from flaskbench.collect import load_run
 from flaskbench.hostcpu import HostCpuSampler, read_proc_stat, side_usage
 from flaskbench.meta import cpu_frequency, machine_model
+from flaskbench.report import write_outputs
 
 
-def proc_stat(path: Path, per_cpu: dict[int, tuple[int, int, int]]) -> None:
-    """per_cpu: cpu -> (busy ticks, idle ticks, steal ticks), cumulative."""
+def proc_stat(path: Path, per_cpu: dict[int, tuple[int, int, int]], softirq: int = 0) -> None:
+    """per_cpu: cpu -> (user ticks, idle ticks, steal ticks), cumulative; softirq on each."""
     lines = ["cpu  1 2 3 4 5 6 7 8 0 0"]
     for cpu, (busy, idle, steal) in sorted(per_cpu.items()):
         # user nice system idle iowait irq softirq steal guest guest_nice
-        lines.append(f"cpu{cpu} {busy} 0 0 {idle} 0 0 0 {steal} 0 0")
+        lines.append(f"cpu{cpu} {busy} 0 0 {idle} 0 0 {softirq} {steal} 0 0")
     lines.append("intr 12345 0 0")
     path.write_text("\n".join(lines) + "\n")
 
@@ -30,7 +31,7 @@ def test_proc_stat_is_read_per_cpu(tmp_path: Path) -> None:
     proc_stat(path, {0: (100, 800, 100), 1: (50, 950, 0)})
     times = read_proc_stat(path)
     assert set(times) == {0, 1}
-    assert (times[0].total, times[0].idle, times[0].steal) == (1000, 800, 100)
+    assert (times[0].total, times[0].process, times[0].steal) == (1000, 100, 100)
     assert read_proc_stat(tmp_path / "missing") == {}
 
 
@@ -39,12 +40,12 @@ def test_side_usage_is_percent_of_the_sides_cpus(tmp_path: Path) -> None:
     after = {0: (60, 30, 10), 1: (20, 80, 0), 2: (100, 0, 0)}
     first, second = tmp_path / "a", tmp_path / "b"
     proc_stat(first, before)
-    proc_stat(second, after)
+    proc_stat(second, after, softirq=20)
     usage = side_usage(read_proc_stat(first), read_proc_stat(second), [0, 1])
     assert usage is not None
-    # CPUs 0 and 1: 200 ticks, 110 idle, 10 stolen (steal counts as busy: not ours to use).
-    assert usage.busy_pct == pytest.approx(45.0)
-    assert usage.steal_pct == pytest.approx(5.0)
+    # CPUs 0 and 1: 240 ticks, 80 of them processes, 40 interrupts (no process's), 10 stolen.
+    assert usage.busy_pct == pytest.approx(100 * 80 / 240)
+    assert usage.steal_pct == pytest.approx(100 * 10 / 240)
     assert side_usage(read_proc_stat(first), read_proc_stat(first), [0]) is None
 
 
@@ -137,3 +138,24 @@ def test_machine_model_and_frequency_governor_from_sysfs(tmp_path: Path) -> None
     # Not visible (containers, many VMs): recorded as unknown, not guessed.
     assert machine_model(tmp_path / "none") == {"vendor": None, "product": None}
     assert cpu_frequency([5], tmp_path) == {"driver": None, "governor": None}
+
+
+def test_the_reports_provenance_names_the_noise(tmp_path: Path) -> None:
+    steps = [
+        Step(users=2, rps=20, latency_ms=100, loadgen_cpu=50, host_busy=50, steal=7.5),
+        Step(users=4, rps=40, latency_ms=100, host_busy=90),
+    ]
+    run = make_run(
+        tmp_path / "run",
+        {"sync--io--r1": steps},
+        meta={"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "model": {"product": "c7g"}}},
+    )
+    write_outputs(run, analyze_run(load_run(run)))
+    provenance = (run.path / "report.md").read_text().split("## Provenance")[1]
+    assert "Machine: c7g (Test CPU, 2 CPUs)" in provenance
+    assert "CPU frequency driver and governor not visible on this host" in provenance
+    assert "CPU steal time, highest step: target 7.5%, load 7.5%" in provenance
+    assert "Other processes on the sides' CPUs, highest step: target 40.0%, load 60.0%" in (
+        provenance
+    )
+    assert "1 step was flagged `cpu_contention`" in provenance
