@@ -13,8 +13,10 @@ comparisons land in the config's results directory, so every figure can be trace
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,8 @@ from typing import Any
 from flaskbench.accuracy import bench_config, run_bench
 from flaskbench.compare import Comparison, StepComparison, compare, load_sides
 from flaskbench.comparison_report import write_comparison
+from flaskbench.config import format_cpus
+from flaskbench.hostcpu import read_proc_stat, side_usage
 from flaskbench.rundir import new_output_dir
 
 FALSE_POSITIVE_LIMIT = 0.05
@@ -121,6 +125,25 @@ def detection(runs: Sequence[Path]) -> bool:
     return holds
 
 
+def machine_load(cpus: Sequence[int], seconds: float = 3.0) -> float | None:
+    """Percent of these CPUs that processes used over a few seconds (this one sleeps): how busy
+    the machine is with other work before the runs start."""
+    before = read_proc_stat()
+    time.sleep(seconds)
+    usage = side_usage(before, read_proc_stat(), cpus)
+    return usage.busy_pct if usage else None
+
+
+def _say_machine_load() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    load = machine_load(cpus)
+    if load is not None:
+        print(
+            f"0. before the runs, other processes used {load:.0f}% of CPUs {format_cpus(cpus)} "
+            "(on a quiet machine: a few %; steps they disturb are flagged and not counted)"
+        )
+
+
 def _runs(base: dict[str, Any], directory: Path, runner: str) -> tuple[list[Path], list[Path]]:
     aa_config = bench_config(
         base, directory, load=AA_LOAD, targets=AA_TARGETS, workloads=AA_WORKLOADS
@@ -155,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reuse:
         aa, pair = list(args.reuse[:2]), list(args.reuse[2:])
     else:
+        _say_machine_load()
         base = tomllib.loads(args.config.read_text())
         with tempfile.TemporaryDirectory(prefix="flaskbench-compare-check-") as tmp:
             aa, pair = _runs(base, Path(tmp), args.runner)

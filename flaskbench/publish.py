@@ -232,8 +232,9 @@ def _read_summary(path: Path) -> list[dict[str, str]]:
         return []
 
 
-def headline(summary: Iterable[Mapping[str, str]]) -> dict[str, str]:
-    """Per workload, what one process of each target handled at most: `sync 1, gevent 64`."""
+def headline(summary: Iterable[Mapping[str, str]], order: Sequence[str] = ()) -> dict[str, str]:
+    """Per workload, what one process of each target handled at most: `sync 1, gevent 64`;
+    workloads and targets in `order` (the config's), then the rest."""
     peaks: dict[str, dict[str, int]] = defaultdict(dict)
     for row in summary:
         try:
@@ -242,9 +243,13 @@ def headline(summary: Iterable[Mapping[str, str]]) -> dict[str, str]:
             continue
         targets = peaks[row["workload"]]
         targets[row["target"]] = max(value, targets.get(row["target"], 0))
+
+    def rank(name: str) -> tuple[int, str]:
+        return (list(order).index(name) if name in order else len(order), name)
+
     return {
-        workload: ", ".join(f"{t} {v}" for t, v in targets.items())
-        for workload, targets in peaks.items()
+        workload: ", ".join(f"{t} {peaks[workload][t]}" for t in sorted(peaks[workload], key=rank))
+        for workload in sorted(peaks, key=rank)
     }
 
 
@@ -252,7 +257,7 @@ def run_entry(run_id: str, meta: Mapping[str, Any], summary: Sequence[Mapping[st
     machine = meta.get("machine", {})
     model = machine.get("model", {}) or {}
     cpus = meta.get("cpus", {})
-    answer = headline(summary)
+    answer = headline(summary, [*meta.get("workloads", {}), *meta.get("targets", {})])
     return Entry(
         kind="run",
         id=run_id,
@@ -296,9 +301,8 @@ def comparison_entry(name: str, record: Mapping[str, Any]) -> Entry:
             "runs": " vs ".join(str(r.get("label", r.get("run_id"))) for r in runs),
             "run ids": ", ".join(str(r.get("run_id")) for r in runs),
             "what differs": ", ".join(record.get("differences", [])) or "nothing (A/A)",
-            "verdicts": ", ".join(
-                f"{verdicts.get(v, 0)} {v}" for v in ("faster", "slower", "same")
-            ),
+            "verdicts": ", ".join(f"{verdicts.get(v, 0)} {v}" for v in ("faster", "slower", "same"))
+            + f"; {record.get('flagged', 0)} flagged, not counted",
         },
         links=(
             Link("comparison", f"comparisons/{name}/comparison.html"),

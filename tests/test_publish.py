@@ -87,7 +87,7 @@ def test_the_site_lists_runs_and_comparisons_newest_first(published: Path) -> No
     assert "io: gevent 50" in runs
     comparisons = index[index.index("<h2>Comparisons</h2>") :]
     assert "run-a vs run-b" in comparisons
-    assert "2 faster, 0 slower, 0 same" in comparisons
+    assert "2 faster, 0 slower, 0 same; 0 flagged, not counted" in comparisons
     assert '<a href="runs/run-a/report.html">run-a</a>' in comparisons
     for link in ("report", "summary.csv", "raw data", "comparison", "comparison.csv"):
         assert f">{link}</a>" in index
