@@ -61,8 +61,8 @@ class StepData:
     # Percent of each side's CPU time stolen by the hypervisor (host_cpu.csv; None: not recorded).
     target_steal_pct: float | None
     load_steal_pct: float | None
-    # Percent of each side's CPU time used by processes that are not that side's (the host's
-    # busy time on those CPUs minus what the side's own processes used).
+    # Percent of each side's CPU time used by other processes: the time processes ran on its
+    # CPUs (host_cpu.csv) less its own processes and the orchestrator.
     target_others_pct: float | None
     load_others_pct: float | None
 
