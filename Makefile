@@ -10,12 +10,16 @@ CONFIG ?= bench.toml
 RUNNER ?= auto
 # Extra flags for `flaskbench run`, e.g. make bench ARGS="--targets sync,gevent --repeats 3"
 ARGS ?=
+# make publish: the runs and comparisons to publish (default: all under results/), and where.
+RUNS ?=
+SITE ?= site
 
-.PHONY: help venv bench bench-quick images base-image report test lint accuracy doctor clean-containers clean
+.PHONY: help venv bench bench-quick images base-image report test lint accuracy compare-check publish doctor clean-containers clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: RUNNER=auto|docker|local CONFIG=bench.toml ARGS='...' RUN=results/<run>"
+	@echo "             RUNS='results/<run> results/<comparison> ...' SITE=site (make publish)"
 
 $(STAMP): requirements.txt targets/requirements.txt targets/app-requirements.txt locustfiles/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +44,12 @@ base-image: ## build flaskbench-base:bookworm from Debian packages (root, no reg
 report: $(STAMP) ## rebuild a run's summary and report from its raw data: make report RUN=results/<run>
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run directory>" >&2; exit 2; }
 	$(BIN)/flaskbench report $(RUN)
+
+compare-check: $(STAMP) ## measure compare's false positives (A/A) and its power (about 13 minutes)
+	$(BIN)/python -m flaskbench.compare_check --config $(CONFIG) --runner $(RUNNER)
+
+publish: $(STAMP) ## write a static site of runs and comparisons: make publish [RUNS="..."] [SITE=site]
+	$(BIN)/flaskbench publish $(RUNS) --out $(SITE)
 
 doctor: $(STAMP) ## check that this host can run the benchmark
 	$(BIN)/flaskbench doctor --config $(CONFIG)

@@ -59,7 +59,7 @@ def _toml_value(value: Any) -> str:
     return str(value)
 
 
-def _config(base: dict[str, Any], directory: Path, **sections: dict[str, Any]) -> Path:
+def bench_config(base: dict[str, Any], directory: Path, **sections: dict[str, Any]) -> Path:
     """The user's [run] and [cpus] with the benchmark's own targets, workloads and load.
 
     The runs land in the user's results directory like any other, so each figure can be
@@ -86,7 +86,7 @@ def _config(base: dict[str, Any], directory: Path, **sections: dict[str, Any]) -
     return path
 
 
-def _run(config: Path, runner: str) -> Path:
+def run_bench(config: Path, runner: str) -> Path:
     """The run directory of one `flaskbench run` with that config."""
     done = subprocess.run(
         [
@@ -106,7 +106,7 @@ def _run(config: Path, runner: str) -> Path:
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode not in (0, 1) or not lines:
-        sys.exit(f"accuracy: flaskbench run failed ({done.returncode}):\n{done.stderr}")
+        sys.exit(f"flaskbench run failed ({done.returncode}):\n{done.stderr}")
     return Path(lines[-1])
 
 
@@ -117,14 +117,14 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 def io_ceilings(base: dict[str, Any], directory: Path, runner: str) -> None:
     users = sorted({u for _, steps in IO_TARGETS.values() for u in steps})
-    config = _config(
+    config = bench_config(
         base,
         directory,
         load={"users": users, "warmup": "3s", "measure": "10s"},
         targets={name: settings for name, (settings, _) in IO_TARGETS.items()},
         workloads={"io": {"io_ms": 100}},
     )
-    rows = _rows(_run(config, runner))
+    rows = _rows(run_bench(config, runner))
     print("1. /io?ms=100 throughput, measured / expected, at and above saturation")
     print(f"   {'target':<11}{'users':>6}{'req/s':>9}{'expected':>10}{'ratio':>8}  flags")
     for name, (_, steps) in IO_TARGETS.items():
@@ -152,14 +152,14 @@ def gauge_overhead(base: dict[str, Any], directory: Path, runner: str) -> None:
     models = []
     target_cpus = ""
     for name, settings in GAUGE_TARGETS.items():
-        config = _config(
+        config = bench_config(
             {**base, "run": {**base.get("run", {}), "gauge": "alternate"}},
             directory,
             load={"users": [16], "warmup": "3s", "measure": f"{GAUGE_MEASURE_S}s"},
             targets={name: settings},
             workloads={"noop": {"io_ms": 0}},
         )
-        run_dir = _run(config, runner)
+        run_dir = run_bench(config, runner)
         cell = run_dir / "raw" / f"{name}--noop--r1"
         pairs = _period_pairs(json.loads((cell / "loadgen.json").read_text()))
         ratios = [on / off for on, off in pairs]
@@ -230,14 +230,14 @@ def _sampling_share(cell: Path) -> float:
 
 
 def loadgen_headroom(base: dict[str, Any], directory: Path, runner: str) -> None:
-    config = _config(
+    config = bench_config(
         base,
         directory,
         load={"users": [64], "warmup": "3s", "measure": "10s"},
         targets={"gthread": FASTEST},
         workloads={"noop": {"io_ms": 0}},
     )
-    rows = _rows(_run(config, runner))
+    rows = _rows(run_bench(config, runner))
     row = rows[0]
     rps = float(row["rps"])
     target_cpu = float(row["target_cpu_pct"]) / 100
@@ -254,8 +254,10 @@ def loadgen_headroom(base: dict[str, Any], directory: Path, runner: str) -> None
 def harness_overhead(base: dict[str, Any], directory: Path, runner: str) -> None:
     quick = {"users": [1, 8, 64], "warmup": "1s", "measure": "3s", **base.get("quick", {})}
     targets = {name: settings for name, (settings, _) in IO_TARGETS.items()}
-    config = _config(base, directory, load=quick, targets=targets, workloads={"io": {"io_ms": 100}})
-    run_dir = _run(config, runner)
+    config = bench_config(
+        base, directory, load=quick, targets=targets, workloads={"io": {"io_ms": 100}}
+    )
+    run_dir = run_bench(config, runner)
     meta = json.loads((run_dir / "meta.json").read_text())
     stairs = meta["staircase"]
     steps_s = len(stairs["users"]) * (stairs["warmup_s"] + stairs["measure_s"])

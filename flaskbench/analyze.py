@@ -9,12 +9,21 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TypeVar
 
 from flaskbench.collect import CellData, RunData, StepData
 from flaskbench.servers import Target
-from flaskbench.stats import coefficient_of_variation, ramp_z
+from flaskbench.stats import (
+    Interval,
+    Replicates,
+    coefficient_of_variation,
+    percentile_interval,
+    pooled_replicates,
+    ramp_z,
+    seed_for,
+    window_replicates,
+)
 from flaskbench.theory import Work, expect, modelled_work
 from flaskbench.workloads import Workload
 
@@ -25,6 +34,12 @@ RAMP_MIN_Z = 3.0
 REPEAT_CV_LIMIT = 0.05
 KNEE_SHARE_OF_PEAK = 0.95
 P99_GROWTH = 2.0
+STEAL_LIMIT_PCT = 5.0
+# Other processes' share of a side's CPUs times the side's own share: roughly the share of the
+# side's CPU time that went to others while it wanted it. A side that mostly waits (for I/O,
+# for the other side) is woken and run at once and barely loses anything; a side that needs
+# its CPUs loses about what others take. Above 1% (half the comparison threshold) it is flagged.
+CONTENTION_LIMIT_PCT = 1.0
 
 # Flag -> what it means, for the report.
 FLAGS = {
@@ -54,6 +69,16 @@ FLAGS = {
         "repeats"
     ),
     "degraded": "the server lost a worker during this cell (see the cell's reason)",
+    "steal": (
+        f"the hypervisor stole more than {STEAL_LIMIT_PCT:.0f}% of a side's CPU time (CPU steal "
+        "in /proc/stat): the machine was busy with other guests, so this step measures less "
+        "than the CPUs can do"
+    ),
+    "cpu_contention": (
+        "other processes competed for the target's or the load generator's CPUs (their busy "
+        "time in /proc/stat beyond the side's own processes, times the side's own use, above "
+        f"{CONTENTION_LIMIT_PCT:.0f}%): the machine was shared during this step"
+    ),
     "no_requests": "no request completed inside the measured window",
 }
 
@@ -72,10 +97,14 @@ SUMMARY_COLUMNS = (
     "failures",
     "lost_requests",
     "rps",
+    "rps_ci_low",
+    "rps_ci_high",
     "mean_ms",
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    "p99_ci_low",
+    "p99_ci_high",
     "max_ms",
     "peak_inflight_process",
     "peak_inflight_server",
@@ -92,6 +121,10 @@ SUMMARY_COLUMNS = (
     "loadgen_process_cpu_max_pct",
     "worker_request_share_max",
     "worker_processes",
+    "target_steal_pct",
+    "load_steal_pct",
+    "target_others_pct",
+    "load_others_pct",
     "step_status",
     "valid",
     "flags",
@@ -139,6 +172,13 @@ class Row:
     worker_request_share_max: float | None
     worker_processes: int
     flags: tuple[str, ...]
+    # 95% bootstrap intervals over the window's seconds (see stats.window_replicates).
+    rps_ci: Interval | None = None
+    p99_ci: Interval | None = None
+    target_steal_pct: float | None = None
+    load_steal_pct: float | None = None
+    target_others_pct: float | None = None
+    load_others_pct: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -149,7 +189,15 @@ class Row:
         values["valid"] = "true" if self.valid else "false"
         values["flags"] = ";".join(self.flags)
         values["step_status"] = "measured"
+        values |= _interval_columns("rps", self.rps_ci) | _interval_columns("p99", self.p99_ci)
         return {column: _csv_value(values[column]) for column in SUMMARY_COLUMNS}
+
+
+def _interval_columns(name: str, interval: Interval | None) -> dict[str, object]:
+    return {
+        f"{name}_ci_low": interval.low if interval else None,
+        f"{name}_ci_high": interval.high if interval else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -196,12 +244,14 @@ def step_row(
     step: StepData,
     target: Target,
     workload: Workload,
+    cores: int,
 ) -> Row:
     """A row without its expectation (see with_expectation). Throughput counts only requests
     that got the status they expected: a fast failure is not performance."""
     succeeded = step.requests - step.failures
     rps = succeeded / step.duration_s if step.duration_s > 0 else 0.0
     served = sum(step.served_by_process.values())
+    replicates = step_replicates(run_id, target.name, workload.name, step, repeat)
     return Row(
         run_id=run_id,
         target=target.name,
@@ -238,8 +288,21 @@ def step_row(
         loadgen_process_cpu_max_pct=step.loadgen_process_cpu_max_pct,
         worker_request_share_max=max(step.served_by_process.values()) / served if served else None,
         worker_processes=len(step.served_by_process),
-        flags=step_flags(step, rps, cell.status.status, cell.wait_time is not None),
+        flags=step_flags(step, rps, cell.status.status, cores, cell.wait_time is not None),
+        rps_ci=percentile_interval(replicates.rps),
+        p99_ci=percentile_interval(replicates.p99_ms),
+        target_steal_pct=step.target_steal_pct,
+        load_steal_pct=step.load_steal_pct,
+        target_others_pct=step.target_others_pct,
+        load_others_pct=step.load_others_pct,
     )
+
+
+def step_replicates(
+    run_id: str, target: str, workload: str, step: StepData, repeat: int
+) -> Replicates:
+    """The bootstrap of one step of one repeat, seeded by what it is, so it is reproducible."""
+    return window_replicates(step.window, seed_for(run_id, target, workload, step.users, repeat))
 
 
 def with_expectation(row: Row, target: Target, work: Work | None, cores: int) -> Row:
@@ -279,7 +342,7 @@ def measure_work(rows: Sequence[Row]) -> Work | None:
 
 
 def step_flags(
-    step: StepData, rps: float, cell_status: str, thinks: bool = False
+    step: StepData, rps: float, cell_status: str, target_cores: int = 1, thinks: bool = False
 ) -> tuple[str, ...]:
     """`thinks`: users wait between requests (a user class's own wait_time), so users are not
     requests in flight and Little's law says nothing about the load generator."""
@@ -308,7 +371,22 @@ def step_flags(
         flags.append("ramping")
     if cell_status == "degraded":
         flags.append("degraded")
+    steal = [v for v in (step.target_steal_pct, step.load_steal_pct) if v is not None]
+    if steal and max(steal) > STEAL_LIMIT_PCT:
+        flags.append("steal")
+    if _contended(step, target_cores):
+        flags.append("cpu_contention")
     return tuple(flags)
+
+
+def _contended(step: StepData, target_cores: int) -> bool:
+    """Either side shared its CPUs with other processes while it needed them itself."""
+    target_own = step.target_cpu_pct / target_cores if step.target_cpu_pct is not None else None
+    sides = ((step.target_others_pct, target_own), (step.load_others_pct, step.loadgen_cpu_pct))
+    return any(
+        others is not None and own is not None and others * own / 100 > CONTENTION_LIMIT_PCT
+        for others, own in sides
+    )
 
 
 def cell_rows(
@@ -325,7 +403,7 @@ def cell_rows(
         target_name, workload_name, repeat_id = cell.cell_id.split("--")
         target, workload = targets[target_name], workloads[workload_name]
         repeat = int(repeat_id.removeprefix("r"))
-        cell_rows = [step_row(run_id, cell, repeat, s, target, workload) for s in cell.steps]
+        cell_rows = [step_row(run_id, cell, repeat, s, target, workload, cores) for s in cell.steps]
         rows += _attribute_cpu_warning(cell_rows) if cell.cpu_warning_nodes else cell_rows
     works = {
         name: modelled_work(workload)
@@ -394,6 +472,10 @@ class Point:
     failures: int
     lost_requests: int | None
     flags: tuple[str, ...]
+    # 95% bootstrap intervals: over the seconds of the window, and over repeats when there are
+    # several (see stats.pooled_replicates).
+    rps_ci: Interval | None = None
+    p99_ci: Interval | None = None
 
     @property
     def time_in_app_ms(self) -> float | None:
@@ -403,7 +485,12 @@ class Point:
         return 1000 * self.mean_inflight_server / self.rps
 
 
-def aggregate(rows: Sequence[Row]) -> list[Point]:
+StepKey = tuple[str, str, int]
+
+
+def aggregate(
+    rows: Sequence[Row], replicates: Mapping[StepKey, Replicates] | None = None
+) -> list[Point]:
     groups: dict[tuple[str, str, int], list[Row]] = defaultdict(list)
     for row in rows:
         groups[(row.target, row.workload, row.users)].append(row)
@@ -440,9 +527,34 @@ def aggregate(rows: Sequence[Row]) -> list[Point]:
                 failures=sum(r.failures for r in group),
                 lost_requests=_sum(r.lost_requests for r in group),
                 flags=tuple(dict.fromkeys(f for r in group for f in r.flags)),
+                **_point_intervals((replicates or {}).get((target, workload, users))),
             )
         )
     return sorted(points, key=lambda p: (p.workload, p.target, p.users))
+
+
+def _point_intervals(replicates: Replicates | None) -> dict[str, Interval | None]:
+    if replicates is None:
+        return {}
+    return {
+        "rps_ci": percentile_interval(replicates.rps),
+        "p99_ci": percentile_interval(replicates.p99_ms),
+    }
+
+
+def run_replicates(data: RunData) -> dict[StepKey, Replicates]:
+    """Bootstrap replicates per target x workload x users, pooled over repeats."""
+    repeats: dict[StepKey, list[Replicates]] = defaultdict(list)
+    for cell in sorted(data.cells, key=lambda c: c.cell_id):
+        target, workload, repeat_id = cell.cell_id.split("--")
+        repeat = int(repeat_id.removeprefix("r"))
+        for step in cell.steps:
+            repeats[(target, workload, step.users)].append(
+                step_replicates(data.run_id, target, workload, step, repeat)
+            )
+    return {
+        key: pooled_replicates(group, seed_for(data.run_id, *key)) for key, group in repeats.items()
+    }
 
 
 def _median(values: Iterable[float | int | None]) -> float | None:
@@ -508,6 +620,8 @@ class Analysis:
     # What a request of each workload costs (None: not known, e.g. nothing was measured).
     works: dict[str, Work | None]
     skipped: tuple[Skipped, ...] = ()
+    # What the intervals were drawn from, for comparing runs step by step.
+    replicates: Mapping[StepKey, Replicates] = field(default_factory=dict)
 
 
 def analyze_run(data: RunData) -> Analysis:
@@ -515,8 +629,11 @@ def analyze_run(data: RunData) -> Analysis:
         data.run_id, data.cells, data.targets, data.workloads, data.target_cores
     )
     rows.sort(key=lambda r: (r.workload, r.target, r.users, r.repeat))
-    points = aggregate(rows)
-    return Analysis(data, tuple(rows), tuple(points), knees(points), works, skipped_steps(data))
+    replicates = run_replicates(data)
+    points = aggregate(rows, replicates)
+    return Analysis(
+        data, tuple(rows), tuple(points), knees(points), works, skipped_steps(data), replicates
+    )
 
 
 def skipped_steps(data: RunData) -> tuple[Skipped, ...]:

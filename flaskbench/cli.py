@@ -1,4 +1,4 @@
-"""flaskbench command line: run, report, verify, doctor, clean, images.
+"""flaskbench command line: run, report, verify, compare, publish, doctor, clean, images.
 
 Exit codes: 0 all cells ok; 1 some cell failed or was degraded (or verify found a problem);
 2 bad input or a host that cannot run the benchmark; 130 interrupted (resume with --resume).
@@ -25,7 +25,14 @@ from flaskbench.plan import Placement, PlacementError, expand, place, single_hos
 from flaskbench.progress import Progress
 from flaskbench.report import write_outputs
 from flaskbench.run import CONFIG_COPY, RunOutcome, execute, start_meta
-from flaskbench.rundir import RunDir, RunDirError, create_run_dir, open_run_dir, verify
+from flaskbench.rundir import (
+    RunDir,
+    RunDirError,
+    create_run_dir,
+    new_output_dir,
+    open_run_dir,
+    verify,
+)
 from flaskbench.runners import choose_runner
 
 DEFAULT_CONFIG = Path("bench.toml")
@@ -73,6 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     _output_options(check)
 
+    _compare_parser(commands)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish runs and comparisons as a static site (checked against their SHA-256)",
+    )
+    publish.add_argument(
+        "sources",
+        type=Path,
+        nargs="*",
+        metavar="RUN_OR_COMPARISON",
+        help="run or comparison directories (default: every one under results/)",
+    )
+    publish.add_argument("--out", type=Path, required=True, help="the site's directory")
+    publish.add_argument("--results", type=Path, default=Path("results"), help=argparse.SUPPRESS)
+    _output_options(publish)
+
     doctor = commands.add_parser("doctor", help="check that this host can run the benchmark")
     doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     _output_options(doctor)
@@ -91,6 +115,30 @@ def _parser() -> argparse.ArgumentParser:
     images.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     _output_options(images)
     return parser
+
+
+def _compare_parser(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare runs step by step: ratios with 95%% intervals and verdicts",
+        description="The first run is the baseline; every other run is compared with it.",
+    )
+    compare.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories")
+    compare.add_argument(
+        "--label",
+        action="append",
+        metavar="NAME",
+        help="a name per run, in order (default: what differs in their meta.json)",
+    )
+    compare.add_argument(
+        "--out", type=Path, help="output directory (default: compare-<time> beside the first run)"
+    )
+    compare.add_argument(
+        "--threshold",
+        default="2%",
+        help="smallest change that counts, as 0.02 or 2%% (default 2%%)",
+    )
+    _output_options(compare)
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -210,7 +258,8 @@ def _preflight(config: Config, runner: str, progress: Progress) -> None:
 
 def _build_report(run: RunDir, progress: Progress) -> list[str]:
     analysis = analyze_run(load_run(run))
-    write_outputs(run, analysis)
+    written = write_outputs(run, analysis)
+    run.record_outputs([*written, *(run.path / "charts").glob("*.png"), run.path / CONFIG_COPY])
     problems = list(analysis.data.unreadable.values())
     for problem in problems:
         progress.warn(f"flaskbench: left out of the report: {problem}")
@@ -278,6 +327,44 @@ def _config_without_load(path: Path) -> Config:
     """A config for commands that send no load: a remote target's address is accepted (`run`
     asks for --allow-remote-target before it sends any)."""
     return load_config(path, Overrides(allow_remote_target=True))
+
+
+def cmd_compare(args: argparse.Namespace, progress: Progress) -> int:
+    from flaskbench.compare import CompareError, compare, load_sides, parse_threshold
+    from flaskbench.comparison_report import write_comparison
+
+    try:
+        threshold = parse_threshold(args.threshold)
+        sides = load_sides(args.runs, args.label)
+    except CompareError as exc:
+        raise UsageError(str(exc)) from None
+    comparison = compare(sides, threshold)
+    out = args.out or new_output_dir(args.runs[0].parent, "compare")
+    written = write_comparison(comparison, out)
+    if args.json:
+        print(json.dumps({"out": str(out), "files": [str(p) for p in written]}, indent=2))
+    else:
+        print(out)
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace, progress: Progress) -> int:
+    from flaskbench.publish import PublishError, publish, sources_in
+
+    try:
+        sources = args.sources or sources_in(args.results)
+        if not sources:
+            raise PublishError(f"nothing to publish: no runs or comparisons in {args.results}")
+        published = publish(sources, args.out)
+    except PublishError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"index": str(published.index), **asdict(published)}, default=str))
+        return EXIT_OK
+    for name in published.kept:
+        progress.say(f"flaskbench: {name} is already on the site; left as it is")
+    print(published.index)
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
@@ -349,6 +436,8 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "verify": cmd_verify,
+    "compare": cmd_compare,
+    "publish": cmd_publish,
     "doctor": cmd_doctor,
     "clean": cmd_clean,
     "images": cmd_images,

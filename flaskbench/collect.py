@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,10 +18,11 @@ from typing import Any, TypeVar
 
 from flaskbench.commands import CELL_HOSTS_JSON, GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
 from flaskbench.config import parse_cpus
+from flaskbench.hostcpu import HOST_CPU_CSV
 from flaskbench.rundir import CellStatus, RunDir, RunDirError
 from flaskbench.runners.base import APP_ERROR, MEMORY_CSV, RESOURCES_CSV
 from flaskbench.servers import Target
-from flaskbench.stats import Histogram
+from flaskbench.stats import Histogram, Window
 from flaskbench.workloads import Workload, workload_from_meta
 
 GAUGE_INTERVAL_S = 0.1
@@ -69,6 +71,15 @@ class StepData:
     # The whole load side's CPU as percent of the CPUs it was given, and its busiest process.
     loadgen_cpu_pct: float | None
     loadgen_process_cpu_max_pct: float | None
+    # Every whole second of the window, for the bootstrap intervals.
+    window: Window
+    # Percent of each side's CPU time stolen by the hypervisor (host_cpu.csv; None: not recorded).
+    target_steal_pct: float | None
+    load_steal_pct: float | None
+    # Percent of each side's CPU time used by other processes: the time processes ran on its
+    # CPUs (host_cpu.csv) less its own processes and the orchestrator.
+    target_others_pct: float | None
+    load_others_pct: float | None
     # What each host's containers used in the window (one entry per host that has samples).
     hosts: tuple[HostUse, ...] = ()
 
@@ -145,6 +156,16 @@ class _ResourceRow:
     host: str = "local"
 
 
+@dataclass(frozen=True)
+class _HostCpuRow:
+    t: float
+    side: str
+    cpus: str
+    busy_pct: float
+    steal_pct: float
+    flaskbench_pct: float
+
+
 def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
     loadgen = _read_json(cell_dir / LOADGEN_JSON)
     windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
@@ -152,8 +173,9 @@ def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
     gauge = _on_master_clock(_read_gauge(cell_dir / GAUGE_CSV), cell_dir / CELL_HOSTS_JSON)
     resources = _read_resources(cell_dir / RESOURCES_CSV)
     memory = _read_memory(cell_dir / MEMORY_CSV)
+    host_cpu = _read_host_cpu(cell_dir / HOST_CPU_CSV)
     steps = tuple(
-        _step(index, users, start, end, buckets, gauge, resources, memory, load_cpus)
+        _step(index, users, start, end, buckets, gauge, resources, memory, load_cpus, host_cpu)
         for index, users, start, end in windows
     )
     return CellData(
@@ -282,6 +304,16 @@ def _read_memory(path: Path) -> list[_MemoryRow]:
     return _parse_rows(path, rows, _MemoryRow, _MEMORY_FIELDS)
 
 
+_HOST_CPU_FIELDS: dict[str, type] = {
+    "t": float,
+    "side": str,
+    "cpus": str,
+    "busy_pct": float,
+    "steal_pct": float,
+    "flaskbench_pct": float,
+}
+
+
 def _read_resources(path: Path) -> list[_ResourceRow]:
     rows = _csv_rows(path, list(_RESOURCE_FIELDS), required=False)
     # Files of single-host runs before the host column have none: all of it was here.
@@ -305,6 +337,11 @@ def _on_master_clock(gauge: list[_GaugeRow], hosts_json: Path) -> list[_GaugeRow
     return [replace(row, t=row.t + shift) for row in gauge]
 
 
+def _read_host_cpu(path: Path) -> list[_HostCpuRow]:
+    rows = _csv_rows(path, list(_HOST_CPU_FIELDS), required=False)
+    return _parse_rows(path, rows, _HostCpuRow, _HOST_CPU_FIELDS)
+
+
 def _step(
     index: int,
     users: int,
@@ -315,6 +352,7 @@ def _step(
     resources: list[_ResourceRow],
     memory: list[_MemoryRow],
     load_cpus: int,
+    host_cpu: list[_HostCpuRow],
 ) -> StepData:
     inside = [b for b in buckets if start <= b.t and b.t + 1 <= end]
     middle = (start + end) / 2
@@ -348,6 +386,11 @@ def _step(
         worker_rss_mb=max((r.pss_mb for r in memory_in), default=None),
         loadgen_cpu_pct=load_cpu[0] / load_cpus if load_cpu[0] is not None else None,
         loadgen_process_cpu_max_pct=load_cpu[1],
+        window=_window(inside, start, end),
+        target_steal_pct=_steal(host_cpu, "target", start, end),
+        load_steal_pct=_steal(host_cpu, "load", start, end),
+        target_others_pct=_others(host_cpu, resources, "target", start, end),
+        load_others_pct=_others(host_cpu, resources, "load", start, end),
         hosts=_host_use(resources, start, end),
     )
 
@@ -366,6 +409,44 @@ def _host_use(resources: list[_ResourceRow], start: float, end: float) -> tuple[
         sides = tuple(sorted({r.side for r in host_rows}))
         used.append(HostUse(host, sides, cpu or 0.0, max(rss.values())))
     return tuple(used)
+
+
+def _window(inside: list[_Bucket], start: float, end: float) -> Window:
+    """One entry per whole second of the window; a second without completions counts as 0."""
+    by_second = {b.t: b for b in inside}
+    seconds = range(math.ceil(start), math.floor(end))
+    return Window(
+        tuple(by_second[t].requests if t in by_second else 0 for t in seconds),
+        tuple(Histogram(by_second[t].latency if t in by_second else {}) for t in seconds),
+    )
+
+
+def _steal(rows: list[_HostCpuRow], side: str, start: float, end: float) -> float | None:
+    values = [r.steal_pct for r in rows if r.side == side and _in_window(r.t, start, end)]
+    return statistics.fmean(values) if values else None
+
+
+# host_cpu.csv names the load side "load", resources.csv "loadgen".
+_RESOURCE_SIDE = {"target": "target", "load": "loadgen"}
+
+
+def _others(
+    host: list[_HostCpuRow], resources: list[_ResourceRow], side: str, start: float, end: float
+) -> float | None:
+    """The side's CPUs' busy time that neither its own processes nor the orchestrator used, as
+    percent of them. Both are means over the window: the two samplers tick at different
+    moments."""
+    rows = [r for r in host if r.side == side and _in_window(r.t, start, end)]
+    own = [r for r in resources if r.side == _RESOURCE_SIDE[side] and _in_window(r.t, start, end)]
+    own_pct = _mean_by_time(own, lambda r: r.cpu_pct)
+    if not rows or own_pct is None:
+        return None
+    try:
+        cpus = len(parse_cpus(rows[0].cpus))
+    except ValueError:
+        return None
+    busy = statistics.fmean(r.busy_pct - r.flaskbench_pct for r in rows)
+    return max(0.0, busy - own_pct / cpus)
 
 
 def _lost(

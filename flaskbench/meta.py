@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from flaskbench import PROJECT_ROOT
 from flaskbench.config import Config, format_cpus
 
 PACKAGES = ("flask", "werkzeug", "gunicorn", "gevent", "greenlet", "locust", "psutil")
+SYS = Path("/sys")
 
 
 def iso(timestamp: float) -> str:
@@ -68,14 +70,42 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def machine() -> dict[str, Any]:
+def _sys_text(path: Path) -> str | None:
+    """A sysfs value, or None where the host does not show it (containers, some VMs)."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def machine_model(sys_root: Path = SYS) -> dict[str, str | None]:
+    """What the firmware says the machine is: on a cloud VM, the instance type's family."""
+    dmi = sys_root / "class" / "dmi" / "id"
+    return {"vendor": _sys_text(dmi / "sys_vendor"), "product": _sys_text(dmi / "product_name")}
+
+
+def cpu_frequency(cpus: Sequence[int], sys_root: Path = SYS) -> dict[str, str | None]:
+    """The frequency driver and governor of the given CPUs (distinct values joined), if visible."""
+    found: dict[str, dict[str, None]] = {"driver": {}, "governor": {}}
+    for cpu in cpus:
+        base = sys_root / "devices" / "system" / "cpu" / f"cpu{cpu}" / "cpufreq"
+        for key, name in (("driver", "scaling_driver"), ("governor", "scaling_governor")):
+            if (value := _sys_text(base / name)) is not None:
+                found[key][value] = None
+    return {key: ", ".join(values) or None for key, values in found.items()}
+
+
+def machine(sys_root: Path = SYS) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_available": format_cpus(sorted(os.sched_getaffinity(0))),
+        "cpus_available": format_cpus(cpus),
         "memory_gib": memory_gib(),
         "kernel": platform.release(),
         "os": platform.platform(),
+        "model": machine_model(sys_root),
+        "cpufreq": cpu_frequency(cpus, sys_root),
     }
 
 

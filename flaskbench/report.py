@@ -12,17 +12,27 @@ import csv
 import html
 import io
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point, Row, Skipped
-from flaskbench.charts import Chart, workload_charts
+from flaskbench.analyze import (
+    FLAGS,
+    STEAL_LIMIT_PCT,
+    SUMMARY_COLUMNS,
+    Analysis,
+    Knee,
+    Point,
+    Row,
+    Skipped,
+)
+from flaskbench.charts import Chart, headline_chart, workload_charts
 from flaskbench.recommend import GoalSpec, recommend
 from flaskbench.rundir import RunDir, atomic_write_json, atomic_write_text
 from flaskbench.servers import Target, describe
-from flaskbench.theory import parallel_processes
+from flaskbench.stats import CONFIDENCE, DRAWS, Interval, block_length
+from flaskbench.theory import expected_slots, parallel_processes
 
 RECOMMENDATION_JSON = "recommendation.json"
 SHORTFALL = 0.90
@@ -63,11 +73,28 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Gallery:
+    """Charts side by side (small multiples), two to a row."""
+
+    images: tuple[Image, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A section the HTML page folds away until opened (no script needed); Markdown shows it
+    as a heading and its blocks."""
+
+    title: str
+    blocks: tuple[Block, ...]
+    open: bool = False
+
+
+@dataclass(frozen=True)
 class Code:
     text: str
 
 
-Block = Heading | Paragraph | Bullets | Table | Image | Code
+Block = Heading | Paragraph | Bullets | Table | Image | Gallery | Group | Code
 
 
 def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
@@ -81,7 +108,12 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
     }
     goal = GoalSpec.from_meta(analysis.data.meta)
     picks = recommend(analysis, goal) if goal else []
-    blocks = document(analysis, charts, _recommendation(analysis, goal, picks) if goal else [])
+    blocks = document(
+        analysis,
+        charts,
+        _headline_chart(analysis, charts_dir),
+        _recommendation(analysis, goal, picks) if goal else [],
+    )
     markdown = run.path / "report.md"
     page = run.path / "report.html"
     atomic_write_text(markdown, render_markdown(blocks, run.path))
@@ -114,6 +146,8 @@ def _num(value: float | int | None, digits: int = 1) -> str:
         return "-"
     if isinstance(value, int):
         return str(value)
+    if value == float("inf"):
+        return "∞"
     return f"{value:,.{digits}f}"
 
 
@@ -122,55 +156,198 @@ def _slots(slots: int | None) -> str:
 
 
 def document(
-    analysis: Analysis, charts: dict[str, list[Chart]], recommendation: list[Block]
+    analysis: Analysis,
+    charts: dict[str, list[Chart]],
+    headline: Chart | None = None,
+    recommendation: Sequence[Block] = (),
 ) -> list[Block]:
-    data = analysis.data
-    blocks: list[Block] = [
+    """The report: the answer on the first screen (with a goal, the recommendation first), then
+    the details folded by workload. Each section is a function, so adding one is one line."""
+    return [
         Heading(1, "How many concurrent requests does one Flask process handle?"),
-        Paragraph(_provenance(analysis)),
+        *recommendation,
+        *_headline(analysis, headline),
+        *_status_notes(analysis),
+        *_workloads(analysis, charts),
+        *_flagged(analysis),
+        *_hosts(analysis),
+        *_method(analysis),
+        *_provenance_section(analysis),
     ]
-    blocks += recommendation
-    blocks += _status_notes(analysis)
-    blocks.append(Heading(2, "The answer"))
+
+
+def headline_workload(analysis: Analysis) -> str | None:
+    """The workload the first screen answers on: the I/O one, where worker models differ most."""
+    measured = {p.workload for p in analysis.points}
+    names = [w for w in analysis.data.workloads if w in measured]
+    io = [w for w in names if analysis.data.workloads[w].kind == "io"]
+    return next(iter(io or names), None)
+
+
+def per_process_cap(target: Target) -> int | None:
+    """Requests one process of this model can hold at once; None: as many as connections."""
+    slots = expected_slots(target)
+    return None if slots is None else max(1, slots // target.workers)
+
+
+def _headline_chart(analysis: Analysis, directory: Path) -> Chart | None:
+    workload = headline_workload(analysis)
+    if workload is None:
+        return None
+    caps = {name: per_process_cap(t) for name, t in analysis.data.targets.items()}
+    return headline_chart(analysis.points, workload, caps, directory / "headline-inflight.png")
+
+
+def _headline(analysis: Analysis, chart: Chart | None) -> list[Block]:
+    """The first screen: one chart and one line per target on what one process handled."""
+    name = headline_workload(analysis)
+    if name is None:
+        return [Paragraph("No step of this run has measurements; see the notes below.")]
+    workload = analysis.data.workloads[name]
+    points = [p for p in analysis.points if p.workload == name]
+    blocks: list[Block] = [Image(chart.path, chart.title)] if chart else []
+    blocks.append(Paragraph(f"What one process handled on **{name}** ({workload.path}):"))
     blocks.append(
+        Bullets(
+            tuple(
+                process_line(analysis.data.targets[t], series)
+                for t, series in _by_target(points, list(analysis.data.targets)).items()
+            )
+        )
+    )
+    blocks.append(Paragraph(_short_provenance(analysis)))
+    return blocks
+
+
+def process_line(target: Target, series: Sequence[Point]) -> str:
+    """One line: the most requests one process of this target had in flight, against its model."""
+    peak = _max_of(p.peak_inflight_process for p in series)
+    text = f"**{target.name}** ({describe(target)}): "
+    if peak is None:
+        return text + "no in-flight measurements."
+    cap = per_process_cap(target)
+    most_users = max(p.users for p in series)
+    text += f"at most **{peak}** request{'s' if peak != 1 else ''} in flight per process"
+    allows = "its model has no cap but the users" if cap is None else f"its model allows {cap}"
+    if cap is not None and peak > cap:
+        return text + f", more than the {cap} its model allows (see the details)."
+    if cap is not None and peak == cap:
+        return text + f"; {allows}."
+    if peak >= 0.9 * most_users:
+        return text + f", as many as there were users (up to {most_users}); {allows}."
+    if cap is not None and most_users < cap:
+        return text + f", with {_users(most_users)} offered; {allows}."
+    return text + f", fewer than {allows} (see the details)."
+
+
+def _short_provenance(analysis: Analysis) -> str:
+    meta = analysis.data.meta
+    machine = meta.get("machine", {})
+    return (
+        f"Run {analysis.data.run_id} ({meta.get('runner', {}).get('name', '?')} runner) on "
+        f"{_machine_name(machine)}: target on CPU {meta['cpus']['target']}, load generator on "
+        f"CPU {meta['cpus']['load']}. Details, method and provenance below."
+    )
+
+
+def _machine_name(machine: Mapping[str, Any]) -> str:
+    model = machine.get("model") or {}
+    product = " ".join(str(v) for v in (model.get("vendor"), model.get("product")) if v)
+    cpu = f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} CPUs"
+    return f"{product} ({cpu})" if product else cpu
+
+
+def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
+    """Per workload, folded: the answer table, the sentences, the charts side by side, and
+    every step."""
+    blocks: list[Block] = [
+        Heading(2, "The answer, per workload"),
         Paragraph(
             "Requests in flight are counted inside the app, from the call of the WSGI app until "
             "the last chunk of its response is handed to the server, exactly (every change is "
             "seen), per process and server-wide. Expected slots come from the worker model, "
             "expected throughput from it and what a request costs (see Method). Saturation is "
-            "where throughput reaches 95% of its peak (the knee)."
-        )
-    )
-    for workload in data.workloads.values():
+            "where throughput reaches 95% of its peak (the knee). Ranges in brackets are 95% "
+            "intervals."
+        ),
+    ]
+    first = headline_workload(analysis)
+    for workload in analysis.data.workloads.values():
         points = [p for p in analysis.points if p.workload == workload.name]
         if not points:
             continue
-        blocks.append(Heading(3, f"{workload.name} ({workload.path})"))
-        blocks += _workload_notes(analysis, workload.name)
-        blocks.append(_answer_table(analysis, workload.name, points))
+        images = tuple(Image(chart.path, chart.title) for chart in charts.get(workload.name, []))
         blocks.append(
-            Bullets(
-                tuple(
-                    sentence(
-                        data.targets[t],
-                        ps,
-                        analysis.knees.get((t, workload.name)),
-                        data.target_cores,
-                    )
-                    for t, ps in _by_target(points, list(data.targets)).items()
-                )
+            Group(
+                f"{workload.name} ({workload.path})",
+                (
+                    *_workload_notes(analysis, workload.name),
+                    _answer_table(analysis, workload.name, points),
+                    _sentences(analysis, workload.name, points),
+                    *([Gallery(images)] if images else []),
+                    _step_table(analysis, points),
+                ),
+                open=workload.name == first,
             )
         )
-    blocks.append(Heading(2, "Charts"))
-    for name, images in charts.items():
-        if images:
-            blocks.append(Heading(3, name))
-            blocks += [Image(chart.path, chart.title) for chart in images]
-    blocks += _details(analysis)
-    blocks += _flagged(analysis)
-    blocks += _hosts(analysis)
-    blocks += _method(analysis)
     return blocks
+
+
+def _sentences(analysis: Analysis, workload: str, points: Sequence[Point]) -> Bullets:
+    data = analysis.data
+    return Bullets(
+        tuple(
+            sentence(data.targets[t], ps, analysis.knees.get((t, workload)), data.target_cores)
+            for t, ps in _by_target(points, list(data.targets)).items()
+        )
+    )
+
+
+def _provenance_section(analysis: Analysis) -> list[Block]:
+    return [Heading(2, "Provenance"), Paragraph(_provenance(analysis)), *_noise(analysis)]
+
+
+def _noise(analysis: Analysis) -> list[Block]:
+    """How noisy the machine was: CPU steal and other processes per side, and its clocks."""
+    machine = analysis.data.meta.get("machine", {})
+    frequency = machine.get("cpufreq") or {}
+    clocks = (
+        f"CPU frequency driver {frequency.get('driver')}, governor {frequency.get('governor')}"
+        if frequency.get("driver") or frequency.get("governor")
+        else "CPU frequency driver and governor not visible on this host"
+    )
+    steal = _worst(analysis, "steal")
+    if steal is None:
+        return [
+            Paragraph(
+                f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time was not recorded."
+            )
+        ]
+    contended = sum("cpu_contention" in r.flags for r in analysis.rows)
+    return [
+        Paragraph(
+            f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time, highest step: {steal} "
+            f"(a step above {STEAL_LIMIT_PCT:.0f}% on either side is flagged `steal`). Other "
+            f"processes on the sides' CPUs, highest step: {_worst(analysis, 'others')}; "
+            f"{_counted(contended, 'step was', 'steps were')} flagged `cpu_contention`."
+        )
+    ]
+
+
+def _worst(analysis: Analysis, measure: str) -> str | None:
+    """The highest step of a per-side measure (`steal` or `others`), both sides, or None."""
+    worst = {
+        side: _max_of_float(getattr(r, f"{side}_{measure}_pct") for r in analysis.rows)
+        for side in ("target", "load")
+    }
+    if all(v is None for v in worst.values()):
+        return None
+    return ", ".join(f"{side} {_num(value, 1)}%" for side, value in worst.items())
+
+
+def _max_of_float(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def _provenance(analysis: Analysis) -> str:
@@ -318,6 +495,83 @@ def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
     return [Paragraph(note) for note in notes]
 
 
+def _hosts(analysis: Analysis) -> list[Block]:
+    """Which host ran what, what each is, how the images got there, and what each used; only
+    when the sides ran on more than one host."""
+    meta = analysis.data.meta
+    hosts = meta.get("hosts") or []
+    if len(hosts) < 2:
+        return []
+    rows = tuple(
+        (
+            str(host.get("name")),
+            ", ".join(host.get("roles", [])),
+            str(host.get("cpu_model", "?")),
+            f"{host.get('cpus', '?')} ("
+            + ", ".join(
+                f"{side} {cpus}" for side, cpus in host.get("cpus_used", {}).items() if cpus
+            )
+            + ")",
+            str(host.get("kernel", "?")),
+            str(host.get("engine_version", "?")),
+            f"{host.get('clock_offset_s', 0):+.3f} s",
+        )
+        for host in hosts
+    )
+    blocks: list[Block] = [
+        Heading(2, "Hosts"),
+        Paragraph(
+            "Every side ran on its own Docker engine; the machine running flaskbench only "
+            "talked to the engines. Step windows are on the Locust master's clock: workers "
+            "stamp requests with the master's time (measured against it all through the run), "
+            "and the target's gauge is shifted by the offset between the two hosts' engines."
+        ),
+        Table(
+            ("host", "runs", "CPU model", "CPUs (used)", "kernel", "Docker", "clock vs here"),
+            rows,
+        ),
+    ]
+    if images := meta.get("runner", {}).get("details", {}).get("images"):
+        blocks.append(Paragraph(_images_sentence(images)))
+    usage = tuple(
+        (
+            cell.cell_id,
+            str(step.users),
+            use.host,
+            ", ".join(use.sides),
+            _num(use.cpu_pct, 0),
+            _num(use.rss_mb, 0),
+        )
+        for cell in analysis.data.cells
+        for step in cell.steps
+        for use in step.hosts
+    )
+    if usage:
+        blocks.append(Paragraph("What each host's containers used in each measured window:"))
+        blocks.append(Table(("cell", "users", "host", "sides", "CPU %", "RSS MB"), usage))
+    return blocks
+
+
+def _images_sentence(images: dict[str, Any]) -> str:
+    ids = sorted(
+        {image_id for tags in images.get("hosts", {}).values() for image_id in tags.values()}
+    )
+    listed = ", ".join(f"`{image_id[7:19]}`" for image_id in ids)
+    if images.get("mode") == "build":
+        same = (
+            "every host ended up with the same image IDs"
+            if images.get("same_image_ids")
+            else "their image IDs differ from host to host (builds are not byte-for-byte "
+            "reproducible), so the hosts ran equivalent, not identical, images"
+        )
+        return f"Images were built on each host from the same inputs; {same} ({listed})."
+    return (
+        f"Images were built once on {images.get('built_on')} and copied to every host with "
+        "Docker's save and load, each checked by its image ID: every host ran the very same "
+        f"images ({listed})."
+    )
+
+
 def _status_notes(analysis: Analysis) -> list[Block]:
     data = analysis.data
     notes = [
@@ -358,7 +612,7 @@ def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) ->
                 _num(max((p.peak_inflight_process or 0 for p in series), default=None)),
                 _num(max((p.peak_inflight_server or 0 for p in series), default=None)),
                 _slots(peak.expected_slots),
-                _num(peak.rps),
+                _with_ci(peak.rps, peak.rps_ci),
                 _num(peak.expected_rps) if peak.expected_rps else "-",
                 f"{peak.rps_vs_expected:.0%}" if peak.rps_vs_expected else "-",
                 str(knee.knee_users) if knee else "-",
@@ -372,7 +626,7 @@ def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) ->
             "peak in flight / process",
             "peak in flight / server",
             "expected slots",
-            "peak req/s",
+            "peak req/s (95% interval)",
             "expected req/s",
             "measured / expected",
             "knee (users)",
@@ -507,59 +761,58 @@ def _share(point: Point, target: Target) -> str:
     return f" (busiest worker served {share:.0%} of requests, even is {even:.0%})"
 
 
-def _details(analysis: Analysis) -> list[Block]:
-    """Every step of every target, medians over repeats with the throughput range."""
-    blocks: list[Block] = [Heading(2, "Every step")]
-    order = list(analysis.data.targets)
-    for workload in analysis.data.workloads:
-        points = [p for p in analysis.points if p.workload == workload]
-        if not points:
-            continue
-        rows: list[tuple[str, ...]] = [
-            (
-                p.target,
-                str(p.users),
-                _num(p.rps) + (f" ({_num(p.rps_min)}-{_num(p.rps_max)})" if p.repeats > 1 else ""),
-                _num(p.expected_rps),
-                f"{p.rps_vs_expected:.0%}" if p.rps_vs_expected is not None else "-",
-                _num(p.p50_ms),
-                _num(p.p99_ms),
-                f"{_num(p.peak_inflight_process)} / {_num(p.peak_inflight_server)}",
-                _num(p.target_cpu_pct, 0),
-                _num(p.target_rss_mb, 0),
-                _num(p.loadgen_cpu_pct, 0),
-                ", ".join(p.flags) or "-",
-            )
-            for series in _by_target(points, order).values()
-            for p in series
-        ]
-        skipped = {
-            (s.target.name, s.users): s.reason for s in analysis.skipped if s.workload == workload
-        }
-        rows += [
-            (name, str(users), "skipped", *["-"] * 8, why) for (name, users), why in skipped.items()
-        ]
-        blocks.append(Heading(3, workload))
-        blocks.append(
-            Table(
-                (
-                    "target",
-                    "users",
-                    "req/s",
-                    "expected",
-                    "measured / expected",
-                    "p50 ms",
-                    "p99 ms",
-                    "in flight process / server",
-                    "target CPU %",
-                    "target MB",
-                    "load CPU %",
-                    "flags",
-                ),
-                tuple(rows),
-            )
+def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
+    """Every step of every target of one workload: medians over repeats, 95% intervals, and the
+    throughput range over repeats."""
+    rows: list[tuple[str, ...]] = [
+        (
+            p.target,
+            str(p.users),
+            _with_ci(p.rps, p.rps_ci)
+            + (f"; repeats {_num(p.rps_min)}-{_num(p.rps_max)}" if p.repeats > 1 else ""),
+            _num(p.expected_rps),
+            f"{p.rps_vs_expected:.0%}" if p.rps_vs_expected is not None else "-",
+            _num(p.p50_ms),
+            _with_ci(p.p99_ms, p.p99_ci),
+            f"{_num(p.peak_inflight_process)} / {_num(p.peak_inflight_server)}",
+            _num(p.target_cpu_pct, 0),
+            _num(p.target_rss_mb, 0),
+            _num(p.loadgen_cpu_pct, 0),
+            ", ".join(p.flags) or "-",
         )
-    return blocks
+        for series in _by_target(points, list(analysis.data.targets)).values()
+        for p in series
+    ]
+    workload = points[0].workload if points else None
+    skipped = {
+        (s.target.name, s.users): s.reason for s in analysis.skipped if s.workload == workload
+    }
+    rows += [
+        (name, str(users), "skipped", *["-"] * 8, why) for (name, users), why in skipped.items()
+    ]
+    return Table(
+        (
+            "target",
+            "users",
+            "req/s (95% interval)",
+            "expected",
+            "measured / expected",
+            "p50 ms",
+            "p99 ms (95% interval)",
+            "in flight process / server",
+            "target CPU %",
+            "target MB",
+            "load CPU %",
+            "flags",
+        ),
+        tuple(rows),
+    )
+
+
+def _with_ci(value: float | None, interval: Interval | None) -> str:
+    if value is None or interval is None:
+        return _num(value)
+    return f"{_num(value)} ({_num(interval.low)}-{_num(interval.high)})"
 
 
 def _flagged(analysis: Analysis) -> list[Block]:
@@ -597,83 +850,6 @@ def _flagged(analysis: Analysis) -> list[Block]:
     return blocks
 
 
-def _hosts(analysis: Analysis) -> list[Block]:
-    """Which host ran what, what each is, how the images got there, and what each used; only
-    when the sides ran on more than one host."""
-    meta = analysis.data.meta
-    hosts = meta.get("hosts") or []
-    if len(hosts) < 2:
-        return []
-    rows = tuple(
-        (
-            str(host.get("name")),
-            ", ".join(host.get("roles", [])),
-            str(host.get("cpu_model", "?")),
-            f"{host.get('cpus', '?')} ("
-            + ", ".join(
-                f"{side} {cpus}" for side, cpus in host.get("cpus_used", {}).items() if cpus
-            )
-            + ")",
-            str(host.get("kernel", "?")),
-            str(host.get("engine_version", "?")),
-            f"{host.get('clock_offset_s', 0):+.3f} s",
-        )
-        for host in hosts
-    )
-    blocks: list[Block] = [
-        Heading(2, "Hosts"),
-        Paragraph(
-            "Every side ran on its own Docker engine; the machine running flaskbench only "
-            "talked to the engines. Step windows are on the Locust master's clock: workers "
-            "stamp requests with the master's time (measured against it all through the run), "
-            "and the target's gauge is shifted by the offset between the two hosts' engines."
-        ),
-        Table(
-            ("host", "runs", "CPU model", "CPUs (used)", "kernel", "Docker", "clock vs here"),
-            rows,
-        ),
-    ]
-    if images := meta.get("runner", {}).get("details", {}).get("images"):
-        blocks.append(Paragraph(_images_sentence(images)))
-    usage = tuple(
-        (
-            cell.cell_id,
-            str(step.users),
-            use.host,
-            ", ".join(use.sides),
-            _num(use.cpu_pct, 0),
-            _num(use.rss_mb, 0),
-        )
-        for cell in analysis.data.cells
-        for step in cell.steps
-        for use in step.hosts
-    )
-    if usage:
-        blocks.append(Paragraph("What each host's containers used in each measured window:"))
-        blocks.append(Table(("cell", "users", "host", "sides", "CPU %", "RSS MB"), usage))
-    return blocks
-
-
-def _images_sentence(images: dict[str, Any]) -> str:
-    ids = sorted(
-        {image_id for tags in images.get("hosts", {}).values() for image_id in tags.values()}
-    )
-    listed = ", ".join(f"`{image_id[7:19]}`" for image_id in ids)
-    if images.get("mode") == "build":
-        same = (
-            "every host ended up with the same image IDs"
-            if images.get("same_image_ids")
-            else "their image IDs differ from host to host (builds are not byte-for-byte "
-            "reproducible), so the hosts ran equivalent, not identical, images"
-        )
-        return f"Images were built on each host from the same inputs; {same} ({listed})."
-    return (
-        f"Images were built once on {images.get('built_on')} and copied to every host with "
-        "Docker's save and load, each checked by its image ID: every host ran the very same "
-        f"images ({listed})."
-    )
-
-
 def _method(analysis: Analysis) -> list[Block]:
     return [
         Heading(2, "Method"),
@@ -686,21 +862,45 @@ def _method(analysis: Analysis) -> list[Block]:
                 "sync W; gthread W x T; gevent W x worker_connections.",
                 "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
                 "processes, cores) / CPU time per request (one thread per process runs Python "
-                "at a time); mixed: the smaller of both. For the built-in app the request time "
-                "and CPU time are the workload's own (server overhead is not modelled); for any "
-                "other workload both are measured at its lowest user step (time inside the app "
-                "from the gauge, CPU per request from the target's CPU use over throughput, "
-                "medians over targets), and the expectation is derived from them.",
-                "Throughput counts only requests that got a status they expect; every request "
-                "of a workload was sent once, and had to get such a status, before its load.",
+                "at a time); mixed: the smaller of both. Server overhead is not modelled.",
                 "Latency percentiles are nearest-rank over response times rounded to three "
                 "significant digits. Target CPU is percent of one core; load-generator CPU is "
                 "percent of the CPUs the load side was given.",
+                _interval_method(analysis),
+                "CPU steal is read from the per-CPU lines of /proc/stat for each side's CPUs "
+                "every second; a step where either side lost more than "
+                f"{STEAL_LIMIT_PCT:.0f}% of its CPU time to steal is flagged.",
                 "Full data: summary.csv (one row per target x workload x users x repeat); raw "
                 "files per cell under raw/.",
             )
         ),
     ]
+
+
+def _interval_method(analysis: Analysis) -> str:
+    repeats = max((p.repeats for p in analysis.points), default=1)
+    seconds = analysis.data.meta.get("staircase", {}).get("measure_s")
+    blocks = (
+        f" in blocks of {block_length(int(seconds))} consecutive seconds"
+        if isinstance(seconds, int)
+        else " in blocks of consecutive seconds"
+    )
+    text = (
+        f"{CONFIDENCE:.0%} intervals (throughput, p99) are bootstrap percentile intervals from "
+        f"{DRAWS} resamples of each step's per-second buckets{blocks}, which keeps the "
+        "correlation between neighbouring seconds; "
+    )
+    if repeats > 1:
+        return text + (
+            f"with {repeats} repeats, over repeats: each resample draws repeats with "
+            "replacement, then each drawn repeat's seconds, and takes the median, like the "
+            "reported value. Drawn with a fixed seed per step, so a rebuilt report is identical."
+        )
+    return text + (
+        "with one repeat they cover the noise within the run only, not what changes between "
+        "runs (use repeats for that). Drawn with a fixed seed per step, so a rebuilt report is "
+        "identical."
+    )
 
 
 def render_markdown(blocks: Sequence[Block], base: Path) -> str:
@@ -721,10 +921,26 @@ def render_markdown(blocks: Sequence[Block], base: Path) -> str:
                 ]
                 out.append("\n".join(lines))
             case Image(path, alt):
-                out.append(f"![{alt}]({path.relative_to(base).as_posix()})")
+                out.append(_markdown_image(path, alt, base))
+            case Gallery(images):
+                # A table of images shows them side by side on GitHub.
+                pairs = [images[i : i + 2] for i in range(0, len(images), 2)]
+                lines = ["| | |", "|---|---|"]
+                lines += [
+                    "| " + " | ".join(_markdown_image(i.path, i.alt, base) for i in pair) + " |"
+                    for pair in pairs
+                ]
+                out.append("\n".join(lines))
+            case Group(title, inner, _):
+                out.append(f"### {title}")
+                out.append(render_markdown(inner, base).rstrip("\n"))
             case Code(text):
                 out.append(f"```\n{text.rstrip()}\n```")
     return "\n\n".join(out) + "\n"
+
+
+def _markdown_image(path: Path, alt: str, base: Path) -> str:
+    return f"![{alt}]({path.relative_to(base).as_posix()})"
 
 
 _CSS = """
@@ -733,6 +949,11 @@ table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3} img{max-width:100%;display:block;margin:1em 0}
 code{background:#f3f3f3;padding:0 3px}
+h1{font-size:1.5em;margin:0.2em 0} body>img:first-of-type{margin:0.3em 0}
+.gallery{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px}
+.gallery img{margin:0}
+details{border:1px solid #ddd;border-radius:4px;padding:0 1em;margin:0.6em 0}
+summary{cursor:pointer;font-weight:600;font-size:1.1em;padding:0.5em 0}
 """
 
 
@@ -751,7 +972,19 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        *_html_blocks(blocks),
+        "</body></html>",
     ]
+    return "\n".join(out) + "\n"
+
+
+def _html_image(image: Image) -> str:
+    data = base64.b64encode(image.path.read_bytes()).decode()
+    return f'<img alt="{html.escape(image.alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html_blocks(blocks: Sequence[Block]) -> list[str]:
+    out = []
     for block in blocks:
         match block:
             case Heading(level, text):
@@ -767,10 +1000,18 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
                     for row in rows
                 )
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            case Image():
+                out.append(_html_image(block))
+            case Gallery(images):
+                out.append(
+                    '<div class="gallery">' + "".join(_html_image(i) for i in images) + "</div>"
+                )
+            case Group(title, inner, opened):
+                out.append(
+                    f"<details{' open' if opened else ''}><summary>{_inline(title)}</summary>"
+                )
+                out += _html_blocks(inner)
+                out.append("</details>")
             case Code(text):
                 out.append(f"<pre>{html.escape(text.rstrip())}</pre>")
-            case Image(path, alt):
-                data = base64.b64encode(path.read_bytes()).decode()
-                out.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    return out

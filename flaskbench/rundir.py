@@ -12,7 +12,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,15 @@ class RunDir:
     def manifest(self) -> dict[str, str]:
         return {str(p.relative_to(self.path)): sha256_file(p) for p in self.raw_files()}
 
+    def record_outputs(self, paths: Iterable[Path]) -> None:
+        """The SHA-256 of what the report wrote (and the config copy), under `outputs` in
+        meta.json, so a published copy can be checked like the raw files."""
+        meta = self.read_meta()
+        meta["outputs"] = {
+            str(p.relative_to(self.path)): sha256_file(p) for p in sorted(paths) if p.is_file()
+        }
+        self.write_meta(meta)
+
 
 class RunDirError(Exception):
     """The run directory cannot be used as asked; the message says why and what to do."""
@@ -141,12 +150,18 @@ class RunDirError(Exception):
 
 def create_run_dir(results_dir: Path) -> RunDir:
     """A new directory per run; the random suffix keeps two runs in one second apart."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = results_dir / f"{stamp}-{secrets.token_hex(3)}"
-    path.mkdir()
+    path = new_output_dir(results_dir)
     (path / "raw").mkdir()
     return RunDir(path)
+
+
+def new_output_dir(parent: Path, prefix: str = "") -> Path:
+    """A fresh directory named by the UTC time, never one that exists."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = parent / f"{prefix + '-' if prefix else ''}{stamp}-{secrets.token_hex(3)}"
+    path.mkdir()
+    return path
 
 
 def open_run_dir(path: Path) -> RunDir:

@@ -31,6 +31,16 @@ class Step:
     second_half: float = 1.0
     # Requests a dying worker took with it, seen at the end of the window.
     lost: int = 0
+    # Requests per second go rps - jitter, + jitter, + jitter, - jitter, ...: noise for the
+    # intervals that neither ramps nor cancels out within a block of two seconds.
+    jitter: int = 0
+    # What /proc/stat showed for each side's CPUs (host_cpu.csv): busy and steal percent;
+    # None writes no host rows for the step.
+    host_busy: float | None = None
+    steal: float = 0.0
+    # What the orchestrator itself used of the load side's CPUs (host_cpu.csv's load rows
+    # show host_busy, the target's rows host_busy less this: the orchestrator is not there).
+    orchestrator: float = 0.0
 
 
 def make_run(
@@ -38,6 +48,7 @@ def make_run(
     cells: dict[str, list[Step]],
     status: str = "ok",
     cpu_warnings: list[str] | None = None,
+    meta: dict[str, object] | None = None,
 ) -> RunDir:
     config = load_config(PROJECT / "bench.toml")
     run = RunDir(path)
@@ -46,12 +57,14 @@ def make_run(
         {
             "run_id": path.name,
             "targets": {t.name: asdict(t) for t in config.targets},
-            "workloads": {w.name: asdict(w) for w in config.workloads},
+            "workloads": {w.name: asdict(w) | {"path": w.path} for w in config.workloads},
             "cpus": {"target": "0", "load": "1"},
             "cells": list(cells),
             "staircase": {"warmup_s": WARMUP, "measure_s": MEASURE},
             "machine": {"cpu_model": "Test CPU", "cpu_count": 2},
             "runner": {"name": "local"},
+            "started": "2026-01-01T00:00:00+00:00",
+            **(meta or {}),
         }
     )
     for cell_id, steps in cells.items():
@@ -67,6 +80,7 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
     buckets = []
     gauge = [("t", "pid", "inflight", "peak", "served", "lost")]
     resources = [("t", "side", "name", "cpu_pct", "rss_mb")]
+    host = [("t", "side", "cpus", "busy_pct", "steal_pct", "flaskbench_pct")]
     served: dict[int, int] = {}
     for index, step in enumerate(steps):
         start = T0 + index * (WARMUP + MEASURE)
@@ -85,6 +99,7 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
             buckets.append(_bucket(second, step.rps * 10, 0, step.latency_ms * 10))
         for offset in range(MEASURE):
             rps = step.rps if offset < MEASURE / 2 else round(step.rps * step.second_half)
+            rps += step.jitter if offset % 4 in (1, 2) else -step.jitter
             failures = step.failures // MEASURE
             buckets.append(_bucket(measure_start + offset, rps, failures, step.latency_ms))
         for tick in range(1, MEASURE * 10 + 1):
@@ -98,6 +113,10 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
         for second in range(measure_start + 1, measure_start + MEASURE + 1):
             resources.append((second, "target", "target", step.target_cpu, 60.0))
             resources.append((second, "loadgen", "locust-worker-1", step.loadgen_cpu, 80.0))
+            if step.host_busy is not None:
+                target_busy = step.host_busy - step.orchestrator
+                host.append((second, "target", "0", target_busy, step.steal, 0.0))
+                host.append((second, "load", "1", step.host_busy, step.steal, step.orchestrator))
     (cell_dir / "loadgen.json").write_text(
         json.dumps(
             {
@@ -113,6 +132,8 @@ def write_cell(cell_dir: Path, steps: list[Step], cpu_warnings: list[str]) -> No
     )
     _write_csv(cell_dir / "gauge.csv", gauge)
     _write_csv(cell_dir / "resources.csv", resources)
+    if len(host) > 1:
+        _write_csv(cell_dir / "host_cpu.csv", host)
     total = sum(b["requests"] for b in buckets)
     _write_csv(
         cell_dir / "locust_stats.csv",

@@ -52,6 +52,9 @@ def test_two_locust_workers_reported(run: Path) -> None:
     with (cell / "resources.csv").open() as handle:
         names = {row["name"] for row in csv.DictReader(handle)}
     assert {"target", "locust-master", "locust-worker-1", "locust-worker-2"} <= names
+    # Steal and contention are read on the host, whichever runner started the processes.
+    with (cell / "host_cpu.csv").open() as handle:
+        assert {row["side"] for row in csv.DictReader(handle)} == {"target", "load"}
 
 
 def test_no_container_is_left(run: Path) -> None:

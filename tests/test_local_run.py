@@ -60,9 +60,18 @@ def test_run_directory_holds_raw_data_meta_and_report(run: tuple[Path, str]) -> 
     assert meta["packages"]["gunicorn"]
     assert meta["git"]["commit"]
     assert meta["started"] <= meta["ended"]
-    for name in ("gauge.csv", "loadgen.json", "resources.csv", "locust_stats.csv", "target.log"):
+    for name in (
+        "gauge.csv",
+        "loadgen.json",
+        "resources.csv",
+        "host_cpu.csv",
+        "locust_stats.csv",
+        "target.log",
+    ):
         assert (run_dir / "raw" / "sync--io--r1" / name).is_file(), name
-    assert (run_dir / "report.html").read_text().count("data:image/png") == 5
+    # The headline chart and the workload's five.
+    assert (run_dir / "report.html").read_text().count("data:image/png") == 6
+    assert set(meta["outputs"]) >= {"summary.csv", "report.html", "report.md", "config.toml"}
     assert flaskbench("verify", str(run_dir)).returncode == 0
 
 

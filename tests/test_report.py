@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
+from browser import ARTIFACTS, dump_dom, screenshot
 from fakerun import Step, make_run
 
 from flaskbench.analyze import SUMMARY_COLUMNS, analyze_run
 from flaskbench.collect import load_run
 from flaskbench.report import write_outputs
+from flaskbench.rundir import RunDir
 
 
 def build(tmp_path: Path) -> tuple[Path, str, str]:
@@ -58,7 +61,17 @@ def test_summary_csv_is_tidy(tmp_path: Path) -> None:
 
 def test_the_answer_comes_first_with_sentences_from_the_data(tmp_path: Path) -> None:
     _, markdown, _ = build(tmp_path)
-    assert markdown.index("## The answer") < markdown.index("## Charts")
+    # First the headline chart and one line per target, then the details per workload.
+    assert markdown.index("](charts/headline-inflight.png)") < markdown.index(
+        "What one process handled on **io**"
+    )
+    assert (
+        "- **sync** (gunicorn sync, 2 workers): at most **1** request in flight per process; "
+        "its model allows 1.\n- **gthread** (gunicorn gthread, 2 workers x 4 threads): at most "
+        "**4** requests in flight per process; its model allows 4."
+    ) in markdown
+    assert markdown.index("What one process handled") < markdown.index("## The answer, per")
+    assert markdown.index("## The answer, per") < markdown.index("## Flagged measurements")
     assert (
         "**sync** (gunicorn sync, 2 workers) never had more than 1 request in flight per "
         "process and 2 server-wide; its model allows 2"
@@ -95,12 +108,91 @@ def test_flagged_cells_are_listed_and_explained(tmp_path: Path) -> None:
 
 def test_charts_exist_and_html_is_self_contained(tmp_path: Path) -> None:
     path, markdown, page = build(tmp_path)
-    for name in ("throughput", "latency", "inflight", "cpu"):
+    for name in ("throughput", "latency", "inflight", "cpu", "memory"):
         chart = path / "charts" / f"io-{name}.png"
         assert chart.read_bytes().startswith(b"\x89PNG")
         assert f"](charts/io-{name}.png)" in markdown
-    assert page.count("data:image/png;base64,") == 5
+    # The headline chart and the workload's five, side by side and folded with its tables.
+    assert page.count("data:image/png;base64,") == 6
+    assert "<details open><summary>io (/io?ms=100)</summary>" in page
+    assert '<div class="gallery"><img' in page
     # Nothing to fetch: no external scripts, styles or images.
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<table>" in page
     assert "<strong>sync</strong>" in page
+
+
+def test_intervals_are_in_the_summary_and_the_tables(tmp_path: Path) -> None:
+    path, markdown, _ = build(tmp_path)
+    with (path / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for column in ("rps_ci_low", "rps_ci_high", "p99_ci_low", "p99_ci_high"):
+        assert column in SUMMARY_COLUMNS
+    sync4 = next(r for r in rows if r["target"] == "sync" and r["users"] == "4")
+    # fakerun's seconds are all alike: the interval is the value itself.
+    assert (sync4["rps_ci_low"], sync4["rps_ci_high"]) == ("20.0", "20.0")
+    # 80 requests cannot bound a p99 from above.
+    assert (sync4["p99_ci_low"], sync4["p99_ci_high"]) == ("200.0", "inf")
+    assert "| sync | 4 | 20.0 (20.0-20.0) |" in markdown
+    assert "p99 ms (95% interval)" in markdown
+    assert "bootstrap percentile intervals from 2000 resamples" in markdown
+    assert "with one repeat they cover the noise within the run only" in markdown
+
+
+def test_a_rebuilt_report_has_the_same_summary(tmp_path: Path) -> None:
+    path, _, _ = build(tmp_path)
+    first = (path / "summary.csv").read_bytes()
+    write_outputs(RunDir(path), analyze_run(load_run(RunDir(path))))
+    assert (path / "summary.csv").read_bytes() == first
+
+
+def test_the_first_screen_holds_the_answer(tmp_path: Path) -> None:
+    """As a reader sees it: in a 1280 x 900 browser window the headline chart and every
+    target's line are on screen without scrolling. A screenshot is kept among the artifacts."""
+    targets = ("dev", "dev-single", "dev-procs", "sync", "gthread", "gevent")
+    run = make_run(
+        tmp_path / "run",
+        {
+            f"{target}--{workload}--r1": [
+                Step(
+                    users=users, rps=10 * users, latency_ms=100, processes=[(1, users, 10 * users)]
+                )
+                for users in (1, 8, 64)
+            ]
+            for target in targets
+            for workload in ("io", "cpu", "mixed", "noop")
+        },
+    )
+    write_outputs(run, analyze_run(load_run(run)))
+    page = (run.path / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", _LAYOUT_PROBE + "</body>"))
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dump_dom(probe))
+    assert found, "the layout probe did not run"
+    layout = json.loads(found.group(1))
+    assert layout["lines"] == len(targets)
+    assert layout["chart_top"] < 150
+    # The window's own bars take some of its 900 pixels: the page gets less, never more.
+    assert layout["lines_bottom"] <= layout["viewport"] <= 900
+    # Everything else is folded away by workload until opened, except the I/O answer.
+    assert layout["open_groups"] == 1
+    assert layout["groups"] == 4
+    screenshot(run.path / "report.html", ARTIFACTS / "report-first-screen.png")
+
+
+# Measures where the first screen's parts landed, in the test's copy of the page only.
+_LAYOUT_PROBE = """<script>
+const chart = document.querySelector("body > img");
+const lines = document.querySelector("body > ul");
+const out = document.createElement("pre");
+out.id = "layout";
+out.textContent = JSON.stringify({
+  chart_top: chart.getBoundingClientRect().top,
+  lines_bottom: lines.getBoundingClientRect().bottom,
+  lines: lines.children.length,
+  viewport: window.innerHeight,
+  groups: document.querySelectorAll("details").length,
+  open_groups: document.querySelectorAll("details[open]").length,
+});
+document.body.appendChild(out);
+</script>"""

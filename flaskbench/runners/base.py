@@ -26,8 +26,16 @@ from typing import Any, Protocol
 from flaskbench.commands import LOADGEN_JSON, READINESS, SETUP_LOG
 from flaskbench.config import Config
 from flaskbench.engines import HostLost
-from flaskbench.hosts import engine_label
-from flaskbench.plan import LOADGEN_STARTUP_S, Cell, Placement, Plan, ready_budget_s, single_host
+from flaskbench.hostcpu import HOST_CPU_CSV, HostCpuSampler
+from flaskbench.hosts import DEFAULT_ENGINE, engine_label
+from flaskbench.plan import (
+    LOADGEN_STARTUP_S,
+    Cell,
+    Placement,
+    Plan,
+    ready_budget_s,
+    single_host,
+)
 from flaskbench.probes import port_in_use
 from flaskbench.rundir import CellStatus, atomic_write_text
 
@@ -247,6 +255,7 @@ class Runner(ABC):
         target: Service | None = None
         loadgen: Service | None = None
         sampler: ResourceSampler | None = None
+        host_cpu = start_host_cpu(ctx) if self.placement.engines == (DEFAULT_ENGINE,) else None
         failure = ""
         try:
             self._check_port(ctx)
@@ -262,7 +271,7 @@ class Runner(ABC):
             failure = f"{type(exc).__name__}: {exc}"
             _save_traceback(ctx.cell_dir)
         finally:
-            teardown = _stop_all(ctx.cell_dir, loadgen, sampler, target)
+            teardown = _stop_all(ctx.cell_dir, loadgen, sampler, target, host_cpu)
         log = _read_log(ctx.cell_dir / TARGET_LOG)
         if not failure:
             failure = self._loadgen_failure(ctx, loadgen) or self._app_failure(ctx, log)
@@ -400,14 +409,15 @@ def _stop_all(
     loadgen: Service | None,
     sampler: ResourceSampler | None,
     target: Service | None,
+    host_cpu: HostCpuSampler | None,
 ) -> list[str]:
     """Stop what a cell started; say what could not be stopped. Load that is still going stops
     first, so the target's last seconds are not spent refusing connections; the rest stops at
     once, which keeps the time between cells short."""
-    first: list[Service | ResourceSampler] = []
+    first: list[Service] = []
     if loadgen is not None and _may_run(loadgen):
         first, loadgen = [loadgen], None
-    rest = [s for s in (loadgen, sampler, target) if s is not None]
+    rest = [s for s in (loadgen, sampler, target, host_cpu) if s is not None]
     problems = [problem for service in first if (problem := _stop(service, cell_dir))]
     with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
         found = list(pool.map(lambda service: _stop(service, cell_dir), rest))
@@ -422,7 +432,14 @@ def _may_run(service: Service) -> bool:
         return True
 
 
-def _stop(service: Service | ResourceSampler, cell_dir: Path) -> str:
+def start_host_cpu(ctx: CellContext) -> HostCpuSampler:
+    """Busy and steal time of both sides' CPUs, whichever runner starts the processes, when
+    both run on this machine (its /proc/stat says nothing of another host's)."""
+    sides = {"target": ctx.config.cpus.target, "load": ctx.config.cpus.load}
+    return HostCpuSampler(ctx.cell_dir / HOST_CPU_CSV, sides).start()
+
+
+def _stop(service: Service | ResourceSampler | HostCpuSampler, cell_dir: Path) -> str:
     """Stop one thing; if that fails, say so and let the caller go on with the rest."""
     try:
         service.stop()
