@@ -21,7 +21,7 @@ from flaskbench.analyze import FLAGS, SUMMARY_COLUMNS, Analysis, Knee, Point
 from flaskbench.charts import Chart, workload_charts
 from flaskbench.rundir import RunDir, atomic_write_text
 from flaskbench.servers import Target, describe
-from flaskbench.theory import parallel_processes
+from flaskbench.theory import SLOTS_RULES, code_basis, parallel_processes
 
 SHORTFALL = 0.90
 # Share of the CPU the target could use that counts as saturated.
@@ -116,6 +116,7 @@ def document(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
             "(see Method). Saturation is where throughput reaches 95% of its peak (the knee)."
         )
     )
+    blocks += _code_basis_notes(analysis)
     for workload in data.workloads.values():
         points = [p for p in analysis.points if p.workload == workload.name]
         if not points:
@@ -189,6 +190,24 @@ def _app_line(meta: dict[str, Any]) -> str:
         f"App: `{app.get('wsgi')}` from {app.get('path')}{revision}"
         f"{f'; it ran with {versions}' if versions else ''}."
     )
+
+
+def _code_basis_notes(analysis: Analysis) -> list[Block]:
+    """Which targets' expected slots come from reading a server's code, not its documentation."""
+    notes = tuple(
+        f"**{name}**: {basis}."
+        for name, target in analysis.data.targets.items()
+        if (basis := code_basis(target))
+    )
+    if not notes:
+        return []
+    return [
+        Paragraph(
+            "These expected slots come from the server's code, since its documentation does not "
+            "say, and the measurements below test them:"
+        ),
+        Bullets(notes),
+    ]
 
 
 def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
@@ -493,8 +512,7 @@ def _method(analysis: Analysis) -> list[Block]:
                 "One Locust run per target and workload walks the whole staircase of user counts "
                 "with zero think time; each step's numbers cover only its measured window, from "
                 "per-second buckets of completed requests, not Locust's running totals.",
-                "Expected slots: dev-single 1; dev threaded unbounded; dev-procs N; gunicorn "
-                "sync W; gthread W x T; gevent W x worker_connections.",
+                f"Expected slots: {SLOTS_RULES}.",
                 "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
                 "processes, cores) / CPU time per request (one thread per process runs Python "
                 "at a time); mixed: the smaller of both. For the built-in app the request time "
