@@ -268,6 +268,11 @@ def _uwsgi_argv(target: Target, host: str, port: int, harness: str) -> list[str]
         "--die-on-term",
         "--http-socket",
         f"{host}:{port}",
+        # An http-socket closes every connection after its response, yet answers HTTP/1.1
+        # without saying so: a client that sends its next request on that connection first has
+        # it dropped (Locust retries a GET, but a POST fails). Saying so makes clients reconnect.
+        "--add-header",
+        "Connection: close",
         "--processes",
         str(s["processes"]),
         "--threads",

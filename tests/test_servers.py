@@ -89,6 +89,7 @@ def test_uwsgi_settings_and_command_line() -> None:
     command = argv(target)
     assert command[:2] == ["/h/serve.py", "uwsgi"]
     assert option(command, "--http-socket") == "127.0.0.1:18080"
+    assert option(command, "--add-header") == "Connection: close"
     assert (option(command, "--processes"), option(command, "--threads")) == ("2", "2")
     assert (option(command, "--listen"), option(command, "--harakiri")) == ("1024", "30")
     # Threads enabled, stopped by SIGTERM, never serving without the app, no request log.

@@ -173,6 +173,16 @@ def test_asgiref_needs_fresh_contexts_on_keep_alive_connections(
         assert "CurrentThreadExecutor already quit or is broken" in log
 
 
+def test_uwsgi_says_it_closes_every_connection(tmp_path: Path) -> None:
+    # Its http-socket closes each connection after one response: a client that reused one
+    # would have its next request dropped, unless the response says Connection: close.
+    port = free_port()
+    with launch(tmp_path, command(port, "uwsgi", threads=2)) as launched:
+        wait_for_port(port, launched)
+        assert keep_alive_gets(port, 4, 10) == {200: 40}
+        assert launched.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("server", "settings"),
     [
