@@ -55,7 +55,7 @@ class Server:
     resolve: Callable[
         [str, Mapping[str, Setting], frozenset[str]], tuple[Target | None, list[Problem]]
     ]
-    # (target, host, port, the harness directory holding appload.py and devserver.py)
+    # (target, host, port, the harness directory: targets/, with appload.py and the entry points)
     argv: Callable[[Target, str, int, str], list[str]]
     # How the report names the target's worker model.
     describe: Callable[[Target], str]
