@@ -15,7 +15,21 @@ import flaskbench
 from flaskbench import PROJECT_ROOT
 from flaskbench.config import Config, format_cpus
 
-PACKAGES = ("flask", "werkzeug", "gunicorn", "gevent", "greenlet", "locust", "psutil")
+PACKAGES = (
+    "flask",
+    "werkzeug",
+    "gunicorn",
+    "gevent",
+    "greenlet",
+    "waitress",
+    "pyuwsgi",
+    "granian",
+    "uvicorn",
+    "a2wsgi",
+    "asgiref",
+    "locust",
+    "psutil",
+)
 SYS = Path("/sys")
 
 

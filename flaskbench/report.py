@@ -32,7 +32,7 @@ from flaskbench.recommend import GoalSpec, recommend
 from flaskbench.rundir import RunDir, atomic_write_json, atomic_write_text
 from flaskbench.servers import Target, describe
 from flaskbench.stats import CONFIDENCE, DRAWS, Interval, block_length
-from flaskbench.theory import expected_slots, parallel_processes
+from flaskbench.theory import SLOTS_RULES, code_basis, expected_slots, parallel_processes
 
 RECOMMENDATION_JSON = "recommendation.json"
 SHORTFALL = 0.90
@@ -270,6 +270,7 @@ def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block
             "where throughput reaches 95% of its peak (the knee). Ranges in brackets are 95% "
             "intervals."
         ),
+        *_code_basis_notes(analysis),
     ]
     first = headline_workload(analysis)
     for workload in analysis.data.workloads.values():
@@ -467,6 +468,24 @@ def _app_line(meta: dict[str, Any]) -> str:
         f"App: `{app.get('wsgi')}` from {app.get('path')}{revision}"
         f"{f'; it ran with {versions}' if versions else ''}."
     )
+
+
+def _code_basis_notes(analysis: Analysis) -> list[Block]:
+    """Which targets' expected slots come from reading a server's code, not its documentation."""
+    notes = tuple(
+        f"**{name}**: {basis}."
+        for name, target in analysis.data.targets.items()
+        if (basis := code_basis(target))
+    )
+    if not notes:
+        return []
+    return [
+        Paragraph(
+            "These expected slots come from the server's code, since its documentation does not "
+            "say, and the measurements below test them:"
+        ),
+        Bullets(notes),
+    ]
 
 
 def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
@@ -858,8 +877,7 @@ def _method(analysis: Analysis) -> list[Block]:
                 "One Locust run per target and workload walks the whole staircase of user counts "
                 "with zero think time; each step's numbers cover only its measured window, from "
                 "per-second buckets of completed requests, not Locust's running totals.",
-                "Expected slots: dev-single 1; dev threaded unbounded; dev-procs N; gunicorn "
-                "sync W; gthread W x T; gevent W x worker_connections.",
+                f"Expected slots: {SLOTS_RULES}.",
                 "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
                 "processes, cores) / CPU time per request (one thread per process runs Python "
                 "at a time); mixed: the smaller of both. Server overhead is not modelled.",

@@ -88,3 +88,64 @@ def test_stopping_a_local_process_ends_what_it_orphaned(tmp_path: Path) -> None:
     leader.stop()
     orphan.wait(timeout=5)
     assert not orphan.is_running()
+
+
+# Real lines: a worker killed with SIGKILL mid-request, then the server stopped by the launcher.
+UWSGI_LOG = """\
+spawned uWSGI worker 1 (pid: 2501, cores: 2)
+spawned uWSGI worker 2 (pid: 2503, cores: 2)
+DAMN ! worker 1 (pid: 2501) died, killed by signal 9 :( trying respawn ...
+Respawned uWSGI worker 1 (new pid: 2519)
+Thu Nov 26 13:04:20 2026 - *** HARAKIRI ON WORKER 2 (pid: 2503, try: 1, graceful: yes) ***
+DAMN ! worker 2 (pid: 2503) died :( trying respawn ...
+SIGINT/SIGTERM received...killing workers...
+worker 2 buried after 1 seconds
+worker 1 buried after 1 seconds
+goodbye to uWSGI.
+"""
+GRANIAN_LOG = """\
+[INFO] Spawning worker-1 with PID: 2546
+[INFO] Spawning worker-2 with PID: 2548
+[ERROR] Unexpected exit from worker-1
+[INFO] Respawning worker-1
+[INFO] Spawning worker-1 with PID: 2565
+[INFO] Stopping old worker-1
+[INFO] Stopped old worker-1
+[INFO] Shutting down granian
+[INFO] Stopping worker-1
+[INFO] Stopped worker-1
+[INFO] Granian shutdown completed, see ya!
+"""
+UVICORN_LOG = """\
+INFO:     Started server process [2727]
+INFO:     Started server process [2728]
+INFO:     Waiting for child process [2728]
+INFO:     Child process [2728] died
+INFO:     Started server process [2743]
+INFO:     Received SIGTERM, exiting.
+INFO:     Terminated child process [2727]
+INFO:     Waiting for child process [2727]
+INFO:     Stopping parent process [2725]
+"""
+
+
+def test_worker_troubles_are_read_from_uwsgi_granian_and_uvicorn_logs() -> None:
+    assert worker_troubles(UWSGI_LOG) == [
+        "uWSGI worker 2501 was killed by signal 9",
+        "uWSGI worker 2503 passed its harakiri timeout and was killed",
+        "uWSGI worker 2503 died",
+    ]
+    assert worker_troubles(GRANIAN_LOG) == ["granian worker-1 died and was respawned"]
+    assert worker_troubles(UVICORN_LOG) == ["uvicorn worker 2728 died and was replaced"]
+
+
+def test_a_clean_stop_of_every_server_is_no_trouble() -> None:
+    stops = [
+        UWSGI_LOG.split("SIGINT/SIGTERM")[1],
+        GRANIAN_LOG.split("Stopped old")[1],
+        UVICORN_LOG.split("Received SIGTERM")[1],
+        # A granian worker stopping on the group's SIGTERM before the main process asked it to.
+        "[ERROR] Unexpected exit from worker-2\n[INFO] Shutting down granian",
+        "spawned uWSGI worker 1 (pid: 2501, cores: 2)\nRespawned uWSGI worker 1 (new pid: 2519)",
+    ]
+    assert [worker_troubles(log) for log in stops] == [[]] * len(stops)

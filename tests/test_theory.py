@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from flaskbench.servers import Target, resolve_target
-from flaskbench.theory import Work, expect, expected_slots, modelled_work
+from flaskbench.theory import (
+    Work,
+    code_basis,
+    expect,
+    expected_slots,
+    modelled_work,
+    parallel_processes,
+)
 from flaskbench.workloads import Request, Workload
 
 IO = Work(io_ms=100, cpu_ms=0)
@@ -27,14 +34,33 @@ DEV_PROCS = target("werkzeug", threaded=False, processes=4)
 SYNC = target("gunicorn", worker_class="sync", workers=2)
 GTHREAD = target("gunicorn", worker_class="gthread", workers=2, threads=4)
 GEVENT = target("gunicorn", worker_class="gevent", workers=1, worker_connections=1000)
+WAITRESS = target("waitress", threads=4)
+UWSGI = target("uwsgi", processes=2, threads=2)
+GRANIAN = target("granian", workers=1, blocking_threads=4)
+A2WSGI = target("asgi", adapter="a2wsgi", workers=2, threads=4)
+ASGIREF = target("asgi", adapter="asgiref", workers=3)
 
 
 @pytest.mark.parametrize(
-    ("model", "slots"),
-    [(DEV_SINGLE, 1), (DEV, None), (DEV_PROCS, 4), (SYNC, 2), (GTHREAD, 8), (GEVENT, 1000)],
+    ("model", "slots", "processes"),
+    [
+        (DEV_SINGLE, 1, 1),
+        (DEV, None, 1),
+        (DEV_PROCS, 4, 4),
+        (SYNC, 2, 2),
+        (GTHREAD, 8, 2),
+        (GEVENT, 1000, 1),
+        (WAITRESS, 4, 1),
+        (UWSGI, 4, 2),
+        (GRANIAN, 4, 1),
+        (A2WSGI, 8, 2),
+        # asgiref: one request at a time per uvicorn worker, however the loop is doing.
+        (ASGIREF, 3, 3),
+    ],
 )
-def test_slots(model: Target, slots: int | None) -> None:
+def test_slots(model: Target, slots: int | None, processes: int) -> None:
     assert expected_slots(model) == slots
+    assert parallel_processes(model) == processes
 
 
 def test_io_ceiling_is_busy_slots_over_request_time() -> None:
@@ -87,3 +113,25 @@ def test_measured_work_predicts_like_the_model() -> None:
     assert expect(SYNC, measured, users=64, cores=1).limit == "cpu"
     assert expect(DEV_SINGLE, measured, users=1, cores=1).rps == pytest.approx(1000 / 3)
     assert expect(SYNC, None, users=8, cores=1).rps is None
+
+
+def test_new_servers_ceilings_follow_their_slots_and_processes() -> None:
+    # /io: slots over the request time. uWSGI 2 x 2: 40/s at saturation.
+    assert expect(WAITRESS, IO, users=64, cores=1).rps == pytest.approx(40)
+    assert expect(UWSGI, IO, users=64, cores=1).rps == pytest.approx(40)
+    assert expect(GRANIAN, IO, users=2, cores=1).rps == pytest.approx(20)
+    assert expect(ASGIREF, IO, users=64, cores=1).limit == "slots"
+    assert expect(ASGIREF, IO, users=64, cores=1).rps == pytest.approx(30)
+    # /cpu: one thread per process runs Python; uWSGI's 2 processes use 2 cores, waitress 1.
+    assert expect(WAITRESS, CPU, users=64, cores=2).rps == pytest.approx(100)
+    assert expect(UWSGI, CPU, users=64, cores=2).rps == pytest.approx(200)
+    assert expect(A2WSGI, CPU, users=64, cores=1).limit == "cpu"
+
+
+def test_only_expectations_read_from_code_name_their_files() -> None:
+    basis = code_basis(ASGIREF)
+    assert basis is not None
+    assert "asgiref/sync.py" in basis
+    assert "asgiref/wsgi.py" in basis
+    for documented in (WAITRESS, UWSGI, GRANIAN, A2WSGI, GTHREAD, DEV):
+        assert code_basis(documented) is None

@@ -67,6 +67,25 @@ _WORKER_TROUBLE = (
         re.compile(r"Worker \(pid:(\d+)\) exited with code (\d+)"),
         "gunicorn worker {0} exited with code {1}",
     ),
+    # uWSGI's master (core/master.c): only for a worker that dies while the server is not
+    # stopping ("worker N buried" then).
+    (
+        re.compile(
+            r"DAMN ! worker \d+ \(pid: (\d+)\) (?:MISTERIOUSLY |died, )killed by signal (\d+)"
+        ),
+        "uWSGI worker {0} was killed by signal {1}",
+    ),
+    (re.compile(r"DAMN ! worker \d+ \(pid: (\d+)\) died :\("), "uWSGI worker {0} died"),
+    (
+        re.compile(r"HARAKIRI ON WORKER \d+ \(pid: (\d+)"),
+        "uWSGI worker {0} passed its harakiri timeout and was killed",
+    ),
+    # granian names workers by index. It respawns only a worker that died on its own; its
+    # "Unexpected exit" line can also come from a worker stopping on the SIGTERM the launcher
+    # sends the whole group before the main process has asked it to.
+    (re.compile(r"Respawning worker-(\d+)"), "granian worker-{0} died and was respawned"),
+    # uvicorn's supervisor, for a worker that died or stopped answering its health check.
+    (re.compile(r"Child process \[(\d+)\] died"), "uvicorn worker {0} died and was replaced"),
 )
 
 
