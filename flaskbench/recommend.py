@@ -3,8 +3,8 @@ should I run instead?".
 
 Among the targets that hold the goal at the users it names (p99 within the goal, memory within
 the budget, failures within the allowed rate) with a valid measurement, the one with the highest
-throughput wins; targets whose throughput is within the measurement's own spread of the best are
-a tie, settled by less memory, then fewer processes. Every other target is listed with why it
+throughput wins; targets whose throughput intervals (95%, over repeats or the window's seconds)
+overlap the best's are a tie, settled by less memory, then fewer processes. Every other target is listed with why it
 was left out. Where the targets include gunicorn's rule of thumb (2 x cores + 1 sync workers),
 the recommendation says how it compares.
 """
@@ -46,8 +46,12 @@ class Candidate:
 
     @property
     def interval(self) -> tuple[float, float]:
-        """Where the throughput may be: across repeats, or just the value with one."""
-        return (self.point.rps_min, self.point.rps_max)
+        """Where the throughput may be: its 95% interval (over repeats when there are several,
+        else over the window's seconds), widened to the range over repeats."""
+        low, high = self.point.rps_min, self.point.rps_max
+        if (ci := self.point.rps_ci) is not None:
+            low, high = min(low, ci.low), max(high, ci.high)
+        return (low, high)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -189,13 +189,19 @@ def _layout_problem(words: memoryview) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether the process still runs. A killed worker stays a zombie until its server reaps
+    it, which some do only seconds later: it counts as dead from the moment it died."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # it exists, under another user
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 class _GaugeFile:

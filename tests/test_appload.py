@@ -87,19 +87,22 @@ def test_each_failure_is_one_line_naming_the_cause(app_dir: Path, spec: str, mes
     assert "\n" not in str(raised.value)
 
 
-def check(spec: str, cwd: Path, gauge_path: str | None = None) -> subprocess.CompletedProcess[str]:
+def in_app(
+    argv: list[str], spec: str, app_dir: Path, gauge_path: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a Python command as the launcher runs a server: in the app's directory, the app and
+    the harness on the import path, a gauge only if given."""
     env = {k: v for k, v in os.environ.items() if k != appload.GAUGE_ENV}
-    env |= {appload.APP_ENV: spec, "PYTHONPATH": f"{cwd}:{TARGETS}"}
+    env |= {appload.APP_ENV: spec, "PYTHONPATH": f"{app_dir}:{TARGETS}"}
     if gauge_path:
         env[appload.GAUGE_ENV] = gauge_path
     return subprocess.run(
-        [sys.executable, str(TARGETS / "appload.py"), "--check"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [sys.executable, *argv], cwd=app_dir, env=env, capture_output=True, text=True, timeout=30
     )
+
+
+def check(spec: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return in_app([str(TARGETS / "appload.py"), "--check"], spec, cwd)
 
 
 def test_check_says_what_the_app_is(app_dir: Path) -> None:
@@ -130,18 +133,7 @@ for _ in range(3):
 
 
 def serve_three(app_dir: Path, gauge_path: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != appload.GAUGE_ENV}
-    env |= {appload.APP_ENV: "plain:app", "PYTHONPATH": f"{app_dir}:{TARGETS}"}
-    if gauge_path:
-        env[appload.GAUGE_ENV] = gauge_path
-    return subprocess.run(
-        [sys.executable, "-c", SERVE_THREE],
-        cwd=app_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return in_app(["-c", SERVE_THREE], "plain:app", app_dir, gauge_path)
 
 
 def test_without_a_gauge_file_the_app_is_served_bare(app_dir: Path) -> None:
@@ -168,16 +160,7 @@ def test_with_a_gauge_file_every_request_of_any_wsgi_app_is_counted(
 
 
 def test_a_server_loading_a_broken_app_logs_one_line_why(app_dir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != appload.GAUGE_ENV}
-    env |= {appload.APP_ENV: "plain:broken_factory()", "PYTHONPATH": f"{app_dir}:{TARGETS}"}
-    done = subprocess.run(
-        [sys.executable, "-c", "import appload"],
-        cwd=app_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = in_app(["-c", "import appload"], "plain:broken_factory()", app_dir)
     assert done.returncode == 1
     assert (
         "appload: cannot load plain:broken_factory(): plain:broken_factory() raised "

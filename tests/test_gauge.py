@@ -31,32 +31,11 @@ TIMEOUT_S = 10
 
 
 @pytest.fixture
-def gauge_path(tmp_path: Path) -> str:
-    path = str(tmp_path / "gauge")
-    gauge.create(path)
-    return path
-
-
-@pytest.fixture
 def zero_based(tmp_path: Path) -> str:
     """A gauge file whose stamps count from 0, for fake clocks."""
     path = str(tmp_path / "gauge")
     gauge.create(path, base_ns=0)
     return path
-
-
-@pytest.fixture
-def counter(gauge_path: str) -> Iterator[gauge.Gauge]:
-    opened = gauge.Gauge(gauge_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def reader(gauge_path: str) -> Iterator[gauge.GaugeReader]:
-    opened = gauge.GaugeReader(gauge_path)
-    yield opened
-    opened.close()
 
 
 def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:

@@ -17,35 +17,11 @@ from pathlib import Path
 import gauge
 import pytest
 from gauge import Row
+from test_gauge import start_response
 from werkzeug.wsgi import ClosingIterator
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 IN, GONE = Row(0, 1, 1, 0), Row(0, 0, 1, 1)
-
-
-@pytest.fixture
-def gauge_path(tmp_path: Path) -> str:
-    path = str(tmp_path / "gauge")
-    gauge.create(path)
-    return path
-
-
-@pytest.fixture
-def counter(gauge_path: str) -> Iterator[gauge.Gauge]:
-    opened = gauge.Gauge(gauge_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def reader(gauge_path: str) -> Iterator[gauge.GaugeReader]:
-    opened = gauge.GaugeReader(gauge_path)
-    yield opened
-    opened.close()
-
-
-def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
-    return None
 
 
 def generator(chunks: list[bytes]) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ from flaskbench.analyze import Analysis, Point, Skipped
 from flaskbench.collect import RunData
 from flaskbench.recommend import GoalSpec, recommend
 from flaskbench.servers import Target, resolve_target
+from flaskbench.stats import Interval
 from flaskbench.workloads import Workload
 
 GOAL = GoalSpec(p99_ms=250, users=32, max_rss_mb=None, max_error_rate=0.0)
@@ -91,6 +92,16 @@ def test_a_tie_within_the_spread_goes_to_less_memory_then_fewer_processes() -> N
     assert result["too_close_to_call"] is True
     same_memory = [replace(p, target_rss_mb=40.0) for p in points]
     assert only(same_memory)["target"] == "gt-w1-t16"  # one process, not two
+
+
+def test_one_repeats_interval_makes_the_spread_too() -> None:
+    points = [
+        at("gt-w1-t16", 290, 200, rps_ci=Interval(270, 310), target_rss_mb=30.0),
+        at("gt-w2-t16", 300, 200, rps_ci=Interval(295, 305), target_rss_mb=50.0),
+    ]
+    assert (only(points)["target"], only(points)["too_close_to_call"]) == ("gt-w1-t16", True)
+    apart = [points[0], replace(points[1], rps=330, rps_ci=Interval(320, 340))]
+    assert (only(apart)["target"], only(apart)["too_close_to_call"]) == ("gt-w2-t16", False)
 
 
 def test_without_overlap_throughput_decides_whatever_the_memory() -> None:
