@@ -100,7 +100,7 @@ def test_one_repeats_interval_makes_the_spread_too() -> None:
         at("gt-w2-t16", 300, 200, rps_ci=Interval(295, 305), target_rss_mb=50.0),
     ]
     assert (only(points)["target"], only(points)["too_close_to_call"]) == ("gt-w1-t16", True)
-    apart = [points[0], replace(points[1], rps=330, rps_ci=Interval(320, 340))]
+    apart = [points[0], at("gt-w2-t16", 330, 200, rps_ci=Interval(320, 340), target_rss_mb=50.0)]
     assert (only(apart)["target"], only(apart)["too_close_to_call"]) == ("gt-w2-t16", False)
 
 
