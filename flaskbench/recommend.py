@@ -4,9 +4,9 @@ should I run instead?".
 Among the targets that hold the goal at the users it names (p99 within the goal, memory within
 the budget, failures within the allowed rate) with a valid measurement, the one with the highest
 throughput wins; targets whose throughput intervals (95%, over repeats or the window's seconds)
-overlap the best's are a tie, settled by less memory, then fewer processes. Every other target is listed with why it
-was left out. Where the targets include gunicorn's rule of thumb (2 x cores + 1 sync workers),
-the recommendation says how it compares.
+overlap the best's are a tie, settled by less memory, then fewer processes. Every other target
+is listed with why it was left out. Where the targets include gunicorn's rule of thumb (2 x cores
++ 1 sync workers), the recommendation says how it compares.
 """
 
 from __future__ import annotations
