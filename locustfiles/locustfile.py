@@ -304,8 +304,9 @@ class StaircaseShape(LoadTestShape):
         self.results: Callable[[Step], StepResult] | None = None
         self.rule = StopRule()
         self.done: list[StepResult] = []
-        # Set when the staircase stopped climbing: why, and the steps that ran.
+        # Set when the staircase stopped climbing: why, and when (the master's clock).
         self.stopped: str | None = None
+        self.stopped_at: float | None = None
 
     @property
     def steps_run(self) -> tuple[Step, ...]:
@@ -343,6 +344,7 @@ class StaircaseShape(LoadTestShape):
             self.done.append(self.results(step))
             self.stopped = stop_reason(self.done, self.rule)
             if self.stopped:
+                self.stopped_at = now
                 return True
         return False
 
@@ -458,7 +460,12 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
             record.add_cpu_warning(node)
         if shape.stopped and shape.schedule is not None:
             record.skipped = [
-                {"index": step.index, "users": step.users, "reason": shape.stopped}
+                {
+                    "index": step.index,
+                    "users": step.users,
+                    "reason": shape.stopped,
+                    "stopped_at": shape.stopped_at,
+                }
                 for step in shape.schedule.steps[len(shape.done) :]
             ]
         write_json_atomic(options.fb_out, record.document(workload, shape.steps_run))

@@ -20,7 +20,7 @@ master_port = {master_port}
 results_dir = "{results}"
 
 [load]
-users = [1, 4, 8, 16]
+users = [1, 4, 8, 16, 32]
 warmup = "1s"
 measure = "2s"
 stop_when_saturated = true
@@ -35,7 +35,7 @@ threads = [1, 4]
 io_ms = 50
 
 [goal]
-p99_ms = 80
+p99_ms = 90
 users = 4
 """
 
@@ -60,13 +60,14 @@ def rows(run_dir: Path) -> dict[tuple[str, int], dict[str, str]]:
 def test_the_recommendation_agrees_with_the_summary(run: Path) -> None:
     recommendation = json.loads((run / "recommendation.json").read_text())
     assert recommendation["goal"] == {
-        "p99_ms": 80.0,
+        "p99_ms": 90.0,
         "users": 4,
         "max_rss_mb": None,
         "max_error_rate": 0.0,
     }
     (pick,) = recommendation["workloads"]
-    # 4 slots or more hold 4 users at 50 ms; 1 or 2 make them queue for 100 ms and more.
+    # 4 slots or more hold 4 users at 50 ms (with 40 ms to spare for a shared VM's hiccups); 1 or
+    # 2 make them queue for 100 ms and more.
     assert pick["target"] in ("gt-w1-t4", "gt-w2-t4")
     row = rows(run)[(pick["target"], 4)]
     assert pick["rps"] == pytest.approx(float(row["rps"]), abs=0.001)
@@ -75,7 +76,7 @@ def test_the_recommendation_agrees_with_the_summary(run: Path) -> None:
     assert pick["runner_up"]["target"] in {"gt-w1-t4", "gt-w2-t4"} - {pick["target"]}
     excluded = {e["target"]: e["reason"] for e in pick["excluded"]}
     assert set(excluded) == {"gt-w1-t1", "gt-w2-t1"}
-    assert all("over the goal of 80 ms at 4 users" in why for why in excluded.values()), excluded
+    assert all("over the goal of 90 ms at 4 users" in why for why in excluded.values()), excluded
     report = (run / "report.md").read_text()
     assert report.index("## Recommendation") < report.index("What one process handled")
     assert f"**io**: run **{pick['target']}**" in report
@@ -83,7 +84,7 @@ def test_the_recommendation_agrees_with_the_summary(run: Path) -> None:
 
 def test_a_saturated_cell_stops_climbing_and_records_what_it_skipped(run: Path) -> None:
     found = rows(run)
-    # One slot: 8 users wait 400 ms for it, over 4 x the goal (320 ms), so 16 is not climbed to.
+    # One slot: 8 users wait 400 ms for it, over 4 x the goal (360 ms), so 16 is not climbed to.
     skipped = found[("gt-w1-t1", 16)]
     assert (skipped["step_status"], skipped["valid"], skipped["flags"]) == (
         "skipped",
@@ -94,13 +95,14 @@ def test_a_saturated_cell_stops_climbing_and_records_what_it_skipped(run: Path) 
     assert found[("gt-w2-t4", 16)]["step_status"] == "measured"
     loadgen = json.loads((run / "raw" / "gt-w1-t1--io--r1" / "loadgen.json").read_text())
     assert [s["users"] for s in loadgen["steps"]] == [1, 4, 8]
-    (record,) = loadgen["skipped"]
-    assert (record["users"], record["index"]) == (16, 3)
-    assert record["reason"].endswith(" ms at 8 users passed 320 ms")
-    # Its users were stopped once the last step was judged, well before the skipped step's
-    # window would have begun.
+    assert [(r["users"], r["index"]) for r in loadgen["skipped"]] == [(16, 3), (32, 4)]
+    record = loadgen["skipped"][0]
+    assert record["reason"].endswith(" ms at 8 users passed 360 ms")
+    # Judged once the workers' reports for the last step's final second were in, and its users
+    # stopped then: an unstopped cell would go on sending through both skipped steps (6 s more).
     last_end = loadgen["steps"][-1]["measure_end"]
-    assert max(b["t"] for b in loadgen["buckets"]) < last_end + 1 + 2
+    assert last_end + 1.5 <= record["stopped_at"] < last_end + 4
+    assert max(b["t"] for b in loadgen["buckets"]) <= record["stopped_at"] + 1
     assert "skipped" in (run / "report.md").read_text()
 
 
