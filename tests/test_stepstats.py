@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from stepstats import (
     worker_report,
     write_json_atomic,
 )
+
+from flaskbench.stats import Histogram
 
 
 def test_schedule_starts_on_the_next_whole_second_with_back_to_back_steps() -> None:
@@ -245,3 +248,14 @@ def test_a_window_counts_what_the_orchestrator_counts() -> None:
     assert window == StepResult(users=4, requests=2, failures=1, p99_ms=20.0)
     assert percentile({"10": 98, "500": 2}, 99) == 500.0
     assert percentile({}, 99) is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_stop_rules_percentile_is_the_reports(seed: int) -> None:
+    # The load generator judges a step's p99 with its own copy of the rule (it runs without
+    # flaskbench installed); a step it stops on must be one the report would call the same.
+    rng = random.Random(seed)
+    as_json = {quantise_ms(rng.lognormvariate(4, 1)): rng.randint(1, 50) for _ in range(30)}
+    counts = {float(value): count for value, count in as_json.items()}
+    for q in (50, 90, 99, 99.9, 100):
+        assert percentile(as_json, q) == Histogram(counts).percentile(q)
