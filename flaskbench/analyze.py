@@ -76,7 +76,8 @@ FLAGS = {
     ),
     "cpu_contention": (
         "other processes competed for the target's or the load generator's CPUs (their busy "
-        "time in /proc/stat beyond the side's own processes, times the side's own use, above "
+        "time in /proc/stat beyond the side's own processes and the harness (flaskbench, the "
+        "container engine), times the side's own use, above "
         f"{CONTENTION_LIMIT_PCT:.0f}%): the machine was shared during this step"
     ),
     "no_requests": "no request completed inside the measured window",

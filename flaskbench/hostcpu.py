@@ -22,7 +22,13 @@ from flaskbench.config import format_cpus
 from flaskbench.rundir import atomic_write_text
 
 HOST_CPU_CSV = "host_cpu.csv"
-PROC_STAT = Path("/proc/stat")
+PROC = Path("/proc")
+PROC_STAT = PROC / "stat"
+# The local container engine starts the containers and streams their stats to the orchestrator
+# (several % of a core during a docker run). Its processes run on any CPU, so their time is the
+# harness's own on both sides, not another process competing there. Names as in
+# /proc/PID/stat, which cuts them to 15 characters (containerd-shim-runc-v2).
+ENGINE_COMMANDS = frozenset({"dockerd", "containerd", "containerd-shim", "runc", "docker-proxy"})
 HOST_CPU_COLUMNS = ("t", "side", "cpus", "busy_pct", "steal_pct", "flaskbench_pct")
 # /proc/stat's per-CPU fields, in ticks: user nice system idle iowait irq softirq steal guest
 # guest_nice; guest time is already part of user, so the first eight add up to all the time.
@@ -31,6 +37,7 @@ HOST_CPU_COLUMNS = ("t", "side", "cpus", "busy_pct", "steal_pct", "flaskbench_pc
 _PROCESS_FIELDS = (0, 1, 2)
 _STEAL_FIELD = 7
 _TOTAL_FIELDS = 8
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,23 @@ def side_usage(
     return SideUsage(100.0 * process / total, 100.0 * steal / total)
 
 
+def engine_ticks(proc: Path = PROC) -> dict[int, int]:
+    """CPU ticks (user and system) so far of each container-engine process on this host."""
+    ticks = {}
+    for entry in proc.glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone since the listing
+            continue
+        head, _, tail = stat.rpartition(")")
+        if head.partition("(")[2] not in ENGINE_COMMANDS:
+            continue
+        fields = tail.split()
+        # The fields after the name start at field 3 (state); utime and stime are 14 and 15.
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
 def _home_side(sides: Mapping[str, Sequence[int]], affinity: set[int]) -> str | None:
     """The side whose CPUs this process is confined to, if any."""
     return next((side for side, cpus in sides.items() if affinity <= set(cpus)), None)
@@ -96,17 +120,17 @@ class HostCpuSampler:
     before its time stamp.
 
     The orchestrator (this process, sampler included) runs pinned to the load side's CPUs; its
-    own CPU is recorded too, so that it does not count as another process competing there."""
+    own CPU is recorded too, with the container engine's on both sides, so that neither counts
+    as another process competing there."""
 
     interval_s = 1.0
 
-    def __init__(
-        self, out: Path, sides: Mapping[str, Sequence[int]], proc_stat: Path = PROC_STAT
-    ) -> None:
+    def __init__(self, out: Path, sides: Mapping[str, Sequence[int]], proc: Path = PROC) -> None:
         self._out = out
         self._sides = dict(sides)
-        self._proc_stat = proc_stat
+        self._proc = proc
         self._last: dict[int, CpuTimes] = {}
+        self._last_engine: dict[int, int] = {}
         self._last_own: tuple[float, float] | None = None
         self._home = _home_side(self._sides, os.sched_getaffinity(0))
         self._rows: list[tuple[float, str, str, float, float, float]] = []
@@ -119,13 +143,20 @@ class HostCpuSampler:
         return self
 
     def sample(self, now: float) -> None:
-        current = read_proc_stat(self._proc_stat)
+        current = read_proc_stat(self._proc / "stat")
+        engine = engine_ticks(self._proc)
         own = (now, time.process_time())
         if self._last and self._last_own and now > self._last_own[0]:
-            # Percent of one core this process used since the previous sample.
-            mine = 100 * (own[1] - self._last_own[1]) / (now - self._last_own[0])
+            seconds = now - self._last_own[0]
+            # Percent of one core this process, and the engine, used since the previous sample.
+            mine = 100 * (own[1] - self._last_own[1]) / seconds
+            spent = sum(
+                t - self._last_engine[p] for p, t in engine.items() if p in self._last_engine
+            )
+            engine_pct = 100 * spent / _TICKS_PER_S / seconds
             for side, cpus in self._sides.items():
                 if usage := side_usage(self._last, current, cpus):
+                    harness = engine_pct + (mine if side == self._home else 0.0)
                     self._rows.append(
                         (
                             round(now, 3),
@@ -133,10 +164,11 @@ class HostCpuSampler:
                             format_cpus(cpus),
                             round(usage.busy_pct, 1),
                             round(usage.steal_pct, 2),
-                            round(mine / len(cpus), 2) if side == self._home else 0.0,
+                            round(harness / len(cpus), 2),
                         )
                     )
         self._last = current
+        self._last_engine = engine
         self._last_own = own
 
     def _loop(self) -> None:

@@ -53,8 +53,10 @@ def sample_window(
     tmp_path: Path, cell_dir: Path, steal_ticks_per_second: int, busy_ticks_per_second: int
 ) -> None:
     """The sampler over one step's measured window, fed a fake /proc/stat (100 ticks/s)."""
-    stat = tmp_path / "stat"
-    sampler = HostCpuSampler(cell_dir / "host_cpu.csv", {"target": [0], "load": [1]}, stat)
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    stat = proc / "stat"
+    sampler = HostCpuSampler(cell_dir / "host_cpu.csv", {"target": [0], "load": [1]}, proc)
     start = T0 + WARMUP
     for second in range(MEASURE + 1):
         busy = second * busy_ticks_per_second
@@ -113,6 +115,38 @@ def test_other_processes_competing_for_a_sides_cpus_are_flagged(
     assert row.load_others_pct == pytest.approx(busy - own - orchestrator)
     assert row.target_others_pct == pytest.approx(busy - own - orchestrator)
     assert ("cpu_contention" in row.flags) is flagged
+
+
+def process_stat(proc: Path, pid: int, name: str, utime: int, stime: int) -> None:
+    (proc / str(pid)).mkdir(exist_ok=True)
+    (proc / str(pid) / "stat").write_text(
+        f"{pid} ({name}) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 9 0\n"
+    )
+
+
+def test_the_container_engines_cpu_is_the_harnesss_on_both_sides(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    sampler = HostCpuSampler(tmp_path / "host_cpu.csv", {"target": [0], "load": [1]}, proc)
+    for second in range(3):
+        proc_stat(
+            proc / "stat", {0: (50 * second, 50 * second, 0), 1: (50 * second, 50 * second, 0)}
+        )
+        # dockerd and a shim (its name cut to 15 characters) each use 4% of a core; a process
+        # with a parenthesis in its name, and a busy one that is not the engine's, do not count.
+        process_stat(proc, 10, "dockerd", 2 * second, 2 * second)
+        process_stat(proc, 11, "containerd-shim", 4 * second, 0)
+        process_stat(proc, 12, "x) (dockerd", 50 * second, 0)
+        process_stat(proc, 13, "python3", 50 * second, 0)
+        sampler.sample(T0 + second)
+    sampler.stop()
+    with (tmp_path / "host_cpu.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    # This test's process is pinned to neither side, so the engine's 8% is all on each.
+    assert [(r["side"], float(r["flaskbench_pct"])) for r in rows] == [
+        ("target", pytest.approx(8.0)),
+        ("load", pytest.approx(8.0)),
+    ] * 2
 
 
 def test_runs_without_host_cpu_records_have_no_steal(tmp_path: Path) -> None:

@@ -249,7 +249,15 @@ class LocalRunner(Runner):
         except AppEnvError as exc:
             raise RuntimeError(str(exc)) from None
         if not app.builtin:
-            self._scratch = Path(tempfile.mkdtemp(prefix=f"flaskbench-{os.getpid()}-"))
+            # In memory where the system has it, as the docker runner's tmpfs: what the app
+            # writes (SQLite files, instance folders) then costs no journal or writeback work by
+            # kernel threads, which would run beside the target and count as other processes.
+            memory = Path("/dev/shm")
+            self._scratch = Path(
+                tempfile.mkdtemp(
+                    prefix=f"flaskbench-{os.getpid()}-", dir=memory if memory.is_dir() else None
+                )
+            )
             snapshot(app.path, self._scratch / "app", (self.config.results_dir,))
         return {
             "python": sys.executable,
