@@ -13,7 +13,7 @@ from flaskbench import commands
 from flaskbench.config import load_config
 from flaskbench.plan import expand
 from flaskbench.runners.base import CellContext, worker_troubles
-from flaskbench.runners.local import LocalProcess, LocalRunner
+from flaskbench.runners.local import LocalProcess, LocalRunner, remove_stale_files
 
 pytestmark = pytest.mark.load
 
@@ -149,3 +149,18 @@ def test_a_clean_stop_of_every_server_is_no_trouble() -> None:
         "spawned uWSGI worker 1 (pid: 2501, cores: 2)\nRespawned uWSGI worker 1 (new pid: 2519)",
     ]
     assert [worker_troubles(log) for log in stops] == [[]] * len(stops)
+
+
+def test_a_killed_runs_files_in_memory_are_removed_by_the_next(tmp_path: Path) -> None:
+    gone = psutil.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mine = psutil.Process().pid
+    for pid in (gone.pid, mine):
+        (tmp_path / f"flaskbench-{pid}-sync--io--r1.gauge").write_text("x")
+        (tmp_path / f"flaskbench-{pid}-abc123").mkdir()
+        (tmp_path / f"flaskbench-{pid}-abc123" / "app.db").write_text("x")
+    (tmp_path / "flaskbench-gauge-7").write_text("someone else's")
+    remove_stale_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"flaskbench-{mine}-sync--io--r1.gauge", f"flaskbench-{mine}-abc123", "flaskbench-gauge-7"]
+    )

@@ -190,8 +190,24 @@ def _tree_usage(pid: int) -> tuple[float, float]:
     return cpu_s, rss / 1024 / 1024
 
 
+MEMORY = Path("/dev/shm")
+
+
 def _gauge_file(ctx: CellContext) -> Path:
-    return Path("/dev/shm") / f"flaskbench-{os.getpid()}-{ctx.cell.cell_id}.gauge"
+    return MEMORY / f"flaskbench-{os.getpid()}-{ctx.cell.cell_id}.gauge"
+
+
+def remove_stale_files(memory: Path = MEMORY) -> None:
+    """A run killed outright cannot remove its gauge files and app copies, and in memory they
+    would stay until the next boot: remove those of runs (the pid in their name) that are gone."""
+    for entry in memory.glob("flaskbench-*-*"):
+        pid = entry.name.split("-")[1]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 class LocalRunner(Runner):
@@ -243,6 +259,7 @@ class LocalRunner(Runner):
             raise RuntimeError(
                 "taskset is missing; install util-linux (apt-get install util-linux)"
             )
+        remove_stale_files()
         app = self.config.app
         try:
             self._python = app_python(app, self.say)
@@ -252,10 +269,9 @@ class LocalRunner(Runner):
             # In memory where the system has it, as the docker runner's tmpfs: what the app
             # writes (SQLite files, instance folders) then costs no journal or writeback work by
             # kernel threads, which would run beside the target and count as other processes.
-            memory = Path("/dev/shm")
             self._scratch = Path(
                 tempfile.mkdtemp(
-                    prefix=f"flaskbench-{os.getpid()}-", dir=memory if memory.is_dir() else None
+                    prefix=f"flaskbench-{os.getpid()}-", dir=MEMORY if MEMORY.is_dir() else None
                 )
             )
             snapshot(app.path, self._scratch / "app", (self.config.results_dir,))
