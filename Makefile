@@ -45,7 +45,7 @@ report: $(STAMP) ## rebuild a run's summary and report from its raw data: make r
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run directory>" >&2; exit 2; }
 	$(BIN)/flaskbench report $(RUN)
 
-compare-check: $(STAMP) ## measure compare's false positives (A/A) and its power (about 13 minutes)
+compare-check: $(STAMP) ## measure compare's false positives (A/A) and its power (13 to 18 minutes)
 	$(BIN)/python -m flaskbench.compare_check --config $(CONFIG) --runner $(RUNNER)
 
 publish: $(STAMP) ## write a static site of runs and comparisons: make publish [RUNS="..."] [SITE=site]
