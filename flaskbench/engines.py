@@ -109,6 +109,21 @@ def connect(spec: str, roles: str = "") -> Engine:
         raise
 
 
+def list_containers(client: Any, filters: dict[str, Any] | None = None) -> list[Any]:
+    """Every container matching `filters`, running or not. The SDK lists, then inspects each
+    listed container in turn; one removed in between (a compose down, a deadline reached,
+    somebody's `docker rm`) is left out instead of failing the whole listing. A container found
+    here may still vanish before the next call on it: see `is_gone`."""
+    return list(client.containers.list(all=True, filters=filters or {}, ignore_removed=True))
+
+
+def is_gone(exc: BaseException) -> bool:
+    """Whether an error from the engine says the container (or image) no longer exists."""
+    import docker.errors
+
+    return isinstance(exc, docker.errors.NotFound)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether an exception from the `docker` package means the engine could not be reached
     (as opposed to an answer it gave, such as "no such container")."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from flaskbench.engines import list_containers
+
 RUN_LABEL = "flaskbench.run"
 CELL_LABEL = "flaskbench.cell"
 OWNER_LABEL = "flaskbench.owner"
@@ -99,7 +101,7 @@ def find_leftovers(
 ) -> list[Leftover]:
     here = controller_id()
     found = []
-    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+    for container in list_containers(client, {"label": OWNER_LABEL}):
         labels = dict(container.labels)
         if owner_alive(labels, here, alive):
             continue

@@ -171,10 +171,8 @@ def require_docker() -> None:
 
 
 def docker_leftovers(run_id: str) -> list[str]:
+    from flaskbench.engines import list_containers
     from flaskbench.runners.docker import docker_client
 
     client = docker_client()
-    return [
-        c.name
-        for c in client.containers.list(all=True, filters={"label": f"flaskbench.run={run_id}"})
-    ]
+    return [c.name for c in list_containers(client, {"label": f"flaskbench.run={run_id}"})]

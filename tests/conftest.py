@@ -1,4 +1,5 @@
-"""Fixtures the gauge's tests share: a fresh gauge file, a writer and a reader on it."""
+"""What every test shares: nothing it starts outlives it (tests/leftovers_guard.py), and the
+gauge's tests' fixtures: a fresh gauge file, a writer and a reader on it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import gauge
 import pytest
+
+# Nothing a test starts outlives it; the session fails, naming the test, if anything does.
+pytest_plugins = ("leftovers_guard", "pytester")
 
 
 @pytest.fixture

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from leftovers_guard import session_tag
+
+from flaskbench.engines import list_containers
 
 SUBNET = "10.231.0"
 STATE = Path("/run/flaskbench-test")
@@ -83,7 +86,7 @@ def _run(*argv: str) -> None:
 @contextlib.contextmanager
 def emulated_hosts() -> Iterator[list[EmulatedHost]]:
     """Two hosts, a and b, joined by a veth pair (all the tests need)."""
-    tag = f"fbt{os.getpid() % 100000}"
+    tag = session_tag()
     hosts = [
         EmulatedHost(f"{tag}-{letter}", f"{SUBNET}.{index}", STATE / f"{tag}-{letter}")
         for index, letter in enumerate("ab", start=1)
@@ -161,7 +164,7 @@ def _stop_daemon(host: EmulatedHost) -> None:
     daemon by its pidfile, then everything it kept on disk."""
     with contextlib.suppress(Exception):
         client = host.client()
-        for container in client.containers.list(all=True):
+        for container in list_containers(client):
             container.remove(force=True, v=True)
     pid = _pid(host.pidfile)
     if pid is not None:

@@ -40,7 +40,8 @@ def test_both_targets_measured_in_containers(run: Path) -> None:
     assert rows[("sync", 4)]["peak_inflight_process"] == "1"
     assert rows[("sync", 4)]["peak_inflight_server"] == "2"
     assert int(rows[("gevent", 4)]["peak_inflight_server"]) >= 4
-    assert 17 <= float(rows[("sync", 4)]["rps"]) <= 20.2
+    # 2 slots of 100 ms: at most 20/s, and about twice what 1 user gets here.
+    assert float(rows[("sync", 1)]["rps"]) * 1.5 < float(rows[("sync", 4)]["rps"]) <= 20.2
     meta = json.loads((run / "meta.json").read_text())
     assert meta["runner"]["name"] == "docker"
     assert meta["runner"]["details"]["target_image"].startswith("flaskbench-target:")

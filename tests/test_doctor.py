@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from benchrun import ALL_TARGETS, flaskbench, require_docker, run_dir_of, write_config
+from leftovers_guard import guard_labels
+
+from flaskbench.engines import list_containers
 
 
 def test_doctor_lists_every_check_with_a_fix_for_failures(tmp_path: Path) -> None:
@@ -61,10 +64,14 @@ def test_a_run_removes_leftovers_of_a_crashed_run_and_nothing_else(tmp_path: Pat
         ["sleep", "300"],
         detach=True,
         network_mode="none",
-        labels={"flaskbench.owner": "4194305", "flaskbench.run": "crashed"},
+        labels={"flaskbench.owner": "4194305", "flaskbench.run": "crashed", **guard_labels()},
     )
     bystander = client.containers.run(
-        image, ["sleep", "300"], detach=True, network_mode="none", labels={"other": "app"}
+        image,
+        ["sleep", "300"],
+        detach=True,
+        network_mode="none",
+        labels={"other": "app", **guard_labels()},
     )
     try:
         config = write_config(
@@ -79,10 +86,10 @@ def test_a_run_removes_leftovers_of_a_crashed_run_and_nothing_else(tmp_path: Pat
         assert result.returncode == 0, result.stderr
         assert run_dir_of(result).is_dir()
         assert f"removed container {orphan.name} of crashed run crashed (running)" in result.stderr
-        assert not client.containers.list(all=True, filters={"id": orphan.id})
+        assert not list_containers(client, {"id": orphan.id})
         bystander.reload()
         assert bystander.status == "running"
     finally:
         bystander.remove(force=True)
-        if client.containers.list(all=True, filters={"id": orphan.id}):
+        if list_containers(client, {"id": orphan.id}):
             orphan.remove(force=True)

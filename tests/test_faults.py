@@ -27,6 +27,8 @@ from benchrun import (
 )
 from fakerun import Step, make_run
 
+from flaskbench.engines import list_containers
+
 pytestmark = pytest.mark.load
 
 RUNNERS = [
@@ -68,7 +70,7 @@ def gauge_so_far(cell: Path) -> str:
         f"flaskbench.cell={cell.name}",
         "com.docker.compose.service=target",
     ]
-    for container in client.containers.list(filters={"label": labels}):
+    for container in list_containers(client, {"label": labels}):
         try:
             stream, _ = container.get_archive("/results/gauge.csv")
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
@@ -175,8 +177,9 @@ def test_killing_the_target_fails_that_cell_only(tmp_path: Path, runner: str) ->
     if runner == "docker":
         from flaskbench.runners.docker import docker_client
 
-        (container,) = docker_client().containers.list(
-            filters={"label": ["flaskbench.cell=sync--io--r1", "com.docker.compose.service=target"]}
+        (container,) = list_containers(
+            docker_client(),
+            {"label": ["flaskbench.cell=sync--io--r1", "com.docker.compose.service=target"]},
         )
         container.kill()
     else:
@@ -197,6 +200,41 @@ def test_killing_the_target_fails_that_cell_only(tmp_path: Path, runner: str) ->
     assert {row["target"] for row in summary(run_dir)} == {"gevent"}
     assert "sync--io--r1: failed" in (run_dir / "report.md").read_text()
     nothing_left(tmp_path, master_port(config), run_dir.name, runner)
+
+
+@pytest.mark.docker
+def test_a_target_container_removed_by_someone_else_fails_that_cell_only(tmp_path: Path) -> None:
+    """`docker rm -f` on the target while the runner polls it: one line naming the container,
+    no traceback, and the next cell runs."""
+    setup_runner("docker")
+    targets = {name: ALL_TARGETS[name] for name in ("sync", "gevent")}
+    config = write_config(
+        tmp_path, targets, {"io": {"io_ms": 100}}, users=[2], measure="4s", runner="docker"
+    )
+    process = start_flaskbench("run", "--config", str(config), log=tmp_path / "out.log")
+    run_dir = the_run_dir(tmp_path)
+    cell = run_dir / "raw" / "sync--io--r1"
+    wait_for(lambda: traffic_started(cell), 300, "traffic")
+    from flaskbench.runners.docker import docker_client
+
+    (container,) = list_containers(
+        docker_client(),
+        {"label": ["flaskbench.cell=sync--io--r1", "com.docker.compose.service=target"]},
+    )
+    container.remove(force=True)
+    assert process.wait(timeout=300) == 1
+    failed = json.loads((cell / "cell.json").read_text())
+    assert failed["status"] == "failed"
+    assert failed["reason"].startswith(
+        f"target container {container.name} was removed while the cell ran (not by flaskbench) "
+    )
+    assert "into the staircase" in failed["reason"]
+    assert not (cell / "error.txt").exists()
+    assert "Traceback" not in (tmp_path / "out.log").read_text()
+    later = json.loads((run_dir / "raw" / "gevent--io--r1" / "cell.json").read_text())
+    assert later["status"] == "ok"
+    assert {row["target"] for row in summary(run_dir)} == {"gevent"}
+    nothing_left(tmp_path, master_port(config), run_dir.name, "docker")
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

@@ -25,8 +25,10 @@ from benchrun import (
     wait_for,
     write_config,
 )
+from leftovers_guard import guard_labels
 from test_faults import target_port, the_run_dir, traffic_started
 
+from flaskbench.engines import list_containers
 from flaskbench.leftovers import controller_id
 from flaskbench.probes import port_in_use
 from flaskbench.runners.base import TEARDOWN_MARGIN_S
@@ -44,10 +46,8 @@ def client() -> Any:
 
 
 def containers_of(run_id: str, running_only: bool = False) -> list[Any]:
-    found = client().containers.list(
-        all=not running_only, filters={"label": f"flaskbench.run={run_id}"}
-    )
-    return list(found)
+    found = list_containers(client(), {"label": f"flaskbench.run={run_id}"})
+    return [c for c in found if c.status == "running" or not running_only]
 
 
 def docker_time(stamp: str) -> float:
@@ -86,10 +86,15 @@ def bystanders() -> Iterator[list[Any]]:
             "flaskbench.owner": str(owner.pid),
             "flaskbench.owner_started": started,
             "flaskbench.controller": controller_id(),
+            **guard_labels(),
         },
     )
     foreign = docker.containers.run(
-        image, ["sleep", "900"], detach=True, network_mode="none", labels={"other": "app"}
+        image,
+        ["sleep", "900"],
+        detach=True,
+        network_mode="none",
+        labels={"other": "app", **guard_labels()},
     )
     try:
         yield [live, foreign]

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class _Server:
     seen: list[tuple[str, str]] = field(default_factory=list)
     # (method, path, content type, body, X-Test header) of every request.
     details: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    # Seconds from reading each request to handing over its response, as the server saw it.
+    handling_s: list[float] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -57,6 +60,7 @@ def _start_server(failing: set[str]) -> tuple[http.server.ThreadingHTTPServer, _
         disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
+            began = time.perf_counter()
             path, _, query = self.path.partition("?")
             length = int(self.headers.get("Content-Length") or 0)
             sent = self.rfile.read(length).decode() if length else ""
@@ -89,6 +93,7 @@ def _start_server(failing: set[str]) -> tuple[http.server.ThreadingHTTPServer, _
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            state.handling_s.append(time.perf_counter() - began)
 
         do_POST = do_PUT = do_GET
 
@@ -305,7 +310,10 @@ def test_latency_histogram_is_quantised_and_near_the_server_delay(distributed: _
             assert quantise_ms(float(key)) == key
             values += [float(key)] * count
 
-    assert 1000 * SERVER_DELAY_S <= statistics.median_low(values) < 3000 * SERVER_DELAY_S
+    # Never below the server's delay; and near what the server itself took on this machine,
+    # loaded or not, rather than a fixed figure.
+    served_ms = 1000 * statistics.median(distributed.server.handling_s)
+    assert 1000 * SERVER_DELAY_S <= statistics.median_low(values) < 3 * served_ms
 
 
 def test_workers_and_their_cpu_are_recorded(distributed: _Run) -> None:

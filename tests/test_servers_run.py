@@ -71,12 +71,13 @@ def test_every_server_is_held_to_its_slots(run: Path) -> None:
     assert all(row["failures"] == "0" for row in rows.values())
 
 
-def test_throughput_reaches_the_ceiling_of_each_model(run: Path) -> None:
+def test_throughput_follows_the_slots_of_each_model(run: Path) -> None:
     rows = rows_of(run)
-    # /io?ms=100 with 8 users: 4 slots give 40/s, asgiref's one thread 10/s.
-    ceilings = {name: 10 * server for name, (_, server) in SATURATED.items()}
-    for name, ceiling in ceilings.items():
-        assert 0.85 * ceiling <= float(rows[(name, 8)]["rps"]) <= 1.02 * ceiling, name
+    for name, (_, slots) in SATURATED.items():
+        # /io?ms=100 with 8 users: never above 10/s per slot on any machine (4 slots 40/s,
+        # asgiref's one thread 10/s), and near `slots` times what 1 user got in the same run.
+        one, eight = float(rows[(name, 1)]["rps"]), float(rows[(name, 8)]["rps"])
+        assert 0.7 * slots * one <= eight <= 1.02 * 10 * slots, name
 
 
 def test_the_report_names_models_and_where_asgirefs_comes_from(run: Path) -> None:

@@ -45,6 +45,9 @@ TEARDOWN_MARGIN_S = 30
 TARGET_LOG = "target.log"
 RESOURCES_CSV = "resources.csv"
 MEMORY_CSV = "memory.csv"
+# What a service's returncode() is once something other than flaskbench removed it (a
+# container someone ran `docker rm` on): it left no exit code, and no log to read.
+REMOVED = -256
 # How long a cell waits for its port to be free before it fails.
 PORT_RELEASE_S = 10
 # In the run directory: what checking the app printed (its traceback, if it failed).
@@ -319,11 +322,11 @@ class Runner(ABC):
         while loadgen.returncode() is None:
             elapsed = time.monotonic() - begun
             ctx.on_progress(min(elapsed, planned))
-            if target.returncode() is not None:
+            if (code := target.returncode()) is not None:
+                see = "" if code == REMOVED else f"; see {TARGET_LOG}"
                 raise CellFailed(
                     startup_failure(_read_log(ctx.cell_dir / TARGET_LOG))
-                    or f"target {target.exit_description()} {elapsed:.0f}s into the staircase; "
-                    f"see {TARGET_LOG}"
+                    or f"target {target.exit_description()} {elapsed:.0f}s into the staircase" + see
                 )
             if elapsed > allowed:
                 raise CellFailed(
@@ -351,10 +354,8 @@ class Runner(ABC):
             return ""
         path = ctx.cell_dir / LOADGEN_JSON
         if not path.is_file():
-            return (
-                f"Locust {loadgen.exit_description()} without writing {LOADGEN_JSON}; "
-                "see locust-master.log"
-            )
+            see = "" if loadgen.returncode() == REMOVED else "; see locust-master.log"
+            return f"Locust {loadgen.exit_description()} without writing {LOADGEN_JSON}{see}"
         return verification_failure(path)
 
 

@@ -55,6 +55,8 @@ from flaskbench.engines import (
     connect,
     daemon_identity,
     is_connection_error,
+    is_gone,
+    list_containers,
     read_clock,
     significant,
     survey,
@@ -74,6 +76,7 @@ from flaskbench.leftovers import RUN_LABEL, this_process
 from flaskbench.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT
 from flaskbench.rundir import CellStatus, atomic_write_text
 from flaskbench.runners.base import (
+    REMOVED,
     RESOURCES_CSV,
     CellContext,
     CellFailed,
@@ -186,6 +189,8 @@ class ComposeStack:
         self.name_of = name_of
         self._stopped = False
         self.removed = False
+        # Every container seen, by process name: how a removed one is named afterwards.
+        self._seen: dict[str, str] = {}
 
     def up(self, services: tuple[str, ...] = (), scale: dict[str, int] | None = None) -> None:
         args = ["up", "-d", "--no-build", "--pull", "never"]
@@ -231,19 +236,30 @@ class ComposeStack:
         if service:
             labels.append(f"com.docker.compose.service={service}")
         with self._api():
-            found = self.engine.client.containers.list(all=True, filters={"label": labels})
+            found = list_containers(self.engine.client, {"label": labels})
+        for container in found:
+            self._seen.setdefault(self.process_name(container), container.name)
         return sorted(found, key=lambda c: int(c.labels.get(_NUMBER, "1")))
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any] | None:
+        """The main container's state, or None once it is gone: removed by someone else (a
+        `docker rm`, a clean-up), since this stack removes its containers only in `down`."""
         containers = self.containers(self.main_service)
         if not containers:
-            return {"Status": "removed", "ExitCode": -1}
-        with self._api():
-            containers[0].reload()
+            return None
+        try:
+            with self._api():
+                containers[0].reload()
+        except Exception as exc:
+            if is_gone(exc):
+                return None
+            raise
         return dict(containers[0].attrs["State"])
 
     def returncode(self) -> int | None:
         state = self._state()
+        if state is None:
+            return REMOVED
         return (
             None
             if state.get("Status") in ("created", "running", "restarting")
@@ -252,17 +268,28 @@ class ComposeStack:
 
     def exit_description(self) -> str:
         state = self._state()
+        if state is None:
+            return self.removed_description()
         notes = ["OOM-killed"] if state.get("OOMKilled") else []
         return describe_exit(self.returncode(), notes)
 
+    def removed_description(self) -> str:
+        name = self._seen.get(self.name_of(self.main_service, 1), self.project)
+        return f"container {name} was removed while the cell ran (not by flaskbench)"
+
     def _bring_home(self) -> None:
-        """Each container's log, and the raw files of those that write any, into the cell."""
-        with self._api():
-            for container in self.containers():
-                log = self._log_dir / _log_file(self.process_name(container))
-                log.write_bytes(container.logs(stdout=True, stderr=True))
-                if any(m.get("Destination") == RESULTS_DIR for m in container.attrs["Mounts"]):
-                    _extract_files(container.get_archive(RESULTS_DIR)[0], self._log_dir)
+        """Each container's log, and the raw files of those that write any, into the cell; a
+        container removed meanwhile by someone else has nothing left to bring."""
+        for container in self.containers():
+            try:
+                with self._api():
+                    log = self._log_dir / _log_file(self.process_name(container))
+                    log.write_bytes(container.logs(stdout=True, stderr=True))
+                    if any(m.get("Destination") == RESULTS_DIR for m in container.attrs["Mounts"]):
+                        _extract_files(container.get_archive(RESULTS_DIR)[0], self._log_dir)
+            except Exception as exc:
+                if not is_gone(exc):
+                    raise
 
     def process_name(self, container: Any) -> str:
         return self.name_of(
@@ -881,8 +908,11 @@ class DockerRunner(Runner):
     def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
         assert isinstance(target, ComposeStack)
         assert isinstance(loadgen, Swarm)
+        found = target.containers("target")
+        if not found:
+            raise CellFailed(f"target {target.removed_description()}")
         containers: dict[str, tuple[str, Any, str]] = {
-            "target": ("target", target.containers("target")[0], target.engine.name)
+            "target": ("target", found[0], target.engine.name)
         }
         for stack in loadgen.stacks:
             for container in stack.containers():
