@@ -40,7 +40,9 @@ class FakeContainers:
     def __init__(self, containers: list[FakeContainer]) -> None:
         self._containers = containers
 
-    def list(self, all: bool, filters: dict[str, str]) -> list[FakeContainer]:
+    def list(self, all: bool, filters: dict[str, str], ignore_removed: bool) -> list[FakeContainer]:
+        # A container removed while the engine lists them must not fail the listing.
+        assert ignore_removed
         return [c for c in self._containers if filters["label"] in c.labels]
 
 
