@@ -46,7 +46,7 @@ report: $(STAMP) ## rebuild a run's summary and report from its raw data: make r
 	$(BIN)/flaskbench report $(RUN)
 
 compare-check: $(STAMP) ## measure compare's false positives (A/A) and its power (13 to 18 minutes)
-	$(BIN)/python -m flaskbench.compare_check --config $(CONFIG) --runner $(RUNNER)
+	$(BIN)/python -m flaskbench.selfcheck.compare_check --config $(CONFIG) --runner $(RUNNER)
 
 publish: $(STAMP) ## write a static site of runs and comparisons: make publish [RUNS="..."] [SITE=site]
 	$(BIN)/flaskbench publish $(RUNS) --out $(SITE)
@@ -66,7 +66,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/mypy
 
 accuracy: $(STAMP) ## print the measurement-accuracy benchmarks (takes a few minutes)
-	$(BIN)/python -m flaskbench.accuracy --config $(CONFIG) --runner $(RUNNER)
+	$(BIN)/python -m flaskbench.selfcheck.accuracy --config $(CONFIG) --runner $(RUNNER)
 
 clean: ## remove the virtualenv and caches (results/ is kept)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info flaskbench-crash.log

@@ -16,16 +16,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from flaskbench.analyze import analyze_run
-from flaskbench.collect import load_run
-from flaskbench.config import Config, ConfigError, Overrides, format_cpus, load_config
-from flaskbench.doctor import all_checks, run_checks
-from flaskbench.leftovers import Leftover, remove_leftovers
-from flaskbench.plan import Placement, PlacementError, expand, place, single_host
-from flaskbench.progress import Progress
-from flaskbench.report import write_outputs
-from flaskbench.run import CONFIG_COPY, RunOutcome, execute, start_meta
-from flaskbench.rundir import (
+from flaskbench.config.load import Config, ConfigError, Overrides, format_cpus, load_config
+from flaskbench.execute.doctor import all_checks, run_checks
+from flaskbench.execute.leftovers import Leftover, remove_leftovers
+from flaskbench.execute.progress import Progress
+from flaskbench.execute.run import CONFIG_COPY, RunOutcome, execute, start_meta
+from flaskbench.execute.runners import choose_runner
+from flaskbench.measure.analyze import analyze_run
+from flaskbench.measure.collect import load_run
+from flaskbench.plan.cells import Placement, PlacementError, expand, place, single_host
+from flaskbench.report.run_report import write_outputs
+from flaskbench.results.rundir import (
     RunDir,
     RunDirError,
     create_run_dir,
@@ -33,7 +34,6 @@ from flaskbench.rundir import (
     open_run_dir,
     verify,
 )
-from flaskbench.runners import choose_runner
 
 DEFAULT_CONFIG = Path("bench.toml")
 EXIT_OK, EXIT_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -228,7 +228,7 @@ def _placement(config: Config) -> Placement:
     """Where [hosts] puts each side, on the CPUs the hosts' engines report."""
     if config.hosts is None:
         return single_host(config)
-    from flaskbench.engines import survey_all
+    from flaskbench.execute.engines import survey_all
 
     facts, problems = survey_all({e: config.hosts.roles(e) for e in config.hosts.engines})
     if problems:
@@ -330,8 +330,8 @@ def _config_without_load(path: Path) -> Config:
 
 
 def cmd_compare(args: argparse.Namespace, progress: Progress) -> int:
-    from flaskbench.compare import CompareError, compare, load_sides, parse_threshold
-    from flaskbench.comparison_report import write_comparison
+    from flaskbench.measure.compare import CompareError, compare, load_sides, parse_threshold
+    from flaskbench.report.comparison import write_comparison
 
     try:
         threshold = parse_threshold(args.threshold)
@@ -349,7 +349,7 @@ def cmd_compare(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_publish(args: argparse.Namespace, progress: Progress) -> int:
-    from flaskbench.publish import PublishError, publish, sources_in
+    from flaskbench.report.site import PublishError, publish, sources_in
 
     try:
         sources = args.sources or sources_in(args.results)
@@ -381,8 +381,8 @@ def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
 def _remove_leftovers(config: Config | None) -> list[Leftover]:
     """Whatever the runner, a crashed docker run may hold the ports this run needs: here, and
     on every host of the config (those that answer; the checks name the others)."""
-    from flaskbench.engines import HostLost, connect
-    from flaskbench.hosts import DEFAULT_ENGINE
+    from flaskbench.config.hosts import DEFAULT_ENGINE
+    from flaskbench.execute.engines import HostLost, connect
 
     engines = [DEFAULT_ENGINE, *(config.hosts.engines if config and config.hosts else ())]
     removed: list[Leftover] = []
@@ -408,8 +408,8 @@ def cmd_clean(args: argparse.Namespace, progress: Progress) -> int:
 
 def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
-    from flaskbench.images import ImageError, ensure_images
-    from flaskbench.runners.docker import docker_client, docker_unavailable
+    from flaskbench.execute.images import ImageError, ensure_images
+    from flaskbench.execute.runners.docker import docker_client, docker_unavailable
 
     if problem := docker_unavailable():
         raise UsageError(f"cannot build images: {problem}")

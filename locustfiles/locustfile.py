@@ -249,7 +249,7 @@ class RequestsUser(FastHttpUser):
 
 
 class _Request:
-    """One of --fb-requests (the same fields as flaskbench.workloads.Request)."""
+    """One of --fb-requests (the same fields as flaskbench.config.workloads.Request)."""
 
     def __init__(
         self,

@@ -122,7 +122,7 @@ def stop_reason(done: Sequence[StepResult], rule: StopRule) -> str | None:
 
 
 def percentile(latency_ms: Mapping[str, int], q: float) -> float | None:
-    """Nearest-rank percentile of a latency histogram (flaskbench.stats.Histogram's rule)."""
+    """Nearest-rank percentile of a latency histogram (as flaskbench.measure.stats.Histogram)."""
     total = sum(latency_ms.values())
     if total == 0:
         return None

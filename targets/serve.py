@@ -3,7 +3,7 @@
     python serve.py waitress|uwsgi|granian ARGS...
 
 Each server starts from its own command-line entry point, so ARGS are that server's own
-options (flaskbench/servers.py writes them), and the launcher supervises the server itself.
+options (flaskbench/servers/registry.py writes them), and the launcher supervises the server itself.
 What a server would otherwise take from elsewhere is shut out:
 
 - uWSGI reads every UWSGI_* environment variable as an option (parse_sys_envs in uWSGI's

@@ -7,9 +7,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from flaskbench.analyze import Point
-from flaskbench.config import load_config
-from flaskbench.rundir import CellStatus, RunDir
+from flaskbench.config.load import load_config
+from flaskbench.measure.analyze import Point
+from flaskbench.results.rundir import CellStatus, RunDir
 
 PROJECT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000

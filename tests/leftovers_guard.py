@@ -121,7 +121,7 @@ class Snapshot:
 def ours(client: Any, since: float) -> list[Any]:
     """Containers of this machine's engine that tests made (labelled so), and those of runs
     that ended without removing them (their owner is gone), created since then."""
-    from flaskbench.leftovers import controller_id, flaskbench_alive, owner_alive
+    from flaskbench.execute.leftovers import controller_id, flaskbench_alive, owner_alive
 
     here = controller_id()
     found = {c.id: c for c in _list(client, {"label": TEST_LABEL})}
@@ -133,7 +133,7 @@ def ours(client: Any, since: float) -> list[Any]:
 
 
 def _created(container: Any) -> float:
-    from flaskbench.engines import engine_time
+    from flaskbench.execute.engines import engine_time
 
     try:
         return engine_time(container.attrs["Created"])
@@ -194,7 +194,7 @@ def local_client() -> Any | None:
 
 
 def _list(client: Any, filters: dict[str, Any] | None = None) -> list[Any]:
-    from flaskbench.engines import list_containers
+    from flaskbench.execute.engines import list_containers
 
     return list_containers(client, filters)
 

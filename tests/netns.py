@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from leftovers_guard import session_tag
 
-from flaskbench.engines import list_containers
+from flaskbench.execute.engines import list_containers
 
 SUBNET = "10.231.0"
 STATE = Path("/run/flaskbench-test")

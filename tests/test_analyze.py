@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fakerun import Step, make_point, make_run
 
-from flaskbench.analyze import Point, Row, analyze_run, find_knee
-from flaskbench.collect import load_run
+from flaskbench.measure.analyze import Point, Row, analyze_run, find_knee
+from flaskbench.measure.collect import load_run
 
 
 def rows(tmp_path: Path, cells: dict[str, list[Step]], **kwargs: object) -> list[Row]:

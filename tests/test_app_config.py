@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from test_config import problems, write
 
-from flaskbench.app import SERVER_PINS, pins
-from flaskbench.config import load_config
-from flaskbench.workloads import Request, Workload
+from flaskbench.config.app import SERVER_PINS, pins
+from flaskbench.config.load import load_config
+from flaskbench.config.workloads import Request, Workload
 
 TARGET = """
 [cpus]

@@ -12,8 +12,8 @@ import pytest
 from fakerun import MEASURE, T0, WARMUP, Step, make_run
 from stepstats import Buckets, ClockSync, plan_schedule
 
-from flaskbench.collect import read_cell
-from flaskbench.engines import engine_time, read_clock, significant
+from flaskbench.execute.engines import engine_time, read_clock, significant
+from flaskbench.measure.collect import read_cell
 
 # The worker's host runs its clock this far ahead of the master's.
 SKEW_S = 1.5

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fakerun import MEASURE, Step, make_run
 
-from flaskbench.collect import RawDataError, load_run, read_cell
-from flaskbench.stats import Histogram
+from flaskbench.measure.collect import RawDataError, load_run, read_cell
+from flaskbench.measure.stats import Histogram
 
 
 def test_steps_cover_only_their_measured_window(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from fakerun import Step, make_run
 
 from flaskbench.cli import main
-from flaskbench.compare import (
+from flaskbench.measure.compare import (
     CompareError,
     compare,
     default_labels,
@@ -18,7 +18,7 @@ from flaskbench.compare import (
     parse_threshold,
     verdict,
 )
-from flaskbench.stats import Interval
+from flaskbench.measure.stats import Interval
 
 REQUIRED_COLUMNS = (
     "target",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fakerun import Step, make_run
 
-from flaskbench.compare_check import detection, false_positives
+from flaskbench.selfcheck.compare_check import detection, false_positives
 
 
 def step(users: int, rps: int, **kwargs: object) -> Step:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flaskbench.config import (
+from flaskbench.config.load import (
     ConfigError,
     Overrides,
     load_config,

@@ -10,7 +10,7 @@ import pytest
 from benchrun import ALL_TARGETS, flaskbench, require_docker, run_dir_of, write_config
 from leftovers_guard import guard_labels
 
-from flaskbench.engines import list_containers
+from flaskbench.execute.engines import list_containers
 
 
 def test_doctor_lists_every_check_with_a_fix_for_failures(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_doctor_json(tmp_path: Path) -> None:
 @pytest.mark.load
 def test_a_run_removes_leftovers_of_a_crashed_run_and_nothing_else(tmp_path: Path) -> None:
     require_docker()
-    from flaskbench.runners.docker import docker_client
+    from flaskbench.execute.runners.docker import docker_client
 
     client = docker_client()
     image = next(

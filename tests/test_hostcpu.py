@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from fakerun import MEASURE, T0, WARMUP, Step, make_run
 
-from flaskbench.analyze import analyze_run
-from flaskbench.collect import load_run
-from flaskbench.hostcpu import HostCpuSampler, read_proc_stat, side_usage
-from flaskbench.meta import cpu_frequency, machine_model
-from flaskbench.report import write_outputs
+from flaskbench.execute.hostcpu import HostCpuSampler, read_proc_stat, side_usage
+from flaskbench.execute.provenance import cpu_frequency, machine_model
+from flaskbench.measure.analyze import analyze_run
+from flaskbench.measure.collect import load_run
+from flaskbench.report.run_report import write_outputs
 
 
 def proc_stat(path: Path, per_cpu: dict[int, tuple[int, int, int]], softirq: int = 0) -> None:

@@ -31,10 +31,10 @@ from leftovers_guard import Guard, guard_labels
 from netns import EmulatedHost, Relay, emulated_hosts, require_hosts
 from test_faults import the_run_dir
 
-from flaskbench.analyze import SUMMARY_COLUMNS
-from flaskbench.engines import list_containers
-from flaskbench.leftovers import controller_id
-from flaskbench.runners.docker import CLOCK_SKEW_ENV
+from flaskbench.execute.engines import list_containers
+from flaskbench.execute.leftovers import controller_id
+from flaskbench.execute.runners.docker import CLOCK_SKEW_ENV
+from flaskbench.measure.analyze import SUMMARY_COLUMNS
 
 pytestmark = [pytest.mark.docker, pytest.mark.load, pytest.mark.hosts]
 

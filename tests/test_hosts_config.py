@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_config import MINIMAL, problems, write
 
-from flaskbench.config import Overrides, load_config
-from flaskbench.engines import compose_env
-from flaskbench.hosts import DEFAULT_ENGINE, HostFacts
-from flaskbench.plan import PlacementError, expand, place, single_host
+from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
+from flaskbench.config.load import Overrides, load_config
+from flaskbench.execute.engines import compose_env
+from flaskbench.plan.cells import PlacementError, expand, place, single_host
 
 TARGETS = """
 [targets.sync]

@@ -10,7 +10,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from flaskbench.images import SOURCE_LABEL, ImageError, copy_image
+from flaskbench.execute.images import SOURCE_LABEL, ImageError, copy_image
 
 TAG = "flaskbench-target:abc123"
 

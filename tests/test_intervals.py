@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flaskbench.stats import (
+from flaskbench.measure.stats import (
     Histogram,
     Interval,
     Replicates,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flaskbench.leftovers import (
+from flaskbench.execute.leftovers import (
     CONTROLLER_LABEL,
     OWNER_LABEL,
     OWNER_STARTED_LABEL,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from benchrun import ALL_TARGETS, PROJECT, free_port, require_docker, run_dir_of, summary
 
-from flaskbench.app import tree_digest
+from flaskbench.config.app import tree_digest
 
 pytestmark = pytest.mark.load
 

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from fakerun import make_point
 
-from flaskbench.analyze import Analysis, Point, Skipped
-from flaskbench.collect import RunData
-from flaskbench.recommend import GoalSpec, recommend
-from flaskbench.servers import Target, resolve_target
-from flaskbench.stats import Interval
-from flaskbench.workloads import Workload
+from flaskbench.config.workloads import Workload
+from flaskbench.measure.analyze import Analysis, Point, Skipped
+from flaskbench.measure.collect import RunData
+from flaskbench.measure.recommend import GoalSpec, recommend
+from flaskbench.measure.stats import Interval
+from flaskbench.servers.registry import Target, resolve_target
 
 GOAL = GoalSpec(p99_ms=250, users=32, max_rss_mb=None, max_error_rate=0.0)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from browser import ARTIFACTS, dump_dom, screenshot
 from fakerun import Step, make_run
 
-from flaskbench.analyze import SUMMARY_COLUMNS, analyze_run
-from flaskbench.collect import load_run
-from flaskbench.report import write_outputs
-from flaskbench.rundir import RunDir
+from flaskbench.measure.analyze import SUMMARY_COLUMNS, analyze_run
+from flaskbench.measure.collect import load_run
+from flaskbench.report.run_report import write_outputs
+from flaskbench.results.rundir import RunDir
 
 
 def build(tmp_path: Path) -> tuple[Path, str, str]:

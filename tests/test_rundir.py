@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flaskbench.config import Overrides, load_config
-from flaskbench.plan import expand
-from flaskbench.rundir import (
+from flaskbench.config.load import Overrides, load_config
+from flaskbench.plan.cells import expand
+from flaskbench.results.rundir import (
     CellStatus,
     RunDir,
     RunDirError,

@@ -9,11 +9,11 @@ import psutil
 import pytest
 from benchrun import ALL_TARGETS, flaskbench, processes_mentioning, summary, write_config
 
-from flaskbench import commands
-from flaskbench.config import load_config
-from flaskbench.plan import expand
-from flaskbench.runners.base import CellContext, worker_troubles
-from flaskbench.runners.local import LocalProcess, LocalRunner, remove_stale_files
+from flaskbench.config.load import load_config
+from flaskbench.execute import commands
+from flaskbench.execute.runners.base import CellContext, worker_troubles
+from flaskbench.execute.runners.local import LocalProcess, LocalRunner, remove_stale_files
+from flaskbench.plan.cells import expand
 
 pytestmark = pytest.mark.load
 

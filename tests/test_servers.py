@@ -1,4 +1,4 @@
-"""Each server's settings, validation and command line (flaskbench/servers.py)."""
+"""Each server's settings, validation and command line (flaskbench/servers/registry.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from pathlib import Path
 import asgiserve
 import pytest
 
-from flaskbench import servers
-from flaskbench.config import ConfigError, load_config
-from flaskbench.servers import SERVERS, Setting, Target, describe, resolve_target, server_argv
+from flaskbench.config.load import ConfigError, load_config
+from flaskbench.servers import registry as servers
+from flaskbench.servers.registry import (
+    SERVERS,
+    Setting,
+    Target,
+    describe,
+    resolve_target,
+    server_argv,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 

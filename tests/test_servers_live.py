@@ -24,7 +24,7 @@ from test_launch import (
     wait_for_port,
 )
 
-from flaskbench.servers import Setting, resolve_target, server_argv
+from flaskbench.servers.registry import Setting, resolve_target, server_argv
 
 pytestmark = pytest.mark.load
 

@@ -20,7 +20,7 @@ from stepstats import (
     write_json_atomic,
 )
 
-from flaskbench.stats import Histogram
+from flaskbench.measure.stats import Histogram
 
 
 def test_schedule_starts_on_the_next_whole_second_with_back_to_back_steps() -> None:

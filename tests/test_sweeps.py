@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from test_config import MINIMAL, problems, write
 
-from flaskbench.config import Goal, load_config
-from flaskbench.sweeps import CountError, count, expand
+from flaskbench.config.load import Goal, load_config
+from flaskbench.config.sweeps import CountError, count, expand
 
 
 def names(table: dict[str, object], cores: int = 1) -> list[str]:

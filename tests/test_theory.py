@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flaskbench.servers import Target, resolve_target
-from flaskbench.theory import (
+from flaskbench.config.workloads import Request, Workload
+from flaskbench.measure.theory import (
     Work,
     code_basis,
     expect,
@@ -13,7 +13,7 @@ from flaskbench.theory import (
     modelled_work,
     parallel_processes,
 )
-from flaskbench.workloads import Request, Workload
+from flaskbench.servers.registry import Target, resolve_target
 
 IO = Work(io_ms=100, cpu_ms=0)
 CPU = Work(io_ms=0, cpu_ms=10)

@@ -1,0 +1,1 @@
+"""Reading the benchmark config: the TOML file, its tables and the command line's overrides."""

@@ -1,0 +1,1 @@
+"""Running a plan: the runners that start targets and Locust, and what they need."""

@@ -1,0 +1,152 @@
+"""Drive a plan through a runner: one cell after another, each marked when it ends.
+
+A failed cell never stops the run; Ctrl-C or SIGTERM stops the current cell, tears it down, and
+leaves every finished cell intact so `flaskbench run --resume` can finish the job. So does a
+host that is gone for good (the runner says so before the next cell).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from flaskbench.config.load import Config, Overrides, format_cpus
+from flaskbench.execute.progress import Progress
+from flaskbench.execute.provenance import iso, run_meta
+from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
+from flaskbench.plan.cells import Placement, Plan
+from flaskbench.results.rundir import CellStatus, RunDir
+
+CONFIG_COPY = "config.toml"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run: RunDir
+    statuses: dict[str, CellStatus]
+    interrupted: bool
+    # Why the run stopped before its last cell without being interrupted ("" if it did not).
+    stopped: str = ""
+
+    @property
+    def unsuccessful(self) -> list[CellStatus]:
+        return [s for s in self.statuses.values() if s.status != "ok"]
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C; once stopping, further signals cannot cut the teardown short."""
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, again)
+        raise KeyboardInterrupt
+
+    def again(signum: int, frame: FrameType | None) -> None:
+        print("flaskbench: already stopping, tearing down the current cell", flush=True)
+
+    previous = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_meta(
+    config: Config,
+    overrides: Overrides,
+    run: RunDir,
+    runner: Runner,
+    reason: str,
+    placement: Placement,
+) -> dict[str, Any]:
+    shutil.copyfile(config.path, run.path / CONFIG_COPY)
+    meta = run_meta(config, run.run_id, runner.name, reason)
+    meta["cpus"] = {
+        "target": format_cpus(placement.target_cpus),
+        # Every load host's, when there are several: cpus.load, or a whole host each.
+        "load": format_cpus(placement.cpus_for_load(placement.workers[0][0])),
+        "target_cores": len(placement.target_cpus),
+        "load_cores": placement.load_cores,
+    }
+    meta["locust_workers"] = placement.worker_count
+    meta["placement"] = placement.describe()
+    meta["load_goes_to"] = f"{config.host}:{config.port}"
+    meta["allow_remote_target"] = overrides.allow_remote_target
+    meta["overrides"] = asdict(overrides)
+    meta["targets"] = {t.name: asdict(t) for t in config.targets}
+    meta["workloads"] = {w.name: asdict(w) | {"path": w.path} for w in config.workloads}
+    meta["app"] = config.app.describe()
+    meta["goal"] = asdict(config.goal) if config.goal else None
+    meta["stop_when_saturated"] = config.stop_when_saturated
+    meta["sweeps_dropped"] = list(config.dropped)
+    meta["staircase"] = asdict(config.staircase)
+    meta["repeats"] = config.repeats
+    meta["cells"] = []
+    meta["started"] = iso(time.time())
+    return meta
+
+
+def execute(
+    plan: Plan, runner: Runner, run: RunDir, meta: dict[str, Any], progress: Progress
+) -> RunOutcome:
+    meta.setdefault("sessions", []).append({"started": iso(time.time()), "runner": runner.name})
+    meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})
+    run.write_meta(meta)
+    try:
+        meta["runner"]["details"] = runner.prepare(run.path, plan.placement)
+    except BaseException:
+        runner.close()
+        raise
+    if hosts := runner.hosts():
+        meta["hosts"] = hosts
+    run.write_meta(meta)
+
+    todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
+    interrupted = False
+    stopped = ""
+    progress.begin(len(todo.cells), todo.estimated_seconds(runner.name, 1))
+    try:
+        with interrupts_as_keyboard_interrupt():
+            for index, cell in enumerate(todo.cells, start=1):
+                runner.before_cell()
+                progress.cell(index, len(todo.cells), cell.cell_id)
+                cell_dir = run.cell_dir(cell.cell_id)
+                _discard_partial(cell_dir)
+                status = runner.run_cell(
+                    CellContext(cell, cell_dir, runner.config, plan, progress.advance)
+                )
+                run.write_cell_status(status)
+                progress.cell_done()
+                if status.status != "ok":
+                    progress.warn(f"flaskbench: {status.cell_id} {status.status}: {status.reason}")
+    except KeyboardInterrupt:
+        interrupted = True
+    except RunStopped as exc:
+        stopped = str(exc)
+    finally:
+        runner.close()
+        progress.end()
+        session = meta["sessions"][-1]
+        session["ended"] = iso(time.time())
+        session["interrupted"] = interrupted
+        if stopped:
+            session["stopped"] = stopped
+        meta["ended"] = session["ended"]
+        meta["files"] = run.manifest()
+        run.write_meta(meta)
+    return RunOutcome(run, run.statuses(), interrupted, stopped)
+
+
+def _discard_partial(cell_dir: Path) -> None:
+    """An interrupted or failed attempt leaves files that must not mix with the new attempt."""
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)

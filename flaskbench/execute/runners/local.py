@@ -1,0 +1,354 @@
+"""The local runner: the cell's command lines as plain processes on this host, pinned with taskset.
+
+Every process gets its own session, so stopping it stops everything it forked, even what a
+killed launcher orphaned, and the kernel kills it when the orchestrator dies (PR_SET_PDEATHSIG),
+so a crash leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from flaskbench import PROJECT_ROOT
+from flaskbench.config.app import snapshot
+from flaskbench.config.load import format_cpus
+from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
+from flaskbench.execute.commands import (
+    MASTER_LOG,
+    Paths,
+    check_command,
+    master_command,
+    target_command,
+    worker_command,
+)
+from flaskbench.execute.provenance import package_versions
+from flaskbench.execute.runners.base import (
+    RESOURCES_CSV,
+    TARGET_LOG,
+    CellContext,
+    ResourceSampler,
+    Runner,
+    Service,
+    describe_exit,
+    is_server_process,
+)
+from flaskbench.results.rundir import CellStatus
+
+_PR_SET_PDEATHSIG = 1
+# Only what the processes need: no WEB_CONCURRENCY, GUNICORN_CMD_ARGS or LOCUST_* from the
+# caller's shell can change a result.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
+    env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    return env | (extra or {})
+
+
+class LocalProcess:
+    """One process we started (and its process group)."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: Path,
+        log: Path,
+        cpus: tuple[int, ...],
+        grace_s: float,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.argv = ["taskset", "-c", format_cpus(cpus), *argv]
+        self._grace_s = grace_s
+        with log.open("ab") as handle:
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                env=clean_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Only a prctl() call runs between fork and exec, which is safe with threads.
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def exit_description(self) -> str:
+        return describe_exit(self.popen.poll())
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=self._grace_s)
+        # The leader may be gone while something it forked lingers, even in a group of its own:
+        # gunicorn's workers outlive a killed launcher and master for up to half their timeout,
+        # holding the port the next cell needs.
+        kill_session(self.popen.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process left in a session (they keep its id when orphaned)."""
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(process.pid) == session:
+                process.kill()
+
+
+class LocalSwarm:
+    """A Locust master and its workers; the swarm's result is the master's."""
+
+    def __init__(self, master: LocalProcess, workers: list[LocalProcess]) -> None:
+        self.master = master
+        self.workers = workers
+
+    def returncode(self) -> int | None:
+        return self.master.returncode()
+
+    def exit_description(self) -> str:
+        return self.master.exit_description()
+
+    def stop(self) -> None:
+        self.master.stop()
+        for worker in self.workers:
+            worker.stop()
+
+
+class LocalSampler(ResourceSampler):
+    """CPU of a process tree, with its reaped children, so forked workers are not missed."""
+
+    def __init__(self, out: Path, roots: dict[str, tuple[str, int]]) -> None:
+        super().__init__(out)
+        self._roots = roots
+        self._last: dict[str, tuple[float, float]] = {}
+
+    def sample(self) -> None:
+        now = time.time()
+        for name, (side, pid) in self._roots.items():
+            try:
+                cpu_s, rss = _tree_usage(pid)
+            except psutil.Error:
+                continue
+            if name in self._last:
+                then, then_cpu = self._last[name]
+                self.record(now, side, name, 100 * (cpu_s - then_cpu) / (now - then), rss)
+            self._last[name] = (now, cpu_s)
+            if side == "target":
+                self.record_server_memory(now, _server_pids(pid))
+
+
+def _server_pids(root: int) -> list[int]:
+    """The server's processes under the target's root (the launcher, left out)."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for process in psutil.Process(root).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if is_server_process(" ".join(process.cmdline())):
+                    found.append(process.pid)
+    return found
+
+
+def _tree_usage(pid: int) -> tuple[float, float]:
+    root = psutil.Process(pid)
+    cpu_s = 0.0
+    rss = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            cpu_s += times.user + times.system + times.children_user + times.children_system
+            rss += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return cpu_s, rss / 1024 / 1024
+
+
+MEMORY = Path("/dev/shm")
+
+
+def _gauge_file(ctx: CellContext) -> Path:
+    return MEMORY / f"flaskbench-{os.getpid()}-{ctx.cell.cell_id}.gauge"
+
+
+def remove_stale_files(memory: Path = MEMORY) -> None:
+    """A run killed outright cannot remove its gauge files and app copies, and in memory they
+    would stay until the next boot: remove those of runs (the pid in their name) that are gone."""
+    for entry in memory.glob("flaskbench-*-*"):
+        pid = entry.name.split("-")[1]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+class LocalRunner(Runner):
+    name = "local"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._python = sys.executable
+        # A user's app: a snapshot per run (what every cell copies from) and a copy per cell,
+        # under one private directory removed at the end.
+        self._scratch: Path | None = None
+
+    def _paths(self, cell_dir: Path, app_dir: Path | None) -> Paths:
+        harness = str(PROJECT_ROOT / "targets")
+        return Paths(
+            python=self._python,
+            locust_python=sys.executable,
+            harness=harness,
+            locustfiles=str(PROJECT_ROOT / "locustfiles"),
+            cell=str(cell_dir.resolve()),
+            app_dir=str(app_dir) if app_dir else harness,
+            app_src=str(self._scratch / "app") if app_dir and self._scratch else None,
+        )
+
+    def _cell_paths(self, ctx: CellContext) -> Paths:
+        app_dir = self._scratch / ctx.cell.cell_id if self._scratch else None
+        return replace(
+            self._paths(ctx.cell_dir, app_dir),
+            gauge_file=str(_gauge_file(ctx)),
+            user_locustfile=ctx.cell.workload.locustfile,
+        )
+
+    def _target_env(self) -> dict[str, str]:
+        """The app's own environment, with its virtualenv's commands first (for app.setup)."""
+        path = f"{Path(self._python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        return {**self.config.app.resolved_env(), "PATH": path}
+
+    def run_cell(self, ctx: CellContext) -> CellStatus:
+        try:
+            return super().run_cell(ctx)
+        finally:
+            # A launcher killed outright cannot remove its gauge file; this can.
+            _gauge_file(ctx).unlink(missing_ok=True)
+            if self._scratch:
+                shutil.rmtree(self._scratch / ctx.cell.cell_id, ignore_errors=True)
+
+    def setup(self) -> dict[str, Any]:
+        if shutil.which("taskset") is None:
+            raise RuntimeError(
+                "taskset is missing; install util-linux (apt-get install util-linux)"
+            )
+        remove_stale_files()
+        app = self.config.app
+        try:
+            self._python = app_python(app, self.say)
+        except AppEnvError as exc:
+            raise RuntimeError(str(exc)) from None
+        if not app.builtin:
+            # In memory where the system has it, as the docker runner's tmpfs: what the app
+            # writes (SQLite files, instance folders) then costs no journal or writeback work by
+            # kernel threads, which would run beside the target and count as other processes.
+            self._scratch = Path(
+                tempfile.mkdtemp(
+                    prefix=f"flaskbench-{os.getpid()}-", dir=MEMORY if MEMORY.is_dir() else None
+                )
+            )
+            snapshot(app.path, self._scratch / "app", (self.config.results_dir,))
+        return {
+            "python": sys.executable,
+            "packages": package_versions(),
+            "app_python": self._python,
+        }
+
+    def close(self) -> None:
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def run_check(self, log: Path) -> tuple[int, str]:
+        with tempfile.TemporaryDirectory(prefix="flaskbench-check-") as directory:
+            scratch = Path(directory)
+            paths = self._paths(scratch, scratch / "app" if self._scratch else None)
+            with log.open("ab") as errors:
+                done = subprocess.run(
+                    check_command(self.config, paths),
+                    cwd=scratch,
+                    env=clean_env(self._target_env()),
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    text=True,
+                    timeout=2 * self.config.ready_timeout_s + 30,
+                )
+            with log.open("a") as handle:
+                handle.write(done.stdout)
+        return done.returncode, done.stdout
+
+    def app_packages(self) -> dict[str, str]:
+        return installed_packages(self._python)
+
+    def start_target(self, ctx: CellContext) -> Service:
+        paths = self._cell_paths(ctx)
+        return LocalProcess(
+            target_command(ctx.cell, ctx.config, paths),
+            cwd=PROJECT_ROOT,
+            log=ctx.cell_dir / TARGET_LOG,
+            cpus=ctx.config.cpus.target,
+            grace_s=int(ctx.cell.target.settings.get("graceful_timeout", 5)) + 5,
+            env=self._target_env(),
+        )
+
+    def start_loadgen(self, ctx: CellContext) -> Service:
+        paths = self._cell_paths(ctx)
+        workers = ctx.config.locust_workers
+        master = LocalProcess(
+            master_command(ctx.cell, ctx.config, paths, workers),
+            cwd=PROJECT_ROOT,
+            log=ctx.cell_dir / f"{MASTER_LOG}.out",
+            cpus=ctx.config.cpus.load,
+            grace_s=5,
+        )
+        swarm = LocalSwarm(master, [])
+        try:
+            for index in range(1, workers + 1):
+                swarm.workers.append(
+                    LocalProcess(
+                        worker_command(ctx.cell, ctx.config, paths),
+                        cwd=PROJECT_ROOT,
+                        log=ctx.cell_dir / f"locust-worker-{index}.log",
+                        cpus=ctx.config.cpus.load,
+                        grace_s=5,
+                    )
+                )
+        except BaseException:
+            swarm.stop()
+            raise
+        return swarm
+
+    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+        assert isinstance(target, LocalProcess)
+        assert isinstance(loadgen, LocalSwarm)
+        roots = {"target": ("target", target.pid), "locust-master": ("loadgen", loadgen.master.pid)}
+        for index, worker in enumerate(loadgen.workers, start=1):
+            roots[f"locust-worker-{index}"] = ("loadgen", worker.pid)
+        return LocalSampler(ctx.cell_dir / RESOURCES_CSV, roots)

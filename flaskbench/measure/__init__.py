@@ -1,0 +1,1 @@
+"""From a run's raw files to measurements: steps, statistics, theory, verdicts."""

@@ -1,0 +1,1035 @@
+"""Write summary.csv, the charts, report.md and a self-contained report.html from an analysis.
+
+The report leads with the answer: per workload, how many requests each target really had in
+flight, what the model predicted, where it saturated and, where it fell short, the cause that
+was measured. Every sentence is generated from the numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flaskbench.measure.analyze import (
+    FLAGS,
+    STEAL_LIMIT_PCT,
+    SUMMARY_COLUMNS,
+    Analysis,
+    Knee,
+    Point,
+    Row,
+    Skipped,
+)
+from flaskbench.measure.recommend import GoalSpec, recommend
+from flaskbench.measure.stats import CONFIDENCE, DRAWS, Interval, block_length
+from flaskbench.measure.theory import SLOTS_RULES, code_basis, expected_slots, parallel_processes
+from flaskbench.report.charts import Chart, headline_chart, workload_charts
+from flaskbench.results.rundir import RunDir, atomic_write_json, atomic_write_text
+from flaskbench.servers.registry import Target, describe
+
+RECOMMENDATION_JSON = "recommendation.json"
+SHORTFALL = 0.90
+# Share of the CPU the target could use that counts as saturated.
+CPU_SATURATED = 0.90
+# A worker serving this many times its even share counts as uneven spreading.
+UNEVEN = 1.25
+# Requests inside the app this many times longer than their work were waiting for something.
+SLOW_INSIDE = 1.1
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    alt: str
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Charts side by side (small multiples), two to a row."""
+
+    images: tuple[Image, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A section the HTML page folds away until opened (no script needed); Markdown shows it
+    as a heading and its blocks."""
+
+    title: str
+    blocks: tuple[Block, ...]
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image | Gallery | Group | Code
+
+
+def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
+    """summary.csv, charts/, report.md, report.html; returns the paths written."""
+    write_summary(run.summary_path, analysis)
+    charts_dir = run.path / "charts"
+    charts_dir.mkdir(exist_ok=True)
+    charts = {
+        workload: workload_charts(analysis.points, workload, charts_dir)
+        for workload in analysis.data.workloads
+    }
+    goal = GoalSpec.from_meta(analysis.data.meta)
+    picks = recommend(analysis, goal) if goal else []
+    blocks = document(
+        analysis,
+        charts,
+        _headline_chart(analysis, charts_dir),
+        _recommendation(analysis, goal, picks) if goal else [],
+    )
+    markdown = run.path / "report.md"
+    page = run.path / "report.html"
+    atomic_write_text(markdown, render_markdown(blocks, run.path))
+    atomic_write_text(page, render_html(blocks, f"flaskbench {analysis.data.run_id}"))
+    written = [run.summary_path, markdown, page]
+    if goal:
+        path = run.path / RECOMMENDATION_JSON
+        atomic_write_json(path, {"goal": asdict(goal), "workloads": picks})
+        written.append(path)
+    return written
+
+
+def write_summary(path: Path, analysis: Analysis) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    measured: list[Row | Skipped] = [*analysis.rows, *analysis.skipped]
+    measured.sort(key=_summary_order)
+    writer.writerows(row.as_csv() for row in measured)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _summary_order(row: Row | Skipped) -> tuple[str, str, int, int]:
+    target = row.target if isinstance(row, Row) else row.target.name
+    return (row.workload, target, row.users, row.repeat)
+
+
+def _num(value: float | int | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if value == float("inf"):
+        return "∞"
+    return f"{value:,.{digits}f}"
+
+
+def _slots(slots: int | None) -> str:
+    return "unbounded" if slots is None else str(slots)
+
+
+def document(
+    analysis: Analysis,
+    charts: dict[str, list[Chart]],
+    headline: Chart | None = None,
+    recommendation: Sequence[Block] = (),
+) -> list[Block]:
+    """The report: the answer on the first screen (with a goal, the recommendation first), then
+    the details folded by workload. Each section is a function, so adding one is one line."""
+    return [
+        Heading(1, "How many concurrent requests does one Flask process handle?"),
+        *recommendation,
+        *_headline(analysis, headline),
+        *_status_notes(analysis),
+        *_workloads(analysis, charts),
+        *_flagged(analysis),
+        *_hosts(analysis),
+        *_method(analysis),
+        *_provenance_section(analysis),
+    ]
+
+
+def headline_workload(analysis: Analysis) -> str | None:
+    """The workload the first screen answers on: the I/O one, where worker models differ most."""
+    measured = {p.workload for p in analysis.points}
+    names = [w for w in analysis.data.workloads if w in measured]
+    io = [w for w in names if analysis.data.workloads[w].kind == "io"]
+    return next(iter(io or names), None)
+
+
+def per_process_cap(target: Target) -> int | None:
+    """Requests one process of this model can hold at once; None: as many as connections."""
+    slots = expected_slots(target)
+    return None if slots is None else max(1, slots // target.workers)
+
+
+def _headline_chart(analysis: Analysis, directory: Path) -> Chart | None:
+    workload = headline_workload(analysis)
+    if workload is None:
+        return None
+    caps = {name: per_process_cap(t) for name, t in analysis.data.targets.items()}
+    return headline_chart(analysis.points, workload, caps, directory / "headline-inflight.png")
+
+
+def _headline(analysis: Analysis, chart: Chart | None) -> list[Block]:
+    """The first screen: one chart and one line per target on what one process handled."""
+    name = headline_workload(analysis)
+    if name is None:
+        return [Paragraph("No step of this run has measurements; see the notes below.")]
+    workload = analysis.data.workloads[name]
+    points = [p for p in analysis.points if p.workload == name]
+    blocks: list[Block] = [Image(chart.path, chart.title)] if chart else []
+    blocks.append(Paragraph(f"What one process handled on **{name}** ({workload.path}):"))
+    blocks.append(
+        Bullets(
+            tuple(
+                process_line(analysis.data.targets[t], series)
+                for t, series in _by_target(points, list(analysis.data.targets)).items()
+            )
+        )
+    )
+    blocks.append(Paragraph(_short_provenance(analysis)))
+    return blocks
+
+
+def process_line(target: Target, series: Sequence[Point]) -> str:
+    """One line: the most requests one process of this target had in flight, against its model."""
+    peak = _max_of(p.peak_inflight_process for p in series)
+    text = f"**{target.name}** ({describe(target)}): "
+    if peak is None:
+        return text + "no in-flight measurements."
+    cap = per_process_cap(target)
+    most_users = max(p.users for p in series)
+    text += f"at most **{peak}** request{'s' if peak != 1 else ''} in flight per process"
+    allows = "its model has no cap but the users" if cap is None else f"its model allows {cap}"
+    if cap is not None and peak > cap:
+        return text + f", more than the {cap} its model allows (see the details)."
+    if cap is not None and peak == cap:
+        return text + f"; {allows}."
+    if peak >= 0.9 * most_users:
+        return text + f", as many as there were users (up to {most_users}); {allows}."
+    if cap is not None and most_users < cap:
+        return text + f", with {_users(most_users)} offered; {allows}."
+    return text + f", fewer than {allows} (see the details)."
+
+
+def _short_provenance(analysis: Analysis) -> str:
+    meta = analysis.data.meta
+    machine = meta.get("machine", {})
+    return (
+        f"Run {analysis.data.run_id} ({meta.get('runner', {}).get('name', '?')} runner) on "
+        f"{_machine_name(machine)}: target on CPU {meta['cpus']['target']}, load generator on "
+        f"CPU {meta['cpus']['load']}. Details, method and provenance below."
+    )
+
+
+def _machine_name(machine: Mapping[str, Any]) -> str:
+    model = machine.get("model") or {}
+    product = " ".join(str(v) for v in (model.get("vendor"), model.get("product")) if v)
+    cpu = f"{machine.get('cpu_model', '?')}, {machine.get('cpu_count', '?')} CPUs"
+    return f"{product} ({cpu})" if product else cpu
+
+
+def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block]:
+    """Per workload, folded: the answer table, the sentences, the charts side by side, and
+    every step."""
+    blocks: list[Block] = [
+        Heading(2, "The answer, per workload"),
+        Paragraph(
+            "Requests in flight are counted inside the app, from the call of the WSGI app until "
+            "the last chunk of its response is handed to the server, exactly (every change is "
+            "seen), per process and server-wide. Expected slots come from the worker model, "
+            "expected throughput from it and what a request costs (see Method). Saturation is "
+            "where throughput reaches 95% of its peak (the knee). Ranges in brackets are 95% "
+            "intervals."
+        ),
+        *_code_basis_notes(analysis),
+    ]
+    first = headline_workload(analysis)
+    for workload in analysis.data.workloads.values():
+        points = [p for p in analysis.points if p.workload == workload.name]
+        if not points:
+            continue
+        images = tuple(Image(chart.path, chart.title) for chart in charts.get(workload.name, []))
+        blocks.append(
+            Group(
+                f"{workload.name} ({workload.path})",
+                (
+                    *_workload_notes(analysis, workload.name),
+                    _answer_table(analysis, workload.name, points),
+                    _sentences(analysis, workload.name, points),
+                    *([Gallery(images)] if images else []),
+                    _step_table(analysis, points),
+                ),
+                open=workload.name == first,
+            )
+        )
+    return blocks
+
+
+def _sentences(analysis: Analysis, workload: str, points: Sequence[Point]) -> Bullets:
+    data = analysis.data
+    return Bullets(
+        tuple(
+            sentence(data.targets[t], ps, analysis.knees.get((t, workload)), data.target_cores)
+            for t, ps in _by_target(points, list(data.targets)).items()
+        )
+    )
+
+
+def _provenance_section(analysis: Analysis) -> list[Block]:
+    return [Heading(2, "Provenance"), Paragraph(_provenance(analysis)), *_noise(analysis)]
+
+
+def _noise(analysis: Analysis) -> list[Block]:
+    """How noisy the machine was: CPU steal and other processes per side, and its clocks."""
+    machine = analysis.data.meta.get("machine", {})
+    frequency = machine.get("cpufreq") or {}
+    clocks = (
+        f"CPU frequency driver {frequency.get('driver')}, governor {frequency.get('governor')}"
+        if frequency.get("driver") or frequency.get("governor")
+        else "CPU frequency driver and governor not visible on this host"
+    )
+    steal = _worst(analysis, "steal")
+    if steal is None:
+        return [
+            Paragraph(
+                f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time was not recorded."
+            )
+        ]
+    contended = sum("cpu_contention" in r.flags for r in analysis.rows)
+    return [
+        Paragraph(
+            f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time, highest step: {steal} "
+            f"(a step above {STEAL_LIMIT_PCT:.0f}% on either side is flagged `steal`). Other "
+            f"processes on the sides' CPUs, highest step: {_worst(analysis, 'others')}; "
+            f"{_counted(contended, 'step was', 'steps were')} flagged `cpu_contention`."
+        )
+    ]
+
+
+def _worst(analysis: Analysis, measure: str) -> str | None:
+    """The highest step of a per-side measure (`steal` or `others`), both sides, or None."""
+    worst = {
+        side: _max_of_float(getattr(r, f"{side}_{measure}_pct") for r in analysis.rows)
+        for side in ("target", "load")
+    }
+    if all(v is None for v in worst.values()):
+        return None
+    return ", ".join(f"{side} {_num(value, 1)}%" for side, value in worst.items())
+
+
+def _max_of_float(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _provenance(analysis: Analysis) -> str:
+    meta = analysis.data.meta
+    machine = meta.get("machine", {})
+    git = meta.get("git", {})
+    packages = ", ".join(f"{k} {v}" for k, v in meta.get("packages", {}).items() if v)
+    stairs = meta.get("staircase", {})
+    revision = (git.get("commit") or "unknown")[:12] + (" (modified)" if git.get("dirty") else "")
+    return (
+        f"Run {analysis.data.run_id}, {meta.get('started', '?')} to {meta.get('ended', '?')}, "
+        f"{meta.get('runner', {}).get('name', '?')} runner on {machine.get('cpu_model', '?')} "
+        f"({machine.get('cpu_count', '?')} CPUs). Target pinned to CPU {meta['cpus']['target']}, "
+        "load generator (Locust, "
+        f"{_counted(meta.get('locust_workers', '?'), 'worker process', 'worker processes')}) to "
+        f"CPU {meta['cpus']['load']}. Each step held {stairs.get('warmup_s', '?')} s of warmup, "
+        f"then measured for {stairs.get('measure_s', '?')} s; "
+        f"{_counted(meta.get('repeats', 1), 'repeat', 'repeats')}. "
+        f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
+        f"Python {meta.get('python', '?')}; {packages}. {_app_line(meta)}"
+    )
+
+
+def _recommendation(analysis: Analysis, goal: GoalSpec, picks: list[dict[str, Any]]) -> list[Block]:
+    """What to run per workload under the goal, and why every other target was left out."""
+    budget = f", memory within {goal.max_rss_mb:g} MB" if goal.max_rss_mb else ""
+    errors = (
+        f"{goal.max_error_rate:.1%} of requests failing" if goal.max_error_rate else "no failure"
+    )
+    blocks: list[Block] = [
+        Heading(2, "Recommendation"),
+        Paragraph(
+            f"Goal: p99 latency within {goal.p99_ms:g} ms at {_users(goal.users)}{budget}, "
+            f"{errors}; among the targets that hold it with a valid measurement, the one with "
+            "the highest throughput (a tie within the measurements' spread goes to less "
+            "memory, then fewer processes). Also in recommendation.json."
+        ),
+    ]
+    targets = analysis.data.targets
+    for pick in picks:
+        blocks.append(Paragraph(_pick_sentence(pick, targets, analysis.data.target_cores, goal)))
+        if pick["excluded"]:
+            blocks.append(
+                Table(
+                    ("left out", "why"),
+                    tuple((e["target"], e["reason"]) for e in pick["excluded"]),
+                )
+            )
+    return blocks
+
+
+def _pick_sentence(
+    pick: dict[str, Any], targets: dict[str, Target], cores: int, goal: GoalSpec
+) -> str:
+    workload = pick["workload"]
+    if pick["target"] is None:
+        text = f"**{workload}**: no target holds the goal."
+        closest = pick["closest"]
+        if closest:
+            text += f" Closest: **{closest['target']}**, which misses by {closest['misses_by']}."
+        return text
+    target = targets[pick["target"]]
+    memory = f", {pick['rss_mb']:.0f} MB" if pick["rss_mb"] is not None else ""
+    text = (
+        f"**{workload}**: run **{target.name}** ({describe(target)}): {_num(pick['rps'])} req/s "
+        f"with p99 {_num(pick['p99_ms'], 0)} ms at {_users(pick['users'])}{memory}."
+    )
+    runner_up = pick["runner_up"]
+    if runner_up:
+        margin = pick["margin"] or 0.0
+        verdict = (
+            "too close to call: within the spread of the measurements"
+            if pick["too_close_to_call"]
+            else "beyond the spread of the measurements"
+        )
+        text += (
+            f" Runner-up: {runner_up['target']} at {_num(runner_up['rps'])} req/s "
+            f"({margin:+.1%}; {verdict})."
+        )
+    thumb = pick["rule_of_thumb"]
+    if thumb:
+        rule = f"2 x {cores} cores + 1 = {thumb['workers']} sync workers"
+        if thumb["target"] == target.name:
+            text += f" It is gunicorn's rule of thumb, {rule}."
+        elif thumb["excluded"]:
+            text += (
+                f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), was left out: "
+                f"{thumb['excluded']}."
+            )
+        elif thumb["rps"]:
+            text += (
+                f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), made "
+                f"{_num(thumb['rps'])} req/s, {thumb['rps'] / pick['rps'] - 1:+.0%} against the "
+                "pick."
+            )
+    return text
+
+
+def _app_line(meta: dict[str, Any]) -> str:
+    """Which app was served, in the words of the config, with its Flask and Werkzeug."""
+    app = meta.get("app") or {}
+    if app.get("builtin", True):
+        return "App: flaskbench's built-in app (targets/app.py)."
+    git = app.get("git") or {}
+    revision = (
+        f", git {git['commit'][:12]}{' (modified)' if git.get('dirty') else ''}"
+        if git.get("commit")
+        else ""
+    )
+    packages = meta.get("runner", {}).get("details", {}).get("app_packages", {})
+    versions = ", ".join(
+        f"{name} {version}"
+        for name, version in sorted(packages.items())
+        if name.lower() in ("flask", "werkzeug")
+    )
+    return (
+        f"App: `{app.get('wsgi')}` from {app.get('path')}{revision}"
+        f"{f'; it ran with {versions}' if versions else ''}."
+    )
+
+
+def _code_basis_notes(analysis: Analysis) -> list[Block]:
+    """Which targets' expected slots come from reading a server's code, not its documentation."""
+    notes = tuple(
+        f"**{name}**: {basis}."
+        for name, target in analysis.data.targets.items()
+        if (basis := code_basis(target))
+    )
+    if not notes:
+        return []
+    return [
+        Paragraph(
+            "These expected slots come from the server's code, since its documentation does not "
+            "say, and the measurements below test them:"
+        ),
+        Bullets(notes),
+    ]
+
+
+def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
+    """What a workload's expectations rest on, and how its users behave, when not obvious."""
+    notes = []
+    work = analysis.works.get(workload)
+    if work is not None and work.basis == "measured":
+        notes.append(
+            f"Measured at {_users(work.measured_at or 1)} (median over targets): each request "
+            f"spent {_num(work.service_ms, 1)} ms inside the app and cost "
+            f"{_num(work.cpu_ms, 1)} ms of target CPU (the server's own work included). The "
+            "expected slots come from each worker model; the expected throughput below is "
+            "derived from these measurements, not known in advance."
+        )
+    elif work is None and not analysis.data.workloads[workload].modelled:
+        notes.append(
+            "No step could measure what a request costs (none without failures), so there is "
+            "no expected throughput."
+        )
+    waits = {c.wait_time for c in analysis.data.cells if c.cell_id.split("--")[1] == workload}
+    for wait in sorted(w for w in waits if w):
+        notes.append(
+            f"The user class sets its own wait_time, {wait}: users wait between tasks, so "
+            "users are not requests in flight, and Little's law is not checked."
+        )
+    return [Paragraph(note) for note in notes]
+
+
+def _hosts(analysis: Analysis) -> list[Block]:
+    """Which host ran what, what each is, how the images got there, and what each used; only
+    when the sides ran on more than one host."""
+    meta = analysis.data.meta
+    hosts = meta.get("hosts") or []
+    if len(hosts) < 2:
+        return []
+    rows = tuple(
+        (
+            str(host.get("name")),
+            ", ".join(host.get("roles", [])),
+            str(host.get("cpu_model", "?")),
+            f"{host.get('cpus', '?')} ("
+            + ", ".join(
+                f"{side} {cpus}" for side, cpus in host.get("cpus_used", {}).items() if cpus
+            )
+            + ")",
+            str(host.get("kernel", "?")),
+            str(host.get("engine_version", "?")),
+            f"{host.get('clock_offset_s', 0):+.3f} s",
+        )
+        for host in hosts
+    )
+    blocks: list[Block] = [
+        Heading(2, "Hosts"),
+        Paragraph(
+            "Every side ran on its own Docker engine; the machine running flaskbench only "
+            "talked to the engines. Step windows are on the Locust master's clock: workers "
+            "stamp requests with the master's time (measured against it all through the run), "
+            "and the target's gauge is shifted by the offset between the two hosts' engines."
+        ),
+        Table(
+            ("host", "runs", "CPU model", "CPUs (used)", "kernel", "Docker", "clock vs here"),
+            rows,
+        ),
+    ]
+    if images := meta.get("runner", {}).get("details", {}).get("images"):
+        blocks.append(Paragraph(_images_sentence(images)))
+    usage = tuple(
+        (
+            cell.cell_id,
+            str(step.users),
+            use.host,
+            ", ".join(use.sides),
+            _num(use.cpu_pct, 0),
+            _num(use.rss_mb, 0),
+        )
+        for cell in analysis.data.cells
+        for step in cell.steps
+        for use in step.hosts
+    )
+    if usage:
+        blocks.append(Paragraph("What each host's containers used in each measured window:"))
+        blocks.append(Table(("cell", "users", "host", "sides", "CPU %", "RSS MB"), usage))
+    return blocks
+
+
+def _images_sentence(images: dict[str, Any]) -> str:
+    ids = sorted(
+        {image_id for tags in images.get("hosts", {}).values() for image_id in tags.values()}
+    )
+    listed = ", ".join(f"`{image_id[7:19]}`" for image_id in ids)
+    if images.get("mode") == "build":
+        same = (
+            "every host ended up with the same image IDs"
+            if images.get("same_image_ids")
+            else "their image IDs differ from host to host (builds are not byte-for-byte "
+            "reproducible), so the hosts ran equivalent, not identical, images"
+        )
+        return f"Images were built on each host from the same inputs; {same} ({listed})."
+    return (
+        f"Images were built once on {images.get('built_on')} and copied to every host with "
+        "Docker's save and load, each checked by its image ID: every host ran the very same "
+        f"images ({listed})."
+    )
+
+
+def _status_notes(analysis: Analysis) -> list[Block]:
+    data = analysis.data
+    notes = [
+        f"{cid}: {status.status}: {status.reason}"
+        for cid, status in sorted(data.statuses.items())
+        if status.status != "ok"
+    ]
+    notes += [f"{cid}: unreadable: {problem}" for cid, problem in sorted(data.unreadable.items())]
+    notes += [
+        f"{cid}: not run (the run was interrupted; finish it with --resume)" for cid in data.missing
+    ]
+    if not notes:
+        return []
+    blocks: list[Block] = [Paragraph("Not every cell finished cleanly:"), Bullets(tuple(notes))]
+    for cell_id, traceback_text in sorted(data.app_errors.items()):
+        blocks += [Paragraph(f"The app's first traceback in {cell_id}:"), Code(traceback_text)]
+    return blocks
+
+
+def _by_target(points: Sequence[Point], order: Sequence[str]) -> dict[str, list[Point]]:
+    """Points per target, targets in config order, each target's points by user count."""
+    grouped: dict[str, list[Point]] = defaultdict(list)
+    for point in sorted(points, key=lambda p: p.users):
+        grouped[point.target].append(point)
+    return {name: grouped[name] for name in order if name in grouped}
+
+
+def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) -> Table:
+    rows = []
+    for target_name, series in _by_target(points, list(analysis.data.targets)).items():
+        target = analysis.data.targets[target_name]
+        knee = analysis.knees.get((target_name, workload))
+        peak = max(series, key=lambda p: p.rps)
+        rows.append(
+            (
+                target_name,
+                describe(target),
+                _num(max((p.peak_inflight_process or 0 for p in series), default=None)),
+                _num(max((p.peak_inflight_server or 0 for p in series), default=None)),
+                _slots(peak.expected_slots),
+                _with_ci(peak.rps, peak.rps_ci),
+                _num(peak.expected_rps) if peak.expected_rps else "-",
+                f"{peak.rps_vs_expected:.0%}" if peak.rps_vs_expected else "-",
+                str(knee.knee_users) if knee else "-",
+                str(knee.p99_doubling_users) if knee and knee.p99_doubling_users else "never",
+            )
+        )
+    return Table(
+        (
+            "target",
+            "worker model",
+            "peak in flight / process",
+            "peak in flight / server",
+            "expected slots",
+            "peak req/s (95% interval)",
+            "expected req/s",
+            "measured / expected",
+            "knee (users)",
+            "p99 doubles at (users)",
+        ),
+        tuple(rows),
+    )
+
+
+def sentence(target: Target, points: Sequence[Point], knee: Knee | None, cores: int) -> str:
+    """One plain sentence about one target on one workload, from its measurements alone."""
+    series = sorted(points, key=lambda p: p.users)
+    per_process = _max_of(p.peak_inflight_process for p in series)
+    server = _max_of(p.peak_inflight_server for p in series)
+    text = f"**{target.name}** ({describe(target)})"
+    if per_process is None or server is None:
+        text += " has no in-flight measurements"
+    elif _follows_users(series):
+        text += (
+            f" had as many requests in flight as there were users, up to {server} at "
+            f"{_users(series[-1].users)}"
+        )
+    else:
+        slots = series[-1].expected_slots
+        bound = f"; its model allows {_slots(slots)}" if slots is not None else ""
+        text += (
+            f" never had more than {per_process} request{'s' if per_process != 1 else ''} in "
+            f"flight per process and {server} server-wide{bound}"
+        )
+    if knee is None:
+        return text + "."
+    peak = max(series, key=lambda p: p.rps)
+    text += f". Throughput peaked at {_num(peak.rps)} req/s with {_users(peak.users)}"
+    if peak.expected_rps:
+        text += f" ({peak.rps / peak.expected_rps:.0%} of the expected {_num(peak.expected_rps)})"
+    text += f" and reached 95% of that from {_users(knee.knee_users)}"
+    if knee.p99_doubling_users:
+        text += f"; p99 latency passed twice its 1-user value at {_users(knee.p99_doubling_users)}"
+    text += "."
+    short = [p for p in series if p.rps_vs_expected is not None and p.rps_vs_expected < SHORTFALL]
+    if short:
+        text += " Below 90% of the expected ceiling: " + "; ".join(
+            f"{_users(p.users)} {p.rps_vs_expected:.0%} ({shortfall_cause(p, target, cores)})"
+            for p in short
+            if p.rps_vs_expected is not None
+        )
+        text += "."
+    return text
+
+
+def _users(count: int) -> str:
+    return _counted(count, "user", "users")
+
+
+def _counted(count: object, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _max_of(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _follows_users(series: Sequence[Point]) -> bool:
+    """In flight kept up with the user count at every step beyond one user."""
+    steps = [p for p in series if p.users > 1 and p.peak_inflight_server is not None]
+    return bool(steps) and all(
+        p.peak_inflight_server is not None and p.peak_inflight_server >= 0.9 * p.users
+        for p in steps
+    )
+
+
+def shortfall_cause(point: Point, target: Target, cores: int) -> str:
+    """Why a step fell short of its expected ceiling, from what was measured at that step."""
+    if "loadgen_cpu" in point.flags or "locust_cpu_warning" in point.flags:
+        return (
+            f"the load generator was CPU-bound ({_num(point.loadgen_cpu_pct, 0)}%), so this "
+            "measures Locust, not Flask"
+        )
+    if point.failures:
+        return f"{point.failures} requests failed"
+    if point.lost_requests:
+        return f"a worker died holding {point.lost_requests} requests"
+    capacity = 100.0 * min(cores, parallel_processes(target))
+    if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED * capacity:
+        return f"target CPU saturated ({_num(point.target_cpu_pct, 0)}% of {capacity:.0f}%)"
+    slots = point.expected_slots
+    busy_limit = point.users if slots is None else min(point.users, slots)
+    inflight = point.peak_inflight_server
+    if inflight is not None and inflight < busy_limit:
+        per_worker = slots // target.workers if slots is not None and target.workers > 1 else None
+        if per_worker and point.peak_inflight_process == per_worker:
+            return (
+                f"uneven spread: one worker was full ({per_worker} in flight) while the server "
+                f"held only {inflight} of {busy_limit}{_share(point, target)}"
+            )
+        return f"only {inflight} in flight where {busy_limit} could be{_share(point, target)}"
+    if _share(point, target):
+        return "uneven spread" + _share(point, target)
+    inside = point.time_in_app_ms
+    work_ms = point.work_ms
+    if work_ms is None:
+        return "no measured cause"
+    if point.limit == "users" and point.mean_ms and point.mean_ms > SLOW_INSIDE * work_ms:
+        return (
+            f"each request took {_num(point.mean_ms, 1)} ms end to end for {_num(work_ms, 1)} ms "
+            f"of work in the server: with {_users(point.users)}, the time outside it (the load "
+            "generator, the network) sets the pace"
+        )
+    if inside is not None and inside > SLOW_INSIDE * work_ms:
+        return (
+            f"each request spent {_num(inside, 0)} ms in the app for {_num(work_ms, 0)} ms of "
+            "work, waiting for the CPU"
+        )
+    # Falling short means each busy slot turned over slower than the work alone allows.
+    slot_ms = 1000 * busy_limit / point.rps if point.rps > 0 else None
+    if inside is not None and slot_ms is not None and slot_ms > SLOW_INSIDE * work_ms:
+        return (
+            f"each request held its slot {_num(slot_ms, 0)} ms but was in the app only "
+            f"{_num(inside, 0)} ms: the server's own work around the app (accepting, forking, "
+            "parsing) took the rest"
+        )
+    return "no measured cause"
+
+
+def _share(point: Point, target: Target) -> str:
+    """The busiest worker's share of requests when it is well above an even spread."""
+    share = point.worker_request_share_max
+    if target.workers < 2 or share is None or share <= UNEVEN * (1 / target.workers):
+        return ""
+    even = 1 / target.workers
+    return f" (busiest worker served {share:.0%} of requests, even is {even:.0%})"
+
+
+def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
+    """Every step of every target of one workload: medians over repeats, 95% intervals, and the
+    throughput range over repeats."""
+    rows: list[tuple[str, ...]] = [
+        (
+            p.target,
+            str(p.users),
+            _with_ci(p.rps, p.rps_ci)
+            + (f"; repeats {_num(p.rps_min)}-{_num(p.rps_max)}" if p.repeats > 1 else ""),
+            _num(p.expected_rps),
+            f"{p.rps_vs_expected:.0%}" if p.rps_vs_expected is not None else "-",
+            _num(p.p50_ms),
+            _with_ci(p.p99_ms, p.p99_ci),
+            f"{_num(p.peak_inflight_process)} / {_num(p.peak_inflight_server)}",
+            _num(p.target_cpu_pct, 0),
+            _num(p.target_rss_mb, 0),
+            _num(p.loadgen_cpu_pct, 0),
+            ", ".join(p.flags) or "-",
+        )
+        for series in _by_target(points, list(analysis.data.targets)).values()
+        for p in series
+    ]
+    workload = points[0].workload if points else None
+    skipped = {
+        (s.target.name, s.users): s.reason for s in analysis.skipped if s.workload == workload
+    }
+    rows += [
+        (name, str(users), "skipped", *["-"] * 8, why) for (name, users), why in skipped.items()
+    ]
+    return Table(
+        (
+            "target",
+            "users",
+            "req/s (95% interval)",
+            "expected",
+            "measured / expected",
+            "p50 ms",
+            "p99 ms (95% interval)",
+            "in flight process / server",
+            "target CPU %",
+            "target MB",
+            "load CPU %",
+            "flags",
+        ),
+        tuple(rows),
+    )
+
+
+def _with_ci(value: float | None, interval: Interval | None) -> str:
+    if value is None or interval is None:
+        return _num(value)
+    return f"{_num(value)} ({_num(interval.low)}-{_num(interval.high)})"
+
+
+def _flagged(analysis: Analysis) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Flagged measurements")]
+    flagged = [r for r in analysis.rows if r.flags]
+    if not flagged:
+        blocks.append(Paragraph("No measurement was flagged."))
+    else:
+        blocks.append(
+            Table(
+                ("target", "workload", "users", "repeat", "req/s", "flags"),
+                tuple(
+                    (
+                        r.target,
+                        r.workload,
+                        str(r.users),
+                        str(r.repeat),
+                        _num(r.rps),
+                        ", ".join(r.flags),
+                    )
+                    for r in flagged
+                ),
+            )
+        )
+        used = sorted({f for r in flagged for f in r.flags})
+        blocks.append(Bullets(tuple(f"`{flag}`: {FLAGS[flag]}" for flag in used)))
+    problems = [
+        f"{cell.cell_id}: {p.kind} x{p.count} at {p.where}: {p.message}"
+        for cell in analysis.data.cells
+        for p in cell.problems
+    ]
+    if problems:
+        blocks.append(Paragraph("Failures and exceptions Locust recorded:"))
+        blocks.append(Bullets(tuple(problems)))
+    return blocks
+
+
+def _method(analysis: Analysis) -> list[Block]:
+    return [
+        Heading(2, "Method"),
+        Bullets(
+            (
+                "One Locust run per target and workload walks the whole staircase of user counts "
+                "with zero think time; each step's numbers cover only its measured window, from "
+                "per-second buckets of completed requests, not Locust's running totals.",
+                f"Expected slots: {SLOTS_RULES}.",
+                "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
+                "processes, cores) / CPU time per request (one thread per process runs Python "
+                "at a time); mixed: the smaller of both. Server overhead is not modelled.",
+                "Latency percentiles are nearest-rank over response times rounded to three "
+                "significant digits. Target CPU is percent of one core; load-generator CPU is "
+                "percent of the CPUs the load side was given.",
+                _interval_method(analysis),
+                "CPU steal is read from the per-CPU lines of /proc/stat for each side's CPUs "
+                "every second; a step where either side lost more than "
+                f"{STEAL_LIMIT_PCT:.0f}% of its CPU time to steal is flagged.",
+                "Full data: summary.csv (one row per target x workload x users x repeat); raw "
+                "files per cell under raw/.",
+            )
+        ),
+    ]
+
+
+def _interval_method(analysis: Analysis) -> str:
+    repeats = max((p.repeats for p in analysis.points), default=1)
+    seconds = analysis.data.meta.get("staircase", {}).get("measure_s")
+    blocks = (
+        f" in blocks of {block_length(int(seconds))} consecutive seconds"
+        if isinstance(seconds, int)
+        else " in blocks of consecutive seconds"
+    )
+    text = (
+        f"{CONFIDENCE:.0%} intervals (throughput, p99) are bootstrap percentile intervals from "
+        f"{DRAWS} resamples of each step's per-second buckets{blocks}, which keeps the "
+        "correlation between neighbouring seconds; "
+    )
+    if repeats > 1:
+        return text + (
+            f"with {repeats} repeats, over repeats: each resample draws repeats with "
+            "replacement, then each drawn repeat's seconds, and takes the median, like the "
+            "reported value. Drawn with a fixed seed per step, so a rebuilt report is identical."
+        )
+    return text + (
+        "with one repeat they cover the noise within the run only, not what changes between "
+        "runs (use repeats for that). Drawn with a fixed seed per step, so a rebuilt report is "
+        "identical."
+    )
+
+
+def render_markdown(blocks: Sequence[Block], base: Path) -> str:
+    out: list[str] = []
+    for block in blocks:
+        match block:
+            case Heading(level, text):
+                out.append(f"{'#' * level} {text}")
+            case Paragraph(text):
+                out.append(text)
+            case Bullets(items):
+                out.append("\n".join(f"- {item}" for item in items))
+            case Table(headers, rows):
+                lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+                lines += [
+                    "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                    for row in rows
+                ]
+                out.append("\n".join(lines))
+            case Image(path, alt):
+                out.append(_markdown_image(path, alt, base))
+            case Gallery(images):
+                # A table of images shows them side by side on GitHub.
+                pairs = [images[i : i + 2] for i in range(0, len(images), 2)]
+                lines = ["| | |", "|---|---|"]
+                lines += [
+                    "| " + " | ".join(_markdown_image(i.path, i.alt, base) for i in pair) + " |"
+                    for pair in pairs
+                ]
+                out.append("\n".join(lines))
+            case Group(title, inner, _):
+                out.append(f"### {title}")
+                out.append(render_markdown(inner, base).rstrip("\n"))
+            case Code(text):
+                out.append(f"```\n{text.rstrip()}\n```")
+    return "\n\n".join(out) + "\n"
+
+
+def _markdown_image(path: Path, alt: str, base: Path) -> str:
+    return f"![{alt}]({path.relative_to(base).as_posix()})"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} img{max-width:100%;display:block;margin:1em 0}
+code{background:#f3f3f3;padding:0 3px}
+h1{font-size:1.5em;margin:0.2em 0} body>img:first-of-type{margin:0.3em 0}
+.gallery{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px}
+.gallery img{margin:0}
+details{border:1px solid #ddd;border-radius:4px;padding:0 1em;margin:0.6em 0}
+summary{cursor:pointer;font-weight:600;font-size:1.1em;padding:0.5em 0}
+"""
+
+
+def _inline(text: str) -> str:
+    """The little Markdown the sentences use: **bold** and `code`."""
+    escaped = html.escape(text)
+    parts = escaped.split("**")
+    escaped = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = escaped.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    """One file: the charts are embedded, so it can be mailed or published as it is."""
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        *_html_blocks(blocks),
+        "</body></html>",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _html_image(image: Image) -> str:
+    data = base64.b64encode(image.path.read_bytes()).decode()
+    return f'<img alt="{html.escape(image.alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html_blocks(blocks: Sequence[Block]) -> list[str]:
+    out = []
+    for block in blocks:
+        match block:
+            case Heading(level, text):
+                out.append(f"<h{level}>{_inline(text)}</h{level}>")
+            case Paragraph(text):
+                out.append(f"<p>{_inline(text)}</p>")
+            case Bullets(items):
+                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            case Table(headers, rows):
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                    for row in rows
+                )
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            case Image():
+                out.append(_html_image(block))
+            case Gallery(images):
+                out.append(
+                    '<div class="gallery">' + "".join(_html_image(i) for i in images) + "</div>"
+                )
+            case Group(title, inner, opened):
+                out.append(
+                    f"<details{' open' if opened else ''}><summary>{_inline(title)}</summary>"
+                )
+                out += _html_blocks(inner)
+                out.append("</details>")
+            case Code(text):
+                out.append(f"<pre>{html.escape(text.rstrip())}</pre>")
+    return out

@@ -1,0 +1,1 @@
+"""A run directory: the files a run writes, and how they are written and checked."""

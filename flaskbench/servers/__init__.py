@@ -1,0 +1,1 @@
+"""The servers flaskbench measures Flask under: their settings, command lines and models."""
