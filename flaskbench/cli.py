@@ -24,7 +24,8 @@ from flaskbench.execute.run import CONFIG_COPY, RunOutcome, execute, start_meta
 from flaskbench.execute.runners import choose_runner
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
-from flaskbench.plan.cells import Placement, PlacementError, expand, place, single_host
+from flaskbench.plan.cells import make_plan
+from flaskbench.plan.placement import Placement, PlacementError, place, single_host
 from flaskbench.report.run_report import write_outputs
 from flaskbench.results.rundir import (
     RunDir,
@@ -215,7 +216,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         # The orchestrator shares the load generator's CPUs, never the target's.
         os.sched_setaffinity(0, config.cpus.load)
     meta["orchestrator_cpus"] = format_cpus(sorted(os.sched_getaffinity(0)))
-    plan = expand(config, placement)
+    plan = make_plan(config, placement)
     try:
         outcome = execute(plan, runner, run, meta, progress)
     except RuntimeError as exc:

@@ -11,7 +11,8 @@ from test_config import MINIMAL, problems, write
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
 from flaskbench.config.load import Overrides, load_config
 from flaskbench.execute.engines import compose_env
-from flaskbench.plan.cells import PlacementError, expand, place, single_host
+from flaskbench.plan.cells import make_plan
+from flaskbench.plan.placement import PlacementError, place, single_host
 
 TARGETS = """
 [targets.sync]
@@ -67,7 +68,7 @@ def test_two_vms_with_defaults(tmp_path: Path) -> None:
 def test_a_single_host_config_has_no_hosts_and_one_engine_for_both_sides(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config.hosts is None
-    placement = expand(config).placement
+    placement = make_plan(config).placement
     assert placement == single_host(config)
     assert placement.engines == (DEFAULT_ENGINE,)
     assert placement.roles(DEFAULT_ENGINE) == ("target", "master", "workers")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flaskbench.config.load import Overrides, load_config
-from flaskbench.plan.cells import expand
+from flaskbench.plan.cells import make_plan
 from flaskbench.results.rundir import (
     CellStatus,
     RunDir,
@@ -72,7 +72,7 @@ def test_open_run_dir_rejects_other_directories(tmp_path: Path) -> None:
 
 def test_plan_expands_targets_workloads_repeats() -> None:
     config = load_config(PROJECT / "bench.toml", Overrides(repeats=2, targets="sync,gevent"))
-    plan = expand(config)
+    plan = make_plan(config)
     assert len(plan.cells) == 2 * 4 * 2
     ids = [c.cell_id for c in plan.cells]
     assert ids[0] == "sync--io--r1"

@@ -13,7 +13,7 @@ from flaskbench.config.load import load_config
 from flaskbench.execute import commands
 from flaskbench.execute.runners.base import CellContext, worker_troubles
 from flaskbench.execute.runners.local import LocalProcess, LocalRunner, remove_stale_files
-from flaskbench.plan.cells import expand
+from flaskbench.plan.cells import make_plan
 
 pytestmark = pytest.mark.load
 
@@ -32,7 +32,7 @@ def test_a_target_that_never_answers_fails_its_cell(
         "server_argv",
         lambda *_: ["-c", f"print('starting {marker}', flush=True); import time; time.sleep(60)"],
     )
-    plan = expand(config)
+    plan = make_plan(config)
     cell_dir = tmp_path / "raw" / plan.cells[0].cell_id
     runner = LocalRunner(config, print)
     status = runner.run_cell(CellContext(plan.cells[0], cell_dir, config, plan, lambda _: None))

@@ -8,11 +8,11 @@ import pytest
 from test_config import MINIMAL, problems, write
 
 from flaskbench.config.load import Goal, load_config
-from flaskbench.config.sweeps import CountError, count, expand
+from flaskbench.config.sweeps import CountError, count, expand_sweep
 
 
 def names(table: dict[str, object], cores: int = 1) -> list[str]:
-    expansion = expand("s", table, cores)
+    expansion = expand_sweep("s", table, cores)
     assert expansion.problems == []
     return [t.name for t in expansion.targets]
 
@@ -20,7 +20,7 @@ def names(table: dict[str, object], cores: int = 1) -> list[str]:
 def test_every_combination_is_a_target_named_by_what_varies() -> None:
     table = {"server": "gunicorn", "worker_class": "gthread", "workers": [1, 2], "threads": [1, 4]}
     assert names(table) == ["s-w1-t1", "s-w1-t4", "s-w2-t1", "s-w2-t4"]
-    expansion = expand("s", table, 1)
+    expansion = expand_sweep("s", table, 1)
     target = expansion.targets[3]
     assert (target.worker_class, target.workers, target.threads, target.sweep) == (
         "gthread",
@@ -49,7 +49,7 @@ def test_a_setting_without_effect_is_left_out_so_the_combination_runs_once() -> 
 
 def test_an_impossible_combination_is_dropped_and_said_once() -> None:
     table = {"server": "werkzeug", "threaded": [True, False], "processes": [1, 4, 8]}
-    expansion = expand("dev", table, 1)
+    expansion = expand_sweep("dev", table, 1)
     assert [t.name for t in expansion.targets] == [
         "dev-threaded-p1",
         "dev-no-threaded-p1",
@@ -64,7 +64,7 @@ def test_an_impossible_combination_is_dropped_and_said_once() -> None:
 
 def test_counts_relative_to_cores_keep_what_was_written() -> None:
     table = {"server": "gunicorn", "worker_class": "sync", "workers": ["cores", "2*cores+1"]}
-    expansion = expand("sync", table, 2)
+    expansion = expand_sweep("sync", table, 2)
     assert [(t.name, t.workers, dict(t.expressions)) for t in expansion.targets] == [
         ("sync-w2", 2, {"workers": "cores"}),
         ("sync-w5", 5, {"workers": "2*cores+1"}),
@@ -95,7 +95,7 @@ def test_bad_count_expressions(expression: str, message: str) -> None:
 
 
 def test_bad_values_are_errors_not_drops() -> None:
-    expansion = expand("s", {"server": "gunicorn", "workers": [0, 2], "speed": 3}, 1)
+    expansion = expand_sweep("s", {"server": "gunicorn", "workers": [0, 2], "speed": 3}, 1)
     assert expansion.problems == [
         (
             "speed",
@@ -103,7 +103,7 @@ def test_bad_values_are_errors_not_drops() -> None:
             "max_requests, threads, timeout, worker_class, worker_connections, workers",
         ),
     ]
-    expansion = expand("s", {"server": "gunicorn", "workers": [0, 2]}, 1)
+    expansion = expand_sweep("s", {"server": "gunicorn", "workers": [0, 2]}, 1)
     assert expansion.problems == [("workers", "must be a positive integer")]
     assert [t.name for t in expansion.targets] == ["s-w2"]
 

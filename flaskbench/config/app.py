@@ -71,7 +71,7 @@ class App:
     def resolved_env(self, host: Mapping[str, str] | None = None) -> dict[str, str]:
         """The app's environment with host references filled in (never to be written down)."""
         source = os.environ if host is None else host
-        return {name: expand(value, source) for name, value in self.env}
+        return {name: fill_references(value, source) for name, value in self.env}
 
     @property
     def install_files(self) -> tuple[Path, ...]:
@@ -101,7 +101,7 @@ def built_in_app() -> App:
     return App(HARNESS, BUILT_IN_SPEC, BUILT_IN_PINS, False, (), None, True)
 
 
-def expand(value: str, host: Mapping[str, str]) -> str:
+def fill_references(value: str, host: Mapping[str, str]) -> str:
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in host:

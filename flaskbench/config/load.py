@@ -22,7 +22,7 @@ from flaskbench.config.app import (
     wsgi_problem,
 )
 from flaskbench.config.hosts import Hosts, parse_hosts
-from flaskbench.config.sweeps import expand, resolve_counts
+from flaskbench.config.sweeps import expand_sweep, resolve_counts
 from flaskbench.config.workloads import Workload, parse_workload
 from flaskbench.servers.registry import SERVERS, Target, resolve_target
 
@@ -561,7 +561,7 @@ def _targets(
     dropped: list[str] = []
     if has_sweeps:
         for name, key, raw in _named_tables(data, "sweep", "threads", problems):
-            expansion = expand(name, raw, cores)
+            expansion = expand_sweep(name, raw, cores)
             for setting, message in expansion.problems:
                 problems.add((*key, setting), message)
             targets += expansion.targets

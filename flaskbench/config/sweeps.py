@@ -98,7 +98,7 @@ class Expansion:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def expand(name: str, raw: Mapping[str, object], cores: int | None) -> Expansion:
+def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Expansion:
     """One [sweep.NAME] table (server, then the target's keys, each a value or a list)."""
     result = Expansion()
     server = raw.get("server")

@@ -25,7 +25,7 @@ from flaskbench.execute.runners.docker import (
     docker_client,
     docker_client_if_running,
 )
-from flaskbench.plan.cells import PlacementError, place
+from flaskbench.plan.placement import PlacementError, place
 
 CLEAN_FIX = "run `flaskbench clean` (or make clean-containers); `flaskbench run` also does it first"
 

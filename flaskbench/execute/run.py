@@ -21,7 +21,8 @@ from flaskbench.config.load import Config, Overrides, format_cpus
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.provenance import iso, run_meta
 from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
-from flaskbench.plan.cells import Placement, Plan
+from flaskbench.plan.cells import Plan
+from flaskbench.plan.placement import Placement
 from flaskbench.results.rundir import CellStatus, RunDir
 
 CONFIG_COPY = "config.toml"

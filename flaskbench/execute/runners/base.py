@@ -29,14 +29,8 @@ from flaskbench.execute.commands import LOADGEN_JSON, READINESS, SETUP_LOG
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HOST_CPU_CSV, HostCpuSampler
 from flaskbench.execute.probes import port_in_use
-from flaskbench.plan.cells import (
-    LOADGEN_STARTUP_S,
-    Cell,
-    Placement,
-    Plan,
-    ready_budget_s,
-    single_host,
-)
+from flaskbench.plan.cells import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
+from flaskbench.plan.placement import Placement, single_host
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 
 # Beyond everything a cell may take, before its containers stop themselves: stopping the
