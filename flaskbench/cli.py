@@ -16,7 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from flaskbench.config.load import Config, ConfigError, Overrides, format_cpus, load_config
+from flaskbench.config.load import Config, Overrides, load_config
+from flaskbench.config.problems import ConfigError
+from flaskbench.config.units import format_cpus
 from flaskbench.execute.doctor import all_checks, run_checks
 from flaskbench.execute.leftovers import Leftover, remove_leftovers
 from flaskbench.execute.progress import Progress

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flaskbench.config.load import (
-    ConfigError,
-    Overrides,
-    load_config,
-    parse_cpus,
-    parse_duration,
-)
+from flaskbench.config.load import Overrides, load_config
+from flaskbench.config.problems import ConfigError
+from flaskbench.config.units import parse_cpus, parse_duration
 
 PROJECT = Path(__file__).resolve().parent.parent
 MINIMAL = """

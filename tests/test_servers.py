@@ -7,7 +7,8 @@ from pathlib import Path
 import asgiserve
 import pytest
 
-from flaskbench.config.load import ConfigError, load_config
+from flaskbench.config.load import load_config
+from flaskbench.config.problems import ConfigError
 from flaskbench.servers import registry as servers
 from flaskbench.servers.registry import (
     SERVERS,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from test_config import MINIMAL, problems, write
 
-from flaskbench.config.load import Goal, load_config
+from flaskbench.config.goal import Goal
+from flaskbench.config.load import load_config
 from flaskbench.config.sweeps import CountError, count, expand_sweep
 
 

@@ -27,6 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from flaskbench import PROJECT_ROOT
+from flaskbench.config.problems import Problems, read_table
 
 HARNESS = PROJECT_ROOT / "targets"
 SERVER_PINS = HARNESS / "requirements.txt"
@@ -266,3 +267,83 @@ def tree_digest(root: Path) -> str:
         else:
             digest.update(oct(path.stat().st_mode & 0o777).encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+APP_KEYS = {"path", "wsgi", "requirements", "env", "setup"}
+
+
+def parse_app(config_path: Path, data: Mapping[str, Any], problems: Problems) -> App:
+    """The `[app]` table, or the built-in app without one (or, with problems, in its place:
+    the config is refused then anyway)."""
+    if "app" not in data:
+        return built_in_app()
+    table = read_table(data, "app", APP_KEYS, problems)
+    before = len(problems.items)
+    directory = table.get("path")
+    if not isinstance(directory, str) or not directory:
+        problems.add(("app", "path"), "required: the app's project directory")
+        return built_in_app()
+    path = (config_path.parent / directory).resolve()
+    if not path.is_dir():
+        problems.add(
+            ("app", "path"),
+            f"{path} is not a directory; give the app's project directory, relative to the "
+            "config file or absolute",
+        )
+        return built_in_app()
+    wsgi = table.get("wsgi")
+    if not isinstance(wsgi, str) or not wsgi:
+        problems.add(
+            ("app", "wsgi"), "required: what to serve, e.g. 'flaskr:create_app()' or 'app:app'"
+        )
+    elif problem := wsgi_problem(wsgi):
+        problems.add(("app", "wsgi"), problem)
+    requirements = None
+    if "requirements" in table:
+        value = table["requirements"]
+        requirements = path / value if isinstance(value, str) and value else None
+        if requirements is None or not requirements.is_file():
+            problems.add(
+                ("app", "requirements"),
+                f"{requirements or value!r} is not a file; name a requirements file in the "
+                "app's directory",
+            )
+    env = _app_env(table.get("env", {}), problems)
+    setup = table.get("setup")
+    if setup is not None and (not isinstance(setup, str) or not setup.strip()):
+        problems.add(("app", "setup"), 'must be a shell command, e.g. "flask --app app init-db"')
+    if len(problems.items) > before:
+        return built_in_app()
+    app = App(
+        path=path,
+        wsgi=str(wsgi),
+        requirements=requirements,
+        project=requirements is None and (path / "pyproject.toml").is_file(),
+        env=env,
+        setup=setup,
+        builtin=False,
+    )
+    for conflict in app_pin_conflicts(app):
+        problems.add(("app", "requirements"), conflict)
+    return app
+
+
+def _app_env(value: object, problems: Problems) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        problems.add(("app", "env"), 'must be a table, e.g. env = { SECRET_KEY = "${SECRET_KEY}" }')
+        return ()
+    env = []
+    for name, text in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.add(("app", "env", name), "is not a valid environment variable name")
+        elif isinstance(text, bool) or not isinstance(text, str | int | float):
+            problems.add(("app", "env", name), "must be a string (or a number)")
+        elif missing := missing_references(str(text), os.environ):
+            problems.add(
+                ("app", "env", name),
+                f"refers to ${{{missing[0]}}}, which is not set in this environment; export "
+                f"it, or give a default as ${{{missing[0]}:-value}}",
+            )
+        else:
+            env.append((name, str(text)))
+    return tuple(env)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flaskbench.config.hosts import HostFacts, engine_label
-from flaskbench.config.load import Config, format_cpus
+from flaskbench.config.load import Config
+from flaskbench.config.units import format_cpus
 from flaskbench.execute.engines import Engine, HostLost, compose_env, connect, survey
 from flaskbench.execute.images import LOCAL_BASE, SOURCE_LABEL
 from flaskbench.execute.leftovers import RUN_LABEL, Leftover, find_leftovers, holders, this_process

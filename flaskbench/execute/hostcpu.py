@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flaskbench.config.load import format_cpus
+from flaskbench.config.units import format_cpus
 from flaskbench.results.rundir import atomic_write_text
 
 HOST_CPU_CSV = "host_cpu.csv"

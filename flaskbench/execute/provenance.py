@@ -13,7 +13,8 @@ from typing import Any
 
 import flaskbench
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.load import Config, format_cpus
+from flaskbench.config.load import Config
+from flaskbench.config.units import format_cpus
 
 PACKAGES = (
     "flask",

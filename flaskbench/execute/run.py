@@ -17,7 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from flaskbench.config.load import Config, Overrides, format_cpus
+from flaskbench.config.load import Config, Overrides
+from flaskbench.config.units import format_cpus
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.provenance import iso, run_meta
 from flaskbench.execute.runners.base import CellContext, Runner, RunStopped

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flaskbench.config.load import parse_cpus
+from flaskbench.config.units import parse_cpus
 from flaskbench.config.workloads import Workload, workload_from_meta
 from flaskbench.execute.commands import CELL_HOSTS_JSON, GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
 from flaskbench.execute.hostcpu import HOST_CPU_CSV

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flaskbench.config.load import parse_cpus
+from flaskbench.config.units import parse_cpus
 from flaskbench.measure.analyze import Analysis, Knee, Point, StepKey, analyze_run
 from flaskbench.measure.collect import load_run
 from flaskbench.measure.stats import FloatArray, Interval, Replicates, ratio_interval

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts, engine_label
-from flaskbench.config.load import Config, format_cpus
+from flaskbench.config.load import Config
+from flaskbench.config.units import format_cpus
 
 
 class PlacementError(Exception):

@@ -288,7 +288,7 @@ def run_entry(run_id: str, meta: Mapping[str, Any], summary: Sequence[Mapping[st
 
 
 def _count(cpus: object) -> str:
-    from flaskbench.config.load import parse_cpus
+    from flaskbench.config.units import parse_cpus
 
     try:
         return str(len(parse_cpus(cpus)))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.load import parse_cpus
+from flaskbench.config.units import parse_cpus
 from flaskbench.execute.commands import ALTERNATE_S
 
 IO_TARGETS = {

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flaskbench.config.load import format_cpus
+from flaskbench.config.units import format_cpus
 from flaskbench.execute.hostcpu import read_proc_stat, side_usage
 from flaskbench.measure.compare import Comparison, StepComparison, compare, load_sides
 from flaskbench.report.comparison import write_comparison

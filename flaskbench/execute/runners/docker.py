@@ -38,7 +38,7 @@ from typing import Any
 
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
-from flaskbench.config.load import format_cpus
+from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
     CELL_HOSTS_JSON,

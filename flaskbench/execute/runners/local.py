@@ -24,7 +24,7 @@ import psutil
 
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.app import snapshot
-from flaskbench.config.load import format_cpus
+from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
 from flaskbench.execute.commands import (
     MASTER_LOG,
