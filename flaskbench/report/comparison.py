@@ -21,17 +21,19 @@ from flaskbench.measure.compare import (
     significant_share,
 )
 from flaskbench.measure.stats import CONFIDENCE, DRAWS, Interval
-from flaskbench.report.charts import Chart, overlay_chart
-from flaskbench.report.run_report import (
+from flaskbench.report.blocks import (
     Block,
     Bullets,
     Heading,
     Image,
     Paragraph,
     Table,
+    number,
     render_html,
     render_markdown,
+    with_interval,
 )
+from flaskbench.report.charts import Chart, overlay_chart
 from flaskbench.results.rundir import atomic_write_json, atomic_write_text, sha256_file
 
 COMPARISON_JSON = "comparison.json"
@@ -280,25 +282,11 @@ def _answer_row(item: AnswerComparison) -> tuple[str, ...]:
         _arrow(base.peak_inflight_process, other.peak_inflight_process),
         _arrow(base.peak_inflight_server, other.peak_inflight_server),
         _arrow(base.knee_users, other.knee_users),
-        f"{_number(base.peak_rps)} → {_number(other.peak_rps)}",
+        f"{number(base.peak_rps)} → {number(other.peak_rps)}",
         _ratio(item.ratio, item.ci),
         item.verdict,
         ", ".join(item.flags) or "-",
     )
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    return "∞" if value == float("inf") else f"{value:,.{digits}f}"
-
-
-def _with_interval(value: float | None, interval: Interval | None) -> str:
-    if value is None:
-        return "-"
-    if interval is None:
-        return _number(value)
-    return f"{_number(value)} ({_number(interval.low)}-{_number(interval.high)})"
 
 
 def _ratio(ratio: float | None, interval: Interval | None) -> str:
@@ -306,7 +294,7 @@ def _ratio(ratio: float | None, interval: Interval | None) -> str:
         return "-"
     if interval is None:
         return f"{ratio:.3f}"
-    return f"{ratio:.3f} ({_number(interval.low, 3)}-{_number(interval.high, 3)})"
+    return f"{ratio:.3f} ({number(interval.low, 3)}-{number(interval.high, 3)})"
 
 
 def _steps(comparison: Comparison) -> list[Block]:
@@ -343,8 +331,8 @@ def _step_table(steps: Sequence[StepComparison]) -> Table:
                 s.target,
                 str(s.users),
                 _METRIC_NAMES[s.metric],
-                _with_interval(s.baseline, s.baseline_ci),
-                _with_interval(s.other, s.other_ci),
+                with_interval(s.baseline, s.baseline_ci),
+                with_interval(s.other, s.other_ci),
                 _ratio(s.ratio, s.ci),
                 f"**{s.verdict}**" if s.verdict != "same" else s.verdict,
                 ", ".join(s.flags) or "-",

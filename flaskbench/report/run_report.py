@@ -7,13 +7,11 @@ was measured. Every sentence is generated from the numbers.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,79 +20,41 @@ from flaskbench.measure.analyze import (
     STEAL_LIMIT_PCT,
     SUMMARY_COLUMNS,
     Analysis,
-    Knee,
     Point,
     Row,
     Skipped,
 )
 from flaskbench.measure.recommend import GoalSpec, recommend
-from flaskbench.measure.stats import CONFIDENCE, DRAWS, Interval, block_length
-from flaskbench.measure.theory import SLOTS_RULES, code_basis, expected_slots, parallel_processes
+from flaskbench.measure.stats import CONFIDENCE, DRAWS, block_length
+from flaskbench.measure.theory import SLOTS_RULES, code_basis
+from flaskbench.report.blocks import (
+    Block,
+    Bullets,
+    Code,
+    Gallery,
+    Group,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    number,
+    render_html,
+    render_markdown,
+    with_interval,
+)
 from flaskbench.report.charts import Chart, headline_chart, workload_charts
+from flaskbench.report.prose import (
+    counted,
+    per_process_cap,
+    process_line,
+    sentence,
+    slots_text,
+    users_text,
+)
 from flaskbench.results.rundir import RunDir, atomic_write_json, atomic_write_text
 from flaskbench.servers.registry import Target, describe
 
 RECOMMENDATION_JSON = "recommendation.json"
-SHORTFALL = 0.90
-# Share of the CPU the target could use that counts as saturated.
-CPU_SATURATED = 0.90
-# A worker serving this many times its even share counts as uneven spreading.
-UNEVEN = 1.25
-# Requests inside the app this many times longer than their work were waiting for something.
-SLOW_INSIDE = 1.1
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Image:
-    path: Path
-    alt: str
-
-
-@dataclass(frozen=True)
-class Gallery:
-    """Charts side by side (small multiples), two to a row."""
-
-    images: tuple[Image, ...]
-
-
-@dataclass(frozen=True)
-class Group:
-    """A section the HTML page folds away until opened (no script needed); Markdown shows it
-    as a heading and its blocks."""
-
-    title: str
-    blocks: tuple[Block, ...]
-    open: bool = False
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-Block = Heading | Paragraph | Bullets | Table | Image | Gallery | Group | Code
 
 
 def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
@@ -141,20 +101,6 @@ def _summary_order(row: Row | Skipped) -> tuple[str, str, int, int]:
     return (row.workload, target, row.users, row.repeat)
 
 
-def _num(value: float | int | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    if value == float("inf"):
-        return "∞"
-    return f"{value:,.{digits}f}"
-
-
-def _slots(slots: int | None) -> str:
-    return "unbounded" if slots is None else str(slots)
-
-
 def document(
     analysis: Analysis,
     charts: dict[str, list[Chart]],
@@ -184,12 +130,6 @@ def headline_workload(analysis: Analysis) -> str | None:
     return next(iter(io or names), None)
 
 
-def per_process_cap(target: Target) -> int | None:
-    """Requests one process of this model can hold at once; None: as many as connections."""
-    slots = expected_slots(target)
-    return None if slots is None else max(1, slots // target.workers)
-
-
 def _headline_chart(analysis: Analysis, directory: Path) -> Chart | None:
     workload = headline_workload(analysis)
     if workload is None:
@@ -217,27 +157,6 @@ def _headline(analysis: Analysis, chart: Chart | None) -> list[Block]:
     )
     blocks.append(Paragraph(_short_provenance(analysis)))
     return blocks
-
-
-def process_line(target: Target, series: Sequence[Point]) -> str:
-    """One line: the most requests one process of this target had in flight, against its model."""
-    peak = _max_of(p.peak_inflight_process for p in series)
-    text = f"**{target.name}** ({describe(target)}): "
-    if peak is None:
-        return text + "no in-flight measurements."
-    cap = per_process_cap(target)
-    most_users = max(p.users for p in series)
-    text += f"at most **{peak}** request{'s' if peak != 1 else ''} in flight per process"
-    allows = "its model has no cap but the users" if cap is None else f"its model allows {cap}"
-    if cap is not None and peak > cap:
-        return text + f", more than the {cap} its model allows (see the details)."
-    if cap is not None and peak == cap:
-        return text + f"; {allows}."
-    if peak >= 0.9 * most_users:
-        return text + f", as many as there were users (up to {most_users}); {allows}."
-    if cap is not None and most_users < cap:
-        return text + f", with {_users(most_users)} offered; {allows}."
-    return text + f", fewer than {allows} (see the details)."
 
 
 def _short_provenance(analysis: Analysis) -> str:
@@ -330,7 +249,7 @@ def _noise(analysis: Analysis) -> list[Block]:
             f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time, highest step: {steal} "
             f"(a step above {STEAL_LIMIT_PCT:.0f}% on either side is flagged `steal`). Other "
             f"processes on the sides' CPUs, highest step: {_worst(analysis, 'others')}; "
-            f"{_counted(contended, 'step was', 'steps were')} flagged `cpu_contention`."
+            f"{counted(contended, 'step was', 'steps were')} flagged `cpu_contention`."
         )
     ]
 
@@ -343,7 +262,7 @@ def _worst(analysis: Analysis, measure: str) -> str | None:
     }
     if all(v is None for v in worst.values()):
         return None
-    return ", ".join(f"{side} {_num(value, 1)}%" for side, value in worst.items())
+    return ", ".join(f"{side} {number(value, 1)}%" for side, value in worst.items())
 
 
 def _max_of_float(values: Iterable[float | None]) -> float | None:
@@ -363,10 +282,10 @@ def _provenance(analysis: Analysis) -> str:
         f"{meta.get('runner', {}).get('name', '?')} runner on {machine.get('cpu_model', '?')} "
         f"({machine.get('cpu_count', '?')} CPUs). Target pinned to CPU {meta['cpus']['target']}, "
         "load generator (Locust, "
-        f"{_counted(meta.get('locust_workers', '?'), 'worker process', 'worker processes')}) to "
+        f"{counted(meta.get('locust_workers', '?'), 'worker process', 'worker processes')}) to "
         f"CPU {meta['cpus']['load']}. Each step held {stairs.get('warmup_s', '?')} s of warmup, "
         f"then measured for {stairs.get('measure_s', '?')} s; "
-        f"{_counted(meta.get('repeats', 1), 'repeat', 'repeats')}. "
+        f"{counted(meta.get('repeats', 1), 'repeat', 'repeats')}. "
         f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
         f"Python {meta.get('python', '?')}; {packages}. {_app_line(meta)}"
     )
@@ -381,7 +300,7 @@ def _recommendation(analysis: Analysis, goal: GoalSpec, picks: list[dict[str, An
     blocks: list[Block] = [
         Heading(2, "Recommendation"),
         Paragraph(
-            f"Goal: p99 latency within {goal.p99_ms:g} ms at {_users(goal.users)}{budget}, "
+            f"Goal: p99 latency within {goal.p99_ms:g} ms at {users_text(goal.users)}{budget}, "
             f"{errors}; among the targets that hold it with a valid measurement, the one with "
             "the highest throughput (a tie within the measurements' spread goes to less "
             "memory, then fewer processes). Also in recommendation.json."
@@ -413,8 +332,8 @@ def _pick_sentence(
     target = targets[pick["target"]]
     memory = f", {pick['rss_mb']:.0f} MB" if pick["rss_mb"] is not None else ""
     text = (
-        f"**{workload}**: run **{target.name}** ({describe(target)}): {_num(pick['rps'])} req/s "
-        f"with p99 {_num(pick['p99_ms'], 0)} ms at {_users(pick['users'])}{memory}."
+        f"**{workload}**: run **{target.name}** ({describe(target)}): {number(pick['rps'])} req/s "
+        f"with p99 {number(pick['p99_ms'], 0)} ms at {users_text(pick['users'])}{memory}."
     )
     runner_up = pick["runner_up"]
     if runner_up:
@@ -425,7 +344,7 @@ def _pick_sentence(
             else "beyond the spread of the measurements"
         )
         text += (
-            f" Runner-up: {runner_up['target']} at {_num(runner_up['rps'])} req/s "
+            f" Runner-up: {runner_up['target']} at {number(runner_up['rps'])} req/s "
             f"({margin:+.1%}; {verdict})."
         )
     thumb = pick["rule_of_thumb"]
@@ -441,7 +360,7 @@ def _pick_sentence(
         elif thumb["rps"]:
             text += (
                 f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), made "
-                f"{_num(thumb['rps'])} req/s, {thumb['rps'] / pick['rps'] - 1:+.0%} against the "
+                f"{number(thumb['rps'])} req/s, {thumb['rps'] / pick['rps'] - 1:+.0%} against the "
                 "pick."
             )
     return text
@@ -494,9 +413,9 @@ def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
     work = analysis.works.get(workload)
     if work is not None and work.basis == "measured":
         notes.append(
-            f"Measured at {_users(work.measured_at or 1)} (median over targets): each request "
-            f"spent {_num(work.service_ms, 1)} ms inside the app and cost "
-            f"{_num(work.cpu_ms, 1)} ms of target CPU (the server's own work included). The "
+            f"Measured at {users_text(work.measured_at or 1)} (median over targets): each request "
+            f"spent {number(work.service_ms, 1)} ms inside the app and cost "
+            f"{number(work.cpu_ms, 1)} ms of target CPU (the server's own work included). The "
             "expected slots come from each worker model; the expected throughput below is "
             "derived from these measurements, not known in advance."
         )
@@ -558,8 +477,8 @@ def _hosts(analysis: Analysis) -> list[Block]:
             str(step.users),
             use.host,
             ", ".join(use.sides),
-            _num(use.cpu_pct, 0),
-            _num(use.rss_mb, 0),
+            number(use.cpu_pct, 0),
+            number(use.rss_mb, 0),
         )
         for cell in analysis.data.cells
         for step in cell.steps
@@ -628,11 +547,11 @@ def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) ->
             (
                 target_name,
                 describe(target),
-                _num(max((p.peak_inflight_process or 0 for p in series), default=None)),
-                _num(max((p.peak_inflight_server or 0 for p in series), default=None)),
-                _slots(peak.expected_slots),
-                _with_ci(peak.rps, peak.rps_ci),
-                _num(peak.expected_rps) if peak.expected_rps else "-",
+                number(max((p.peak_inflight_process or 0 for p in series), default=None)),
+                number(max((p.peak_inflight_server or 0 for p in series), default=None)),
+                slots_text(peak.expected_slots),
+                with_interval(peak.rps, peak.rps_ci),
+                number(peak.expected_rps) if peak.expected_rps else "-",
                 f"{peak.rps_vs_expected:.0%}" if peak.rps_vs_expected else "-",
                 str(knee.knee_users) if knee else "-",
                 str(knee.p99_doubling_users) if knee and knee.p99_doubling_users else "never",
@@ -655,131 +574,6 @@ def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) ->
     )
 
 
-def sentence(target: Target, points: Sequence[Point], knee: Knee | None, cores: int) -> str:
-    """One plain sentence about one target on one workload, from its measurements alone."""
-    series = sorted(points, key=lambda p: p.users)
-    per_process = _max_of(p.peak_inflight_process for p in series)
-    server = _max_of(p.peak_inflight_server for p in series)
-    text = f"**{target.name}** ({describe(target)})"
-    if per_process is None or server is None:
-        text += " has no in-flight measurements"
-    elif _follows_users(series):
-        text += (
-            f" had as many requests in flight as there were users, up to {server} at "
-            f"{_users(series[-1].users)}"
-        )
-    else:
-        slots = series[-1].expected_slots
-        bound = f"; its model allows {_slots(slots)}" if slots is not None else ""
-        text += (
-            f" never had more than {per_process} request{'s' if per_process != 1 else ''} in "
-            f"flight per process and {server} server-wide{bound}"
-        )
-    if knee is None:
-        return text + "."
-    peak = max(series, key=lambda p: p.rps)
-    text += f". Throughput peaked at {_num(peak.rps)} req/s with {_users(peak.users)}"
-    if peak.expected_rps:
-        text += f" ({peak.rps / peak.expected_rps:.0%} of the expected {_num(peak.expected_rps)})"
-    text += f" and reached 95% of that from {_users(knee.knee_users)}"
-    if knee.p99_doubling_users:
-        text += f"; p99 latency passed twice its 1-user value at {_users(knee.p99_doubling_users)}"
-    text += "."
-    short = [p for p in series if p.rps_vs_expected is not None and p.rps_vs_expected < SHORTFALL]
-    if short:
-        text += " Below 90% of the expected ceiling: " + "; ".join(
-            f"{_users(p.users)} {p.rps_vs_expected:.0%} ({shortfall_cause(p, target, cores)})"
-            for p in short
-            if p.rps_vs_expected is not None
-        )
-        text += "."
-    return text
-
-
-def _users(count: int) -> str:
-    return _counted(count, "user", "users")
-
-
-def _counted(count: object, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
-
-
-def _max_of(values: Iterable[int | None]) -> int | None:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
-
-
-def _follows_users(series: Sequence[Point]) -> bool:
-    """In flight kept up with the user count at every step beyond one user."""
-    steps = [p for p in series if p.users > 1 and p.peak_inflight_server is not None]
-    return bool(steps) and all(
-        p.peak_inflight_server is not None and p.peak_inflight_server >= 0.9 * p.users
-        for p in steps
-    )
-
-
-def shortfall_cause(point: Point, target: Target, cores: int) -> str:
-    """Why a step fell short of its expected ceiling, from what was measured at that step."""
-    if "loadgen_cpu" in point.flags or "locust_cpu_warning" in point.flags:
-        return (
-            f"the load generator was CPU-bound ({_num(point.loadgen_cpu_pct, 0)}%), so this "
-            "measures Locust, not Flask"
-        )
-    if point.failures:
-        return f"{point.failures} requests failed"
-    if point.lost_requests:
-        return f"a worker died holding {point.lost_requests} requests"
-    capacity = 100.0 * min(cores, parallel_processes(target))
-    if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED * capacity:
-        return f"target CPU saturated ({_num(point.target_cpu_pct, 0)}% of {capacity:.0f}%)"
-    slots = point.expected_slots
-    busy_limit = point.users if slots is None else min(point.users, slots)
-    inflight = point.peak_inflight_server
-    if inflight is not None and inflight < busy_limit:
-        per_worker = slots // target.workers if slots is not None and target.workers > 1 else None
-        if per_worker and point.peak_inflight_process == per_worker:
-            return (
-                f"uneven spread: one worker was full ({per_worker} in flight) while the server "
-                f"held only {inflight} of {busy_limit}{_share(point, target)}"
-            )
-        return f"only {inflight} in flight where {busy_limit} could be{_share(point, target)}"
-    if _share(point, target):
-        return "uneven spread" + _share(point, target)
-    inside = point.time_in_app_ms
-    work_ms = point.work_ms
-    if work_ms is None:
-        return "no measured cause"
-    if point.limit == "users" and point.mean_ms and point.mean_ms > SLOW_INSIDE * work_ms:
-        return (
-            f"each request took {_num(point.mean_ms, 1)} ms end to end for {_num(work_ms, 1)} ms "
-            f"of work in the server: with {_users(point.users)}, the time outside it (the load "
-            "generator, the network) sets the pace"
-        )
-    if inside is not None and inside > SLOW_INSIDE * work_ms:
-        return (
-            f"each request spent {_num(inside, 0)} ms in the app for {_num(work_ms, 0)} ms of "
-            "work, waiting for the CPU"
-        )
-    # Falling short means each busy slot turned over slower than the work alone allows.
-    slot_ms = 1000 * busy_limit / point.rps if point.rps > 0 else None
-    if inside is not None and slot_ms is not None and slot_ms > SLOW_INSIDE * work_ms:
-        return (
-            f"each request held its slot {_num(slot_ms, 0)} ms but was in the app only "
-            f"{_num(inside, 0)} ms: the server's own work around the app (accepting, forking, "
-            "parsing) took the rest"
-        )
-    return "no measured cause"
-
-
-def _share(point: Point, target: Target) -> str:
-    """The busiest worker's share of requests when it is well above an even spread."""
-    share = point.worker_request_share_max
-    if target.workers < 2 or share is None or share <= UNEVEN * (1 / target.workers):
-        return ""
-    even = 1 / target.workers
-    return f" (busiest worker served {share:.0%} of requests, even is {even:.0%})"
-
-
 def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
     """Every step of every target of one workload: medians over repeats, 95% intervals, and the
     throughput range over repeats."""
@@ -787,16 +581,16 @@ def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
         (
             p.target,
             str(p.users),
-            _with_ci(p.rps, p.rps_ci)
-            + (f"; repeats {_num(p.rps_min)}-{_num(p.rps_max)}" if p.repeats > 1 else ""),
-            _num(p.expected_rps),
+            with_interval(p.rps, p.rps_ci)
+            + (f"; repeats {number(p.rps_min)}-{number(p.rps_max)}" if p.repeats > 1 else ""),
+            number(p.expected_rps),
             f"{p.rps_vs_expected:.0%}" if p.rps_vs_expected is not None else "-",
-            _num(p.p50_ms),
-            _with_ci(p.p99_ms, p.p99_ci),
-            f"{_num(p.peak_inflight_process)} / {_num(p.peak_inflight_server)}",
-            _num(p.target_cpu_pct, 0),
-            _num(p.target_rss_mb, 0),
-            _num(p.loadgen_cpu_pct, 0),
+            number(p.p50_ms),
+            with_interval(p.p99_ms, p.p99_ci),
+            f"{number(p.peak_inflight_process)} / {number(p.peak_inflight_server)}",
+            number(p.target_cpu_pct, 0),
+            number(p.target_rss_mb, 0),
+            number(p.loadgen_cpu_pct, 0),
             ", ".join(p.flags) or "-",
         )
         for series in _by_target(points, list(analysis.data.targets)).values()
@@ -828,12 +622,6 @@ def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
     )
 
 
-def _with_ci(value: float | None, interval: Interval | None) -> str:
-    if value is None or interval is None:
-        return _num(value)
-    return f"{_num(value)} ({_num(interval.low)}-{_num(interval.high)})"
-
-
 def _flagged(analysis: Analysis) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Flagged measurements")]
     flagged = [r for r in analysis.rows if r.flags]
@@ -849,7 +637,7 @@ def _flagged(analysis: Analysis) -> list[Block]:
                         r.workload,
                         str(r.users),
                         str(r.repeat),
-                        _num(r.rps),
+                        number(r.rps),
                         ", ".join(r.flags),
                     )
                     for r in flagged
@@ -919,117 +707,3 @@ def _interval_method(analysis: Analysis) -> str:
         "runs (use repeats for that). Drawn with a fixed seed per step, so a rebuilt report is "
         "identical."
     )
-
-
-def render_markdown(blocks: Sequence[Block], base: Path) -> str:
-    out: list[str] = []
-    for block in blocks:
-        match block:
-            case Heading(level, text):
-                out.append(f"{'#' * level} {text}")
-            case Paragraph(text):
-                out.append(text)
-            case Bullets(items):
-                out.append("\n".join(f"- {item}" for item in items))
-            case Table(headers, rows):
-                lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-                lines += [
-                    "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                    for row in rows
-                ]
-                out.append("\n".join(lines))
-            case Image(path, alt):
-                out.append(_markdown_image(path, alt, base))
-            case Gallery(images):
-                # A table of images shows them side by side on GitHub.
-                pairs = [images[i : i + 2] for i in range(0, len(images), 2)]
-                lines = ["| | |", "|---|---|"]
-                lines += [
-                    "| " + " | ".join(_markdown_image(i.path, i.alt, base) for i in pair) + " |"
-                    for pair in pairs
-                ]
-                out.append("\n".join(lines))
-            case Group(title, inner, _):
-                out.append(f"### {title}")
-                out.append(render_markdown(inner, base).rstrip("\n"))
-            case Code(text):
-                out.append(f"```\n{text.rstrip()}\n```")
-    return "\n\n".join(out) + "\n"
-
-
-def _markdown_image(path: Path, alt: str, base: Path) -> str:
-    return f"![{alt}]({path.relative_to(base).as_posix()})"
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3} img{max-width:100%;display:block;margin:1em 0}
-code{background:#f3f3f3;padding:0 3px}
-h1{font-size:1.5em;margin:0.2em 0} body>img:first-of-type{margin:0.3em 0}
-.gallery{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px}
-.gallery img{margin:0}
-details{border:1px solid #ddd;border-radius:4px;padding:0 1em;margin:0.6em 0}
-summary{cursor:pointer;font-weight:600;font-size:1.1em;padding:0.5em 0}
-"""
-
-
-def _inline(text: str) -> str:
-    """The little Markdown the sentences use: **bold** and `code`."""
-    escaped = html.escape(text)
-    parts = escaped.split("**")
-    escaped = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-    parts = escaped.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def render_html(blocks: Sequence[Block], title: str) -> str:
-    """One file: the charts are embedded, so it can be mailed or published as it is."""
-    out = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        *_html_blocks(blocks),
-        "</body></html>",
-    ]
-    return "\n".join(out) + "\n"
-
-
-def _html_image(image: Image) -> str:
-    data = base64.b64encode(image.path.read_bytes()).decode()
-    return f'<img alt="{html.escape(image.alt)}" src="data:image/png;base64,{data}">'
-
-
-def _html_blocks(blocks: Sequence[Block]) -> list[str]:
-    out = []
-    for block in blocks:
-        match block:
-            case Heading(level, text):
-                out.append(f"<h{level}>{_inline(text)}</h{level}>")
-            case Paragraph(text):
-                out.append(f"<p>{_inline(text)}</p>")
-            case Bullets(items):
-                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
-            case Table(headers, rows):
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-                body = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                    for row in rows
-                )
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            case Image():
-                out.append(_html_image(block))
-            case Gallery(images):
-                out.append(
-                    '<div class="gallery">' + "".join(_html_image(i) for i in images) + "</div>"
-                )
-            case Group(title, inner, opened):
-                out.append(
-                    f"<details{' open' if opened else ''}><summary>{_inline(title)}</summary>"
-                )
-                out += _html_blocks(inner)
-                out.append("</details>")
-            case Code(text):
-                out.append(f"<pre>{html.escape(text.rstrip())}</pre>")
-    return out

@@ -20,12 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flaskbench.report.blocks import html_page
 from flaskbench.report.comparison import COMPARISON_JSON
 from flaskbench.results.rundir import (
     RunDir,
     RunDirError,
     atomic_write_json,
     atomic_write_text,
+    sha256_file,
     verify,
 )
 
@@ -163,7 +165,7 @@ def _run_source(path: Path) -> Source:
     problems += _changed(path, outputs, "the report was built")
     if problems:
         raise PublishError(f"refusing to publish the run {path}: " + "; ".join(problems))
-    files = {**raw, **outputs, "meta.json": _sha256(run.meta_path)}
+    files = {**raw, **outputs, "meta.json": sha256_file(run.meta_path)}
     run_id = str(meta.get("run_id", path.name))
     return Source(path, "run", run_id, files, run_entry(run_id, meta, _read_summary(path)))
 
@@ -186,7 +188,7 @@ def _comparison_source(path: Path) -> Source:
     problems = _changed(path, files, "the comparison was written")
     if problems:
         raise PublishError(f"refusing to publish the comparison {path}: " + "; ".join(problems))
-    files[COMPARISON_JSON] = _sha256(record_path)
+    files[COMPARISON_JSON] = sha256_file(record_path)
     return Source(path, "comparison", path.name, files, comparison_entry(path.name, record))
 
 
@@ -196,13 +198,9 @@ def _changed(base: Path, recorded: Mapping[str, str], when: str) -> list[str]:
         file = base / name
         if not file.is_file():
             problems.append(f"{file}: missing")
-        elif _sha256(file) != digest:
+        elif sha256_file(file) != digest:
             problems.append(f"{file}: changed since {when} (SHA-256 differs)")
     return problems
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def copy_source(source: Source, site: Path) -> None:
@@ -327,11 +325,7 @@ th{background:#f3f3f3} code{font-size:0.85em}
 
 
 def _page(title: str, body: str) -> str:
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-        f"{body}\n</body></html>\n"
-    )
+    return html_page(title, body, _CSS)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
