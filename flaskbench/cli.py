@@ -411,8 +411,8 @@ def cmd_clean(args: argparse.Namespace, progress: Progress) -> int:
 
 def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
+    from flaskbench.execute.engines import docker_client, docker_unavailable
     from flaskbench.execute.images import ImageError, ensure_images
-    from flaskbench.execute.runners.docker import docker_client, docker_unavailable
 
     if problem := docker_unavailable():
         raise UsageError(f"cannot build images: {problem}")

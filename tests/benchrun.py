@@ -160,7 +160,7 @@ def interrupt(process: subprocess.Popen[str], sig: int = signal.SIGINT) -> int:
 
 def require_docker() -> None:
     """Skip without a Docker daemon, unless CI demands Docker (then fail)."""
-    from flaskbench.execute.runners.docker import docker_unavailable
+    from flaskbench.execute.engines import docker_unavailable
 
     problem = docker_unavailable()
     if problem is None:
@@ -171,8 +171,7 @@ def require_docker() -> None:
 
 
 def docker_leftovers(run_id: str) -> list[str]:
-    from flaskbench.execute.engines import list_containers
-    from flaskbench.execute.runners.docker import docker_client
+    from flaskbench.execute.engines import docker_client, list_containers
 
     client = docker_client()
     return [c.name for c in list_containers(client, {"label": f"flaskbench.run={run_id}"})]

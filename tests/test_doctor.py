@@ -50,7 +50,7 @@ def test_doctor_json(tmp_path: Path) -> None:
 @pytest.mark.load
 def test_a_run_removes_leftovers_of_a_crashed_run_and_nothing_else(tmp_path: Path) -> None:
     require_docker()
-    from flaskbench.execute.runners.docker import docker_client
+    from flaskbench.execute.engines import docker_client
 
     client = docker_client()
     image = next(

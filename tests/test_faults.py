@@ -60,7 +60,7 @@ def gauge_so_far(cell: Path) -> str:
     gauge = cell / "gauge.csv"
     if gauge.is_file():
         return gauge.read_text()
-    from flaskbench.execute.runners.docker import docker_client_if_running
+    from flaskbench.execute.engines import docker_client_if_running
 
     client = docker_client_if_running()
     if client is None:
@@ -175,7 +175,7 @@ def test_killing_the_target_fails_that_cell_only(tmp_path: Path, runner: str) ->
     cell = run_dir / "raw" / "sync--io--r1"
     wait_for(lambda: traffic_started(cell), 120, "traffic")
     if runner == "docker":
-        from flaskbench.execute.runners.docker import docker_client
+        from flaskbench.execute.engines import docker_client
 
         (container,) = list_containers(
             docker_client(),
@@ -215,7 +215,7 @@ def test_a_target_container_removed_by_someone_else_fails_that_cell_only(tmp_pat
     run_dir = the_run_dir(tmp_path)
     cell = run_dir / "raw" / "sync--io--r1"
     wait_for(lambda: traffic_started(cell), 300, "traffic")
-    from flaskbench.execute.runners.docker import docker_client
+    from flaskbench.execute.engines import docker_client
 
     (container,) = list_containers(
         docker_client(),

@@ -33,7 +33,7 @@ from test_faults import the_run_dir
 
 from flaskbench.execute.engines import list_containers
 from flaskbench.execute.leftovers import controller_id
-from flaskbench.execute.runners.docker import CLOCK_SKEW_ENV
+from flaskbench.execute.runners.docker.runner import CLOCK_SKEW_ENV
 from flaskbench.measure.analyze import SUMMARY_COLUMNS
 
 pytestmark = [pytest.mark.docker, pytest.mark.load, pytest.mark.hosts]

@@ -32,7 +32,7 @@ from flaskbench.execute.engines import list_containers
 from flaskbench.execute.leftovers import controller_id
 from flaskbench.execute.probes import port_in_use
 from flaskbench.execute.runners.base import TEARDOWN_MARGIN_S
-from flaskbench.execute.runners.docker import DEADLINE_KILL_AFTER_S
+from flaskbench.execute.runners.docker.compose import DEADLINE_KILL_AFTER_S
 
 pytestmark = [pytest.mark.docker, pytest.mark.load]
 
@@ -40,7 +40,7 @@ TARGETS = {name: ALL_TARGETS[name] for name in ("sync", "gevent")}
 
 
 def client() -> Any:
-    from flaskbench.execute.runners.docker import docker_client
+    from flaskbench.execute.engines import docker_client
 
     return docker_client()
 

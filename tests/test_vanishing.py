@@ -16,10 +16,10 @@ import pytest
 from benchrun import require_docker
 from leftovers_guard import guard_labels
 
-from flaskbench.execute.engines import Engine
+from flaskbench.execute.engines import Engine, docker_client
 from flaskbench.execute.leftovers import OWNER_LABEL, find_leftovers
 from flaskbench.execute.runners.base import REMOVED
-from flaskbench.execute.runners.docker import ComposeStack, docker_client
+from flaskbench.execute.runners.docker.compose import ComposeStack
 
 pytestmark = pytest.mark.docker
 

@@ -16,16 +16,20 @@ from pathlib import Path
 from flaskbench.config.hosts import HostFacts, engine_label
 from flaskbench.config.load import Config
 from flaskbench.config.units import format_cpus
-from flaskbench.execute.engines import Engine, HostLost, compose_env, connect, survey
+from flaskbench.execute.engines import (
+    Engine,
+    HostLost,
+    compose_command,
+    compose_env,
+    compose_version,
+    connect,
+    docker_client,
+    docker_client_if_running,
+    survey,
+)
 from flaskbench.execute.images import LOCAL_BASE, SOURCE_LABEL
 from flaskbench.execute.leftovers import RUN_LABEL, Leftover, find_leftovers, holders, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT, port_in_use
-from flaskbench.execute.runners.docker import (
-    compose_command,
-    compose_version,
-    docker_client,
-    docker_client_if_running,
-)
 from flaskbench.plan.placement import PlacementError, place
 
 CLEAN_FIX = "run `flaskbench clean` (or make clean-containers); `flaskbench run` also does it first"

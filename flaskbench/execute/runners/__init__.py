@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flaskbench.config.load import Config
+from flaskbench.execute.engines import compose_command, docker_unavailable
 from flaskbench.execute.runners.base import Runner
-from flaskbench.execute.runners.docker import DockerRunner, compose_command, docker_unavailable
+from flaskbench.execute.runners.docker.runner import DockerRunner
 from flaskbench.execute.runners.local import LocalRunner
 
 

