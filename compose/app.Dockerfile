@@ -1,13 +1,13 @@
-# The one image recipe: the target (targets/, the harness, run from /app) and the Locust swarm
-# (locustfiles/, run from /locust). flaskbench/images.py assembles each build context: the
-# folder's *.py, requirements.txt (the pins of what serves or generates load, combined), this
+# The one image recipe: the target (the harness package flaskbench_target, in /harness) and the
+# Locust swarm (locustfiles/, run from /locust). flaskbench/execute/images.py assembles each build
+# context: code/ (the package, or the folder's *.py), requirements.txt (the pins of what serves or generates load, combined), this
 # file, extra-ca.pem (maybe empty) and tree/, a snapshot of a user's app or Locust files (maybe
 # empty). Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
 # Containers run with a read-only root filesystem, so everything is installed here.
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
-ARG CODE_DIR=/app
+ARG CODE_DIR=/harness
 # Optional package index settings, for hosts that cannot reach PyPI directly. Index variables
 # not given stay unset: pip reads an empty one as an index.
 ARG PIP_INDEX_URL
@@ -50,13 +50,16 @@ RUN set -eu; \
     fi; \
     chmod -R a+rX "$TREE_DIR"
 
-COPY *.py ${CODE_DIR}/
+COPY code/ ${CODE_DIR}/
 # Readable by the unprivileged user whatever modes the build context had. /results is where a
 # cell's processes write their raw files: a volume per container that starts as this empty,
 # world-writable directory, read back through the engine once the container has stopped.
 RUN chmod -R a+rX ${CODE_DIR} && mkdir -m 1777 /results
 WORKDIR ${CODE_DIR}
+# The code's own directory is on the import path of whatever runs here (the harness's package,
+# or the Locust files), after the script's or module's own directory.
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=${CODE_DIR} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 65534:65534

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import gauge
 import pytest
+from flaskbench_target import gauge
 
 # Nothing a test starts outlives it; the session fails, naming the test, if anything does.
 pytest_plugins = ("leftovers_guard", "pytester")

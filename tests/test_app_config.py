@@ -72,7 +72,7 @@ def test_an_app_with_every_key(project: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_without_app_the_built_in_app_is_served(project: Path) -> None:
     config = load_config(write(project, TARGET + "[workloads.io]\nio_ms = 100\n"))
     assert config.app.builtin
-    assert config.app.wsgi == "app:app"
+    assert config.app.wsgi == "flaskbench_target.builtin_app:app"
 
 
 def test_a_pyproject_is_installed_when_there_is_no_requirements_file(project: Path) -> None:

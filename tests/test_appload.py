@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import appload
-import gauge
 import pytest
+from flaskbench_target import appload, gauge
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 
@@ -102,7 +101,7 @@ def in_app(
 
 
 def check(spec: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return in_app([str(TARGETS / "appload.py"), "--check"], spec, cwd)
+    return in_app(["-m", "flaskbench_target.appload", "--check"], spec, cwd)
 
 
 def test_check_says_what_the_app_is(app_dir: Path) -> None:
@@ -123,7 +122,7 @@ def test_check_of_a_factory_that_raises_has_the_traceback_on_stderr(app_dir: Pat
 
 
 SERVE_THREE = """
-import appload, gauge
+from flaskbench_target import appload, gauge
 print(isinstance(appload.application, gauge.GaugeMiddleware))
 for _ in range(3):
     body = appload.application({}, lambda status, headers, exc_info=None: None)
@@ -160,7 +159,7 @@ def test_with_a_gauge_file_every_request_of_any_wsgi_app_is_counted(
 
 
 def test_a_server_loading_a_broken_app_logs_one_line_why(app_dir: Path) -> None:
-    done = in_app(["-c", "import appload"], "plain:broken_factory()", app_dir)
+    done = in_app(["-c", "import flaskbench_target.appload"], "plain:broken_factory()", app_dir)
     assert done.returncode == 1
     assert (
         "appload: cannot load plain:broken_factory(): plain:broken_factory() raised "

@@ -107,7 +107,7 @@ def gunicorn_worker_pids(port: int) -> list[int]:
     servers = {
         pid
         for pid in processes_mentioning(f"--bind 127.0.0.1:{port}")
-        if b"launch.py" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"flaskbench_target.launch" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     }
     workers = []
     for pid in servers:
@@ -186,7 +186,7 @@ def test_killing_the_target_fails_that_cell_only(tmp_path: Path, runner: str) ->
         (launcher,) = [
             pid
             for pid in processes_mentioning(str(cell))
-            if "launch.py" in Path(f"/proc/{pid}/cmdline").read_text()
+            if "flaskbench_target.launch" in Path(f"/proc/{pid}/cmdline").read_text()
         ]
         os.kill(launcher, signal.SIGKILL)
     assert process.wait(timeout=180) == 1

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import gauge
 import pytest
-from gauge import Row
+from flaskbench_target import gauge
+from flaskbench_target.gauge import Row
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 TIMEOUT_S = 10
@@ -409,7 +409,7 @@ NO_SYSTEM_CALLS = """
 import os
 import sys
 
-import gauge
+from flaskbench_target import gauge
 
 counter = gauge.Gauge(sys.argv[1])
 counter.enter()
@@ -492,7 +492,7 @@ import time
 
 import gevent
 
-import gauge
+from flaskbench_target import gauge
 
 path, n = sys.argv[1], int(sys.argv[2])
 counter = gauge.Gauge(path)

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import gauge
 import pytest
-from gauge import Row
+from flaskbench_target import gauge
+from flaskbench_target.gauge import Row
 from test_gauge import start_response
 from werkzeug.wsgi import ClosingIterator
 
@@ -260,7 +260,7 @@ import sys
 
 sys.modules["werkzeug"] = None  # any import of werkzeug now fails
 
-import gauge
+from flaskbench_target import gauge
 
 path = sys.argv[1]
 gauge.create(path)

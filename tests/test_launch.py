@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import gauge
-import launch as launcher
 import pytest
+from flaskbench_target import gauge
+from flaskbench_target import launch as launcher
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 TIMEOUT_S = 10
@@ -85,12 +85,12 @@ class Launched:
 
 @contextlib.contextmanager
 def launch(tmp_path: Path, server: list[str], *options: str) -> Iterator[Launched]:
-    """Run launch.py from targets/ with `server`; whatever happens, leave no process behind."""
+    """Run the launcher from targets/ with `server`; whatever happens, leave no process behind."""
     log = tmp_path / "target.log"
     gauge_csv = tmp_path / "gauge.csv"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "launch.py", *options, "--", *server],
+            [sys.executable, "-m", "flaskbench_target.launch", *options, "--", *server],
             cwd=TARGETS,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -175,7 +175,10 @@ def final_served(rows: list[GaugeRow]) -> dict[int, int]:
 
 
 def devserver(port: int, *options: str) -> list[str]:
-    return [sys.executable, "devserver.py", "--host", "127.0.0.1", "--port", str(port), *options]
+    return [
+        *(sys.executable, "-m", "flaskbench_target.devserver"),
+        *("--host", "127.0.0.1", "--port", str(port), *options),
+    ]
 
 
 def test_threaded_devserver_is_gauged_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -232,7 +235,7 @@ def test_gunicorn_sync_workers_each_have_a_row(tmp_path: Path) -> None:
         "--worker-tmp-dir",
         "/dev/shm",
         "--no-control-socket",
-        "appload:application",
+        "flaskbench_target.appload:application",
     ]
     with launch(tmp_path, server, "--gauge-out", str(tmp_path / "gauge.csv")) as launched:
         wait_for_port(port, launched)
@@ -315,7 +318,7 @@ def gone(pid: int) -> bool:
 
 CHECKS_GAUGE_VARIABLE = """
 import os, sys
-import gauge
+from flaskbench_target import gauge
 path = os.environ.get("FLASKBENCH_GAUGE")
 if sys.argv[1] == "off":
     sys.exit(0 if path is None else 10)
@@ -355,7 +358,7 @@ def test_the_default_gauge_file_is_removed_at_exit(tmp_path: Path) -> None:
 )
 def test_a_bad_command_line_exits_2(arguments: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "launch.py", *arguments],
+        [sys.executable, "-m", "flaskbench_target.launch", *arguments],
         cwd=TARGETS,
         capture_output=True,
         text=True,

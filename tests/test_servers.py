@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asgiserve
 import pytest
+from flaskbench_target import asgiserve
 
 from flaskbench.config.load import load_config
 from flaskbench.config.problems import ConfigError
@@ -36,7 +36,7 @@ def problems_of(server: str, **settings: Setting) -> dict[str, str]:
 
 
 def argv(target: Target) -> list[str]:
-    return server_argv(target, "127.0.0.1", 18080, "/h")
+    return server_argv(target, "127.0.0.1", 18080)
 
 
 def option(command: list[str], name: str) -> str:
@@ -68,14 +68,15 @@ def test_waitress_settings_and_command_line() -> None:
     target = resolved("waitress", threads=8, connection_limit=200, backlog=64, channel_timeout=30)
     assert (target.workers, target.threads) == (1, 8)
     assert argv(target) == [
-        "/h/serve.py",
+        "-m",
+        "flaskbench_target.serve",
         "waitress",
         "--listen=127.0.0.1:18080",
         "--threads=8",
         "--connection-limit=200",
         "--backlog=64",
         "--channel-timeout=30",
-        "appload:application",
+        "flaskbench_target.appload:application",
     ]
     assert describe(target) == "waitress, 1 process x 8 threads"
 
@@ -95,7 +96,7 @@ def test_uwsgi_settings_and_command_line() -> None:
     target = resolved("uwsgi", processes=2, threads=2, listen=1024, harakiri=30)
     assert (target.workers, target.threads) == (2, 2)
     command = argv(target)
-    assert command[:2] == ["/h/serve.py", "uwsgi"]
+    assert command[:3] == ["-m", "flaskbench_target.serve", "uwsgi"]
     assert option(command, "--http-socket") == "127.0.0.1:18080"
     assert option(command, "--add-header") == "Connection: close"
     assert (option(command, "--processes"), option(command, "--threads")) == ("2", "2")
@@ -104,7 +105,7 @@ def test_uwsgi_settings_and_command_line() -> None:
     for flag in ("--master", "--enable-threads", "--die-on-term", "--need-app", "--strict"):
         assert flag in command
     assert "--disable-logging" in command
-    assert command[-2:] == ["--module", "appload:application"]
+    assert command[-2:] == ["--module", "flaskbench_target.appload:application"]
     assert describe(target) == "uWSGI, 2 processes x 2 threads"
     assert describe(resolved("uwsgi")) == "uWSGI, 1 process x 1 thread"
 
@@ -128,7 +129,7 @@ def test_granian_settings_and_command_line() -> None:
     target = resolved("granian", workers=2, blocking_threads=4, backlog=256, backpressure=64)
     assert (target.workers, target.threads) == (2, 4)
     command = argv(target)
-    assert command[:2] == ["/h/serve.py", "granian"]
+    assert command[:3] == ["-m", "flaskbench_target.serve", "granian"]
     assert option(command, "--interface") == "wsgi"
     assert (option(command, "--host"), option(command, "--port")) == ("127.0.0.1", "18080")
     assert option(command, "--workers") == "2"
@@ -136,7 +137,7 @@ def test_granian_settings_and_command_line() -> None:
     assert (option(command, "--backlog"), option(command, "--backpressure")) == ("256", "64")
     assert option(command, "--http") == "1"
     assert "--respawn-failed-workers" in command
-    assert command[-1] == "appload:application"
+    assert command[-1] == "flaskbench_target.appload:application"
     assert describe(target) == "granian WSGI, 2 workers x 4 blocking threads"
 
 
@@ -155,7 +156,8 @@ def test_asgi_settings_and_command_lines() -> None:
     a2wsgi = resolved("asgi", adapter="a2wsgi", workers=2, threads=4, backlog=128)
     assert (a2wsgi.worker_class, a2wsgi.workers, a2wsgi.threads) == ("a2wsgi", 2, 4)
     assert argv(a2wsgi) == [
-        "/h/asgiserve.py",
+        "-m",
+        "flaskbench_target.asgiserve",
         "--adapter",
         "a2wsgi",
         "--threads",
@@ -190,10 +192,10 @@ def test_asgi_rejects_bad_settings() -> None:
 
 def test_the_asgi_harness_reads_the_command_line_it_is_given() -> None:
     a2wsgi = resolved("asgi", adapter="a2wsgi", threads=4)
-    args = asgiserve.parse_args(argv(a2wsgi)[1:])
+    args = asgiserve.parse_args(argv(a2wsgi)[2:])
     assert (args.adapter, args.threads, args.workers, args.port) == ("a2wsgi", 4, 1, 18080)
     assert args.reset_contextvars is False
-    asgiref = asgiserve.parse_args(argv(resolved("asgi", adapter="asgiref"))[1:])
+    asgiref = asgiserve.parse_args(argv(resolved("asgi", adapter="asgiref"))[2:])
     assert (asgiref.adapter, asgiref.threads) == ("asgiref", None)
 
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.load
 def command(port: int, server: str, **settings: Setting) -> list[str]:
     target, problems = resolve_target("t", server, settings)
     assert target is not None, problems
-    return [sys.executable, *server_argv(target, "127.0.0.1", port, str(TARGETS))]
+    return [sys.executable, *server_argv(target, "127.0.0.1", port)]
 
 
 def live_members(pgid: int) -> list[str]:

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-import app as target_app
 import pytest
 from flask.testing import FlaskClient
+from flaskbench_target import builtin_app as target_app
 
 TARGETS = Path(__file__).resolve().parent.parent / "targets"
 
@@ -102,7 +102,10 @@ def test_bad_parameter_is_a_one_line_400_naming_it(
 
 def test_devserver_refuses_threads_with_processes() -> None:
     result = subprocess.run(
-        [sys.executable, "devserver.py", "--host", "127.0.0.1", "--port", "1", "--processes", "2"],
+        [
+            *(sys.executable, "-m", "flaskbench_target.devserver"),
+            *("--host", "127.0.0.1", "--port", "1", "--processes", "2"),
+        ],
         cwd=TARGETS,
         capture_output=True,
         text=True,

@@ -29,10 +29,12 @@ from packaging.utils import canonicalize_name
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.problems import Problems, read_table
 
+# What runs in the target's interpreter: the package TARGET_PACKAGE in this directory.
 HARNESS = PROJECT_ROOT / "targets"
+TARGET_PACKAGE = "flaskbench_target"
 SERVER_PINS = HARNESS / "requirements.txt"
 BUILT_IN_PINS = HARNESS / "app-requirements.txt"
-BUILT_IN_SPEC = "app:app"
+BUILT_IN_SPEC = f"{TARGET_PACKAGE}.builtin_app:app"
 # The built-in app's endpoints, for checking workloads that name paths.
 BUILT_IN_PATHS = ("/hello", "/io", "/cpu", "/mixed")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

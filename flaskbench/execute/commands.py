@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.load import Config
 from flaskbench.config.workloads import Workload
 from flaskbench.plan.cells import (
@@ -38,6 +39,11 @@ CELL_HOSTS_JSON = "hosts.json"
 ALTERNATE_S = 2
 
 
+def harness_env(paths: Paths) -> dict[str, str]:
+    """What the launcher needs in its environment to be started as a module."""
+    return {"PYTHONPATH": paths.harness}
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where things are, as the processes of one cell see them."""
@@ -45,7 +51,8 @@ class Paths:
     # The target's Python (the app's environment) and the load generator's.
     python: str
     locust_python: str
-    # targets/: the launcher, the gauge, appload.py and devserver.py.
+    # The directory the harness's package (flaskbench_target) is in: the launcher runs with it
+    # as PYTHONPATH (harness_env), and puts it after the app's directory for the server.
     harness: str
     locustfiles: str
     # The cell's raw directory.
@@ -67,7 +74,8 @@ def _launcher(
     app = config.app
     argv = [
         paths.python,
-        f"{paths.harness}/launch.py",
+        "-m",
+        f"{TARGET_PACKAGE}.launch",
         *gauge,
         "--grace",
         str(grace_s),
@@ -99,7 +107,7 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
         gauge += ["--gauge-file", paths.gauge_file]
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
-    server = server_argv(cell.target, config.host, config.port, paths.harness)
+    server = server_argv(cell.target, config.host, config.port)
     grace_s = int(cell.target.settings.get("graceful_timeout", 5)) + 2
     stop_signal = SERVERS[cell.target.server].stop_signal
     return [*_launcher(config, paths, gauge, grace_s, stop_signal), paths.python, *server]
@@ -107,7 +115,7 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
 
 def check_command(config: Config, paths: Paths) -> list[str]:
     """Set the app up and load it as a server would, once, without serving it."""
-    check = [paths.python, f"{paths.harness}/appload.py", "--check"]
+    check = [paths.python, "-m", f"{TARGET_PACKAGE}.appload", "--check"]
     return [*_launcher(config, paths, [], grace_s=5), *check]
 
 

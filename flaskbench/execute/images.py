@@ -1,6 +1,7 @@
 """Build the target and Locust images, from a base image that this host can actually get.
 
-The target image holds the servers (targets/requirements.txt), the harness (targets/*.py) and
+The target image holds the servers (targets/requirements.txt), the harness (the flaskbench_target
+package, at /harness, on the import path after the app) and
 the app: the built-in one with its pins, or a snapshot of a user's app at /srv/app with what it
 needs installed. The Locust image holds Locust and locustfiles/, plus, for a workload with a
 Locust file of its own, a snapshot of that file's directory at /locust/user. Images are tagged
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import SERVER_PINS, App, snapshot, tree_digest
+from flaskbench.config.app import HARNESS, SERVER_PINS, TARGET_PACKAGE, App, snapshot, tree_digest
 
 LOCAL_BASE = "flaskbench-base:bookworm"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"
@@ -32,7 +33,7 @@ LOCUST_PINS = PROJECT_ROOT / "locustfiles" / "requirements.txt"
 PASSED_BUILD_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 SOURCE_LABEL = "flaskbench.source"
 # Where things are inside the images (see compose/app.Dockerfile).
-HARNESS_DIR = "/app"
+HARNESS_DIR = "/harness"
 LOCUST_DIR = "/locust"
 APP_TREE_DIR = "/srv/app"
 USER_LOCUST_DIR = "/locust/user"
@@ -49,6 +50,8 @@ class ImageSpec:
     name: str
     code: Path
     code_dir: str
+    # The package the code files form under code_dir ("" for files at its top).
+    package: str
     requirements: tuple[Path, ...]
     tree: Path | None = None
     tree_dir: str = APP_TREE_DIR
@@ -85,14 +88,21 @@ class Images:
 
 
 def target_spec(app: App, leave_out: tuple[Path, ...] = ()) -> ImageSpec:
-    harness = PROJECT_ROOT / "targets"
+    harness = HARNESS / TARGET_PACKAGE
     if app.builtin:
         assert app.requirements is not None
-        return ImageSpec("flaskbench-target", harness, HARNESS_DIR, (SERVER_PINS, app.requirements))
+        return ImageSpec(
+            "flaskbench-target",
+            harness,
+            HARNESS_DIR,
+            TARGET_PACKAGE,
+            (SERVER_PINS, app.requirements),
+        )
     return ImageSpec(
         "flaskbench-app",
         harness,
         HARNESS_DIR,
+        TARGET_PACKAGE,
         (SERVER_PINS,),
         tree=app.path,
         tree_requirements=str(app.requirements.relative_to(app.path)) if app.requirements else None,
@@ -106,6 +116,7 @@ def loadgen_spec(locustfile_dir: Path | None) -> ImageSpec:
         "flaskbench-locust",
         PROJECT_ROOT / "locustfiles",
         LOCUST_DIR,
+        "",
         (LOCUST_PINS,),
         tree=locustfile_dir,
         tree_dir=USER_LOCUST_DIR,
@@ -258,8 +269,10 @@ def ensure(
 
 
 def _assemble(spec: ImageSpec, context: Path, ca: bytes) -> None:
+    code = context / "code" / spec.package
+    code.mkdir(parents=True)
     for path in _code_files(spec.code):
-        shutil.copy(path, context)
+        shutil.copy(path, code)
     shutil.copy(DOCKERFILE, context / "Dockerfile")
     (context / "extra-ca.pem").write_bytes(ca)
     (context / "requirements.txt").write_text(

@@ -61,8 +61,9 @@ class Server:
     resolve: Callable[
         [str, Mapping[str, Setting], frozenset[str]], tuple[Target | None, list[Problem]]
     ]
-    # (target, host, port, the harness directory: targets/, with appload.py and the entry points)
-    argv: Callable[[Target, str, int, str], list[str]]
+    # (target, host, port) -> the arguments after `python`; the harness's package
+    # (flaskbench_target) is importable, after the app's directory.
+    argv: Callable[[Target, str, int], list[str]]
     # How the report names the target's worker model.
     describe: Callable[[Target], str]
     # Settings that have no effect with these settings (a sweep leaves them out of the name
@@ -103,11 +104,11 @@ def _werkzeug_resolve(
     return Target(name, "werkzeug", "single", 1, 1, dict(settings)), []
 
 
-APP = "appload:application"
+APP = "flaskbench_target.appload:application"
 
 
-def _werkzeug_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
-    argv = [f"{harness}/devserver.py", "--host", host, "--port", str(port)]
+def _werkzeug_argv(target: Target, host: str, port: int) -> list[str]:
+    argv = ["-m", "flaskbench_target.devserver", "--host", host, "--port", str(port)]
     argv.append("--threaded" if target.settings["threaded"] else "--no-threaded")
     return [*argv, "--processes", str(target.settings["processes"])]
 
@@ -153,7 +154,7 @@ def _gunicorn_resolve(
     return Target(name, "gunicorn", str(worker_class), workers, threads, dict(settings)), []
 
 
-def _gunicorn_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+def _gunicorn_argv(target: Target, host: str, port: int) -> list[str]:
     s = target.settings
     return [
         "-m",
@@ -264,10 +265,11 @@ def _waitress_resolve(
     return Target(name, "waitress", "threads", 1, _int(settings["threads"]), dict(settings)), []
 
 
-def _waitress_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+def _waitress_argv(target: Target, host: str, port: int) -> list[str]:
     s = target.settings
     return [
-        f"{harness}/serve.py",
+        "-m",
+        "flaskbench_target.serve",
         "waitress",
         f"--listen={host}:{port}",
         f"--threads={s['threads']}",
@@ -303,10 +305,11 @@ def _uwsgi_resolve(
     return Target(name, "uwsgi", "prefork", processes, threads, dict(settings)), []
 
 
-def _uwsgi_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+def _uwsgi_argv(target: Target, host: str, port: int) -> list[str]:
     s = target.settings
     return [
-        f"{harness}/serve.py",
+        "-m",
+        "flaskbench_target.serve",
         "uwsgi",
         # An option uWSGI does not know is an error, not a warning.
         "--strict",
@@ -371,10 +374,11 @@ def _granian_resolve(
     return Target(name, "granian", "wsgi", workers, threads, dict(settings)), []
 
 
-def _granian_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+def _granian_argv(target: Target, host: str, port: int) -> list[str]:
     s = target.settings
     return [
-        f"{harness}/serve.py",
+        "-m",
+        "flaskbench_target.serve",
         "granian",
         "--interface",
         "wsgi",
@@ -456,11 +460,12 @@ def _asgi_resolve(
     ), []
 
 
-def _asgi_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
+def _asgi_argv(target: Target, host: str, port: int) -> list[str]:
     s = target.settings
     pool = ["--threads", str(s["threads"])] if target.worker_class == "a2wsgi" else []
     return [
-        f"{harness}/asgiserve.py",
+        "-m",
+        "flaskbench_target.asgiserve",
         "--adapter",
         target.worker_class,
         *pool,
@@ -598,9 +603,9 @@ def resolve_target(
     return spec.resolve(name, {**spec.defaults, **overrides}, frozenset(overrides))
 
 
-def server_argv(target: Target, host: str, port: int, harness: str) -> list[str]:
-    """Arguments after `python` that serve the app, with `harness` on the import path."""
-    return SERVERS[target.server].argv(target, host, port, harness)
+def server_argv(target: Target, host: str, port: int) -> list[str]:
+    """Arguments after `python` that serve the app (flaskbench_target.appload)."""
+    return SERVERS[target.server].argv(target, host, port)
 
 
 def describe(target: Target) -> str:

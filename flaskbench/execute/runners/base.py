@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.hosts import DEFAULT_ENGINE, engine_label
 from flaskbench.config.load import Config
 from flaskbench.execute.commands import LOADGEN_JSON, READINESS, SETUP_LOG
@@ -190,7 +191,11 @@ def pss_mb(pid: int) -> float | None:
 def is_server_process(cmdline: str) -> bool:
     """Not one of what a target runs around its server: the launcher, `timeout`, an init."""
     program = cmdline.split(" ", 1)[0].rsplit("/", 1)[-1]
-    return "launch.py" not in cmdline and program not in ("timeout", "docker-init", "tini")
+    return f"{TARGET_PACKAGE}.launch" not in cmdline and program not in (
+        "timeout",
+        "docker-init",
+        "tini",
+    )
 
 
 class Runner(ABC):

@@ -23,13 +23,14 @@ from typing import Any
 import psutil
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import snapshot
+from flaskbench.config.app import HARNESS, snapshot
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
 from flaskbench.execute.commands import (
     MASTER_LOG,
     Paths,
     check_command,
+    harness_env,
     master_command,
     target_command,
     worker_command,
@@ -221,7 +222,7 @@ class LocalRunner(Runner):
         self._scratch: Path | None = None
 
     def _paths(self, cell_dir: Path, app_dir: Path | None) -> Paths:
-        harness = str(PROJECT_ROOT / "targets")
+        harness = str(HARNESS)
         return Paths(
             python=self._python,
             locust_python=sys.executable,
@@ -240,10 +241,11 @@ class LocalRunner(Runner):
             user_locustfile=ctx.cell.workload.locustfile,
         )
 
-    def _target_env(self) -> dict[str, str]:
-        """The app's own environment, with its virtualenv's commands first (for app.setup)."""
+    def _target_env(self, paths: Paths) -> dict[str, str]:
+        """The app's own environment, with its virtualenv's commands first (for app.setup), and
+        what starts the launcher."""
         path = f"{Path(self._python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        return {**self.config.app.resolved_env(), "PATH": path}
+        return {**self.config.app.resolved_env(), "PATH": path, **harness_env(paths)}
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         try:
@@ -294,7 +296,7 @@ class LocalRunner(Runner):
                 done = subprocess.run(
                     check_command(self.config, paths),
                     cwd=scratch,
-                    env=clean_env(self._target_env()),
+                    env=clean_env(self._target_env(paths)),
                     stdout=subprocess.PIPE,
                     stderr=errors,
                     text=True,
@@ -311,11 +313,11 @@ class LocalRunner(Runner):
         paths = self._cell_paths(ctx)
         return LocalProcess(
             target_command(ctx.cell, ctx.config, paths),
-            cwd=PROJECT_ROOT,
+            cwd=HARNESS,
             log=ctx.cell_dir / TARGET_LOG,
             cpus=ctx.config.cpus.target,
             grace_s=int(ctx.cell.target.settings.get("graceful_timeout", 5)) + 5,
-            env=self._target_env(),
+            env=self._target_env(paths),
         )
 
     def start_loadgen(self, ctx: CellContext) -> Service:

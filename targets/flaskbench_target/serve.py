@@ -1,6 +1,6 @@
 """Start waitress, uWSGI or granian in this process with exactly the command line given.
 
-    python serve.py waitress|uwsgi|granian ARGS...
+    python -m flaskbench_target.serve waitress|uwsgi|granian ARGS...
 
 Each server starts from its own command-line entry point, so ARGS are that server's own
 options (flaskbench/servers/registry.py writes them), and the launcher supervises the server itself.
@@ -60,7 +60,7 @@ SERVERS: dict[str, Callable[[list[str]], None]] = {
 
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in SERVERS:
-        sys.exit(f"usage: python serve.py {'|'.join(SERVERS)} ARGS...")
+        sys.exit(f"usage: python -m flaskbench_target.serve {'|'.join(SERVERS)} ARGS...")
     SERVERS[argv[0]](argv[1:])
 
 

@@ -75,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def build(adapter: str, threads: int | None) -> Any:
     """The ASGI app: the gauged WSGI app (appload.py) inside the adapter."""
-    from appload import application as wsgi_app
+    from flaskbench_target.appload import application as wsgi_app
 
     if adapter == "a2wsgi":
         from a2wsgi import WSGIMiddleware

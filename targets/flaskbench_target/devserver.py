@@ -33,8 +33,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Imported after the arguments are checked: a bad command line must not load the app.
-    from appload import application
     from werkzeug.serving import run_simple
+
+    from flaskbench_target.appload import application
 
     # What `app.run` does without debug: no reloader and no debugger, so the server is exactly
     # what is measured, and the same call serves apps that are not Flask apps.

@@ -1,14 +1,15 @@
 """The WSGI app every server serves: the one FLASKBENCH_APP names, wrapped in the gauge.
 
-Every server is pointed at `appload:application`, so the app is loaded the same way whatever
-serves it. FLASKBENCH_APP is written as gunicorn reads an app: `module:variable`, or
-`module:factory(...)` with literal arguments, e.g. `flaskr:create_app()`; a module alone means
-`module:application`. It defaults to the built-in app, `app:app`. The module is imported from
-the app's directory, which the launcher puts first on PYTHONPATH. When FLASKBENCH_GAUGE names a
-gauge file, every request is counted by the concurrency gauge; otherwise there is no gauge at
-all, which is the baseline for measuring its overhead.
+Every server is pointed at `flaskbench_target.appload:application`, so the app is loaded the
+same way whatever serves it. FLASKBENCH_APP is written as gunicorn reads an app:
+`module:variable`, or `module:factory(...)` with literal arguments, e.g. `flaskr:create_app()`;
+a module alone means `module:application`. It defaults to the built-in app,
+`flaskbench_target.builtin_app:app`. The module is imported from the app's directory, which the
+launcher puts first on PYTHONPATH, before the directory this package is in. When
+FLASKBENCH_GAUGE names a gauge file, every request is counted by the concurrency gauge; otherwise
+there is no gauge at all, which is the baseline for measuring its overhead.
 
-    python appload.py --check     load the app as a server would and say what it is, in one line
+    python -m flaskbench_target.appload --check     load the app as a server would, say what it is
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 APP_ENV = "FLASKBENCH_APP"
 GAUGE_ENV = "FLASKBENCH_GAUGE"
-BUILT_IN = "app:app"
+BUILT_IN = "flaskbench_target.builtin_app:app"
 
 
 class AppLoadError(Exception):
@@ -91,7 +92,7 @@ def gauged(app: WSGIApplication) -> WSGIApplication:
     path = os.environ.get(GAUGE_ENV)
     if not path:
         return app
-    from gauge import Gauge, GaugeMiddleware
+    from flaskbench_target.gauge import Gauge, GaugeMiddleware
 
     return GaugeMiddleware(app, Gauge(path))
 
@@ -129,7 +130,7 @@ def _describe(app: object) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--check"]:
-        sys.exit("usage: python appload.py --check")
+        sys.exit("usage: python -m flaskbench_target.appload --check")
     sys.exit(check())
 else:
     application = _application()

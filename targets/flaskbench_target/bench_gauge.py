@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-import gauge
-from app import app
 from werkzeug.wsgi import ClosingIterator
+
+from flaskbench_target import gauge
+from flaskbench_target.builtin_app import app
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

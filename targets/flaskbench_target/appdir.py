@@ -30,7 +30,9 @@ def fresh_copy(source: Path, destination: Path) -> None:
 
 
 def server_env(env: Mapping[str, str], app_dir: Path, spec: str, harness: Path) -> dict[str, str]:
-    """The app's directory first on the import path (a src/ layout too), then the harness."""
+    """The app's directory first on the import path (a src/ layout too), then the directory the
+    harness's package is in: only the name flaskbench_target comes from there, so none of the
+    harness's modules can shadow one of the app's."""
     paths = [str(app_dir)]
     if (app_dir / "src").is_dir():
         paths.append(str(app_dir / "src"))

@@ -46,14 +46,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-import appdir
-import gauge
+from flaskbench_target import appdir, gauge
 
 GAUGE_ENV = "FLASKBENCH_GAUGE"
 CSV_HEADER = "t,pid,inflight,peak,served,lost\n"
 PR_SET_PDEATHSIG = 1
 SETUP_FAILED = 3
-HARNESS = Path(__file__).resolve().parent
+# The directory this package is in: on the server's import path after the app's own.
+HARNESS = Path(__file__).resolve().parent.parent
 
 
 def log(message: str) -> None:
@@ -62,7 +62,7 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="launch.py",
+        prog="python -m flaskbench_target.launch",
         usage="%(prog)s [--gauge-out PATH] [--gauge-file PATH] [--interval S] [--grace S] "
         "[--alternate S] [--app SPEC] [--app-src DIR] [--app-dir DIR] [--setup CMD] "
         "[--setup-log PATH] [--setup-timeout S] -- SERVER ARGV...",
@@ -87,7 +87,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         help="pause the gauge in every other period of S whole seconds of wall-clock time "
         "(counting in even periods), to measure its own cost within one run",
     )
-    parser.add_argument("--app", default="app:app", help="the WSGI app (see appload.py)")
+    parser.add_argument(
+        "--app", default="flaskbench_target.builtin_app:app", help="the WSGI app (see appload.py)"
+    )
     parser.add_argument("--app-src", type=Path, help="copy this directory into --app-dir first")
     parser.add_argument("--app-dir", type=Path, help="the server's directory (default: here)")
     parser.add_argument("--setup", help="a shell command run in --app-dir before the server")
