@@ -112,6 +112,16 @@ def summary(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def live_run_stand_in(seconds: int) -> subprocess.Popen[bytes]:
+    """A process whose command line says flaskbench, as a live run's does: the owner of
+    containers that must be left alone. Returned once it is that process, not the shell that
+    is about to become it."""
+    process = subprocess.Popen(["bash", "-c", f"exec -a flaskbench-live-run sleep {seconds}"])
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    wait_for(lambda: cmdline.read_bytes().startswith(b"flaskbench-live-run"), 10, "the exec")
+    return process
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from benchrun import (
     ALL_TARGETS,
     flaskbench,
     interrupt,
+    live_run_stand_in,
     run_dir_of,
     start_flaskbench,
     summary,
@@ -325,7 +325,7 @@ def test_clean_removes_crashed_runs_containers_on_every_host_and_nothing_else(
 ) -> None:
     a, b = hosts
     here = controller_id()
-    live = subprocess.Popen(["bash", "-c", "exec -a flaskbench-live-run sleep 120"])
+    live = live_run_stand_in(120)
     started = f"{psutil.Process(live.pid).create_time():.2f}"
     dead = {"flaskbench.owner": "4194305", "flaskbench.controller": here}
     made: dict[str, tuple[EmulatedHost, dict[str, str]]] = {

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from benchrun import (
     ALL_TARGETS,
     flaskbench,
+    live_run_stand_in,
     require_docker,
     run_dir_of,
     start_flaskbench,
@@ -74,7 +74,7 @@ def bystanders() -> Iterator[list[Any]]:
         for name in ("flaskbench-base:bookworm", "python:3.12-slim")
         if docker.images.list(name=name)
     )
-    owner = subprocess.Popen(["bash", "-c", "exec -a flaskbench-live-run sleep 900"])
+    owner = live_run_stand_in(900)
     started = f"{psutil.Process(owner.pid).create_time():.2f}"
     live = docker.containers.run(
         image,

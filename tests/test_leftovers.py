@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from benchrun import live_run_stand_in
 
 from flaskbench.execute.leftovers import (
     CONTROLLER_LABEL,
@@ -82,7 +83,7 @@ def test_a_garbled_owner_is_left_alone() -> None:
 
 
 def test_a_reused_pid_does_not_keep_a_dead_runs_containers() -> None:
-    sleeper = subprocess.Popen(["bash", "-c", "exec -a flaskbench-live-run sleep 60"])
+    sleeper = live_run_stand_in(60)
     try:
         import psutil
 
