@@ -21,9 +21,12 @@ help: ## list the targets
 	@echo "  variables: RUNNER=auto|docker|local CONFIG=bench.toml ARGS='...' RUN=results/<run>"
 	@echo "             RUNS='results/<run> results/<comparison> ...' SITE=site (make publish)"
 
-$(STAMP): requirements.txt targets/requirements.txt targets/app-requirements.txt locustfiles/requirements.txt pyproject.toml
+# Every server's pins, one file per server (flaskbench/servers/pins/).
+SERVER_PINS := $(sort $(wildcard flaskbench/servers/pins/*.txt))
+
+$(STAMP): requirements.txt $(SERVER_PINS) targets/app-requirements.txt locustfiles/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt $(addprefix -r ,$(SERVER_PINS))
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_config import problems, write
 
-from flaskbench.config.app import SERVER_PINS, pins
+from flaskbench.config.app import server_pins
 from flaskbench.config.load import load_config
 from flaskbench.config.workloads import Request, Workload
 
@@ -115,7 +115,7 @@ def test_bad_app_keys_are_one_line_each(project: Path, table: str, key: str, mes
 
 
 def test_an_app_pin_that_contradicts_a_servers_pin_names_both(project: Path) -> None:
-    ours = pins(SERVER_PINS)["gunicorn"]
+    ours, _ = server_pins()["gunicorn"]
     (project / "shop" / "requirements.txt").write_text(
         "Flask==3.0.3\n-r more.txt\n# gunicorn is ours\n"
     )
@@ -123,7 +123,9 @@ def test_an_app_pin_that_contradicts_a_servers_pin_names_both(project: Path) -> 
     (found,) = problems(project, app_config())
     assert "app.requirements" in found
     assert "more.txt:1 asks for gunicorn==20.1.0" in found
-    assert f"flaskbench measures with gunicorn=={ours} (targets/requirements.txt)" in found
+    assert (
+        f"flaskbench measures with gunicorn=={ours} (flaskbench/servers/pins/gunicorn.txt)" in found
+    )
 
 
 def test_a_pyproject_dependency_that_contradicts_a_servers_pin(project: Path) -> None:

@@ -60,7 +60,7 @@ def test_default_config_models() -> None:
     assert targets["dev-single"].worker_class == "single"
     assert (targets["dev-procs"].worker_class, targets["dev-procs"].workers) == ("processes", 4)
     assert (targets["gthread"].workers, targets["gthread"].threads) == (2, 4)
-    assert targets["gevent"].worker_connections == 1000
+    assert targets["gevent"].setting("worker_connections") == 1000
     # Every result-changing gunicorn setting is pinned, not left to gunicorn's defaults.
     assert targets["sync"].settings["max_requests"] == 0
     assert targets["sync"].settings["backlog"] == 2048

@@ -24,7 +24,9 @@ from test_launch import (
     wait_for_port,
 )
 
-from flaskbench.servers.registry import Setting, resolve_target, server_argv
+from flaskbench.measure.theory import expected_slots
+from flaskbench.servers.base import Setting, Target
+from flaskbench.servers.registry import SERVERS, resolve_target, server_argv
 
 pytestmark = pytest.mark.load
 
@@ -62,6 +64,16 @@ def live_members(pgid: int) -> list[str]:
         pytest.param(
             "asgi", {"adapter": "asgiref", "workers": 2}, 6, 1, 2, False, id="asgiref-2-workers"
         ),
+        # A gthread worker holds at most worker_connections connections: 2 of its 4 threads run.
+        pytest.param(
+            "gunicorn",
+            {"worker_class": "gthread", "workers": 1, "threads": 4, "worker_connections": 2},
+            4,
+            2,
+            1,
+            False,
+            id="gthread-4-threads-2-connections",
+        ),
     ],
 )
 def test_each_server_is_gauged_per_process_and_stops_clean(
@@ -75,6 +87,10 @@ def test_each_server_is_gauged_per_process_and_stops_clean(
 ) -> None:
     """`in_process`: the process the launcher started serves; otherwise its workers do, and
     neither uWSGI's master, granian's main process nor uvicorn's supervisor gets a row."""
+    target, _ = resolve_target("t", server, settings)
+    assert target is not None
+    # What the model expects is what the server does.
+    assert expected_slots(target) == per_process * processes
     port = free_port()
     gauge_csv = str(tmp_path / "gauge.csv")
     with launch(tmp_path, command(port, server, **settings), "--gauge-out", gauge_csv) as launched:
@@ -125,7 +141,7 @@ def test_uwsgi_fills_both_processes_and_ignores_uwsgi_variables(
     assert max(row.peak for row in rows if row.pid != 0) == 2
     assert max(row.peak for row in rows if row.pid == 0) == 4
     log = launched.log.read_text()
-    assert "serve: ignoring UWSGI_HTTP_SOCKET: uWSGI would read it as an option" in log
+    assert "serve: ignoring UWSGI_HTTP_SOCKET: the server would read it as an option" in log
 
 
 def keep_alive_gets(port: int, clients: int, requests: int) -> Counter[int]:
@@ -173,6 +189,44 @@ def test_asgiref_needs_fresh_contexts_on_keep_alive_connections(
         assert "CurrentThreadExecutor already quit or is broken" in log
 
 
+def test_waitress_lets_in_two_clients_fewer_than_its_connection_limit(tmp_path: Path) -> None:
+    """Its listening socket and wake-up pipe count against connection_limit: with 5, three
+    clients are served at once, whatever its 4 threads (flaskbench refuses such a target; the
+    server is started here without flaskbench's check)."""
+    settings = {**SERVERS["waitress"].defaults, "threads": 4, "connection_limit": 5}
+    target = Target("t", "waitress", "threads", 1, 4, settings)
+    port = free_port()
+    server = [sys.executable, *server_argv(target, "127.0.0.1", port)]
+    gauge_csv = str(tmp_path / "gauge.csv")
+    with launch(tmp_path, server, "--gauge-out", gauge_csv) as launched:
+        wait_for_port(port, launched)
+        assert concurrent_gets(port, "/io?ms=500", 4) == [200] * 4
+        launched.wait_until_served(4)
+        assert launched.stop() == 0
+        rows = launched.gauge_rows()
+    assert max(row.peak for row in rows if row.pid == 0) == 3
+
+
+def test_uwsgi_with_keepalive_serves_many_requests_on_one_connection(tmp_path: Path) -> None:
+    port = free_port()
+    server = command(port, "uwsgi", threads=2, keepalive=True)
+    with launch(tmp_path, server) as launched:
+        wait_for_port(port, launched)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+        try:
+            for _ in range(5):
+                connection.request("GET", "/io?ms=10")
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200
+                assert response.getheader("Connection", "").lower() != "close"
+            # Still the first connection: it was never closed.
+            assert connection.sock is not None
+        finally:
+            connection.close()
+        assert launched.stop() == 0
+
+
 def test_uwsgi_says_it_closes_every_connection(tmp_path: Path) -> None:
     # Its http-socket closes each connection after one response: a client that reused one
     # would have its next request dropped, unless the response says Connection: close.
@@ -206,14 +260,25 @@ def test_a_server_whose_app_cannot_load_exits_instead_of_serving(
     assert "appload: cannot load nonexistent:app" in log
 
 
-def test_serve_refuses_an_unknown_server() -> None:
+@pytest.mark.parametrize(
+    ("arguments", "code", "said"),
+    [
+        (["--call", "hypercorn.run:main", "--"], 1, "serve: cannot start hypercorn.run:main: "),
+        (["--call", "waitress.runner:nothing", "--"], 1, "AttributeError"),
+        (["--call", "waitress"], 2, "put -- before the server's arguments"),
+    ],
+)
+def test_serve_says_in_one_line_what_it_cannot_start(
+    arguments: list[str], code: int, said: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "serve.py", "hypercorn"],
+        [sys.executable, "-m", "flaskbench_target.serve", *arguments],
         cwd=TARGETS,
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
         check=False,
     )
-    assert result.returncode == 1
-    assert "usage: python serve.py waitress|uwsgi|granian ARGS..." in result.stderr
+    assert result.returncode == code
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr

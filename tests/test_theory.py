@@ -7,13 +7,13 @@ import pytest
 from flaskbench.config.workloads import Request, Workload
 from flaskbench.measure.theory import (
     Work,
-    code_basis,
     expect,
     expected_slots,
     modelled_work,
     parallel_processes,
 )
-from flaskbench.servers.registry import Target, resolve_target
+from flaskbench.servers.base import Target
+from flaskbench.servers.registry import resolve_target, server_of
 
 IO = Work(io_ms=100, cpu_ms=0)
 CPU = Work(io_ms=0, cpu_ms=10)
@@ -129,9 +129,9 @@ def test_new_servers_ceilings_follow_their_slots_and_processes() -> None:
 
 
 def test_only_expectations_read_from_code_name_their_files() -> None:
-    basis = code_basis(ASGIREF)
+    basis = server_of(ASGIREF).code_basis(ASGIREF)
     assert basis is not None
     assert "asgiref/sync.py" in basis
     assert "asgiref/wsgi.py" in basis
     for documented in (WAITRESS, UWSGI, GRANIAN, A2WSGI, GTHREAD, DEV):
-        assert code_basis(documented) is None
+        assert server_of(documented).code_basis(documented) is None

@@ -28,11 +28,11 @@ from packaging.utils import canonicalize_name
 
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.problems import Problems, read_table
+from flaskbench.servers.registry import pinned_requirements
 
 # What runs in the target's interpreter: the package TARGET_PACKAGE in this directory.
 HARNESS = PROJECT_ROOT / "targets"
 TARGET_PACKAGE = "flaskbench_target"
-SERVER_PINS = HARNESS / "requirements.txt"
 BUILT_IN_PINS = HARNESS / "app-requirements.txt"
 BUILT_IN_SPEC = f"{TARGET_PACKAGE}.builtin_app:app"
 # The built-in app's endpoints, for checking workloads that name paths.
@@ -79,7 +79,7 @@ class App:
     @property
     def install_files(self) -> tuple[Path, ...]:
         """Requirement files whose content decides what the app's environment holds."""
-        files = [SERVER_PINS]
+        files = list(pinned_requirements())
         if self.requirements is not None:
             files.append(self.requirements)
         elif self.project:
@@ -199,7 +199,16 @@ def project_requirements(pyproject: Path) -> Iterator[Wanted]:
             continue
 
 
-def pin_conflicts(wanted: Iterator[Wanted], ours: Mapping[str, str]) -> list[str]:
+def server_pins() -> dict[str, tuple[str, Path]]:
+    """name -> (version, the servers' pins file saying so) over every server's pins."""
+    return {
+        name: (version, path)
+        for path in pinned_requirements()
+        for name, version in pins(path).items()
+    }
+
+
+def pin_conflicts(wanted: Iterator[Wanted], ours: Mapping[str, tuple[str, Path]]) -> list[str]:
     """One line per requirement of the app that the servers' pins do not satisfy."""
     problems = []
     for item in wanted:
@@ -209,17 +218,18 @@ def pin_conflicts(wanted: Iterator[Wanted], ours: Mapping[str, str]) -> list[str
             continue
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
-        if not requirement.specifier.contains(ours[name], prereleases=True):
+        version, where = ours[name]
+        if not requirement.specifier.contains(version, prereleases=True):
             problems.append(
                 f"{item.where} asks for {requirement} but flaskbench measures with "
-                f"{requirement.name}=={ours[name]} ({SERVER_PINS.relative_to(PROJECT_ROOT)}); "
+                f"{requirement.name}=={version} ({where.relative_to(PROJECT_ROOT)}); "
                 "loosen or remove the app's pin"
             )
     return problems
 
 
 def app_pin_conflicts(app: App) -> list[str]:
-    ours = pins(SERVER_PINS)
+    ours = server_pins()
     if app.requirements is not None:
         return pin_conflicts(requirement_lines(app.requirements), ours)
     if app.project:

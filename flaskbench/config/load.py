@@ -35,7 +35,8 @@ from flaskbench.config.problems import (
 from flaskbench.config.sweeps import expand_sweep, resolve_counts
 from flaskbench.config.units import parse_duration
 from flaskbench.config.workloads import Workload, parse_workload
-from flaskbench.servers.registry import SERVERS, Target, resolve_target
+from flaskbench.servers.base import Target
+from flaskbench.servers.registry import SERVERS, resolve_target
 
 LOOPBACK = re.compile(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 

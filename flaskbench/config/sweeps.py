@@ -15,7 +15,8 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from flaskbench.servers.registry import SERVERS, SHORT_NAMES, Setting, Target, resolve_target
+from flaskbench.servers.base import Setting, Target
+from flaskbench.servers.registry import SERVERS, resolve_target
 
 
 class CountError(ValueError):
@@ -145,7 +146,8 @@ def _expand_one(
         return
     unused = SERVERS[server].unused({**SERVERS[server].defaults, **values})
     values = {k: v for k, v in values.items() if k not in unused}
-    target_name = "-".join([name, *(_part(k, values[k]) for k in varying if k in values)])
+    short = SERVERS[server].short_names
+    target_name = "-".join([name, *(_part(k, values[k], short) for k in varying if k in values)])
     if target_name in seen:
         return
     seen.add(target_name)
@@ -163,9 +165,9 @@ def _expand_one(
     result.targets.append(replace(target, expressions=kept, sweep=name))
 
 
-def _part(key: str, value: Setting) -> str:
+def _part(key: str, value: Setting, short: Mapping[str, str]) -> str:
     if isinstance(value, bool):
         return key if value else f"no-{key}"
     if isinstance(value, int):
-        return f"{SHORT_NAMES.get(key, key)}{value}"
+        return f"{short.get(key, key)}{value}"
     return str(value)

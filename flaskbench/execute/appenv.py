@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import SERVER_PINS, App, snapshot
+from flaskbench.config.app import App, snapshot
+from flaskbench.servers.registry import pinned_requirements
 
 VENVS = PROJECT_ROOT / ".venv-apps"
 # Prints {distribution: version} of the environment it runs in, as meta.json records it.
@@ -61,7 +62,7 @@ def _build(app: App, venv: Path, log: Path) -> None:
         shutil.rmtree(venv)
     _run([sys.executable, "-m", "venv", str(venv)], log, Path.cwd())
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    _run([*pip, "-r", str(SERVER_PINS)], log, Path.cwd())
+    _run([*pip, *_each("-r", pinned_requirements())], log, Path.cwd())
     if app.requirements is None and not app.project:
         return
     with tempfile.TemporaryDirectory(prefix="flaskbench-install-") as directory:
@@ -69,7 +70,11 @@ def _build(app: App, venv: Path, log: Path) -> None:
         tree = Path(directory) / "app"
         snapshot(app.path, tree)
         wanted = ["-r", str(app.requirements.relative_to(app.path))] if app.requirements else ["."]
-        _run([*pip, "-c", str(SERVER_PINS), *wanted], log, tree)
+        _run([*pip, *_each("-c", pinned_requirements()), *wanted], log, tree)
+
+
+def _each(option: str, files: tuple[Path, ...]) -> list[str]:
+    return [part for path in files for part in (option, str(path))]
 
 
 def _run(argv: list[str], log: Path, cwd: Path) -> None:

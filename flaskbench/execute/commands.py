@@ -20,7 +20,7 @@ from flaskbench.plan.cells import (
     Cell,
     ready_budget_s,
 )
-from flaskbench.servers.registry import SERVERS, server_argv
+from flaskbench.servers.registry import server_argv, server_of
 
 # The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
 REQUESTS_USER = "RequestsUser"
@@ -109,7 +109,7 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
         gauge += ["--alternate", str(ALTERNATE_S)]
     server = server_argv(cell.target, config.host, config.port)
     grace_s = int(cell.target.settings.get("graceful_timeout", 5)) + 2
-    stop_signal = SERVERS[cell.target.server].stop_signal
+    stop_signal = server_of(cell.target).stop_signal
     return [*_launcher(config, paths, gauge, grace_s, stop_signal), paths.python, *server]
 
 

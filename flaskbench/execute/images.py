@@ -1,7 +1,7 @@
 """Build the target and Locust images, from a base image that this host can actually get.
 
-The target image holds the servers (targets/requirements.txt), the harness (the flaskbench_target
-package, at /harness, on the import path after the app) and
+The target image holds the servers (their pins, flaskbench/servers/pins/), the harness (the
+flaskbench_target package, at /harness, on the import path after the app) and
 the app: the built-in one with its pins, or a snapshot of a user's app at /srv/app with what it
 needs installed. The Locust image holds Locust and locustfiles/, plus, for a workload with a
 Locust file of its own, a snapshot of that file's directory at /locust/user. Images are tagged
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import HARNESS, SERVER_PINS, TARGET_PACKAGE, App, snapshot, tree_digest
+from flaskbench.config.app import HARNESS, TARGET_PACKAGE, App, snapshot, tree_digest
+from flaskbench.servers.registry import pinned_requirements
 
 LOCAL_BASE = "flaskbench-base:bookworm"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"
@@ -96,14 +97,14 @@ def target_spec(app: App, leave_out: tuple[Path, ...] = ()) -> ImageSpec:
             harness,
             HARNESS_DIR,
             TARGET_PACKAGE,
-            (SERVER_PINS, app.requirements),
+            (*pinned_requirements(), app.requirements),
         )
     return ImageSpec(
         "flaskbench-app",
         harness,
         HARNESS_DIR,
         TARGET_PACKAGE,
-        (SERVER_PINS,),
+        pinned_requirements(),
         tree=app.path,
         tree_requirements=str(app.requirements.relative_to(app.path)) if app.requirements else None,
         install_tree=app.project,

@@ -15,22 +15,10 @@ import flaskbench
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.load import Config
 from flaskbench.config.units import format_cpus
+from flaskbench.servers.registry import recorded_packages
 
-PACKAGES = (
-    "flask",
-    "werkzeug",
-    "gunicorn",
-    "gevent",
-    "greenlet",
-    "waitress",
-    "pyuwsgi",
-    "granian",
-    "uvicorn",
-    "a2wsgi",
-    "asgiref",
-    "locust",
-    "psutil",
-)
+# Beside the servers' own: what serves the app, and what generates the load.
+PACKAGES = tuple(dict.fromkeys(("flask", "werkzeug", *recorded_packages(), "locust", "psutil")))
 SYS = Path("/sys")
 
 

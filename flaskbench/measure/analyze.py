@@ -25,7 +25,7 @@ from flaskbench.measure.stats import (
     window_replicates,
 )
 from flaskbench.measure.theory import Work, expect, modelled_work
-from flaskbench.servers.registry import Target
+from flaskbench.servers.base import Target
 
 LOADGEN_CPU_LIMIT_PCT = 85.0
 LITTLE_TOLERANCE = 0.10

@@ -23,7 +23,7 @@ from flaskbench.execute.hostcpu import HOST_CPU_CSV
 from flaskbench.execute.runners.base import APP_ERROR, MEMORY_CSV, RESOURCES_CSV
 from flaskbench.measure.stats import Histogram, Window
 from flaskbench.results.rundir import CellStatus, RunDir, RunDirError
-from flaskbench.servers.registry import Target
+from flaskbench.servers.base import Target
 
 GAUGE_INTERVAL_S = 0.1
 _Row = TypeVar("_Row")

@@ -5,8 +5,8 @@ Among the targets that hold the goal at the users it names (p99 within the goal,
 the budget, failures within the allowed rate) with a valid measurement, the one with the highest
 throughput wins; targets whose throughput intervals (95%, over repeats or the window's seconds)
 overlap the best's are a tie, settled by less memory, then fewer processes. Every other target
-is listed with why it was left out. Where the targets include gunicorn's rule of thumb (2 x cores
-+ 1 sync workers), the recommendation says how it compares.
+is listed with why it was left out. Where the targets include a server's own rule of thumb
+(gunicorn's 2 x cores + 1 sync workers), the recommendation says how it compares.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flaskbench.measure.analyze import Analysis, Point
-from flaskbench.servers.registry import Target
+from flaskbench.servers.base import Target
+from flaskbench.servers.registry import rule_of_thumb
 
 
 @dataclass(frozen=True)
@@ -120,18 +121,6 @@ def choose(candidates: Sequence[Candidate]) -> tuple[Candidate, Candidate | None
     return pick, runner_up, too_close
 
 
-def rule_of_thumb(targets: Sequence[Target], cores: int) -> Target | None:
-    """A target that follows gunicorn's advice: 2 x cores + 1 sync workers."""
-    return next(
-        (
-            t
-            for t in targets
-            if t.server == "gunicorn" and t.worker_class == "sync" and t.workers == 2 * cores + 1
-        ),
-        None,
-    )
-
-
 def recommend(analysis: Analysis, goal: GoalSpec) -> list[dict[str, Any]]:
     """One recommendation per workload (see the module docstring)."""
     data = analysis.data
@@ -187,10 +176,12 @@ def recommend(analysis: Analysis, goal: GoalSpec) -> list[dict[str, Any]]:
         thumb = rule_of_thumb(measured, data.target_cores)
         result["rule_of_thumb"] = (
             {
-                "target": thumb.name,
-                "workers": thumb.workers,
-                "rps": points[thumb.name].rps if thumb.name in points else None,
-                "excluded": excluded.get(thumb.name),
+                "target": thumb.target.name,
+                "by": thumb.by,
+                "rule": thumb.rule,
+                "workers": thumb.target.workers,
+                "rps": points[thumb.target.name].rps if thumb.target.name in points else None,
+                "excluded": excluded.get(thumb.target.name),
             }
             if thumb
             else None

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flaskbench.config.workloads import Workload
-from flaskbench.servers.registry import Target
+from flaskbench.servers.base import Target
+from flaskbench.servers.registry import server_of
 
 
 @dataclass(frozen=True)
@@ -50,43 +51,14 @@ class Expectation:
     limit: str | None
 
 
-# How every server's slots follow from its settings, for the report's Method section.
-SLOTS_RULES = (
-    "Werkzeug dev-single 1, threaded unbounded, processes N; gunicorn sync W, gthread W x T, "
-    "gevent W x worker_connections; waitress threads (one process); uWSGI processes x threads; "
-    "granian workers x blocking_threads; uvicorn with a2wsgi workers x threads (a2wsgi's "
-    "pool), with asgiref workers x 1"
-)
-
-
 def expected_slots(target: Target) -> int | None:
-    if target.threads is None:
-        return None
-    if target.worker_class == "gevent":
-        assert target.worker_connections is not None
-        return target.workers * target.worker_connections
-    # Every other model: processes x what one process serves at once (servers.py resolves
-    # each server's settings into these two).
-    return target.workers * target.threads
-
-
-def code_basis(target: Target) -> str | None:
-    """Where a target's slots come from when the server's documentation does not say: the
-    files of its code that decide them. None when the documentation does."""
-    if target.server == "asgi" and target.worker_class == "asgiref":
-        return (
-            "asgiref's WsgiToAsgi runs each request through a @sync_to_async method, "
-            "thread-sensitive by default (asgiref/wsgi.py), and asgiref/sync.py sends such "
-            "calls to SyncToAsync.single_thread_executor, one thread per process; asgiref also "
-            "never closes the app's response, so targets/asgiserve.py closes it when asgiref "
-            "lets go of it"
-        )
-    return None
+    """Requests the target's server can have in flight at once (None: one per connection)."""
+    return server_of(target).slots(target)
 
 
 def parallel_processes(target: Target) -> int:
     """Processes that can run Python at the same time (threads and greenlets share one GIL)."""
-    return target.workers
+    return server_of(target).parallel_processes(target)
 
 
 def expect(target: Target, work: Work | None, users: int, cores: int) -> Expectation:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from flaskbench.config.load import Config, Staircase
 from flaskbench.config.workloads import Workload
 from flaskbench.plan.placement import Placement, single_host
-from flaskbench.servers.registry import Target
+from flaskbench.servers.base import Target
 
 # Seconds the last step's users keep running after its window. None are needed: a worker told
 # to quit sends a last report with everything it recorded, which the master waits for.

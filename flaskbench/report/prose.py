@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from flaskbench.measure.analyze import Knee, Point
 from flaskbench.measure.theory import expected_slots, parallel_processes
 from flaskbench.report.blocks import number
-from flaskbench.servers.registry import Target, describe
+from flaskbench.servers.base import Target
+from flaskbench.servers.registry import describe
 
 SHORTFALL = 0.90
 

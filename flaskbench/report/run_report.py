@@ -26,7 +26,6 @@ from flaskbench.measure.analyze import (
 )
 from flaskbench.measure.recommend import GoalSpec, recommend
 from flaskbench.measure.stats import CONFIDENCE, DRAWS, block_length
-from flaskbench.measure.theory import SLOTS_RULES, code_basis
 from flaskbench.report.blocks import (
     Block,
     Bullets,
@@ -52,7 +51,8 @@ from flaskbench.report.prose import (
     users_text,
 )
 from flaskbench.results.rundir import RunDir, atomic_write_json, atomic_write_text
-from flaskbench.servers.registry import Target, describe
+from flaskbench.servers.base import Target
+from flaskbench.servers.registry import describe, server_of, slots_rules
 
 RECOMMENDATION_JSON = "recommendation.json"
 
@@ -190,6 +190,7 @@ def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block
             "intervals."
         ),
         *_code_basis_notes(analysis),
+        *_server_notes(analysis),
     ]
     first = headline_workload(analysis)
     for workload in analysis.data.workloads.values():
@@ -349,17 +350,17 @@ def _pick_sentence(
         )
     thumb = pick["rule_of_thumb"]
     if thumb:
-        rule = f"2 x {cores} cores + 1 = {thumb['workers']} sync workers"
+        rule, whose = thumb["rule"], f"{thumb['by']}'s rule of thumb"
         if thumb["target"] == target.name:
-            text += f" It is gunicorn's rule of thumb, {rule}."
+            text += f" It is {whose}, {rule}."
         elif thumb["excluded"]:
             text += (
-                f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), was left out: "
+                f" {whose[0].upper()}{whose[1:]}, {rule} ({thumb['target']}), was left out: "
                 f"{thumb['excluded']}."
             )
         elif thumb["rps"]:
             text += (
-                f" Gunicorn's rule of thumb, {rule} ({thumb['target']}), made "
+                f" {whose[0].upper()}{whose[1:]}, {rule} ({thumb['target']}), made "
                 f"{number(thumb['rps'])} req/s, {thumb['rps'] / pick['rps'] - 1:+.0%} against the "
                 "pick."
             )
@@ -394,7 +395,7 @@ def _code_basis_notes(analysis: Analysis) -> list[Block]:
     notes = tuple(
         f"**{name}**: {basis}."
         for name, target in analysis.data.targets.items()
-        if (basis := code_basis(target))
+        if (basis := server_of(target).code_basis(target))
     )
     if not notes:
         return []
@@ -405,6 +406,20 @@ def _code_basis_notes(analysis: Analysis) -> list[Block]:
         ),
         Bullets(notes),
     ]
+
+
+def _server_notes(analysis: Analysis) -> list[Block]:
+    """What the targets' servers do beyond their slots, where it shapes the measurements: a
+    connection cap below the threads, a queue inside one worker, a backlog the staircase fills."""
+    top = max(analysis.data.meta.get("staircase", {}).get("users") or [1])
+    notes = tuple(
+        f"**{name}**: {note}."
+        for name, target in analysis.data.targets.items()
+        for note in server_of(target).notes(target, top)
+    )
+    if not notes:
+        return []
+    return [Paragraph("What these servers do beyond their slots:"), Bullets(notes)]
 
 
 def _workload_notes(analysis: Analysis, workload: str) -> list[Block]:
@@ -665,7 +680,7 @@ def _method(analysis: Analysis) -> list[Block]:
                 "One Locust run per target and workload walks the whole staircase of user counts "
                 "with zero think time; each step's numbers cover only its measured window, from "
                 "per-second buckets of completed requests, not Locust's running totals.",
-                f"Expected slots: {SLOTS_RULES}.",
+                f"Expected slots: {slots_rules()}.",
                 "Expected throughput: I/O min(users, slots) / request time; CPU min(users, "
                 "processes, cores) / CPU time per request (one thread per process runs Python "
                 "at a time); mixed: the smaller of both. Server overhead is not modelled.",

@@ -1,8 +1,8 @@
 """Serve the app (appload.py) the way people "make Flask async": wrapped in an ASGI adapter and
 run by uvicorn.
 
-    python asgiserve.py --adapter a2wsgi|asgiref [--threads N] --workers W --backlog B \\
-        --host 127.0.0.1 --port P --[no-]reset-contextvars
+    python -m flaskbench_target.asgiserve --adapter a2wsgi|asgiref [--threads N] --workers W \\
+        --backlog B --host 127.0.0.1 --port P --[no-]reset-contextvars
 
 What one process can have in flight is the adapter's doing, not uvicorn's:
 
@@ -28,11 +28,11 @@ starts in that send's context, which for asgiref holds the previous request's ex
 it, finds it has quit, and the request fails with a 500 "CurrentThreadExecutor already quit or
 is broken" (django/asgiref#491).
 
-With --workers above 1, uvicorn spawns worker processes that import `asgiserve:application`, so
-the adapter's settings reach them through FLASKBENCH_ASGI in the environment, and the supervisor
-never loads the app. It binds the socket for them itself, and asyncio then leaves TCP_NODELAY
-off on the connections (Kludex/uvicorn#3149): the report shows the resulting 40 ms per
-keep-alive request as time outside the app, as it is.
+With --workers above 1, uvicorn spawns worker processes that import
+`flaskbench_target.asgiserve:application`, so the adapter's settings reach them through
+FLASKBENCH_ASGI in the environment, and the supervisor never loads the app. It binds the socket
+for them itself, and asyncio then leaves TCP_NODELAY off on the connections (Kludex/uvicorn#3149):
+the report shows the resulting 40 ms per keep-alive request as time outside the app, as it is.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ SETTINGS_ENV = "FLASKBENCH_ASGI"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="asgiserve.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flaskbench_target.asgiserve", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--adapter", choices=ADAPTERS, required=True)
     parser.add_argument("--threads", type=int, help="a2wsgi's thread pool per process")
     parser.add_argument("--workers", type=int, required=True)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     uvicorn.run(
-        "asgiserve:application",
+        "flaskbench_target.asgiserve:application",
         host=args.host,
         port=args.port,
         workers=args.workers,

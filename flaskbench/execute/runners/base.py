@@ -33,6 +33,8 @@ from flaskbench.execute.probes import port_in_use
 from flaskbench.plan.cells import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
 from flaskbench.plan.placement import Placement, single_host
 from flaskbench.results.rundir import CellStatus, atomic_write_text
+from flaskbench.servers.base import Server
+from flaskbench.servers.registry import server_of
 
 # Beyond everything a cell may take, before its containers stop themselves: stopping the
 # stacks and saving their logs.
@@ -49,42 +51,6 @@ PORT_RELEASE_S = 10
 APP_CHECK_LOG = "app-check.log"
 # In a cell's directory: the first traceback of an app that raised while serving.
 APP_ERROR = "app-error.txt"
-
-# Lines a server writes when it loses a worker mid-run: the cell finishes but is degraded.
-_WORKER_TROUBLE = (
-    (re.compile(r"WORKER TIMEOUT \(pid:(\d+)\)"), "gunicorn worker {0} timed out and was killed"),
-    (
-        re.compile(r"Worker \(pid:(\d+)\) was sent SIGKILL"),
-        "gunicorn worker {0} was killed (SIGKILL; out of memory?)",
-    ),
-    (
-        re.compile(r"Worker \(pid:(\d+)\) was sent code (\d+)"),
-        "gunicorn worker {0} exited with code {1}",
-    ),
-    (
-        re.compile(r"Worker \(pid:(\d+)\) exited with code (\d+)"),
-        "gunicorn worker {0} exited with code {1}",
-    ),
-    # uWSGI's master (core/master.c): only for a worker that dies while the server is not
-    # stopping ("worker N buried" then).
-    (
-        re.compile(
-            r"DAMN ! worker \d+ \(pid: (\d+)\) (?:MISTERIOUSLY |died, )killed by signal (\d+)"
-        ),
-        "uWSGI worker {0} was killed by signal {1}",
-    ),
-    (re.compile(r"DAMN ! worker \d+ \(pid: (\d+)\) died :\("), "uWSGI worker {0} died"),
-    (
-        re.compile(r"HARAKIRI ON WORKER \d+ \(pid: (\d+)"),
-        "uWSGI worker {0} passed its harakiri timeout and was killed",
-    ),
-    # granian names workers by index. It respawns only a worker that died on its own; its
-    # "Unexpected exit" line can also come from a worker stopping on the SIGTERM the launcher
-    # sends the whole group before the main process has asked it to.
-    (re.compile(r"Respawning worker-(\d+)"), "granian worker-{0} died and was respawned"),
-    # uvicorn's supervisor, for a worker that died or stopped answering its health check.
-    (re.compile(r"Child process \[(\d+)\] died"), "uvicorn worker {0} died and was replaced"),
-)
 
 
 class CellFailed(Exception):
@@ -296,7 +262,7 @@ class Runner(ABC):
         log = _read_log(ctx.cell_dir / TARGET_LOG)
         if not failure:
             failure = self._loadgen_failure(ctx, loadgen) or self._app_failure(ctx, log)
-        troubles = worker_troubles(log) + teardown
+        troubles = worker_troubles(server_of(ctx.cell.target), log) + teardown
         status = "failed" if failure else ("degraded" if troubles else "ok")
         # What the server logged about its workers often explains a failure too.
         reason = "; ".join(filter(None, [failure, *troubles]))
@@ -478,13 +444,13 @@ def _save_traceback(cell_dir: Path) -> None:
         handle.write(traceback.format_exc())
 
 
-def worker_troubles(log: str) -> list[str]:
-    """Worker deaths a server logged, in order, once each."""
+def worker_troubles(server: Server, log: str) -> list[str]:
+    """Worker deaths the server logged, in order, once each."""
     found: dict[str, None] = {}
     for line in log.splitlines():
-        for pattern, template in _WORKER_TROUBLE:
-            if match := pattern.search(line):
-                found[template.format(*match.groups())] = None
+        for trouble in server.worker_troubles:
+            if match := trouble.pattern.search(line):
+                found[trouble.message.format(*match.groups())] = None
     return list(found)
 
 

@@ -1,0 +1,214 @@
+"""What every server module says about its server, and the checks their settings share.
+
+Each module of this package (but this one and registry.py) defines `SERVER`, a `Server`: its
+settings and their defaults (the server's own, written out, so neither a new release nor the
+environment can change them), which combinations are impossible and which settings have no
+effect, the exact command line, how many requests one process serves at once and where that is
+known from, what the report should say about it, how its dying workers show in its log, how it
+stops, and its packages (pinned in pins/<name>.txt). A target in the config names a server and
+its settings; `Server.resolve` turns them into a `Target`.
+
+`Target.workers` is the number of processes serving requests and `Target.threads` what one of
+them serves at once (None: a thread per connection).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+Setting = int | bool | str
+
+PINS_DIR = Path(__file__).resolve().parent / "pins"
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated target: one Flask app served one way."""
+
+    name: str
+    server: str
+    worker_class: str
+    workers: int
+    # Threads per worker process; None means unbounded (a new thread per connection).
+    threads: int | None
+    settings: Mapping[str, Setting] = field(default_factory=dict)
+    # Settings written relative to the target's cores, as written ("2*cores+1").
+    expressions: Mapping[str, str] = field(default_factory=dict)
+    # The [sweep.NAME] this target was expanded from, if any.
+    sweep: str | None = None
+
+    def setting(self, key: str) -> int | None:
+        """An integer setting, or None where the target has no such setting."""
+        value = self.settings.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+    # A combination of valid values that cannot go together (a sweep drops it, not an error).
+    combination: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerTrouble:
+    """A line a server writes when it loses a worker mid-run: the cell finishes but is degraded.
+    `message` is formatted with the pattern's groups."""
+
+    pattern: re.Pattern[str]
+    message: str
+
+
+@dataclass(frozen=True)
+class RuleOfThumb:
+    """A server's own advice on its settings, and the target of a run that follows it."""
+
+    target: Target
+    # Whose advice ("gunicorn"), and what it says for these cores ("2 x 1 cores + 1 = 3 ...").
+    by: str
+    rule: str
+
+
+Resolved = tuple[Target | None, list[Problem]]
+
+
+class Server:
+    """Everything flaskbench knows about one server."""
+
+    name: ClassVar[str]
+    # Every setting that changes results, with the value used when the config leaves it out.
+    defaults: ClassVar[Mapping[str, Setting]]
+    # How a generated target name shows a setting's value (NAME-w2-t4).
+    short_names: ClassVar[Mapping[str, str]] = {}
+    # The distributions that make the server, as meta.json records their versions; the first
+    # is the one whose version is the server's.
+    packages: ClassVar[tuple[str, ...]] = ()
+    # What the launcher stops the server with (signalling the server's whole process group).
+    stop_signal: ClassVar[str] = "TERM"
+    # How many requests it serves at once, per model, for the report's method section.
+    slots_rule: ClassVar[str]
+    worker_troubles: ClassVar[tuple[WorkerTrouble, ...]] = ()
+
+    @property
+    def pins(self) -> Path | None:
+        """The pinned requirements of its packages (None: the app brings what it needs)."""
+        path = PINS_DIR / f"{self.name}.txt"
+        return path if path.is_file() else None
+
+    def resolve(
+        self, name: str, settings: Mapping[str, Setting], explicit: frozenset[str]
+    ) -> Resolved:
+        """A target from settings with the defaults filled in (`explicit`: the keys the config
+        set), or the problems with them."""
+        raise NotImplementedError
+
+    def argv(self, target: Target, host: str, port: int) -> list[str]:
+        """The arguments after `python` that serve flaskbench_target.appload:application (the
+        harness's package is on the import path, after the app's directory)."""
+        raise NotImplementedError
+
+    def describe(self, target: Target) -> str:
+        """How the report names the target's worker model."""
+        raise NotImplementedError
+
+    def unused(self, settings: Mapping[str, Setting]) -> frozenset[str]:
+        """Settings that have no effect with these settings (a sweep leaves them out of the
+        name and does not multiply targets by them)."""
+        return frozenset()
+
+    def slots(self, target: Target) -> int | None:
+        """Requests the whole server can have in flight at once (None: one per connection)."""
+        if target.threads is None:
+            return None
+        return target.workers * target.threads
+
+    def parallel_processes(self, target: Target) -> int:
+        """Processes that can run Python at once (threads and greenlets share one GIL)."""
+        return target.workers
+
+    def code_basis(self, target: Target) -> str | None:
+        """Where the slots come from when the server's documentation does not say: the files of
+        its code that decide them. None when the documentation does."""
+        return None
+
+    def notes(self, target: Target, top_users: int) -> tuple[str, ...]:
+        """What the report should say about this target beyond its slots: a way the server
+        queues or refuses that the measurements alone do not name."""
+        return ()
+
+    def rule_of_thumb(self, targets: Sequence[Target], cores: int) -> RuleOfThumb | None:
+        """The target among these that follows the server's own advice for `cores`, if any."""
+        return None
+
+
+def positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def non_negative_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def positive_ints(settings: Mapping[str, Setting], keys: tuple[str, ...]) -> list[Problem]:
+    return [
+        Problem(key, "must be a positive integer")
+        for key in keys
+        if not positive_int(settings[key])
+    ]
+
+
+def non_negative_ints(
+    settings: Mapping[str, Setting], keys: tuple[str, ...], why: str = ""
+) -> list[Problem]:
+    return [
+        Problem(key, f"must be an integer of 0 or more{why}")
+        for key in keys
+        if not non_negative_int(settings[key])
+    ]
+
+
+def boolean(settings: Mapping[str, Setting], key: str) -> list[Problem]:
+    return [] if isinstance(settings[key], bool) else [Problem(key, "must be true or false")]
+
+
+def one_of(
+    settings: Mapping[str, Setting], key: str, choices: Sequence[str], what: str
+) -> list[Problem]:
+    value = settings[key]
+    if value in choices:
+        return []
+    return [Problem(key, f"unknown {what} {value!r}; use one of {', '.join(choices)}")]
+
+
+def integer(value: Setting) -> int:
+    assert isinstance(value, int)
+    assert not isinstance(value, bool)
+    return value
+
+
+def counted(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
+
+
+def somaxconn() -> int | None:
+    """The kernel's cap on listen queues here, when it can be read."""
+    try:
+        return int(SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+APP = "flaskbench_target.appload:application"
+
+
+def in_process(call: str, args: Sequence[str], *options: str) -> list[str]:
+    """A server started from its own command-line entry point inside this process, through
+    flaskbench_target.serve: `call` is that entry point (module:attribute), `options` what the
+    entry point needs around it (see flaskbench_target/serve.py)."""
+    return ["-m", "flaskbench_target.serve", "--call", call, *options, "--", *args]
