@@ -22,13 +22,14 @@ from flaskbench.config.units import format_cpus
 from flaskbench.execute.doctor import all_checks, run_checks
 from flaskbench.execute.leftovers import Leftover, remove_leftovers
 from flaskbench.execute.progress import Progress
-from flaskbench.execute.run import CONFIG_COPY, RunOutcome, execute, start_meta
+from flaskbench.execute.run import RunOutcome, execute, start_meta
 from flaskbench.execute.runners import choose_runner
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
 from flaskbench.plan.cells import make_plan
 from flaskbench.plan.placement import Placement, PlacementError, place, single_host
 from flaskbench.report.run_report import write_outputs
+from flaskbench.results.contract import CHARTS_DIR, CONFIG_COPY, IMAGE_BUILD_LOG, REPORT_HTML
 from flaskbench.results.rundir import (
     RunDir,
     RunDirError,
@@ -262,7 +263,7 @@ def _preflight(config: Config, runner: str, progress: Progress) -> None:
 def _build_report(run: RunDir, progress: Progress) -> list[str]:
     analysis = analyze_run(load_run(run))
     written = write_outputs(run, analysis)
-    run.record_outputs([*written, *(run.path / "charts").glob("*.png"), run.path / CONFIG_COPY])
+    run.record_outputs([*written, *(run.path / CHARTS_DIR).glob("*.png"), run.path / CONFIG_COPY])
     problems = list(analysis.data.unreadable.values())
     for problem in problems:
         progress.warn(f"flaskbench: left out of the report: {problem}")
@@ -291,7 +292,7 @@ def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -
                     "stopped": outcome.stopped,
                     "cells": {cid: asdict(s) for cid, s in outcome.statuses.items()},
                     "summary": str(outcome.run.summary_path),
-                    "report": str(outcome.run.path / "report.html"),
+                    "report": str(outcome.run.path / REPORT_HTML),
                 },
                 indent=2,
             )
@@ -309,7 +310,7 @@ def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps({"run_dir": str(run.path), "problems": problems}, indent=2))
     else:
-        print(run.path / "report.html")
+        print(run.path / REPORT_HTML)
     return EXIT_CELLS if problems else EXIT_OK
 
 
@@ -423,7 +424,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             config.app,
             [w.locustfile for w in config.workloads],
             progress.say,
-            config.results_dir / "image-build.log",
+            config.results_dir / IMAGE_BUILD_LOG,
             (config.results_dir,),
         )
     except ImageError as exc:

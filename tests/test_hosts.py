@@ -35,6 +35,7 @@ from flaskbench.execute.engines import list_containers
 from flaskbench.execute.leftovers import controller_id
 from flaskbench.execute.runners.docker.runner import CLOCK_SKEW_ENV
 from flaskbench.measure.analyze import SUMMARY_COLUMNS
+from flaskbench.results.contract import HOSTS_FORMAT
 
 pytestmark = [pytest.mark.docker, pytest.mark.load, pytest.mark.hosts]
 
@@ -171,6 +172,9 @@ def test_target_on_one_host_and_two_workers_on_another(
         (b.engine, "locust-worker-2"),
     }
 
+    hosts_json = json.loads((cell / "hosts.json").read_text())
+    assert hosts_json["format"] == HOSTS_FORMAT
+    assert (hosts_json["target"], hosts_json["master"]) == (a.engine, b.engine)
     # The windows are the master's: each worker measured its 3 s and stamped accordingly.
     loadgen = json.loads((cell / "loadgen.json").read_text())
     assert loadgen["workers"] == 2

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from benchrun import ALL_TARGETS, flaskbench, run_dir_of, summary, write_config
 
+from flaskbench.results.contract import META_FORMAT
+
 pytestmark = pytest.mark.load
 
 
@@ -60,6 +62,7 @@ def test_throughput_follows_the_slots(run: tuple[Path, str]) -> None:
 def test_run_directory_holds_raw_data_meta_and_report(run: tuple[Path, str]) -> None:
     run_dir = run[0]
     meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["format"] == META_FORMAT
     assert meta["runner"]["name"] == "local"
     assert meta["cpus"]["target"] != meta["cpus"]["load"]
     assert meta["packages"]["gunicorn"]

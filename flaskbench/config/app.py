@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name
 
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.problems import Problems, read_table
+from flaskbench.results.contract import AppRecord, GitRevision
 from flaskbench.servers.registry import pinned_requirements
 
 # What runs in the target's interpreter: the package TARGET_PACKAGE in this directory.
@@ -86,7 +87,7 @@ class App:
             files.append(self.path / "pyproject.toml")
         return tuple(files)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> AppRecord:
         """What meta.json records: the config's own words, never a value from the host."""
         return {
             "builtin": self.builtin,
@@ -237,7 +238,7 @@ def app_pin_conflicts(app: App) -> list[str]:
     return []
 
 
-def git_revision(path: Path) -> dict[str, Any] | None:
+def git_revision(path: Path) -> GitRevision | None:
     """The commit of the git checkout `path` is in (and whether it has changes), or None."""
 
     def git(*args: str) -> str | None:

@@ -20,6 +20,13 @@ from flaskbench.plan.cells import (
     Cell,
     ready_budget_s,
 )
+from flaskbench.results.contract import (
+    GAUGE_CSV,
+    LOADGEN_JSON,
+    LOCUST_CSV_PREFIX,
+    MASTER_LOG,
+    SETUP_LOG,
+)
 from flaskbench.servers.registry import server_argv, server_of
 
 # The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
@@ -27,14 +34,6 @@ REQUESTS_USER = "RequestsUser"
 # How loadgen.json's verification names the wait for the target's first answer.
 READINESS = "readiness"
 
-# Cell files named in docs/raw-data.md.
-GAUGE_CSV = "gauge.csv"
-LOADGEN_JSON = "loadgen.json"
-LOCUST_CSV_PREFIX = "locust"
-MASTER_LOG = "locust-master.log"
-SETUP_LOG = "setup.log"
-# Which host each process of the cell ran on, and the clocks (written by the docker runner).
-CELL_HOSTS_JSON = "hosts.json"
 # With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
 ALTERNATE_S = 2
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from flaskbench.config.units import format_cpus
 from flaskbench.results.rundir import atomic_write_text
 
-HOST_CPU_CSV = "host_cpu.csv"
 PROC = Path("/proc")
 PROC_STAT = PROC / "stat"
 # The local container engine starts the containers and streams their stats to the orchestrator

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.metadata
 import os
 import platform
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import flaskbench
-from flaskbench import PROJECT_ROOT
-from flaskbench.config.load import Config
 from flaskbench.config.units import format_cpus
+from flaskbench.results.contract import CpuFrequency, Machine, MachineModel
 from flaskbench.servers.registry import recorded_packages
 
 # Beside the servers' own: what serves the app, and what generates the load.
 PACKAGES = tuple(dict.fromkeys(("flask", "werkzeug", *recorded_packages(), "locust", "psutil")))
 SYS = Path("/sys")
-
-
-def iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
 def cpu_model() -> str:
@@ -46,23 +37,6 @@ def memory_gib() -> float | None:
     return None
 
 
-def git_revision() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
-    }
-
-
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -81,13 +55,13 @@ def _sys_text(path: Path) -> str | None:
         return None
 
 
-def machine_model(sys_root: Path = SYS) -> dict[str, str | None]:
+def machine_model(sys_root: Path = SYS) -> MachineModel:
     """What the firmware says the machine is: on a cloud VM, the instance type's family."""
     dmi = sys_root / "class" / "dmi" / "id"
     return {"vendor": _sys_text(dmi / "sys_vendor"), "product": _sys_text(dmi / "product_name")}
 
 
-def cpu_frequency(cpus: Sequence[int], sys_root: Path = SYS) -> dict[str, str | None]:
+def cpu_frequency(cpus: Sequence[int], sys_root: Path = SYS) -> CpuFrequency:
     """The frequency driver and governor of the given CPUs (distinct values joined), if visible."""
     found: dict[str, dict[str, None]] = {"driver": {}, "governor": {}}
     for cpu in cpus:
@@ -95,10 +69,13 @@ def cpu_frequency(cpus: Sequence[int], sys_root: Path = SYS) -> dict[str, str | 
         for key, name in (("driver", "scaling_driver"), ("governor", "scaling_governor")):
             if (value := _sys_text(base / name)) is not None:
                 found[key][value] = None
-    return {key: ", ".join(values) or None for key, values in found.items()}
+    return {
+        "driver": ", ".join(found["driver"]) or None,
+        "governor": ", ".join(found["governor"]) or None,
+    }
 
 
-def machine(sys_root: Path = SYS) -> dict[str, Any]:
+def machine(sys_root: Path = SYS) -> Machine:
     cpus = sorted(os.sched_getaffinity(0))
     return {
         "cpu_model": cpu_model(),
@@ -109,23 +86,4 @@ def machine(sys_root: Path = SYS) -> dict[str, Any]:
         "os": platform.platform(),
         "model": machine_model(sys_root),
         "cpufreq": cpu_frequency(cpus, sys_root),
-    }
-
-
-def run_meta(config: Config, run_id: str, runner: str, runner_reason: str) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "tool": {"name": "flaskbench", "version": flaskbench.__version__},
-        "git": git_revision(),
-        "python": platform.python_version(),
-        "packages": package_versions(),
-        "machine": machine(),
-        "cpus": {
-            "target": format_cpus(config.cpus.target),
-            "load": format_cpus(config.cpus.load),
-        },
-        "locust_workers": config.locust_workers,
-        "runner": {"name": runner, "reason": runner_reason},
-        "config_file": str(config.path),
-        "config": config.as_run,
     }

@@ -7,6 +7,7 @@ host that is gone for good (the runner says so before the next cell).
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import time
@@ -15,18 +16,22 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
+import flaskbench
+from flaskbench import PROJECT_ROOT
+from flaskbench.config.app import git_revision
+from flaskbench.config.goal import Goal
 from flaskbench.config.load import Config, Overrides
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.progress import Progress
-from flaskbench.execute.provenance import iso, run_meta
+from flaskbench.execute.provenance import machine, package_versions
 from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
 from flaskbench.plan.cells import Plan
 from flaskbench.plan.placement import Placement
+from flaskbench.results.contract import CONFIG_COPY, META_FORMAT, MetaJson, TargetRecord, iso
+from flaskbench.results.contract import Goal as GoalRecord
 from flaskbench.results.rundir import CellStatus, RunDir
-
-CONFIG_COPY = "config.toml"
+from flaskbench.servers.base import Target
 
 
 @dataclass(frozen=True)
@@ -69,36 +74,73 @@ def start_meta(
     runner: Runner,
     reason: str,
     placement: Placement,
-) -> dict[str, Any]:
+) -> MetaJson:
+    """meta.json as a run starts: everything that made it, for whoever reads it later."""
     shutil.copyfile(config.path, run.path / CONFIG_COPY)
-    meta = run_meta(config, run.run_id, runner.name, reason)
-    meta["cpus"] = {
-        "target": format_cpus(placement.target_cpus),
-        # Every load host's, when there are several: cpus.load, or a whole host each.
-        "load": format_cpus(placement.cpus_for_load(placement.workers[0][0])),
-        "target_cores": len(placement.target_cpus),
-        "load_cores": placement.load_cores,
+    return {
+        "format": META_FORMAT,
+        "run_id": run.run_id,
+        "tool": {"name": "flaskbench", "version": flaskbench.__version__},
+        "git": git_revision(PROJECT_ROOT),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "machine": machine(),
+        "cpus": {
+            "target": format_cpus(placement.target_cpus),
+            # Every load host's, when there are several: cpus.load, or a whole host each.
+            "load": format_cpus(placement.cpus_for_load(placement.workers[0][0])),
+            "target_cores": len(placement.target_cpus),
+            "load_cores": placement.load_cores,
+        },
+        "locust_workers": placement.worker_count,
+        "runner": {"name": runner.name, "reason": reason},
+        "config_file": str(config.path),
+        "config": dict(config.as_run),
+        "placement": placement.describe(),
+        "load_goes_to": f"{config.host}:{config.port}",
+        "allow_remote_target": overrides.allow_remote_target,
+        "overrides": asdict(overrides),
+        "targets": {t.name: target_record(t) for t in config.targets},
+        "workloads": {w.name: asdict(w) | {"path": w.path} for w in config.workloads},
+        "app": config.app.describe(),
+        "goal": goal_record(config.goal) if config.goal else None,
+        "stop_when_saturated": config.stop_when_saturated,
+        "sweeps_dropped": list(config.dropped),
+        "staircase": {
+            "users": list(config.staircase.users),
+            "warmup_s": config.staircase.warmup_s,
+            "measure_s": config.staircase.measure_s,
+        },
+        "repeats": config.repeats,
+        "cells": [],
+        "started": iso(time.time()),
     }
-    meta["locust_workers"] = placement.worker_count
-    meta["placement"] = placement.describe()
-    meta["load_goes_to"] = f"{config.host}:{config.port}"
-    meta["allow_remote_target"] = overrides.allow_remote_target
-    meta["overrides"] = asdict(overrides)
-    meta["targets"] = {t.name: asdict(t) for t in config.targets}
-    meta["workloads"] = {w.name: asdict(w) | {"path": w.path} for w in config.workloads}
-    meta["app"] = config.app.describe()
-    meta["goal"] = asdict(config.goal) if config.goal else None
-    meta["stop_when_saturated"] = config.stop_when_saturated
-    meta["sweeps_dropped"] = list(config.dropped)
-    meta["staircase"] = asdict(config.staircase)
-    meta["repeats"] = config.repeats
-    meta["cells"] = []
-    meta["started"] = iso(time.time())
-    return meta
+
+
+def target_record(target: Target) -> TargetRecord:
+    return {
+        "name": target.name,
+        "server": target.server,
+        "worker_class": target.worker_class,
+        "workers": target.workers,
+        "threads": target.threads,
+        "settings": dict(target.settings),
+        "expressions": dict(target.expressions),
+        "sweep": target.sweep,
+    }
+
+
+def goal_record(goal: Goal) -> GoalRecord:
+    return {
+        "p99_ms": goal.p99_ms,
+        "users": goal.users,
+        "max_rss_mb": goal.max_rss_mb,
+        "max_error_rate": goal.max_error_rate,
+    }
 
 
 def execute(
-    plan: Plan, runner: Runner, run: RunDir, meta: dict[str, Any], progress: Progress
+    plan: Plan, runner: Runner, run: RunDir, meta: MetaJson, progress: Progress
 ) -> RunOutcome:
     meta.setdefault("sessions", []).append({"started": iso(time.time()), "runner": runner.name})
     meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})

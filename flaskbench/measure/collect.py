@@ -7,7 +7,6 @@ the file, so one damaged cell is reported instead of silently skewing the summar
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -18,10 +17,22 @@ from typing import Any, TypeVar
 
 from flaskbench.config.units import parse_cpus
 from flaskbench.config.workloads import Workload, workload_from_meta
-from flaskbench.execute.commands import CELL_HOSTS_JSON, GAUGE_CSV, LOADGEN_JSON, LOCUST_CSV_PREFIX
-from flaskbench.execute.hostcpu import HOST_CPU_CSV
-from flaskbench.execute.runners.base import APP_ERROR, MEMORY_CSV, RESOURCES_CSV
 from flaskbench.measure.stats import Histogram, Window
+from flaskbench.results.contract import (
+    APP_ERROR,
+    CELL_HOSTS_JSON,
+    GAUGE_CSV,
+    HOST_CPU_CSV,
+    LOADGEN_JSON,
+    LOCUST_CSV_PREFIX,
+    MEMORY_CSV,
+    RESOURCES_CSV,
+    ContractError,
+    LoadgenJson,
+    MetaJson,
+    read_hosts,
+    read_loadgen,
+)
 from flaskbench.results.rundir import CellStatus, RunDir, RunDirError
 from flaskbench.servers.base import Target
 
@@ -167,7 +178,7 @@ class _HostCpuRow:
 
 
 def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
-    loadgen = _read_json(cell_dir / LOADGEN_JSON)
+    loadgen = _read_loadgen(cell_dir / LOADGEN_JSON)
     windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
     buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
     gauge = _on_master_clock(_read_gauge(cell_dir / GAUGE_CSV), cell_dir / CELL_HOSTS_JSON)
@@ -187,12 +198,12 @@ def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
         problems=tuple(_locust_problems(cell_dir)),
         cpu_warning_nodes=tuple(str(n) for n in loadgen.get("cpu_warnings", [])),
         workers=int(loadgen.get("workers", 0)),
-        wait_time=(loadgen.get("workload") or {}).get("wait_time"),
+        wait_time=workload["wait_time"] if (workload := loadgen.get("workload")) else None,
         skipped=_skipped(loadgen, cell_dir / LOADGEN_JSON),
     )
 
 
-def _skipped(loadgen: dict[str, Any], path: Path) -> tuple[SkippedStep, ...]:
+def _skipped(loadgen: LoadgenJson, path: Path) -> tuple[SkippedStep, ...]:
     try:
         return tuple(
             SkippedStep(int(s["index"]), int(s["users"]), str(s["reason"]))
@@ -202,21 +213,16 @@ def _skipped(loadgen: dict[str, Any], path: Path) -> tuple[SkippedStep, ...]:
         raise RawDataError(f"{path}: damaged list of skipped steps ({exc!r})") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_loadgen(path: Path) -> LoadgenJson:
+    if not path.is_file():
+        raise RawDataError(f"{path}: missing; the cell did not finish")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RawDataError(f"{path}: missing; the cell did not finish") from None
-    except (OSError, ValueError) as exc:
-        raise RawDataError(
-            f"{path}: not valid JSON ({exc}); re-run the cell with --resume"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != 1:
-        raise RawDataError(f"{path}: not a format-1 loadgen file; re-run the cell with --resume")
-    return data
+        return read_loadgen(path)
+    except ContractError as exc:
+        raise RawDataError(f"{exc}; re-run the cell with --resume") from None
 
 
-def _windows(loadgen: dict[str, Any], path: Path) -> list[tuple[int, int, float, float]]:
+def _windows(loadgen: LoadgenJson, path: Path) -> list[tuple[int, int, float, float]]:
     try:
         return [
             (int(s["index"]), int(s["users"]), float(s["measure_start"]), float(s["measure_end"]))
@@ -226,7 +232,7 @@ def _windows(loadgen: dict[str, Any], path: Path) -> list[tuple[int, int, float,
         raise RawDataError(f"{path}: damaged step list ({exc!r})") from None
 
 
-def _buckets(loadgen: dict[str, Any], path: Path) -> list[_Bucket]:
+def _buckets(loadgen: LoadgenJson, path: Path) -> list[_Bucket]:
     try:
         return [
             _Bucket(
@@ -327,8 +333,8 @@ def _on_master_clock(gauge: list[_GaugeRow], hosts_json: Path) -> list[_GaugeRow
     if not hosts_json.is_file():
         return gauge
     try:
-        shift = float(json.loads(hosts_json.read_text())["clock"]["target_to_master_s"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        shift = float(read_hosts(hosts_json)["clock"]["target_to_master_s"])
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
         raise RawDataError(
             f"{hosts_json}: damaged ({exc!r}); re-run the cell with --resume"
         ) from None
@@ -539,7 +545,7 @@ def _int(path: Path, text: str) -> int:
 @dataclass(frozen=True)
 class RunData:
     run_id: str
-    meta: dict[str, Any]
+    meta: MetaJson
     targets: dict[str, Target]
     workloads: dict[str, Workload]
     target_cores: int

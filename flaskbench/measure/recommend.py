@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flaskbench.measure.analyze import Analysis, Point
+from flaskbench.results.contract import MetaJson
 from flaskbench.servers.base import Target
 from flaskbench.servers.registry import rule_of_thumb
 
@@ -28,15 +29,16 @@ class GoalSpec:
     max_error_rate: float
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> GoalSpec | None:
-        goal = meta.get("goal")
+    def from_meta(cls, meta: MetaJson) -> GoalSpec | None:
+        goal = meta["goal"]
         if not goal:
             return None
+        budget = goal["max_rss_mb"]
         return cls(
             float(goal["p99_ms"]),
             int(goal["users"]),
-            float(goal["max_rss_mb"]) if goal.get("max_rss_mb") else None,
-            float(goal.get("max_error_rate", 0)),
+            float(budget) if budget else None,
+            float(goal["max_error_rate"]),
         )
 
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flaskbench.execute.provenance import iso
 from flaskbench.measure.analyze import FLAGS
 from flaskbench.measure.compare import (
     METRICS,
@@ -34,6 +33,7 @@ from flaskbench.report.blocks import (
     with_interval,
 )
 from flaskbench.report.charts import Chart, overlay_chart
+from flaskbench.results.contract import CHARTS_DIR, META_JSON, iso
 from flaskbench.results.rundir import atomic_write_json, atomic_write_text, sha256_file
 
 COMPARISON_JSON = "comparison.json"
@@ -66,7 +66,7 @@ _METRIC_NAMES = {"rps": "req/s", "p99_ms": "p99 ms"}
 def write_comparison(comparison: Comparison, out: Path) -> list[Path]:
     """Every output into `out` (created); returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    charts_dir = out / "charts"
+    charts_dir = out / CHARTS_DIR
     charts_dir.mkdir(exist_ok=True)
     charts = comparison_charts(comparison, charts_dir)
     blocks = document(comparison, charts)
@@ -94,7 +94,7 @@ def comparison_record(comparison: Comparison, out: Path, files: Sequence[Path]) 
                 "label": side.label,
                 "path": str(side.path),
                 "started": side.analysis.data.meta.get("started"),
-                "meta_sha256": sha256_file(side.path / "meta.json"),
+                "meta_sha256": sha256_file(side.path / META_JSON),
             }
             for side in comparison.sides
         ],

@@ -50,17 +50,24 @@ from flaskbench.report.prose import (
     slots_text,
     users_text,
 )
+from flaskbench.results.contract import (
+    CHARTS_DIR,
+    RECOMMENDATION_JSON,
+    REPORT_HTML,
+    REPORT_MD,
+    GitRevision,
+    ImagesRecord,
+    MetaJson,
+)
 from flaskbench.results.rundir import RunDir, atomic_write_json, atomic_write_text
 from flaskbench.servers.base import Target
 from flaskbench.servers.registry import describe, server_of, slots_rules
-
-RECOMMENDATION_JSON = "recommendation.json"
 
 
 def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
     """summary.csv, charts/, report.md, report.html; returns the paths written."""
     write_summary(run.summary_path, analysis)
-    charts_dir = run.path / "charts"
+    charts_dir = run.path / CHARTS_DIR
     charts_dir.mkdir(exist_ok=True)
     charts = {
         workload: workload_charts(analysis.points, workload, charts_dir)
@@ -74,8 +81,8 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
         _headline_chart(analysis, charts_dir),
         _recommendation(analysis, goal, picks) if goal else [],
     )
-    markdown = run.path / "report.md"
-    page = run.path / "report.html"
+    markdown = run.path / REPORT_MD
+    page = run.path / REPORT_HTML
     atomic_write_text(markdown, render_markdown(blocks, run.path))
     atomic_write_text(page, render_html(blocks, f"flaskbench {analysis.data.run_id}"))
     written = [run.summary_path, markdown, page]
@@ -274,10 +281,9 @@ def _max_of_float(values: Iterable[float | None]) -> float | None:
 def _provenance(analysis: Analysis) -> str:
     meta = analysis.data.meta
     machine = meta.get("machine", {})
-    git = meta.get("git", {})
-    packages = ", ".join(f"{k} {v}" for k, v in meta.get("packages", {}).items() if v)
-    stairs = meta.get("staircase", {})
-    revision = (git.get("commit") or "unknown")[:12] + (" (modified)" if git.get("dirty") else "")
+    packages = ", ".join(f"{k} {v}" for k, v in meta["packages"].items() if v)
+    stairs = meta["staircase"]
+    revision = _revision(meta["git"]) or "unknown"
     return (
         f"Run {analysis.data.run_id}, {meta.get('started', '?')} to {meta.get('ended', '?')}, "
         f"{meta.get('runner', {}).get('name', '?')} runner on {machine.get('cpu_model', '?')} "
@@ -367,17 +373,19 @@ def _pick_sentence(
     return text
 
 
-def _app_line(meta: dict[str, Any]) -> str:
+def _revision(git: GitRevision | None) -> str:
+    """A commit as the report names it: its first 12 digits, and whether it had changes."""
+    if git is None:
+        return ""
+    return git["commit"][:12] + (" (modified)" if git["dirty"] else "")
+
+
+def _app_line(meta: MetaJson) -> str:
     """Which app was served, in the words of the config, with its Flask and Werkzeug."""
-    app = meta.get("app") or {}
-    if app.get("builtin", True):
-        return "App: flaskbench's built-in app (targets/app.py)."
-    git = app.get("git") or {}
-    revision = (
-        f", git {git['commit'][:12]}{' (modified)' if git.get('dirty') else ''}"
-        if git.get("commit")
-        else ""
-    )
+    app = meta["app"]
+    if app["builtin"]:
+        return "App: flaskbench's built-in app (targets/flaskbench_target/builtin_app.py)."
+    revision = f", git {found}" if (found := _revision(app["git"])) else ""
     packages = meta.get("runner", {}).get("details", {}).get("app_packages", {})
     versions = ", ".join(
         f"{name} {version}"
@@ -505,7 +513,7 @@ def _hosts(analysis: Analysis) -> list[Block]:
     return blocks
 
 
-def _images_sentence(images: dict[str, Any]) -> str:
+def _images_sentence(images: ImagesRecord) -> str:
     ids = sorted(
         {image_id for tags in images.get("hosts", {}).values() for image_id in tags.values()}
     )

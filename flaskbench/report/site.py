@@ -22,6 +22,7 @@ from typing import Any
 
 from flaskbench.report.blocks import html_page
 from flaskbench.report.comparison import COMPARISON_JSON
+from flaskbench.results.contract import META_JSON, SUMMARY_CSV
 from flaskbench.results.rundir import (
     RunDir,
     RunDirError,
@@ -85,9 +86,7 @@ def sources_in(results: Path) -> list[Path]:
     if not results.is_dir():
         raise PublishError(f"{results}: no such directory; name the runs to publish")
     return sorted(
-        p
-        for p in results.iterdir()
-        if (p / "meta.json").is_file() or (p / COMPARISON_JSON).is_file()
+        p for p in results.iterdir() if (p / META_JSON).is_file() or (p / COMPARISON_JSON).is_file()
     )
 
 
@@ -143,7 +142,7 @@ def read_site(site: Path) -> dict[str, Entry]:
 def check_source(path: Path) -> Source:
     if (path / COMPARISON_JSON).is_file():
         return _comparison_source(path)
-    if (path / "meta.json").is_file():
+    if (path / META_JSON).is_file():
         return _run_source(path)
     raise PublishError(f"{path}: neither a run (meta.json) nor a comparison ({COMPARISON_JSON})")
 
@@ -165,7 +164,7 @@ def _run_source(path: Path) -> Source:
     problems += _changed(path, outputs, "the report was built")
     if problems:
         raise PublishError(f"refusing to publish the run {path}: " + "; ".join(problems))
-    files = {**raw, **outputs, "meta.json": sha256_file(run.meta_path)}
+    files = {**raw, **outputs, META_JSON: sha256_file(run.meta_path)}
     run_id = str(meta.get("run_id", path.name))
     return Source(path, "run", run_id, files, run_entry(run_id, meta, _read_summary(path)))
 
@@ -230,7 +229,7 @@ def copy_source(source: Source, site: Path) -> None:
 
 def _read_summary(path: Path) -> list[dict[str, str]]:
     try:
-        with (path / "summary.csv").open(newline="") as handle:
+        with (path / SUMMARY_CSV).open(newline="") as handle:
             return list(csv.DictReader(handle))
     except (OSError, csv.Error):
         return []

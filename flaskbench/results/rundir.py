@@ -12,10 +12,24 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from flaskbench.results.contract import (
+    CELL_FORMAT,
+    CELL_JSON,
+    META_JSON,
+    RAW_DIR,
+    SUMMARY_CSV,
+    CellJson,
+    CellState,
+    ContractError,
+    MetaJson,
+    read_cell,
+    read_meta,
+)
 
 CELL_STATUSES = ("ok", "degraded", "failed")
 
@@ -54,10 +68,13 @@ def sha256_file(path: Path) -> str:
 @dataclass(frozen=True)
 class CellStatus:
     cell_id: str
-    status: str
+    status: CellState
     reason: str
     started: float
     ended: float
+
+    def record(self) -> CellJson:
+        return {"format": CELL_FORMAT, **asdict(self)}  # type: ignore[typeddict-item]
 
 
 class RunDir:
@@ -70,48 +87,49 @@ class RunDir:
 
     @property
     def raw(self) -> Path:
-        return self.path / "raw"
+        return self.path / RAW_DIR
 
     @property
     def meta_path(self) -> Path:
-        return self.path / "meta.json"
+        return self.path / META_JSON
 
     @property
     def summary_path(self) -> Path:
-        return self.path / "summary.csv"
+        return self.path / SUMMARY_CSV
 
     def cell_dir(self, cell_id: str) -> Path:
         return self.raw / cell_id
 
-    def read_meta(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.meta_path.read_text())
-        except FileNotFoundError:
+    def read_meta(self) -> MetaJson:
+        if not self.meta_path.is_file():
             raise RunDirError(
                 f"{self.path}: no meta.json here; is this a flaskbench run directory?"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise RunDirError(
-                f"{self.meta_path}: cannot read ({exc}); the run directory is damaged"
-            ) from None
-        if not isinstance(data, dict):
-            raise RunDirError(f"{self.meta_path}: not a JSON object; the run directory is damaged")
-        return data
+            )
+        try:
+            return read_meta(self.meta_path)
+        except ContractError as exc:
+            raise RunDirError(f"{exc}; the run directory is damaged") from None
 
-    def write_meta(self, meta: Mapping[str, Any]) -> None:
+    def write_meta(self, meta: MetaJson) -> None:
         atomic_write_json(self.meta_path, meta)
 
     def write_cell_status(self, status: CellStatus) -> None:
-        atomic_write_json(self.cell_dir(status.cell_id) / "cell.json", asdict(status))
+        atomic_write_json(self.cell_dir(status.cell_id) / CELL_JSON, status.record())
 
     def cell_status(self, cell_id: str) -> CellStatus | None:
-        path = self.cell_dir(cell_id) / "cell.json"
-        try:
-            data = json.loads(path.read_text())
-            return CellStatus(**data)
-        except FileNotFoundError:
+        path = self.cell_dir(cell_id) / CELL_JSON
+        if not path.is_file():
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        try:
+            record = read_cell(path)
+            return CellStatus(
+                record["cell_id"],
+                record["status"],
+                record["reason"],
+                record["started"],
+                record["ended"],
+            )
+        except (ContractError, KeyError) as exc:
             raise RunDirError(
                 f"{path}: cannot read the cell status ({exc}); delete it to re-run"
             ) from None
@@ -151,7 +169,7 @@ class RunDirError(Exception):
 def create_run_dir(results_dir: Path) -> RunDir:
     """A new directory per run; the random suffix keeps two runs in one second apart."""
     path = new_output_dir(results_dir)
-    (path / "raw").mkdir()
+    (path / RAW_DIR).mkdir()
     return RunDir(path)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from flaskbench import PROJECT_ROOT
 from flaskbench.config.units import parse_cpus
 from flaskbench.execute.commands import ALTERNATE_S
+from flaskbench.results.contract import CELL_JSON, LOADGEN_JSON, META_JSON, RAW_DIR, SUMMARY_CSV
 
 IO_TARGETS = {
     "sync": ({"server": "gunicorn", "worker_class": "sync", "workers": 2}, (2, 8)),
@@ -111,7 +112,7 @@ def run_bench(config: Path, runner: str) -> Path:
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "summary.csv").open(newline="") as handle:
+    with (run_dir / SUMMARY_CSV).open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -160,8 +161,8 @@ def gauge_overhead(base: dict[str, Any], directory: Path, runner: str) -> None:
             workloads={"noop": {"io_ms": 0}},
         )
         run_dir = run_bench(config, runner)
-        cell = run_dir / "raw" / f"{name}--noop--r1"
-        pairs = _period_pairs(json.loads((cell / "loadgen.json").read_text()))
+        cell = run_dir / RAW_DIR / f"{name}--noop--r1"
+        pairs = _period_pairs(json.loads((cell / LOADGEN_JSON).read_text()))
         ratios = [on / off for on, off in pairs]
         ratio = statistics.fmean(ratios)
         spread = statistics.stdev(ratios) / math.sqrt(len(ratios))
@@ -171,7 +172,7 @@ def gauge_overhead(base: dict[str, Any], directory: Path, runner: str) -> None:
         print(
             f"   {name:<9}{on_rps:>9.0f}{off_rps:>7.0f}{ratio:>8.3f}{spread:>7.3f}{sampling:>10.2%}"
         )
-        target_cpus = json.loads((run_dir / "meta.json").read_text())["cpus"]["target"]
+        target_cpus = json.loads((run_dir / META_JSON).read_text())["cpus"]["target"]
         models.append((name, off_rps, sampling))
     print("   on/off: 1.000 = free, required >= 0.980; sampling: the launcher's CPU, included")
     _gauge_cost_model(models, target_cpus)
@@ -225,7 +226,7 @@ def _sampling_share(cell: Path) -> float:
     )
     if not found:
         return float("nan")
-    status = json.loads((cell / "cell.json").read_text())
+    status = json.loads((cell / CELL_JSON).read_text())
     return float(found.group(1)) / float(status["ended"] - status["started"])
 
 
@@ -258,7 +259,7 @@ def harness_overhead(base: dict[str, Any], directory: Path, runner: str) -> None
         base, directory, load=quick, targets=targets, workloads={"io": {"io_ms": 100}}
     )
     run_dir = run_bench(config, runner)
-    meta = json.loads((run_dir / "meta.json").read_text())
+    meta = json.loads((run_dir / META_JSON).read_text())
     stairs = meta["staircase"]
     steps_s = len(stairs["users"]) * (stairs["warmup_s"] + stairs["measure_s"])
     print(
@@ -268,7 +269,7 @@ def harness_overhead(base: dict[str, Any], directory: Path, runner: str) -> None
     print(f"   {'target':<11}{'cell s':>8}{'over':>7}")
     walls = []
     for name in targets:
-        status = json.loads((run_dir / "raw" / f"{name}--io--r1" / "cell.json").read_text())
+        status = json.loads((run_dir / RAW_DIR / f"{name}--io--r1" / CELL_JSON).read_text())
         wall = float(status["ended"]) - float(status["started"])
         walls.append(wall)
         print(f"   {name:<11}{wall:>8.1f}{wall / steps_s - 1:>7.0%}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import threading
 import time
@@ -21,17 +20,32 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.hosts import DEFAULT_ENGINE, engine_label
 from flaskbench.config.load import Config
-from flaskbench.execute.commands import LOADGEN_JSON, READINESS, SETUP_LOG
+from flaskbench.execute.commands import READINESS
 from flaskbench.execute.engines import HostLost
-from flaskbench.execute.hostcpu import HOST_CPU_CSV, HostCpuSampler
+from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
 from flaskbench.plan.cells import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
 from flaskbench.plan.placement import Placement, single_host
+from flaskbench.results.contract import (
+    APP_CHECK_LOG,
+    APP_ERROR,
+    ERROR_TXT,
+    HOST_CPU_CSV,
+    LOADGEN_JSON,
+    MEMORY_CSV,
+    SETUP_LOG,
+    TARGET_LOG,
+    CellState,
+    ContractError,
+    HostRecord,
+    RunnerDetails,
+    read_loadgen,
+)
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 from flaskbench.servers.base import Server
 from flaskbench.servers.registry import server_of
@@ -39,18 +53,11 @@ from flaskbench.servers.registry import server_of
 # Beyond everything a cell may take, before its containers stop themselves: stopping the
 # stacks and saving their logs.
 TEARDOWN_MARGIN_S = 30
-TARGET_LOG = "target.log"
-RESOURCES_CSV = "resources.csv"
-MEMORY_CSV = "memory.csv"
 # What a service's returncode() is once something other than flaskbench removed it (a
 # container someone ran `docker rm` on): it left no exit code, and no log to read.
 REMOVED = -256
 # How long a cell waits for its port to be free before it fails.
 PORT_RELEASE_S = 10
-# In the run directory: what checking the app printed (its traceback, if it failed).
-APP_CHECK_LOG = "app-check.log"
-# In a cell's directory: the first traceback of an app that raised while serving.
-APP_ERROR = "app-error.txt"
 
 
 class CellFailed(Exception):
@@ -173,7 +180,7 @@ class Runner(ABC):
         self.run_id = ""
         self.placement = single_host(config)
 
-    def prepare(self, run_dir: Path, placement: Placement) -> dict[str, Any]:
+    def prepare(self, run_dir: Path, placement: Placement) -> RunnerDetails:
         """Get ready to run cells where `placement` says and check that the app loads, before
         any cell starts; return what meta.json should record. Raises RuntimeError with one line
         on failure."""
@@ -184,7 +191,7 @@ class Runner(ABC):
         details["app_packages"] = self.app_packages()
         return details
 
-    def hosts(self) -> list[dict[str, Any]]:
+    def hosts(self) -> list[HostRecord]:
         """Every host the run uses, for meta.json (none: everything ran here)."""
         return []
 
@@ -195,7 +202,7 @@ class Runner(ABC):
         """Remove what `prepare` made for the run (and nothing a finished run needs)."""
 
     @abstractmethod
-    def setup(self) -> dict[str, Any]:
+    def setup(self) -> RunnerDetails:
         """Build what cells need (images, the app's environment); what meta.json records."""
 
     @abstractmethod
@@ -263,7 +270,7 @@ class Runner(ABC):
         if not failure:
             failure = self._loadgen_failure(ctx, loadgen) or self._app_failure(ctx, log)
         troubles = worker_troubles(server_of(ctx.cell.target), log) + teardown
-        status = "failed" if failure else ("degraded" if troubles else "ok")
+        status: CellState = "failed" if failure else ("degraded" if troubles else "ok")
         # What the server logged about its workers often explains a failure too.
         reason = "; ".join(filter(None, [failure, *troubles]))
         return CellStatus(ctx.cell.cell_id, status, reason, started, time.time())
@@ -358,11 +365,11 @@ def app_errors(log: str) -> tuple[int, str] | None:
 def verification_failure(loadgen_json: Path) -> str:
     """Why the Locust master refused to send load (its check of every request), or ""."""
     try:
-        verification = json.loads(loadgen_json.read_text()).get("verification") or {}
-    except (OSError, ValueError, AttributeError):
+        verification = read_loadgen(loadgen_json).get("verification")
+    except ContractError:
         return ""
-    failure = verification.get("failure")
-    if verification.get("ok", True) or not isinstance(failure, dict):
+    failure = verification["failure"] if verification else None
+    if verification is None or verification["ok"] or not isinstance(failure, dict):
         return ""
     if failure.get("request") == READINESS:
         return (
@@ -440,7 +447,7 @@ def _stop(service: Service | ResourceSampler | HostCpuSampler, cell_dir: Path) -
 
 
 def _save_traceback(cell_dir: Path) -> None:
-    with (cell_dir / "error.txt").open("a") as handle:
+    with (cell_dir / ERROR_TXT).open("a") as handle:
         handle.write(traceback.format_exc())
 
 

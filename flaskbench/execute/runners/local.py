@@ -27,7 +27,6 @@ from flaskbench.config.app import HARNESS, snapshot
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
 from flaskbench.execute.commands import (
-    MASTER_LOG,
     Paths,
     check_command,
     harness_env,
@@ -37,8 +36,6 @@ from flaskbench.execute.commands import (
 )
 from flaskbench.execute.provenance import package_versions
 from flaskbench.execute.runners.base import (
-    RESOURCES_CSV,
-    TARGET_LOG,
     CellContext,
     ResourceSampler,
     Runner,
@@ -46,6 +43,7 @@ from flaskbench.execute.runners.base import (
     describe_exit,
     is_server_process,
 )
+from flaskbench.results.contract import MASTER_LOG, RESOURCES_CSV, TARGET_LOG, RunnerDetails
 from flaskbench.results.rundir import CellStatus
 
 _PR_SET_PDEATHSIG = 1
@@ -256,7 +254,7 @@ class LocalRunner(Runner):
             if self._scratch:
                 shutil.rmtree(self._scratch / ctx.cell.cell_id, ignore_errors=True)
 
-    def setup(self) -> dict[str, Any]:
+    def setup(self) -> RunnerDetails:
         if shutil.which("taskset") is None:
             raise RuntimeError(
                 "taskset is missing; install util-linux (apt-get install util-linux)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
 from flaskbench.config.load import Config
@@ -19,6 +18,7 @@ from flaskbench.execute.engines import (
 )
 from flaskbench.execute.images import Images, copy_image, ensure_images
 from flaskbench.plan.placement import Placement
+from flaskbench.results.contract import IMAGE_BUILD_LOG, ImagesRecord
 
 # The images a host runs, by side.
 _BOTH = frozenset({"target", "load"})
@@ -41,7 +41,7 @@ class ImageDistribution:
         self.say = say
         self.images: dict[str, Images] = {}
 
-    def distribute(self) -> tuple[dict[str, Images], dict[str, Any]]:
+    def distribute(self) -> tuple[dict[str, Images], ImagesRecord]:
         """Every image on every host that runs it: built once and copied (hosts.images =
         "copy", and every single-host run), or built on each host. Returns the images per host
         and, for meta.json, how they got there, with their IDs."""
@@ -76,7 +76,7 @@ class ImageDistribution:
             config.app,
             [w.locustfile for w in config.workloads],
             self.say,
-            Path(config.results_dir) / "image-build.log",
+            Path(config.results_dir) / IMAGE_BUILD_LOG,
             (config.results_dir,),
             roles,
             remote_host="" if spec == DEFAULT_ENGINE else engine.label,

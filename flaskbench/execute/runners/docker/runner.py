@@ -34,7 +34,6 @@ from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
-    CELL_HOSTS_JSON,
     Paths,
     check_command,
     master_command,
@@ -61,7 +60,6 @@ from flaskbench.execute.images import (
 from flaskbench.execute.leftovers import RUN_LABEL, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT
 from flaskbench.execute.runners.base import (
-    RESOURCES_CSV,
     CellContext,
     CellFailed,
     ResourceSampler,
@@ -82,6 +80,15 @@ from flaskbench.execute.runners.docker.compose import (
 )
 from flaskbench.execute.runners.docker.distribution import ImageDistribution, any_image
 from flaskbench.execute.runners.docker.sampling import DockerSampler
+from flaskbench.results.contract import (
+    CELL_HOSTS_JSON,
+    HOSTS_FORMAT,
+    RESOURCES_CSV,
+    HostRecord,
+    HostsJson,
+    ImagesRecord,
+    RunnerDetails,
+)
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 
 # The unprivileged user every container runs as (nobody:nogroup).
@@ -106,7 +113,7 @@ class DockerRunner(Runner):
         self.engines: dict[str, Engine] = {}
         self.facts: dict[str, HostFacts] = {}
         self.images: dict[str, Images] = {}
-        self._image_report: dict[str, Any] = {}
+        self._image_report: ImagesRecord | None = None
         self._cpu_models: dict[str, str] = {}
         # The current cell's stacks, and those a lost host kept: taken down as soon as it
         # answers again.
@@ -116,7 +123,7 @@ class DockerRunner(Runner):
 
     # -- the run ---------------------------------------------------------------------------
 
-    def setup(self) -> dict[str, Any]:
+    def setup(self) -> RunnerDetails:
         compose = compose_command()
         if compose is None:
             raise RuntimeError(
@@ -150,14 +157,14 @@ class DockerRunner(Runner):
             "target_image": target.target,
             "loadgen_images": {k or "flaskbench": v for k, v in master.loadgen.items()},
             "container_python": python.strip(),
-            "images": self._image_report,
+            **({"images": self._image_report} if self._image_report else {}),
         }
 
     def _any_image(self, spec: str) -> str:
         """An image the host holds, for one-off commands there."""
         return any_image(self.images[spec], self.placement.roles(spec))
 
-    def hosts(self) -> list[dict[str, Any]]:
+    def hosts(self) -> list[HostRecord]:
         placement = self.placement
         return [
             {
@@ -512,8 +519,8 @@ class DockerRunner(Runner):
     def _write_cell_hosts(self, ctx: CellContext) -> None:
         placement = self.placement
         clocks = self._clocks
-        document = {
-            "format": 1,
+        document: HostsJson = {
+            "format": HOSTS_FORMAT,
             "target": self.engines[placement.target].name,
             "master": self.engines[placement.master].name,
             "workers": {self.engines[s].name: n for s, n in placement.workers},

@@ -1,0 +1,493 @@
+"""The results contract: every file of a run directory, and the shape of its JSON files.
+
+Everything that writes a run and everything that reads one (collect, analyze, report, compare,
+publish) goes through the names and types here; what a runner did reaches the report only as
+these types say (meta.json's `runner.details`, a cell's hosts.json). docs/raw-data.md describes
+the same files for people.
+
+    results/<run_id>/
+      meta.json            MetaJson: how the run was made, and the SHA-256 of every file
+      config.toml          the config file as it was
+      app-check.log        what loading the app once before any cell printed
+      summary.csv          one row per target x workload x users x repeat (measure/analyze.py)
+      recommendation.json  with a [goal]: the pick per workload (measure/recommend.py)
+      report.md, report.html, charts/
+      raw/<cell_id>/       one cell: a target x workload x repeat walking the staircase
+        cell.json          CellJson, written last: a cell without it did not finish
+        loadgen.json       LoadgenJson, from the Locust master (locustfiles/stepstats.py)
+        hosts.json         HostsJson (docker runner): which host ran what, and the clocks
+        gauge.csv, resources.csv, memory.csv, host_cpu.csv, the processes' logs and Locust's
+        CSVs, setup.log, app-error.txt, error.txt
+
+Each JSON file carries a `format` number; readers take every format up to the current one (a
+file from before format numbers has none and counts as 1) and refuse a newer one in one line.
+
+History of formats:
+- meta.json 1: every run made before format numbers were written. 2: `format` itself; the
+  servers' packages among `packages` follow the servers (one module each); a granian target's
+  `backpressure` and `blocking_threads` are the values derived from its worker count when the
+  config left them out.
+- cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
+- loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
+  `clocks` were added without a format change: readers treat them as optional).
+- hosts.json 1: as docs/raw-data.md describes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict, cast
+
+# -- the run directory --------------------------------------------------------------------------
+
+META_JSON = "meta.json"
+CONFIG_COPY = "config.toml"
+APP_CHECK_LOG = "app-check.log"
+SUMMARY_CSV = "summary.csv"
+RECOMMENDATION_JSON = "recommendation.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+CHARTS_DIR = "charts"
+RAW_DIR = "raw"
+# Beside the run directories: what building the images printed.
+IMAGE_BUILD_LOG = "image-build.log"
+
+# -- a cell's directory -------------------------------------------------------------------------
+
+CELL_JSON = "cell.json"
+LOADGEN_JSON = "loadgen.json"
+CELL_HOSTS_JSON = "hosts.json"
+GAUGE_CSV = "gauge.csv"
+RESOURCES_CSV = "resources.csv"
+MEMORY_CSV = "memory.csv"
+HOST_CPU_CSV = "host_cpu.csv"
+TARGET_LOG = "target.log"
+MASTER_LOG = "locust-master.log"
+# Locust's own CSVs: locust_stats.csv, locust_stats_history.csv, locust_failures.csv...
+LOCUST_CSV_PREFIX = "locust"
+SETUP_LOG = "setup.log"
+# The app's first traceback, when it raised while serving.
+APP_ERROR = "app-error.txt"
+# flaskbench's own traceback, when a cell broke in a way it did not foresee.
+ERROR_TXT = "error.txt"
+
+META_FORMAT = 2
+CELL_FORMAT = 1
+LOADGEN_FORMAT = 1
+HOSTS_FORMAT = 1
+
+CellState = Literal["ok", "degraded", "failed"]
+
+
+class ContractError(Exception):
+    """A file of a run does not keep the contract; the message names it and what to do."""
+
+
+# -- meta.json ----------------------------------------------------------------------------------
+
+
+class Tool(TypedDict):
+    name: str
+    version: str
+
+
+class GitRevision(TypedDict):
+    commit: str
+    # Whether tracked files differ from the commit.
+    dirty: bool
+
+
+class MachineModel(TypedDict):
+    vendor: str | None
+    product: str | None
+
+
+class CpuFrequency(TypedDict):
+    driver: str | None
+    governor: str | None
+
+
+class Machine(TypedDict):
+    cpu_model: str
+    cpu_count: int | None
+    cpus_available: str
+    memory_gib: float | None
+    kernel: str
+    os: str
+    model: MachineModel
+    cpufreq: CpuFrequency
+
+
+class Cpus(TypedDict):
+    target: str
+    load: str
+    target_cores: NotRequired[int]
+    load_cores: NotRequired[int]
+
+
+class ImagesRecord(TypedDict):
+    """How the images got to every host (docker runner)."""
+
+    # "copy": built once and copied with the engines' save and load; "build": on each host.
+    mode: str
+    built_on: str
+    # Per host: {tag: image ID}.
+    hosts: dict[str, dict[str, str]]
+    same_image_ids: bool
+
+
+class RunnerDetails(TypedDict, total=False):
+    """What the runner set up, as it says (every runner: app_packages)."""
+
+    # {distribution: version} of the environment the app was served from.
+    app_packages: dict[str, str]
+    # local runner
+    python: str
+    packages: dict[str, str | None]
+    app_python: str
+    # docker runner
+    docker_engine: str
+    compose: str
+    base_image: str
+    target_image: str
+    loadgen_images: dict[str, str]
+    container_python: str
+    images: ImagesRecord
+
+
+class Runner(TypedDict):
+    name: str
+    reason: str
+    details: NotRequired[RunnerDetails]
+
+
+class Session(TypedDict):
+    started: str
+    runner: str
+    ended: NotRequired[str]
+    interrupted: NotRequired[bool]
+    # Why the run stopped before its last cell without being interrupted (a host was lost).
+    stopped: NotRequired[str]
+
+
+class HostRecord(TypedDict):
+    """One host of a run across several (docker runner with [hosts])."""
+
+    engine: str
+    name: str
+    roles: list[str]
+    hostname: str
+    engine_version: str
+    cpu_model: str
+    cpus: int
+    cpus_used: dict[str, str | None]
+    workers: int
+    kernel: str
+    os: str
+    memory_gib: float | None
+    clock_offset_s: float
+    clock_uncertainty_s: float
+
+
+class TargetRecord(TypedDict):
+    """A target as meta.json records it (servers/base.py's Target)."""
+
+    name: str
+    server: str
+    worker_class: str
+    workers: int
+    threads: int | None
+    settings: dict[str, int | bool | str]
+    expressions: dict[str, str]
+    sweep: str | None
+
+
+class Staircase(TypedDict):
+    users: list[int]
+    warmup_s: int
+    measure_s: int
+
+
+class Goal(TypedDict):
+    p99_ms: float
+    users: int
+    max_rss_mb: float | None
+    max_error_rate: float
+
+
+class AppRecord(TypedDict):
+    """The app, in the config's own words (never a value from the host's environment)."""
+
+    builtin: bool
+    path: str
+    wsgi: str
+    requirements: str | None
+    project: bool
+    env: dict[str, str]
+    setup: str | None
+    git: GitRevision | None
+
+
+class MetaJson(TypedDict):
+    format: int
+    run_id: str
+    tool: Tool
+    # flaskbench's own checkout (None: not run from one).
+    git: GitRevision | None
+    python: str
+    # {distribution: version, None where it is not installed} of what flaskbench runs with.
+    packages: dict[str, str | None]
+    machine: Machine
+    cpus: Cpus
+    locust_workers: int
+    runner: Runner
+    config_file: str
+    # The config as run, overrides applied.
+    config: dict[str, Any]
+    placement: dict[str, Any]
+    load_goes_to: str
+    allow_remote_target: bool
+    overrides: dict[str, Any]
+    targets: dict[str, TargetRecord]
+    workloads: dict[str, dict[str, Any]]
+    app: AppRecord
+    goal: Goal | None
+    stop_when_saturated: bool
+    sweeps_dropped: list[str]
+    staircase: Staircase
+    repeats: int
+    cells: list[str]
+    started: str
+    orchestrator_cpus: NotRequired[str]
+    sessions: NotRequired[list[Session]]
+    hosts: NotRequired[list[HostRecord]]
+    ended: NotRequired[str]
+    # {path relative to the run: SHA-256} of every raw file, at the end of the run.
+    files: NotRequired[dict[str, str]]
+    # The same for what `flaskbench report` wrote (the report, summary.csv, config.toml).
+    outputs: NotRequired[dict[str, str]]
+
+
+# -- cell.json ----------------------------------------------------------------------------------
+
+
+class CellJson(TypedDict):
+    format: int
+    cell_id: str
+    status: CellState
+    reason: str
+    started: float
+    ended: float
+
+
+# -- loadgen.json -------------------------------------------------------------------------------
+
+
+class WorkloadRecord(TypedDict):
+    user_class: str
+    path: str
+    wait_time: str | None
+
+
+class VerificationFailure(TypedDict, total=False):
+    request: str
+    status: int
+    expected: str
+    body: str
+
+
+class Verification(TypedDict):
+    ok: bool
+    checked: list[str]
+    failure: VerificationFailure | None
+
+
+class StepRecord(TypedDict):
+    index: int
+    users: int
+    start: float
+    measure_start: float
+    measure_end: float
+
+
+class SkippedRecord(TypedDict):
+    index: int
+    users: int
+    reason: str
+    stopped_at: float
+
+
+class BucketRecord(TypedDict):
+    t: int
+    requests: int
+    failures: int
+    # {response time in ms to three significant digits: count}
+    latency_ms: dict[str, int]
+
+
+class LoadgenCpu(TypedDict):
+    t: float
+    node: str
+    cpu_pct: float
+
+
+class ClockRecord(TypedDict):
+    offset_s: float
+    round_trip_s: float
+    answers: int
+    applied_s: float
+
+
+class LoadgenJson(TypedDict):
+    format: int
+    bucket_s: int
+    # Both since April 2026's runs; earlier ones have neither.
+    workload: NotRequired[WorkloadRecord]
+    verification: NotRequired[Verification]
+    steps: list[StepRecord]
+    skipped: NotRequired[list[SkippedRecord]]
+    buckets: list[BucketRecord]
+    loadgen_cpu: list[LoadgenCpu]
+    cpu_warnings: list[str]
+    workers: int
+    clocks: NotRequired[dict[str, ClockRecord]]
+
+
+# -- hosts.json ---------------------------------------------------------------------------------
+
+
+class EngineClock(TypedDict):
+    offset_s: float
+    uncertainty_s: float
+
+
+class CellClock(TypedDict):
+    # Seconds to add to a time of the target host's clock (gauge.csv) to read the master's.
+    target_to_master_s: float
+    resources_on_master_clock: bool
+    engines: dict[str, EngineClock]
+
+
+class HostsJson(TypedDict):
+    format: int
+    target: str
+    master: str
+    workers: dict[str, int]
+    clock: CellClock
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file of a run; ContractError (naming the file) if it is none."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ContractError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict):
+        raise ContractError(f"{path}: not a JSON object")
+    return data
+
+
+def _checked_format(path: Path, data: dict[str, Any], current: int) -> dict[str, Any]:
+    found = data.setdefault("format", 1)
+    if not isinstance(found, int) or found < 1:
+        raise ContractError(f"{path}: format {found!r} is not a format number")
+    if found > current:
+        raise ContractError(
+            f"{path}: format {found} is newer than this flaskbench reads (up to {current}); "
+            "update flaskbench to read it"
+        )
+    return data
+
+
+def read_meta(path: Path) -> MetaJson:
+    data = _checked_format(path, read_json_object(path), META_FORMAT)
+    if data["format"] == 1:
+        data = _meta_from_format_1(data)
+    return cast(MetaJson, data)
+
+
+# What a reader finds in a meta.json of format 1 where that run did not write a key: runs made
+# before a key existed (the goal, sweeps, an own app...) did what its absence says.
+_FORMAT_1_DEFAULTS: dict[str, Any] = {
+    "tool": {"name": "flaskbench", "version": "?"},
+    "python": "?",
+    "packages": {},
+    "machine": {
+        "cpu_model": "unknown",
+        "cpu_count": None,
+        "cpus_available": "",
+        "memory_gib": None,
+        "kernel": "",
+        "os": "",
+        "model": {"vendor": None, "product": None},
+        "cpufreq": {"driver": None, "governor": None},
+    },
+    "locust_workers": 0,
+    "runner": {"name": "?", "reason": ""},
+    "config_file": "",
+    "config": {},
+    "placement": {},
+    "load_goes_to": "",
+    "allow_remote_target": False,
+    "overrides": {},
+    "targets": {},
+    "workloads": {},
+    "app": {
+        "builtin": True,
+        "path": "",
+        "wsgi": "",
+        "requirements": None,
+        "project": False,
+        "env": {},
+        "setup": None,
+        "git": None,
+    },
+    "goal": None,
+    "stop_when_saturated": False,
+    "sweeps_dropped": [],
+    "staircase": {"users": [], "warmup_s": 0, "measure_s": 0},
+    "repeats": 1,
+    "cells": [],
+    "started": "?",
+}
+
+
+def _meta_from_format_1(data: dict[str, Any]) -> dict[str, Any]:
+    upgraded = dict(data)
+    for key, default in _FORMAT_1_DEFAULTS.items():
+        found = upgraded.get(key, default)
+        if isinstance(default, dict) and isinstance(found, dict) and default:
+            found = {**default, **found}
+        upgraded[key] = found
+    # Format 1 wrote {"commit": null, "dirty": null} where there was no checkout.
+    upgraded["git"] = _revision_or_none(upgraded.get("git"))
+    upgraded["app"]["git"] = _revision_or_none(upgraded["app"].get("git"))
+    return upgraded
+
+
+def _revision_or_none(git: object) -> dict[str, Any] | None:
+    if isinstance(git, dict) and git.get("commit"):
+        return {"commit": str(git["commit"]), "dirty": bool(git.get("dirty"))}
+    return None
+
+
+def read_cell(path: Path) -> CellJson:
+    return cast(CellJson, _checked_format(path, read_json_object(path), CELL_FORMAT))
+
+
+def read_loadgen(path: Path) -> LoadgenJson:
+    return cast(LoadgenJson, _checked_format(path, read_json_object(path), LOADGEN_FORMAT))
+
+
+def read_hosts(path: Path) -> HostsJson:
+    return cast(HostsJson, _checked_format(path, read_json_object(path), HOSTS_FORMAT))
+
+
+def iso(timestamp: float) -> str:
+    """A time as meta.json writes it: ISO 8601, UTC, to the second."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
