@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# loadgen.json's format: flaskbench/results/contract.py's LOADGEN_FORMAT (the Locust image
+# carries no flaskbench, so the number is kept here too; a test checks that they agree).
 FORMAT = 1
 BUCKET_S = 1
 

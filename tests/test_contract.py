@@ -9,10 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+import stepstats
 from fakerun import Step, make_run
 
 from flaskbench.results.contract import (
     CELL_FORMAT,
+    LOADGEN_FORMAT,
     ContractError,
     read_cell,
     read_hosts,
@@ -60,6 +62,10 @@ def test_a_newer_format_is_refused_in_one_line(tmp_path: Path, reader: object) -
         reader(path)  # type: ignore[operator]
     assert str(refused.value).startswith(f"{path}: format 99 is newer than this flaskbench reads")
     assert str(refused.value).endswith("update flaskbench to read it")
+
+
+def test_the_load_generator_writes_the_format_the_contract_reads() -> None:
+    assert stepstats.FORMAT == LOADGEN_FORMAT
 
 
 def test_what_is_not_a_json_object_is_named(tmp_path: Path) -> None:
