@@ -24,9 +24,9 @@ file from before format numbers has none and counts as 1) and refuse a newer one
 
 History of formats:
 - meta.json 1: every run made before format numbers were written. 2: `format` itself; the
-  servers' packages among `packages` follow the servers (one module each); a granian target's
-  `backpressure` and `blocking_threads` are the values derived from its worker count when the
-  config left them out.
+  servers' packages among `packages` follow the servers (one module each); a target's
+  `settings` hold what its server derives from the others where the config left a setting out
+  (as passed to the server); `git` is null outside a checkout.
 - cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
   `clocks` were added without a format change: readers treat them as optional).
