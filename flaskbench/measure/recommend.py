@@ -6,7 +6,7 @@ the budget, failures within the allowed rate) with a valid measurement, the one 
 throughput wins; targets whose throughput intervals (95%, over repeats or the window's seconds)
 overlap the best's are a tie, settled by less memory, then fewer processes. Every other target
 is listed with why it was left out. Where the targets include a server's own rule of thumb
-(gunicorn's 2 x cores + 1 sync workers), the recommendation says how it compares.
+(such as 2 x cores + 1 workers), the recommendation says how it compares.
 """
 
 from __future__ import annotations

@@ -121,8 +121,9 @@ class Granian(Server):
             "1",
             "--http1-keep-alive",
             "--no-ws",
-            # A worker that dies is replaced, as gunicorn and uWSGI do (granian's default is to
-            # shut the whole server down), and its "Respawning worker-N" line flags the cell.
+            # A worker that dies is replaced, as servers with a master usually do (granian's
+            # default is to shut the whole server down), and its "Respawning worker-N" line
+            # flags the cell.
             "--respawn-failed-workers",
             "--no-access-log",
             "--log-level",

@@ -78,7 +78,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--stop-signal",
         type=_signal,
         default=signal.SIGTERM,
-        help="what stops the server (default TERM; gunicorn stops at once on QUIT)",
+        help="what stops the server (default TERM; the server's module says which)",
     )
     parser.add_argument(
         "--alternate",

@@ -107,8 +107,8 @@ class LocalProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=self._grace_s)
         # The leader may be gone while something it forked lingers, even in a group of its own:
-        # gunicorn's workers outlive a killed launcher and master for up to half their timeout,
-        # holding the port the next cell needs.
+        # a server's workers can outlive a killed launcher and master (gunicorn's for up to half
+        # their timeout), holding the port the next cell needs.
         kill_session(self.popen.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
