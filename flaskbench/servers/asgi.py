@@ -38,6 +38,7 @@ ADAPTERS = ("a2wsgi", "asgiref")
 
 class Asgi(Server):
     name = "asgi"
+    listed = 6
     # uvicorn's backlog and reset_contextvars, and a2wsgi's pool (its `workers`, here threads)
     # as they default.
     defaults: ClassVar[Mapping[str, Setting]] = {

@@ -82,6 +82,8 @@ class Server:
     """Everything flaskbench knows about one server."""
 
     name: ClassVar[str]
+    # Where it comes in lists (the config's errors, the report's method): the oldest first.
+    listed: ClassVar[int]
     # Every setting that changes results, with the value used when the config leaves it out.
     defaults: ClassVar[Mapping[str, Setting]]
     # How a generated target name shows a setting's value (NAME-w2-t4).

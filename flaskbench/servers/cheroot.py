@@ -30,6 +30,7 @@ KEPT_ALIVE = 10
 
 class Cheroot(Server):
     name = "cheroot"
+    listed = 7
     # cheroot's own defaults (cheroot/wsgi.py), written out.
     defaults: ClassVar[Mapping[str, Setting]] = {
         "threads": 10,

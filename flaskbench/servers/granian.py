@@ -40,6 +40,7 @@ MIN_BACKLOG = 128
 
 class Granian(Server):
     name = "granian"
+    listed = 5
     # granian's own defaults with one worker; backpressure and blocking_threads follow the
     # worker count when the config leaves them out (see `derived`).
     defaults: ClassVar[Mapping[str, Setting]] = {

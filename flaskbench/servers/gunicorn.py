@@ -39,6 +39,7 @@ CLASSES = ("sync", "gthread", "gevent")
 
 class Gunicorn(Server):
     name = "gunicorn"
+    listed = 2
     defaults: ClassVar[Mapping[str, Setting]] = {
         "worker_class": "sync",
         "workers": 2,

@@ -25,7 +25,7 @@ def _discover() -> dict[str, Server]:
         assert isinstance(server, Server), module.name
         assert server.name == module.name, module.name
         found[server.name] = server
-    return found
+    return dict(sorted(found.items(), key=lambda item: item[1].listed))
 
 
 SERVERS: Mapping[str, Server] = _discover()

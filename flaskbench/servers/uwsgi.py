@@ -35,6 +35,7 @@ from flaskbench.servers.base import (
 
 class Uwsgi(Server):
     name = "uwsgi"
+    listed = 4
     # uWSGI's own defaults, written out.
     defaults: ClassVar[Mapping[str, Setting]] = {
         "processes": 1,

@@ -28,6 +28,7 @@ OWN_SOCKETS = 2
 
 class Waitress(Server):
     name = "waitress"
+    listed = 3
     # waitress's own defaults, written out.
     defaults: ClassVar[Mapping[str, Setting]] = {
         "threads": 4,

@@ -29,6 +29,7 @@ BACKLOG = 128
 
 class Werkzeug(Server):
     name = "werkzeug"
+    listed = 1
     defaults: ClassVar[Mapping[str, Setting]] = {"threaded": True, "processes": 1}
     short_names: ClassVar[Mapping[str, str]] = {"processes": "p"}
     packages = ("werkzeug",)
