@@ -1,7 +1,7 @@
 """The built-in Flask app: endpoints that wait, compute, or do nothing.
 
-Served as `app:app` (see appload.py, which also wraps it in the gauge) unless the config names
-an app of its own.
+Served as `flaskbench_target.builtin_app:app` (see appload.py, which also wraps it in the gauge)
+unless the config names an app of its own.
 """
 
 from __future__ import annotations

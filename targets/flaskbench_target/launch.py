@@ -1,7 +1,7 @@
 """Start one server, supervise it, and sample its concurrency gauge into gauge.csv.
 
-    python launch.py [--gauge-out PATH] [--gauge-file PATH] [--interval 0.1] [--grace 5] \\
-        [--alternate S] [--app SPEC] [--app-src DIR] [--app-dir DIR] [--setup CMD] \\
+    python -m flaskbench_target.launch [--gauge-out PATH] [--gauge-file PATH] [--interval 0.1] \\
+        [--grace 5] [--alternate S] [--app SPEC] [--app-src DIR] [--app-dir DIR] [--setup CMD] \\
         [--setup-log PATH] [--setup-timeout S] -- SERVER ARGV...
 
 The server runs in its own process group, in the launcher's session, and dies with the launcher
