@@ -28,7 +28,9 @@ import psutil
 import pytest
 
 OWNER_LABEL = "flaskbench.owner"
+RUN_LABEL = "flaskbench.run"
 TEST_LABEL = "flaskbench.test"
+_SESSION = str(os.getpid())
 # A flaskbench run still going when its test ended gets this long to tear its cell down.
 INTERRUPT_GRACE_S = 60
 
@@ -39,8 +41,10 @@ def session_tag() -> str:
 
 
 def guard_labels() -> dict[str, str]:
-    """Labels for a container a test makes itself, so that it is removed whatever happens."""
-    return {TEST_LABEL: os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]}
+    """Labels for a container a test makes itself, so that it is removed whatever happens: this
+    session's and the test's (other sessions on the machine leave it alone)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    return {TEST_LABEL: f"{_SESSION}/{test}"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Guard:
     engines: dict[str, Any] = field(default_factory=dict)
     # What each test's teardown had to remove: (test, what).
     removed: list[tuple[str, str]] = field(default_factory=list)
+    # This session's temporary directory, where its runs write their results.
+    basetemp: Path | None = None
 
     # -- one test ---------------------------------------------------------------------------
 
@@ -76,7 +82,7 @@ class Guard:
         removed = stop_processes(new)
         local = local_client()
         if local is not None:
-            removed += remove(local, ours(local, since=snapshot.at), "this machine")
+            removed += remove(local, self._ours(local, snapshot.at), "this machine")
         for url, client in self.engines.items():
             with contextlib.suppress(Exception):
                 before = snapshot.containers.get(url, set())
@@ -99,11 +105,14 @@ class Guard:
                 lines.append(f"{self.maker(process.create_time())}: process {pid}: {command}")
         local = local_client()
         if local is not None:
-            for container in ours(local, since=self.started):
+            for container in self._ours(local, self.started):
                 test = container.labels.get(TEST_LABEL) or self.maker(_created(container))
                 lines.append(f"{test}: container {container.name} on this machine")
         lines += [f"?: network namespace {name}" for name in namespaces(session_tag())]
         return lines
+
+    def _ours(self, client: Any, since: float) -> list[Any]:
+        return ours(client, since, self.basetemp) if self.basetemp else []
 
     def maker(self, created: float) -> str:
         """The test that was running at that time."""
@@ -118,18 +127,37 @@ class Snapshot:
     containers: dict[str, set[str]]
 
 
-def ours(client: Any, since: float) -> list[Any]:
-    """Containers of this machine's engine that tests made (labelled so), and those of runs
-    that ended without removing them (their owner is gone), created since then."""
+def ours(client: Any, since: float, basetemp: Path) -> list[Any]:
+    """Containers of this machine's engine that this session's tests made (labelled so), and
+    those of this session's runs (their run directory is under its temporary directory) that
+    ended without removing them (their owner is gone), created since then. Another session's
+    are never touched."""
     from flaskbench.execute.leftovers import controller_id, flaskbench_alive, owner_alive
 
     here = controller_id()
-    found = {c.id: c for c in _list(client, {"label": TEST_LABEL})}
+    found = {
+        c.id: c
+        for c in _list(client, {"label": TEST_LABEL})
+        if c.labels.get(TEST_LABEL, "").startswith(f"{_SESSION}/")
+    }
     for container in _list(client, {"label": OWNER_LABEL}):
         labels = dict(container.labels)
-        if _created(container) >= since - 1 and not owner_alive(labels, here, flaskbench_alive):
+        mine = _run_of_this_session(labels.get(RUN_LABEL, ""), basetemp)
+        if (
+            mine
+            and _created(container) >= since - 1
+            and not owner_alive(labels, here, flaskbench_alive)
+        ):
             found[container.id] = container
     return list(found.values())
+
+
+def _run_of_this_session(run_id: str, basetemp: Path) -> bool:
+    """Whether a run directory of that name is in this session's temporary directory (tests
+    write results under their tmp_path, one or two levels down)."""
+    if not run_id or "/" in run_id:
+        return False
+    return any(basetemp.glob(f"*/results/{run_id}")) or any(basetemp.glob(f"*/*/results/{run_id}"))
 
 
 def _created(container: Any) -> float:
@@ -243,9 +271,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _nothing_outlives_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+def _nothing_outlives_the_test(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """Whatever happened in the test, what it started goes in its own teardown."""
     guard = request.config.stash[GUARD]
+    guard.basetemp = tmp_path_factory.getbasetemp()
     snapshot = guard.before()
     yield
     guard.after(request.node.nodeid, snapshot, request.node.funcargs.get("tmp_path"))
