@@ -72,5 +72,5 @@ accuracy: $(STAMP) ## print the measurement-accuracy benchmarks (takes a few min
 	$(BIN)/python -m flaskbench.selfcheck.accuracy --config $(CONFIG) --runner $(RUNNER)
 
 clean: ## remove the virtualenv and caches (results/ is kept)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info flaskbench-crash.log
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
