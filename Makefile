@@ -18,7 +18,7 @@ SITE ?= site
 .PHONY: help venv bench bench-quick images base-image report test test-unit lint accuracy compare-check publish doctor clean-containers clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: RUNNER=auto|docker|local CONFIG=bench.toml ARGS='...' RUN=results/<run>"
 	@echo "             RUNS='results/<run> results/<comparison> ...' SITE=site (make publish)"
 
