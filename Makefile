@@ -1,4 +1,5 @@
-# flaskbench: `make bench` runs the benchmark, `make test` runs the tests. Both set themselves up.
+# flaskbench: `make bench` runs the benchmark, `make test` runs the tests (`make test-unit` the fast
+# ones alone). They set themselves up.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -14,10 +15,10 @@ ARGS ?=
 RUNS ?=
 SITE ?= site
 
-.PHONY: help venv bench bench-quick images base-image report test lint accuracy compare-check publish doctor clean-containers clean
+.PHONY: help venv bench bench-quick images base-image report test test-unit lint accuracy compare-check publish doctor clean-containers clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: RUNNER=auto|docker|local CONFIG=bench.toml ARGS='...' RUN=results/<run>"
 	@echo "             RUNS='results/<run> results/<comparison> ...' SITE=site (make publish)"
 
@@ -63,6 +64,11 @@ clean-containers: $(STAMP) ## remove the containers of crashed runs (only those)
 test: lint ## lint, type-check and run every test (docker tests need a daemon)
 	$(BIN)/pytest
 
+# The markers are declared in pyproject.toml: load starts real servers and Locust, docker needs a
+# daemon, hosts emulates separate hosts.
+test-unit: $(STAMP) ## the fast tests alone, no lint: none marked load, docker or hosts (under 2 min)
+	$(BIN)/pytest -m "not load and not docker and not hosts"
+
 lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -72,5 +78,5 @@ accuracy: $(STAMP) ## print the measurement-accuracy benchmarks (takes a few min
 	$(BIN)/python -m flaskbench.selfcheck.accuracy --config $(CONFIG) --runner $(RUNNER)
 
 clean: ## remove the virtualenv and caches (results/ is kept)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info flaskbench-crash.log
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

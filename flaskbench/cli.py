@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -41,10 +42,51 @@ from flaskbench.results.rundir import (
 
 DEFAULT_CONFIG = Path("bench.toml")
 EXIT_OK, EXIT_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CRASH_LOG = "flaskbench-crash.log"
 
 
 class UsageError(Exception):
     """Bad input or an unusable host: one line per problem, exit code 2."""
+
+
+class CrashLog:
+    """Where an internal error's traceback goes: into the run directory once the command has
+    one, beside the run it concerns; else a new file in the system's temp directory. Never the
+    working directory, which is often a checkout."""
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+
+    def write(self, text: str) -> Path | None:
+        """The file that took the traceback, or None when no place would."""
+        if self.run_dir is not None:
+            path = self.run_dir / CRASH_LOG
+            try:
+                # Appended: a resumed run that crashes again keeps the first traceback too.
+                with path.open("a") as handle:
+                    handle.write(text)
+                return path
+            except OSError:
+                pass  # a run directory this user cannot write to: the temp directory then
+        try:
+            # A file of its own: a fixed name in a shared directory may be another user's.
+            fd, name = tempfile.mkstemp(prefix="flaskbench-crash-", suffix=".log")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            return Path(name)
+        except OSError:
+            return None
+
+
+# Where this invocation's internal error goes: main resets it, and a command points it at its
+# run directory as soon as it has one.
+_crash_log = CrashLog()
+
+
+def _in_run_dir(run: RunDir) -> RunDir:
+    """The run, now that the command has it: a crash from here on is logged in its directory."""
+    _crash_log.run_dir = run.path
+    return run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +195,7 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     progress = Progress(quiet=args.quiet or args.json)
+    _crash_log.run_dir = None
     try:
         return int(COMMANDS[args.command](args, progress))
     except ConfigError as exc:
@@ -165,12 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("FLASKBENCH_DEBUG"):
             raise
-        log = Path.cwd() / "flaskbench-crash.log"
-        log.write_text(traceback.format_exc())
-        print(
-            f"flaskbench: internal error: {type(exc).__name__}: {exc} (traceback in {log})",
-            file=sys.stderr,
-        )
+        text = traceback.format_exc()
+        log = _crash_log.write(text)
+        if log is None:
+            print(text, end="", file=sys.stderr)
+        where = f"traceback in {log}" if log else "no file took the traceback: above"
+        print(f"flaskbench: internal error: {type(exc).__name__}: {exc} ({where})", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -190,7 +233,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if args.resume:
-        run = open_run_dir(args.resume)
+        run = _in_run_dir(open_run_dir(args.resume))
         meta = run.read_meta()
         overrides = Overrides(
             **{**meta.get("overrides", {}), "runner": args.runner or meta["runner"]["name"]}
@@ -209,7 +252,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if args.resume:
         meta["runner"] = {"name": runner.name, "reason": reason}
     else:
-        run = create_run_dir(config.results_dir)
+        run = _in_run_dir(create_run_dir(config.results_dir))
         meta = start_meta(config, overrides, run, runner, reason, placement)
     if config.host != "127.0.0.1":
         progress.warn(
@@ -305,7 +348,7 @@ def _finish(outcome: RunOutcome, args: argparse.Namespace, progress: Progress) -
 
 
 def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
-    run = open_run_dir(args.run_dir)
+    run = _in_run_dir(open_run_dir(args.run_dir))
     problems = _build_report(run, progress)
     if args.json:
         print(json.dumps({"run_dir": str(run.path), "problems": problems}, indent=2))
@@ -315,7 +358,7 @@ def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, progress: Progress) -> int:
-    run = open_run_dir(args.run_dir)
+    run = _in_run_dir(open_run_dir(args.run_dir))
     problems = verify(run)
     if args.json:
         print(json.dumps({"run_dir": str(run.path), "problems": problems}, indent=2))

@@ -6,9 +6,10 @@ What counts as a test's own, so that nothing of anybody else's is touched:
 - processes: this session's descendants that were not running when the test started, and
   processes whose command line names the test's temporary directory (orphans re-parented away);
 - containers: on this machine's engine, those whose `flaskbench.owner` is a process of this
-  session (a `flaskbench` the test started) or that carry `flaskbench.test` (made by a test
-  itself, see `guard_labels`); on an engine a fixture made for the session (an emulated host),
-  every container that was not there when the test started;
+  session (a `flaskbench` the test started) or that a test of this session made itself and
+  labelled so (`guard_labels`); never one that another session's test labelled, since other
+  sessions (another checkout, CI) may share the engine; on an engine a fixture made for the
+  session (an emulated host), every container that was not there when the test started;
 - network namespaces: those named with this session's tag (tests/netns.py).
 """
 
@@ -30,7 +31,8 @@ import pytest
 OWNER_LABEL = "flaskbench.owner"
 RUN_LABEL = "flaskbench.run"
 TEST_LABEL = "flaskbench.test"
-_SESSION = str(os.getpid())
+# The session whose test made a container: sessions that share an engine leave each other's be.
+SESSION_LABEL = "flaskbench.test_session"
 # A flaskbench run still going when its test ended gets this long to tear its cell down.
 INTERRUPT_GRACE_S = 60
 
@@ -40,11 +42,22 @@ def session_tag() -> str:
     return f"fbt{os.getpid() % 100000}"
 
 
+def session_id() -> str:
+    """This session among every one that may share this machine's engine (pid and start time:
+    a pid alone may be reused)."""
+    from flaskbench.execute.leftovers import controller_id
+
+    process = psutil.Process()
+    return f"{controller_id()}/{process.pid}/{process.create_time():.2f}"
+
+
 def guard_labels() -> dict[str, str]:
-    """Labels for a container a test makes itself, so that it is removed whatever happens: this
-    session's and the test's (other sessions on the machine leave it alone)."""
-    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
-    return {TEST_LABEL: f"{_SESSION}/{test}"}
+    """Labels for a container a test makes itself, so that it is removed whatever happens: the
+    test's, and this session's (other sessions sharing the engine leave it alone)."""
+    return {
+        TEST_LABEL: os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0],
+        SESSION_LABEL: session_id(),
+    }
 
 
 @dataclass(frozen=True)
@@ -135,19 +148,15 @@ def ours(client: Any, since: float, basetemp: Path) -> list[Any]:
     from flaskbench.execute.leftovers import controller_id, flaskbench_alive, owner_alive
 
     here = controller_id()
-    found = {
-        c.id: c
-        for c in _list(client, {"label": TEST_LABEL})
-        if c.labels.get(TEST_LABEL, "").startswith(f"{_SESSION}/")
-    }
+    found = {c.id: c for c in _list(client, {"label": f"{SESSION_LABEL}={session_id()}"})}
     for container in _list(client, {"label": OWNER_LABEL}):
         labels = dict(container.labels)
+        if TEST_LABEL in labels:
+            # A test's stand-in for a crashed run: its own session removes it (found above).
+            continue
         mine = _run_of_this_session(labels.get(RUN_LABEL, ""), basetemp)
-        if (
-            mine
-            and _created(container) >= since - 1
-            and not owner_alive(labels, here, flaskbench_alive)
-        ):
+        recent = _created(container) >= since - 1
+        if mine and recent and not owner_alive(labels, here, flaskbench_alive):
             found[container.id] = container
     return list(found.values())
 

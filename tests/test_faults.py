@@ -10,6 +10,7 @@ import signal
 import socket
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchrun import (
@@ -47,22 +48,23 @@ def the_run_dir(directory: Path) -> Path:
     return next((directory / "results").glob("*/raw")).parent
 
 
-def served(cell: Path) -> int:
-    """Requests the target's gauge has seen served so far."""
-    rows = [row.split(",") for row in gauge_so_far(cell).splitlines()[1:]]
+def served(cell: Path, engine: Any = None) -> int:
+    """Requests the target's gauge has seen served so far (`engine`: see gauge_so_far)."""
+    rows = [row.split(",") for row in gauge_so_far(cell, engine).splitlines()[1:]]
     return max((int(row[4]) for row in rows if len(row) == 6 and row[1] == "0"), default=0)
 
 
-def gauge_so_far(cell: Path) -> str:
+def gauge_so_far(cell: Path, engine: Any = None) -> str:
     """The gauge as written so far: in the cell's directory with the local runner; inside the
     running target's container with the docker runner, which brings the raw files home only
-    when the cell ends."""
+    when the cell ends. `engine`: a client of the engine the target runs on, if not this
+    machine's."""
     gauge = cell / "gauge.csv"
     if gauge.is_file():
         return gauge.read_text()
     from flaskbench.execute.engines import docker_client_if_running
 
-    client = docker_client_if_running()
+    client = engine if engine is not None else docker_client_if_running()
     if client is None:
         return ""
     labels = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from benchrun import (
 )
 from leftovers_guard import Guard, guard_labels
 from netns import EmulatedHost, Relay, emulated_hosts, require_hosts
-from test_faults import the_run_dir
+from test_faults import served, the_run_dir
 
 from flaskbench.execute.engines import list_containers
 from flaskbench.execute.leftovers import controller_id
@@ -97,6 +96,12 @@ def containers(host: EmulatedHost, *labels: str) -> list[Any]:
 
 def everything_on(*hosts: EmulatedHost) -> list[str]:
     return [c.name for host in hosts for c in list_containers(host.client())]
+
+
+def target_answered(engine: Any, run_dir: Path) -> bool:
+    """The first cell's target on `engine` (a client) has served a request, Locust's readiness
+    check: the cell is under way, its containers up and watched."""
+    return served(run_dir / "raw" / "sync--io--r1", engine) > 0
 
 
 def test_doctor_checks_every_host_and_a_missing_engine_stops_the_run_first(
@@ -241,7 +246,8 @@ def test_a_host_lost_mid_cell_fails_only_that_cell_by_name(
                     "flaskbench.controller",
                     "flaskbench.ports",
                 } <= set(container.labels)
-        time.sleep(2)
+        engine_a = a.client()
+        wait_for(lambda: target_answered(engine_a, run_dir), 120, "the target's first request")
         relay.cut()
         wait_for((run_dir / "raw" / "sync--io--r1" / "cell.json").is_file, 120, "cell 1 to fail")
         relay.start()
@@ -276,7 +282,8 @@ def test_a_target_container_removed_on_its_host_fails_that_cell_only(
 
     wait_for(target_serving, 600, "the first cell's target on host a and its master on host b")
     run_dir = the_run_dir(tmp_path)
-    time.sleep(2)
+    engine_a = a.client()
+    wait_for(lambda: target_answered(engine_a, run_dir), 120, "the target's first request")
     (container,) = target_serving()
     container.remove(force=True)
     assert process.wait(timeout=300) == 1

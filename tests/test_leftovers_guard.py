@@ -4,10 +4,14 @@ leaves goes in its teardown, and what outlives the session fails it, naming the 
 from __future__ import annotations
 
 import signal
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from leftovers_guard import OWNER_LABEL, SESSION_LABEL, TEST_LABEL, guard_labels, ours
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,3 +68,57 @@ def test_uses_the_daemon(daemon):
     finally:
         for process in sleepers(marker):
             process.send_signal(signal.SIGKILL)
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    labels: dict[str, str]
+    attrs: dict[str, Any] = field(
+        default_factory=lambda: {"Created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    )
+
+
+class FakeContainers:
+    """An engine's containers, filtered by label as Docker does (`key` or `key=value`)."""
+
+    def __init__(self, containers: list[FakeContainer]) -> None:
+        self._containers = containers
+
+    def list(self, filters: dict[str, Any], **_kwargs: object) -> list[FakeContainer]:
+        key, _, value = filters["label"].partition("=")
+        return [
+            c for c in self._containers if key in c.labels and (not value or c.labels[key] == value)
+        ]
+
+
+@dataclass
+class FakeEngine:
+    containers: FakeContainers
+
+
+def test_only_this_sessions_containers_are_its_own(tmp_path: Path) -> None:
+    """Other sessions may share the engine (another checkout, CI): their tests' containers,
+    stand-ins for crashed runs included, and their runs' are theirs to remove."""
+    # This session's runs write their results under its temporary directory.
+    (tmp_path / "test_a0" / "results" / "crashed").mkdir(parents=True)
+    crashed = {OWNER_LABEL: "4194305", "flaskbench.run": "crashed"}
+    elsewhere = {OWNER_LABEL: "4194305", "flaskbench.run": "another-sessions-run"}
+    other = {TEST_LABEL: "test_x.py::test_y", SESSION_LABEL: "elsewhere/1/2.00"}
+    engine = FakeEngine(
+        FakeContainers(
+            [
+                FakeContainer("mine", guard_labels()),
+                FakeContainer("my stand-in", {**crashed, **guard_labels()}),
+                FakeContainer("another session's", other),
+                FakeContainer("another session's stand-in", {**crashed, **other}),
+                # Labelled by a session from before sessions were told apart.
+                FakeContainer("an older session's", {**crashed, TEST_LABEL: "test_x.py::test_y"}),
+                FakeContainer("a crashed run's", crashed),
+                FakeContainer("another session's crashed run's", elsewhere),
+                FakeContainer("a stranger's", {"other": "app"}),
+            ]
+        )
+    )
+    found = {c.id for c in ours(engine, since=time.time() - 60, basetemp=tmp_path)}
+    assert found == {"mine", "my stand-in", "a crashed run's"}

@@ -43,7 +43,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -81,8 +81,11 @@ def build(adapter: str, threads: int | None) -> Any:
 
     if adapter == "a2wsgi":
         from a2wsgi import WSGIMiddleware
+        from a2wsgi.wsgi_typing import WSGIApp
 
-        return WSGIMiddleware(wsgi_app, workers=threads or 1)
+        # The same callable: a2wsgi types PEP 3333's environ and start_response its own way
+        # (a TypedDict, a Protocol), typeshed another (a dict, a Protocol of its own).
+        return WSGIMiddleware(cast(WSGIApp, wsgi_app), workers=threads or 1)
     from asgiref.wsgi import WsgiToAsgi
 
     return WsgiToAsgi(closed_when_released(wsgi_app))

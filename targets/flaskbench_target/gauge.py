@@ -116,7 +116,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -227,7 +227,7 @@ class _GaugeFile:
         self.ring_size: int = self.words[_RING]
         self.base: int = self.words[_BASE]
 
-    def _view(self, start: int, length: int, word_format: str = "q") -> memoryview:
+    def _view(self, start: int, length: int, word_format: Literal["q", "Q"] = "q") -> memoryview:
         view = self._bytes[start * 8 : (start + length) * 8].cast(word_format)
         self._views.append(view)
         return view
@@ -381,8 +381,11 @@ def _event_writers(
     stores the new `taken`.
     """
     mask = len(ring) - 1
+    # typeshed types operator.setitem for mutable sequences and mappings only, and a memoryview,
+    # which takes item assignment, is neither: cast once here, never on a request.
+    store = cast(Callable[[memoryview, int, int], None], operator.setitem)
     counts_taken = map(
-        operator.setitem, itertools.repeat(taken), itertools.repeat(0), itertools.count(first + 1)
+        store, itertools.repeat(taken), itertools.repeat(0), itertools.count(first + 1)
     )
     take: Callable[[], tuple[int, None]] = zip(itertools.count(first), counts_taken).__next__
 
@@ -726,8 +729,8 @@ class GaugeReader:
             events, owner.copied = matching, taken
         else:
             # Not stored yet, or not visible here yet: from there on, again at the next sample.
-            pairs = zip(tags, expected, strict=True)
-            stored = next(i for i, (tag, want) in enumerate(pairs) if tag != want)
+            tag_pairs = zip(tags, expected, strict=True)
+            stored = next(i for i, (tag, want) in enumerate(tag_pairs) if tag != want)
             del events[stored:]
             owner.copied = start + stored
         owner.pending += events
