@@ -33,6 +33,7 @@ from flaskbench.config.problems import (
     whole_seconds,
 )
 from flaskbench.config.sweeps import expand_sweep, resolve_counts
+from flaskbench.config.trials import Comparing, Trials, parse_compare, parse_trials
 from flaskbench.config.units import parse_duration
 from flaskbench.config.workloads import Workload, parse_workload
 from flaskbench.servers.base import Target
@@ -61,7 +62,7 @@ class Config:
     targets: tuple[Target, ...]
     workloads: tuple[Workload, ...]
     staircase: Staircase
-    repeats: int
+    trials: Trials
     cpus: CpuSplit
     locust_workers: int
     request_timeout_s: int
@@ -84,6 +85,13 @@ class Config:
     # [hosts]: the engines each side runs on (None: one engine, the local one, for both). With
     # it, `host` is hosts.target_address, and empty `cpus` sides mean "placed per host".
     hosts: Hosts | None = None
+    # [compare]: the baseline every other target is compared with, trial by trial.
+    comparing: Comparing | None = None
+
+    @property
+    def repeats(self) -> int:
+        """The trials planned from the start."""
+        return self.trials.count
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,9 @@ class Overrides:
     users: str | None = None
     step_time: str | None = None
     warmup: str | None = None
-    repeats: int | None = None
+    repeats: int | str | None = None
+    # On --resume: the order the run started with (from its meta.json).
+    seed: int | None = None
     allow_remote_target: bool = False
 
 
@@ -116,6 +126,7 @@ _TOP_KEYS = {
     "workloads",
     "goal",
     "hosts",
+    "compare",
 }
 _RUN_KEYS = {
     "gauge",
@@ -132,6 +143,8 @@ _LOAD_KEYS = {
     "warmup",
     "measure",
     "repeats",
+    "seed",
+    "budget",
     "locust_workers",
     "request_timeout",
     "stop_when_saturated",
@@ -214,7 +227,6 @@ def _build(
     if gauge is None:
         problems.add(("run", "gauge"), 'must be true, false or "alternate"')
 
-    repeats = integer(load, "repeats", ("load",), problems, default=1)
     locust_workers = integer(load, "locust_workers", ("load",), problems, default=0, low=0)
     request_timeout = whole_seconds(load, "request_timeout", ("load",), problems, default=60)
 
@@ -224,17 +236,20 @@ def _build(
         workloads = _select(workloads, overrides.workloads, "--workloads", problems)
     if staircase and (overrides.users or overrides.step_time or overrides.warmup):
         staircase = _override_staircase(staircase, overrides, problems)
-    if overrides.repeats is not None:
-        if overrides.repeats < 1:
-            problems.cli("--repeats", "must be 1 or more")
-        repeats = overrides.repeats
-
+    comparing = parse_compare(data, [t.name for t in targets], problems)
+    compares = comparing is not None or ("sweep" in data and "goal" in data)
+    trials = parse_trials(load, overrides.repeats, overrides.seed, compares, problems)
     goal = parse_goal(data, staircase.users if staircase else None, problems)
     if problems.items or staircase is None or split is None:
         return None
     as_run = {
         **data,
-        "load": {**load, "users": list(staircase.users), "repeats": repeats},
+        "load": {
+            **load,
+            "users": list(staircase.users),
+            "repeats": "auto" if trials.auto else trials.count,
+            "seed": trials.seed,
+        },
         "run": {**run, "runner": runner},
         "selected": {
             "targets": [t.name for t in targets],
@@ -250,7 +265,7 @@ def _build(
         targets=tuple(targets),
         workloads=tuple(workloads),
         staircase=staircase,
-        repeats=repeats,
+        trials=trials,
         cpus=split,
         locust_workers=locust_workers or len(split.load),
         request_timeout_s=request_timeout,
@@ -267,6 +282,7 @@ def _build(
         dropped=tuple(dropped),
         as_run=as_run,
         hosts=hosts,
+        comparing=comparing,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -39,3 +40,23 @@ def parse_cpus(value: object) -> tuple[int, ...]:
 
 def format_cpus(cpus: Sequence[int]) -> str:
     return ",".join(str(c) for c in cpus)
+
+
+def parse_share(value: object) -> float:
+    """'2%', '0.5%', 0.02, '0.02' -> a share from 0 to below 1. Raises ValueError with a
+    readable reason."""
+    share = math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            share = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+        except ValueError:
+            share = math.nan
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        share = float(value)
+    if not 0 <= share < 1:
+        raise ValueError(
+            f"cannot read {value!r} as a share; give a fraction below 1 such as 0.02, or a "
+            "percentage such as 2%"
+        )
+    return share

@@ -22,6 +22,7 @@ from flaskbench.measure.stats import (
     pooled_replicates,
     ramp_z,
     seed_for,
+    trials_interval,
     window_replicates,
 )
 from flaskbench.measure.theory import Work, expect, modelled_work
@@ -473,8 +474,8 @@ class Point:
     failures: int
     lost_requests: int | None
     flags: tuple[str, ...]
-    # 95% bootstrap intervals: over the seconds of the window, and over repeats when there are
-    # several (see stats.pooled_replicates).
+    # 95% intervals: with one trial, a bootstrap over the seconds of its window; with several,
+    # over the trials (Student's t on the logs of the trials' values, stats.trials_interval).
     rps_ci: Interval | None = None
     p99_ci: Interval | None = None
 
@@ -528,10 +529,25 @@ def aggregate(
                 failures=sum(r.failures for r in group),
                 lost_requests=_sum(r.lost_requests for r in group),
                 flags=tuple(dict.fromkeys(f for r in group for f in r.flags)),
-                **_point_intervals((replicates or {}).get((target, workload, users))),
+                **(
+                    _trial_intervals(group)
+                    if len(group) > 1
+                    else _point_intervals((replicates or {}).get((target, workload, users)))
+                ),
             )
         )
     return sorted(points, key=lambda p: (p.workload, p.target, p.users))
+
+
+def _trial_intervals(group: Sequence[Row]) -> dict[str, Interval | None]:
+    """With two trials or more, from the variation between trials (what changes from one run
+    of a cell to the next: connection placement, neighbours, the machine's state), not from the
+    seconds inside one."""
+    p99 = [r.p99_ms for r in group]
+    return {
+        "rps_ci": trials_interval([r.rps for r in group]),
+        "p99_ci": trials_interval([v for v in p99 if v is not None]) if None not in p99 else None,
+    }
 
 
 def _point_intervals(replicates: Replicates | None) -> dict[str, Interval | None]:

@@ -15,10 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flaskbench.config.units import parse_cpus
-from flaskbench.measure.analyze import Analysis, Knee, Point, StepKey, analyze_run
+from flaskbench.config.units import parse_cpus, parse_share
+from flaskbench.measure.analyze import Analysis, Knee, Point, Row, StepKey, analyze_run
 from flaskbench.measure.collect import load_run
-from flaskbench.measure.stats import FloatArray, Interval, Replicates, ratio_interval
+from flaskbench.measure.stats import (
+    FloatArray,
+    Interval,
+    Replicates,
+    paired_ratio,
+    ratio_interval,
+    unpaired_ratio,
+)
 from flaskbench.results.rundir import open_run_dir
 
 DEFAULT_THRESHOLD = 0.02
@@ -112,10 +119,27 @@ class StepComparison:
     verdict: str
     # Flags of either side: a step flagged in either run is not a valid comparison.
     flags: tuple[str, ...]
+    # What the interval rests on: the trials of both sides ("paired": trial by trial, both
+    # sides in the same trials of one run), or with a single trial on a side, the seconds of
+    # its window; and how many trials.
+    basis: str = "seconds"
+    trials: int = 1
+    # A cause the harness measured that differs between the sides (connections spread
+    # differently over workers), said beside the verdict.
+    note: str = ""
 
     @property
     def valid(self) -> bool:
         return not self.flags and self.ratio is not None
+
+    def decided(self, threshold: float) -> bool:
+        """Whether more trials could still change the verdict: not once the interval is clear
+        of 1 by the threshold (different), or inside the threshold around 1 (the same)."""
+        if self.ci is None:
+            return False
+        different = not self.ci.contains(1.0) and abs((self.ratio or 1.0) - 1) >= threshold
+        same = 1 - threshold <= self.ci.low and self.ci.high <= 1 + threshold
+        return different or same
 
 
 @dataclass(frozen=True)
@@ -243,18 +267,30 @@ def _ordered_keys(side: Side, keys: Iterable[StepKey]) -> list[StepKey]:
 
 
 def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepComparison]:
+    """Two runs, step by step: over their trials when both have several (not paired: they ran
+    at different times), else from the bootstrap of the seconds."""
     mine, theirs = _points(baseline), _points(other)
+    base_trials, other_trials = trial_rows(baseline.analysis), trial_rows(other.analysis)
     found = []
     for key in _ordered_keys(baseline, mine.keys() & theirs.keys()):
         base_point, other_point = mine[key], theirs[key]
         flags = tuple(dict.fromkeys((*base_point.flags, *other_point.flags)))
+        a, b = base_trials.get(key, {}), other_trials.get(key, {})
         for metric in METRICS:
             base_value = _metric(base_point, metric)
             other_value = _metric(other_point, metric)
-            ratio = _ratio(base_value, other_value)
-            ci = _ratio_ci(
-                baseline.analysis.replicates.get(key), other.analysis.replicates.get(key), metric
-            )
+            if len(a) > 1 and len(b) > 1:
+                ratio, ci = unpaired_ratio(_of(a, metric), _of(b, metric))
+                basis, trials = "trials", min(len(a), len(b))
+            else:
+                ratio = _ratio(base_value, other_value)
+                ci = _ratio_ci(
+                    baseline.analysis.replicates.get(key),
+                    other.analysis.replicates.get(key),
+                    metric,
+                )
+                basis, trials = "seconds", 1
+            judged = verdict(metric, ratio, ci, threshold)
             found.append(
                 StepComparison(
                     target=key[0],
@@ -269,11 +305,88 @@ def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepCom
                     other_ci=other_point.rps_ci if metric == "rps" else other_point.p99_ci,
                     ratio=ratio,
                     ci=ci,
-                    verdict=verdict(metric, ratio, ci, threshold),
+                    verdict=judged,
                     flags=flags,
+                    basis=basis,
+                    trials=trials,
+                    note=spread_note(base_point, other_point, judged),
                 )
             )
     return found
+
+
+def compare_within(analysis: Analysis, baseline: str, threshold: float) -> list[StepComparison]:
+    """Every other target of one run against the baseline target, step by step, trial by
+    trial: both ran in the same trials, so a ratio per trial takes out what the trial did to
+    both alike."""
+    points = {(p.target, p.workload, p.users): p for p in analysis.points}
+    trials = trial_rows(analysis)
+    found = []
+    for (target, workload, users), point in points.items():
+        base_point = points.get((baseline, workload, users))
+        if target == baseline or base_point is None:
+            continue
+        flags = tuple(dict.fromkeys((*base_point.flags, *point.flags)))
+        a, b = trials[(baseline, workload, users)], trials[(target, workload, users)]
+        for metric in METRICS:
+            ratio, ci, count = paired_ratio(
+                dict(zip(a, _of(a, metric), strict=True)), dict(zip(b, _of(b, metric), strict=True))
+            )
+            judged = verdict(metric, ratio, ci, threshold)
+            found.append(
+                StepComparison(
+                    target=target,
+                    workload=workload,
+                    users=users,
+                    metric=metric,
+                    baseline_label=baseline,
+                    other_label=target,
+                    baseline=_metric(base_point, metric),
+                    other=_metric(point, metric),
+                    baseline_ci=base_point.rps_ci if metric == "rps" else base_point.p99_ci,
+                    other_ci=point.rps_ci if metric == "rps" else point.p99_ci,
+                    ratio=ratio,
+                    ci=ci,
+                    verdict=judged,
+                    flags=flags,
+                    basis="paired",
+                    trials=count,
+                    note=spread_note(base_point, point, judged),
+                )
+            )
+    order = {name: i for i, name in enumerate(analysis.data.targets)}
+    return sorted(found, key=lambda c: (c.workload, order.get(c.target, 0), c.users, c.metric))
+
+
+def trial_rows(analysis: Analysis) -> dict[StepKey, dict[int, Row]]:
+    """Each step's rows by trial."""
+    found: dict[StepKey, dict[int, Row]] = {}
+    for row in analysis.rows:
+        found.setdefault((row.target, row.workload, row.users), {})[row.repeat] = row
+    return found
+
+
+def _of(rows: Mapping[int, Row], metric: str) -> list[float]:
+    """A metric of each trial, in trial order (an unbounded p99 as inf: it has no ratio)."""
+    values = [getattr(rows[t], metric) for t in sorted(rows)]
+    return [math.inf if v is None else float(v) for v in values]
+
+
+# The busiest worker's share of requests differs by this much between two sides: connections
+# landed differently, which moves throughput below saturation by itself.
+SPREAD_DIFFERENCE = 0.1
+
+
+def spread_note(baseline: Point, other: Point, judged: str) -> str:
+    """Said beside a verdict when the two sides' connections spread differently over their
+    workers: a cause of the difference that lies in where Locust's connections landed."""
+    a, b = baseline.worker_request_share_max, other.worker_request_share_max
+    if judged == "same" or a is None or b is None or abs(a - b) < SPREAD_DIFFERENCE:
+        return ""
+    return (
+        f"connections spread differently over the workers: the busiest took {a:.0%} of the "
+        f"requests against {b:.0%}"
+    )
 
 
 def _metric(point: Point, metric: str) -> float | None:
@@ -453,12 +566,6 @@ def significant_share(steps: Sequence[StepComparison]) -> float | None:
 def parse_threshold(text: str) -> float:
     """'2%' or '0.02' -> 0.02."""
     try:
-        value = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise CompareError(
-            f"--threshold {text!r}: give a fraction below 1 such as 0.02, "
-            "or a percentage such as 2%"
-        )
-    return value
+        return parse_share(text)
+    except ValueError as exc:
+        raise CompareError(f"--threshold: {exc}") from None

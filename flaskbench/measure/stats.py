@@ -214,3 +214,98 @@ def ratio_interval(
     undefined = np.isinf(other) & np.isinf(baseline)
     ratios[undefined] = np.where(np.arange(len(ratios))[undefined] % 2 == 0, 0.0, np.inf)
     return percentile_interval(ratios, confidence)
+
+
+# Two-sided 97.5% points of Student's t by degrees of freedom (beyond the table: the normal's).
+_T_975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    16: 2.120,
+    17: 2.110,
+    18: 2.101,
+    19: 2.093,
+    20: 2.086,
+    22: 2.074,
+    24: 2.064,
+    26: 2.056,
+    28: 2.048,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    120: 1.980,
+}
+
+
+def t_975(freedom: float) -> float:
+    """Student's t for a two-sided 95% interval (freedom rounded down to the table's rows)."""
+    rows = [f for f in _T_975 if f <= freedom]
+    return _T_975[max(rows)] if rows else _T_975[1]
+
+
+def _logs(values: Sequence[float]) -> list[float] | None:
+    """Natural logs, or None when a value has none (zero, negative, unbounded, missing)."""
+    if any(not math.isfinite(v) or v <= 0 for v in values):
+        return None
+    return [math.log(v) for v in values]
+
+
+def trials_interval(values: Sequence[float]) -> Interval | None:
+    """95% interval of a step's value from its trials, one value each: Student's t on the
+    logs (values that multiply, such as throughput, are spread on a log scale), back on the
+    value's own scale. None with fewer than two trials or a value without a log."""
+    logs = _logs(values)
+    if logs is None or len(logs) < 2:
+        return None
+    mean, spread = statistics.fmean(logs), statistics.stdev(logs)
+    half = t_975(len(logs) - 1) * spread / math.sqrt(len(logs))
+    return Interval(math.exp(mean - half), math.exp(mean + half))
+
+
+def paired_ratio(
+    baseline: Mapping[int, float], other: Mapping[int, float]
+) -> tuple[float | None, Interval | None, int]:
+    """other / baseline trial by trial, over the trials both ran in: (the geometric mean of the
+    ratios, its 95% interval (Student's t on their logs), how many trials). Pairing takes out
+    what a trial did to both sides alike (the machine's state then)."""
+    trials = sorted(set(baseline) & set(other))
+    ratios = [other[t] / baseline[t] for t in trials if baseline[t] > 0]
+    logs = _logs(ratios) if len(ratios) == len(trials) else None
+    if not logs:
+        return None, None, len(trials)
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), None, 1
+    half = t_975(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), Interval(math.exp(mean - half), math.exp(mean + half)), len(logs)
+
+
+def unpaired_ratio(
+    baseline: Sequence[float], other: Sequence[float]
+) -> tuple[float | None, Interval | None]:
+    """other / baseline from trials of two runs, not paired: the ratio of their geometric means
+    and its 95% interval (Welch's t on the logs)."""
+    base, theirs = _logs(baseline), _logs(other)
+    if not base or not theirs:
+        return None, None
+    difference = statistics.fmean(theirs) - statistics.fmean(base)
+    if len(base) < 2 or len(theirs) < 2:
+        return math.exp(difference), None
+    a, b = statistics.variance(base) / len(base), statistics.variance(theirs) / len(theirs)
+    if a + b == 0:
+        return math.exp(difference), Interval(math.exp(difference), math.exp(difference))
+    freedom = (a + b) ** 2 / (a**2 / (len(base) - 1) + b**2 / (len(theirs) - 1))
+    half = t_975(freedom) * math.sqrt(a + b)
+    return math.exp(difference), Interval(math.exp(difference - half), math.exp(difference + half))

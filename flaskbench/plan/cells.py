@@ -1,11 +1,16 @@
-"""Expand a config into the cells of a run: targets x workloads x repeats.
+"""Expand a config into the cells of a run: targets x workloads, once per trial.
 
 A cell is one Locust run against one freshly started target, walking the whole user staircase;
-where its sides run is the placement's (placement.py).
+where its sides run is the placement's (placement.py). A trial runs every cell once, in an
+order shuffled from the run's seed (the same seed gives the same orders), so that what changes
+over a run (the machine's drift, a neighbour passing by) spreads evenly over the targets
+instead of landing on one.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flaskbench.config.load import Config, Staircase
@@ -57,16 +62,27 @@ class Plan:
             tuple(c for c in self.cells if c.cell_id not in done), self.staircase, self.placement
         )
 
+    def with_cells(self, cells: Sequence[Cell]) -> Plan:
+        return Plan((*self.cells, *cells), self.staircase, self.placement)
+
+    @property
+    def trials(self) -> int:
+        return max((c.repeat for c in self.cells), default=0)
+
 
 def make_plan(config: Config, placement: Placement | None = None) -> Plan:
-    """Repeats are the outer loop so a slow drift of the machine spreads over all targets."""
+    """The trials planned from the start, one after the other, each in its own order."""
     cells = tuple(
-        Cell(target, workload, repeat)
-        for repeat in range(1, config.repeats + 1)
-        for target in config.targets
-        for workload in config.workloads
+        cell for trial in range(1, config.trials.count + 1) for cell in trial_cells(config, trial)
     )
     return Plan(cells, config.staircase, placement or single_host(config))
+
+
+def trial_cells(config: Config, trial: int) -> list[Cell]:
+    """Every cell once, in the trial's shuffled order."""
+    cells = [Cell(t, w, trial) for t in config.targets for w in config.workloads]
+    random.Random(f"{config.trials.seed}:{trial}").shuffle(cells)
+    return cells
 
 
 def ready_budget_s(config: Config) -> int:
