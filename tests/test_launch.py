@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from benchrun import wait_for
 from flaskbench_target import gauge
 from flaskbench_target import launch as launcher
 
@@ -251,6 +252,37 @@ def test_gunicorn_sync_workers_each_have_a_row(tmp_path: Path) -> None:
     # A sync worker serves one request at a time; two of them, two at once.
     assert max(row.peak for row in rows if row.pid != 0) == 1
     assert max(row.peak for row in rows if row.pid == 0) == 2
+
+
+def test_the_server_sees_the_stop_signal_even_where_its_starter_ignored_it(
+    tmp_path: Path,
+) -> None:
+    """A shell ignores SIGINT in what it starts in the background, and an ignored signal stays
+    ignored across exec: the launcher gives the server the default handling back."""
+    log = tmp_path / "target.log"
+    server = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "flaskbench_target.launch", "--stop-signal", "INT"),
+                *("--grace", "30", "--", *server),
+            ],
+            cwd=TARGETS,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+        )
+    try:
+        wait_for(lambda: "ready" in log.read_text(), TIMEOUT_S, "the server to start")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "was killed by SIGINT after we asked it to stop" in text
+    assert "grace period had run out" not in text
 
 
 def test_a_server_exiting_on_its_own_passes_on_its_code(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
     server = server_argv(cell.target, config.host, config.port)
-    grace_s = int(cell.target.settings.get("graceful_timeout", 5)) + 2
+    grace_s = server_of(cell.target).grace_s(cell.target) + 2
     stop_signal = server_of(cell.target).stop_signal
     return [*_launcher(config, paths, gauge, grace_s, stop_signal), paths.python, *server]
 

@@ -138,8 +138,15 @@ def _signal(text: str) -> int:
         ) from None
 
 
+# The signals a server may be stopped with: it must see them, whatever whoever started the
+# launcher ignored (a shell ignores SIGINT in what it starts in the background, and an ignored
+# signal stays ignored across exec).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+
+
 def die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec_fn that makes the server get SIGKILL when the launcher dies."""
+    """A preexec_fn that makes the server get SIGKILL when the launcher dies, and gives it the
+    default handling of the stop signals."""
     libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
 
     def preexec() -> None:
@@ -148,6 +155,8 @@ def die_with_parent(parent: int) -> Callable[[], None]:
         # The launcher may have died before prctl took effect.
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
 
     return preexec
 

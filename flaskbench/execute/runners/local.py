@@ -45,6 +45,7 @@ from flaskbench.execute.runners.base import (
 )
 from flaskbench.results.contract import MASTER_LOG, RESOURCES_CSV, TARGET_LOG, RunnerDetails
 from flaskbench.results.rundir import CellStatus
+from flaskbench.servers.registry import server_of
 
 _PR_SET_PDEATHSIG = 1
 # Only what the processes need: no WEB_CONCURRENCY, GUNICORN_CMD_ARGS or LOCUST_* from the
@@ -314,7 +315,7 @@ class LocalRunner(Runner):
             cwd=HARNESS,
             log=ctx.cell_dir / TARGET_LOG,
             cpus=ctx.config.cpus.target,
-            grace_s=int(ctx.cell.target.settings.get("graceful_timeout", 5)) + 5,
+            grace_s=server_of(ctx.cell.target).grace_s(ctx.cell.target) + 5,
             env=self._target_env(paths),
         )
 
