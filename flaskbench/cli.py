@@ -25,6 +25,7 @@ from flaskbench.execute.leftovers import Leftover, remove_leftovers
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.run import RunOutcome, execute, start_meta
 from flaskbench.execute.runners import choose_runner
+from flaskbench.execute.trials import MoreTrials
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
 from flaskbench.plan.cells import make_plan
@@ -109,7 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--users", help="comma-separated user counts, e.g. 1,2,4")
     run.add_argument("--step-time", help="measured window per step, e.g. 10s")
     run.add_argument("--warmup", help="warmup per step, e.g. 3s")
-    run.add_argument("--repeats", type=int, help="run every cell this many times")
+    run.add_argument(
+        "--repeats",
+        type=_repeats,
+        help="trials: every cell once per trial, in an order shuffled per trial; a number, or "
+        '"auto": add trials until every comparison is decided',
+    )
+    run.add_argument("--seed", type=int, help="the seed of the trials' orders (default: drawn)")
     run.add_argument(
         "--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted or failed run"
     )
@@ -217,6 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _repeats(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is neither a number nor "auto"') from None
+
+
 def _overrides(args: argparse.Namespace) -> Overrides:
     return Overrides(
         runner=args.runner,
@@ -227,6 +243,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         step_time=args.step_time,
         warmup=args.warmup,
         repeats=args.repeats,
+        seed=args.seed,
         allow_remote_target=args.allow_remote_target,
     )
 
@@ -235,8 +252,14 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if args.resume:
         run = _in_run_dir(open_run_dir(args.resume))
         meta = run.read_meta()
+        trials = meta.get("trials")
         overrides = Overrides(
-            **{**meta.get("overrides", {}), "runner": args.runner or meta["runner"]["name"]}
+            **{
+                **meta.get("overrides", {}),
+                "runner": args.runner or meta["runner"]["name"],
+                # The orders the run started with: the same seed makes the same.
+                "seed": trials["seed"] if trials else None,
+            }
         )
         config = load_config(run.path / CONFIG_COPY, overrides)
     else:
@@ -262,9 +285,11 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         # The orchestrator shares the load generator's CPUs, never the target's.
         os.sched_setaffinity(0, config.cpus.load)
     meta["orchestrator_cpus"] = format_cpus(sorted(os.sched_getaffinity(0)))
-    plan = make_plan(config, placement)
+    reached = len(meta["trials"]["order"]) if "trials" in meta else 0
+    plan = make_plan(config, placement, reached)
+    more = MoreTrials(config, run) if config.trials.auto else None
     try:
-        outcome = execute(plan, runner, run, meta, progress)
+        outcome = execute(plan, runner, run, meta, progress, more)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     _build_report(outcome.run, progress)

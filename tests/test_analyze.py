@@ -77,18 +77,23 @@ def test_ramping_flag(tmp_path: Path) -> None:
     assert "ramping" not in one(tmp_path / "c", few).flags
 
 
-def test_repeat_spread_flag(tmp_path: Path) -> None:
-    spread = rows(
-        tmp_path / "a",
-        {"sync--io--r1": [Step(**CLEAN)], "sync--io--r2": [Step(users=2, rps=24, latency_ms=83)]},
-    )
-    assert all("repeat_spread" in r.flags for r in spread)
-    steady = rows(
-        tmp_path / "b",
-        {"sync--io--r1": [Step(**CLEAN)], "sync--io--r2": [Step(users=2, rps=20, latency_ms=100)]},
-    )
-    assert all(r.valid for r in steady)
-    assert [r.repeat for r in steady] == [1, 2]
+def test_a_spread_between_trials_widens_the_interval_instead_of_flagging(
+    tmp_path: Path,
+) -> None:
+    def point(path: Path, second: Step) -> Point:
+        cells = {"sync--io--r1": [Step(**CLEAN)], "sync--io--r2": [second]}
+        (found,) = analyze_run(load_run(make_run(path, cells))).points
+        return found
+
+    spread = point(tmp_path / "a", Step(users=2, rps=24, latency_ms=83))
+    steady = point(tmp_path / "b", Step(users=2, rps=20, latency_ms=100))
+    assert spread.flags == steady.flags == ()
+    assert spread.rps_ci is not None
+    assert steady.rps_ci is not None
+    # Run-level chance is variance: the interval over trials holds both trials' throughput.
+    assert spread.rps_ci.low < 20
+    assert spread.rps_ci.high > 24
+    assert spread.rps_ci.high - spread.rps_ci.low > steady.rps_ci.high - steady.rps_ci.low
 
 
 def test_degraded_cell_flags_its_rows(tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ def test_bad_cli_input_names_the_option(tmp_path: Path) -> None:
     assert "command line: --targets: unknown name(s) 'nope'" in joined
     assert "command line: --users: cannot read '1,x'" in joined
     assert "command line: --step-time: must be a whole number of seconds" in joined
-    assert "command line: --repeats: must be 1 or more" in joined
+    assert 'command line: --repeats: must be a number of trials, 1 or more, or "auto"' in joined
 
 
 def test_remote_host_needs_explicit_permission(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_intervals_are_in_the_summary_and_the_tables(tmp_path: Path) -> None:
     assert "| sync | 4 | 20.0 (20.0-20.0) |" in markdown
     assert "p99 ms (95% interval)" in markdown
     assert "bootstrap percentile intervals from 2000 resamples" in markdown
-    assert "with one repeat they cover the noise within the run only" in markdown
+    assert "with one trial they cover the noise within the run only" in markdown
 
 
 def test_a_rebuilt_report_has_the_same_summary(tmp_path: Path) -> None:

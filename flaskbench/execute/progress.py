@@ -45,6 +45,13 @@ class Progress:
             mininterval=0.5 if self._stream.isatty() else 30,
         )
 
+    def more(self, cells: int) -> None:
+        """A trial added after the run began (repeats = "auto"): the bar grows by it."""
+        if self._bar is not None and self._bar.total is not None:
+            self._bar.total += round(cells * self._cell_s)
+            self._bar.refresh()
+        self.say(f"flaskbench: a comparison is still undecided; one more trial ({cells} cells)")
+
     def cell(self, index: int, total: int, cell_id: str) -> None:
         if self._bar is not None:
             self._bar.set_description_str(f"[{index}/{total}] {cell_id}", refresh=False)

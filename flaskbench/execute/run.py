@@ -26,9 +26,17 @@ from flaskbench.config.units import format_cpus
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.provenance import machine, package_versions
 from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
-from flaskbench.plan.cells import Plan
+from flaskbench.execute.trials import MoreTrials
+from flaskbench.plan.cells import Cell, Plan, make_plan
 from flaskbench.plan.placement import Placement
-from flaskbench.results.contract import CONFIG_COPY, META_FORMAT, MetaJson, TargetRecord, iso
+from flaskbench.results.contract import (
+    CONFIG_COPY,
+    META_FORMAT,
+    MetaJson,
+    TargetRecord,
+    TrialsRecord,
+    iso,
+)
 from flaskbench.results.contract import Goal as GoalRecord
 from flaskbench.results.rundir import CellStatus, RunDir
 from flaskbench.servers.base import Target
@@ -112,6 +120,7 @@ def start_meta(
             "measure_s": config.staircase.measure_s,
         },
         "repeats": config.repeats,
+        "trials": trials_record(config, make_plan(config)),
         "cells": [],
         "started": iso(time.time()),
     }
@@ -140,8 +149,15 @@ def goal_record(goal: Goal) -> GoalRecord:
 
 
 def execute(
-    plan: Plan, runner: Runner, run: RunDir, meta: MetaJson, progress: Progress
+    plan: Plan,
+    runner: Runner,
+    run: RunDir,
+    meta: MetaJson,
+    progress: Progress,
+    more: MoreTrials | None = None,
 ) -> RunOutcome:
+    """Run the plan's cells one after the other; with `more` (repeats = "auto"), after each
+    trial, the trials it adds until the run's comparisons are decided."""
     meta.setdefault("sessions", []).append({"started": iso(time.time()), "runner": runner.name})
     meta["cells"] = sorted(set(meta["cells"]) | {c.cell_id for c in plan.cells})
     run.write_meta(meta)
@@ -157,21 +173,25 @@ def execute(
     todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
     interrupted = False
     stopped = ""
-    progress.begin(len(todo.cells), todo.estimated_seconds(runner.name, 1))
+    queue = list(todo.cells)
+    progress.begin(len(queue), todo.estimated_seconds(runner.name, 1))
     try:
         with interrupts_as_keyboard_interrupt():
-            for index, cell in enumerate(todo.cells, start=1):
-                runner.before_cell()
-                progress.cell(index, len(todo.cells), cell.cell_id)
-                cell_dir = run.cell_dir(cell.cell_id)
-                _discard_partial(cell_dir)
-                status = runner.run_cell(
-                    CellContext(cell, cell_dir, runner.config, plan, progress.advance)
-                )
-                run.write_cell_status(status)
-                progress.cell_done()
-                if status.status != "ok":
-                    progress.warn(f"flaskbench: {status.cell_id} {status.status}: {status.reason}")
+            index, trial_started = 0, time.monotonic()
+            while queue:
+                cell = queue.pop(0)
+                index += 1
+                _run_cell(cell, index, index + len(queue), plan, runner, run, progress)
+                if not queue and more is not None:
+                    trial = max(plan.trials, cell.repeat)
+                    queue = more.after(trial, time.monotonic() - trial_started)
+                    trial_started = time.monotonic()
+                    if queue:
+                        plan = plan.with_cells(queue)
+                        meta["cells"] = sorted({*meta["cells"], *(c.cell_id for c in queue)})
+                        progress.more(len(queue))
+                    _record_trials(meta, plan, more)
+                    run.write_meta(meta)
     except KeyboardInterrupt:
         interrupted = True
     except RunStopped as exc:
@@ -179,15 +199,67 @@ def execute(
     finally:
         runner.close()
         progress.end()
-        session = meta["sessions"][-1]
-        session["ended"] = iso(time.time())
-        session["interrupted"] = interrupted
-        if stopped:
-            session["stopped"] = stopped
-        meta["ended"] = session["ended"]
-        meta["files"] = run.manifest()
-        run.write_meta(meta)
+        _end_session(meta, run, interrupted, stopped)
     return RunOutcome(run, run.statuses(), interrupted, stopped)
+
+
+def _end_session(meta: MetaJson, run: RunDir, interrupted: bool, stopped: str) -> None:
+    session = meta["sessions"][-1]
+    session["ended"] = iso(time.time())
+    session["interrupted"] = interrupted
+    if stopped:
+        session["stopped"] = stopped
+    meta["ended"] = session["ended"]
+    meta["files"] = run.manifest()
+    run.write_meta(meta)
+
+
+def _run_cell(
+    cell: Cell,
+    index: int,
+    count: int,
+    plan: Plan,
+    runner: Runner,
+    run: RunDir,
+    progress: Progress,
+) -> None:
+    runner.before_cell()
+    progress.cell(index, count, cell.cell_id)
+    cell_dir = run.cell_dir(cell.cell_id)
+    _discard_partial(cell_dir)
+    status = runner.run_cell(CellContext(cell, cell_dir, runner.config, plan, progress.advance))
+    run.write_cell_status(status)
+    progress.cell_done()
+    if status.status != "ok":
+        progress.warn(f"flaskbench: {status.cell_id} {status.status}: {status.reason}")
+
+
+def trials_record(config: Config, plan: Plan) -> TrialsRecord:
+    """How the run's trials were made: their number, the seed of their orders, the orders."""
+    return {
+        "seed": config.trials.seed,
+        "auto": config.trials.auto,
+        "budget_s": config.trials.budget_s,
+        "planned": plan.trials,
+        "order": _orders(plan),
+        "stopped": "",
+        "undecided": [],
+    }
+
+
+def _record_trials(meta: MetaJson, plan: Plan, more: MoreTrials) -> None:
+    trials = meta["trials"]
+    trials["order"] = _orders(plan)
+    trials["stopped"] = more.stopped
+    trials["undecided"] = list(more.undecided)
+
+
+def _orders(plan: Plan) -> list[list[str]]:
+    """Each trial's cells in the order they ran (or will)."""
+    orders: dict[int, list[str]] = {}
+    for cell in plan.cells:
+        orders.setdefault(cell.repeat, []).append(cell.cell_id)
+    return [orders[trial] for trial in sorted(orders)]
 
 
 def _discard_partial(cell_dir: Path) -> None:

@@ -17,7 +17,6 @@ from flaskbench.measure.collect import CellData, RunData, StepData
 from flaskbench.measure.stats import (
     Interval,
     Replicates,
-    coefficient_of_variation,
     percentile_interval,
     pooled_replicates,
     ramp_z,
@@ -32,7 +31,6 @@ LOADGEN_CPU_LIMIT_PCT = 85.0
 LITTLE_TOLERANCE = 0.10
 RAMP_MIN_CHANGE = 0.10
 RAMP_MIN_Z = 3.0
-REPEAT_CV_LIMIT = 0.05
 KNEE_SHARE_OF_PEAK = 0.95
 P99_GROWTH = 2.0
 STEAL_LIMIT_PCT = 5.0
@@ -64,10 +62,6 @@ FLAGS = {
     "ramping": (
         f"throughput changed by more than {RAMP_MIN_CHANGE:.0%} between the halves of the measured "
         "window: the step had not settled; use a longer warmup"
-    ),
-    "repeat_spread": (
-        f"throughput varied by more than {REPEAT_CV_LIMIT:.0%} (coefficient of variation) across "
-        "repeats"
     ),
     "degraded": "the server lost a worker during this cell (see the cell's reason)",
     "steal": (
@@ -414,7 +408,7 @@ def cell_rows(
         for name, workload in workloads.items()
     }
     rows = [with_expectation(r, targets[r.target], works[r.workload], cores) for r in rows]
-    return _flag_repeat_spread(rows), works
+    return rows, works
 
 
 def _attribute_cpu_warning(rows: list[Row]) -> list[Row]:
@@ -423,23 +417,6 @@ def _attribute_cpu_warning(rows: list[Row]) -> list[Row]:
         return rows
     busiest = max(rows, key=lambda r: r.loadgen_process_cpu_max_pct or 0.0)
     return [replace(r, flags=(*r.flags, "locust_cpu_warning")) if r is busiest else r for r in rows]
-
-
-def _flag_repeat_spread(rows: list[Row]) -> list[Row]:
-    groups: dict[tuple[str, str, int], list[float]] = defaultdict(list)
-    for row in rows:
-        groups[(row.target, row.workload, row.users)].append(row.rps)
-    spread = {
-        key
-        for key, values in groups.items()
-        if (cv := coefficient_of_variation(values)) is not None and cv > REPEAT_CV_LIMIT
-    }
-    return [
-        replace(r, flags=(*r.flags, "repeat_spread"))
-        if (r.target, r.workload, r.users) in spread
-        else r
-        for r in rows
-    ]
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,11 @@ class Plan:
         return max((c.repeat for c in self.cells), default=0)
 
 
-def make_plan(config: Config, placement: Placement | None = None) -> Plan:
-    """The trials planned from the start, one after the other, each in its own order."""
-    cells = tuple(
-        cell for trial in range(1, config.trials.count + 1) for cell in trial_cells(config, trial)
-    )
+def make_plan(config: Config, placement: Placement | None = None, trials: int = 0) -> Plan:
+    """The trials planned from the start (or, resuming, as many as the run had reached), one
+    after the other, each in its own order."""
+    count = max(config.trials.count, trials)
+    cells = tuple(cell for trial in range(1, count + 1) for cell in trial_cells(config, trial))
     return Plan(cells, config.staircase, placement or single_host(config))
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from flaskbench.config.trials import DEFAULT_THRESHOLD
+from flaskbench.config.units import parse_share
 from flaskbench.measure.analyze import (
     FLAGS,
     STEAL_LIMIT_PCT,
@@ -24,8 +26,9 @@ from flaskbench.measure.analyze import (
     Row,
     Skipped,
 )
+from flaskbench.measure.compare import compare_within
 from flaskbench.measure.recommend import GoalSpec, recommend
-from flaskbench.measure.stats import CONFIDENCE, DRAWS, block_length
+from flaskbench.measure.stats import CONFIDENCE, DRAWS, Interval, block_length
 from flaskbench.report.blocks import (
     Block,
     Bullets,
@@ -58,6 +61,7 @@ from flaskbench.results.contract import (
     GitRevision,
     ImagesRecord,
     MetaJson,
+    TrialsRecord,
 )
 from flaskbench.results.rundir import RunDir, atomic_write_json, atomic_write_text
 from flaskbench.servers.base import Target
@@ -122,6 +126,7 @@ def document(
         *_headline(analysis, headline),
         *_status_notes(analysis),
         *_workloads(analysis, charts),
+        *_within(analysis),
         *_flagged(analysis),
         *_hosts(analysis),
         *_method(analysis),
@@ -292,7 +297,7 @@ def _provenance(analysis: Analysis) -> str:
         f"{counted(meta.get('locust_workers', '?'), 'worker process', 'worker processes')}) to "
         f"CPU {meta['cpus']['load']}. Each step held {stairs.get('warmup_s', '?')} s of warmup, "
         f"then measured for {stairs.get('measure_s', '?')} s; "
-        f"{counted(meta.get('repeats', 1), 'repeat', 'repeats')}. "
+        f"{_trials_text(meta)}. "
         f"flaskbench {meta.get('tool', {}).get('version', '?')} at git {revision}; "
         f"Python {meta.get('python', '?')}; {packages}. {_app_line(meta)}"
     )
@@ -598,14 +603,14 @@ def _answer_table(analysis: Analysis, workload: str, points: Sequence[Point]) ->
 
 
 def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
-    """Every step of every target of one workload: medians over repeats, 95% intervals, and the
-    throughput range over repeats."""
+    """Every step of every target of one workload: medians over trials, 95% intervals, and the
+    throughput range over trials."""
     rows: list[tuple[str, ...]] = [
         (
             p.target,
             str(p.users),
             with_interval(p.rps, p.rps_ci)
-            + (f"; repeats {number(p.rps_min)}-{number(p.rps_max)}" if p.repeats > 1 else ""),
+            + (f"; trials {number(p.rps_min)}-{number(p.rps_max)}" if p.repeats > 1 else ""),
             number(p.expected_rps),
             f"{p.rps_vs_expected:.0%}" if p.rps_vs_expected is not None else "-",
             number(p.p50_ms),
@@ -706,6 +711,86 @@ def _method(analysis: Analysis) -> list[Block]:
     ]
 
 
+def _within(analysis: Analysis) -> list[Block]:
+    """`[compare]`: every target against the baseline, step by step, paired by trial."""
+    compared = analysis.data.meta["config"].get("compare")
+    if not isinstance(compared, dict) or compared.get("baseline") not in analysis.data.targets:
+        return []
+    baseline = str(compared["baseline"])
+    threshold = _threshold(compared.get("threshold"))
+    steps = compare_within(analysis, baseline, threshold)
+    trials = analysis.data.meta.get("trials")
+    blocks: list[Block] = [
+        Heading(2, f"Against {baseline}"),
+        Paragraph(
+            f"Every other target against **{baseline}**, step by step and trial by trial: both "
+            "ran in the same trials, in shuffled orders, so the ratio of each trial takes out "
+            "what the trial did to both (the machine's state, a neighbour). The interval is "
+            "Student's t over those ratios (on their logarithms); a verdict needs it to exclude "
+            f"1 and the ratio to move by at least {threshold:.0%}. " + _trials_sentence(trials)
+        ),
+        Table(
+            (
+                *("target", "workload", "users", "metric", baseline, "target's"),
+                *("ratio", "verdict", "trials", "note"),
+            ),
+            tuple(
+                (
+                    c.target,
+                    c.workload,
+                    str(c.users),
+                    c.metric,
+                    number(c.baseline),
+                    number(c.other),
+                    _ratio_text(c.ratio, c.ci),
+                    c.verdict if c.valid else f"{c.verdict} (flagged: {', '.join(c.flags)})",
+                    str(c.trials),
+                    c.note or "",
+                )
+                for c in steps
+            ),
+        ),
+    ]
+    return blocks
+
+
+def _threshold(value: object) -> float:
+    try:
+        return parse_share(value) if value is not None else DEFAULT_THRESHOLD
+    except ValueError:
+        return DEFAULT_THRESHOLD
+
+
+def _ratio_text(ratio: float | None, ci: Interval | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:.3f}" + (f" ({ci.low:.3f}-{ci.high:.3f})" if ci else "")
+
+
+def _trials_sentence(trials: TrialsRecord | None) -> str:
+    if trials is None:
+        return ""
+    ran = len(trials["order"])
+    text = f"{ran} trials, their orders shuffled from seed {trials['seed']}"
+    if trials["auto"]:
+        why = {
+            "decided": "every comparison was decided",
+            "budget": "the budget was spent",
+            "nothing to compare": "nothing was left to compare",
+        }.get(trials["stopped"], "the run was stopped")
+        text += f"; trials were added until {why}"
+        if trials["undecided"]:
+            text += f" (still undecided: {'; '.join(trials['undecided'])})"
+    return text + "."
+
+
+def _trials_text(meta: MetaJson) -> str:
+    trials = meta.get("trials")
+    ran = len(trials["order"]) if trials else meta["repeats"]
+    seed = f", each in an order shuffled from seed {trials['seed']}" if trials else ""
+    return counted(ran, "trial", "trials") + seed
+
+
 def _interval_method(analysis: Analysis) -> str:
     repeats = max((p.repeats for p in analysis.points), default=1)
     seconds = analysis.data.meta.get("staircase", {}).get("measure_s")
@@ -720,13 +805,15 @@ def _interval_method(analysis: Analysis) -> str:
         "correlation between neighbouring seconds; "
     )
     if repeats > 1:
-        return text + (
-            f"with {repeats} repeats, over repeats: each resample draws repeats with "
-            "replacement, then each drawn repeat's seconds, and takes the median, like the "
-            "reported value. Drawn with a fixed seed per step, so a rebuilt report is identical."
+        return (
+            f"{CONFIDENCE:.0%} intervals (throughput, p99) come from the variation between the "
+            f"{repeats} trials, each of which ran every cell once (a fresh server, new "
+            "connections, the machine as it was then), not from the seconds inside one: "
+            "Student's t on the logarithms of the trials' values. A step's value is the median "
+            "over trials."
         )
     return text + (
-        "with one repeat they cover the noise within the run only, not what changes between "
-        "runs (use repeats for that). Drawn with a fixed seed per step, so a rebuilt report is "
-        "identical."
+        "with one trial they cover the noise within the run only, not what changes between "
+        "runs (use several trials for that: `repeats`). Drawn with a fixed seed per step, so a "
+        "rebuilt report is identical."
     )

@@ -26,7 +26,9 @@ History of formats:
 - meta.json 1: every run made before format numbers were written. 2: `format` itself; the
   servers' packages among `packages` follow the servers (one module each); a target's
   `settings` hold what its server derives from the others where the config left a setting out
-  (as passed to the server); `git` is null outside a checkout.
+  (as passed to the server); `git` is null outside a checkout. 3: `trials` (the seed of the
+  trials' shuffled orders, the orders, and with repeats = "auto" why no further trial ran);
+  `repeats` is the number of trials planned from the start.
 - cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
   `clocks` were added without a format change: readers treat them as optional).
@@ -73,7 +75,7 @@ APP_ERROR = "app-error.txt"
 # flaskbench's own traceback, when a cell broke in a way it did not foresee.
 ERROR_TXT = "error.txt"
 
-META_FORMAT = 2
+META_FORMAT = 3
 CELL_FORMAT = 1
 LOADGEN_FORMAT = 1
 HOSTS_FORMAT = 1
@@ -230,6 +232,22 @@ class AppRecord(TypedDict):
     git: GitRevision | None
 
 
+class TrialsRecord(TypedDict):
+    """How a run's trials were made (format 3)."""
+
+    # Every trial's order of cells comes from it.
+    seed: int
+    # repeats = "auto": trials were added until every comparison was decided or the budget spent.
+    auto: bool
+    budget_s: float | None
+    planned: int
+    # Each trial's cell ids in the order they ran.
+    order: list[list[str]]
+    # With auto: "decided", "budget" or "nothing to compare"; and what was left undecided.
+    stopped: str
+    undecided: list[str]
+
+
 class MetaJson(TypedDict):
     format: int
     run_id: str
@@ -258,6 +276,8 @@ class MetaJson(TypedDict):
     sweeps_dropped: list[str]
     staircase: Staircase
     repeats: int
+    # From format 3.
+    trials: NotRequired[TrialsRecord]
     cells: list[str]
     started: str
     orchestrator_cpus: NotRequired[str]

@@ -1,0 +1,152 @@
+"""Trials (flaskbench/config/trials.py, plan/cells.py, measure/trials.py): every trial runs
+every cell once in its own shuffled order, reproducible from the seed; verdicts come from the
+variation between trials, paired by trial within a run; "auto" adds trials until decided."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakerun import Step, make_run
+
+from flaskbench.config.load import Overrides, load_config
+from flaskbench.config.problems import ConfigError
+from flaskbench.config.trials import Comparing
+from flaskbench.measure.analyze import analyze_run
+from flaskbench.measure.collect import load_run
+from flaskbench.measure.compare import compare_within
+from flaskbench.measure.stats import paired_ratio, trials_interval, unpaired_ratio
+from flaskbench.measure.trials import judge
+from flaskbench.plan.cells import make_plan
+
+PROJECT = Path(__file__).resolve().parent.parent
+CONFIG = """
+[cpus]
+target = "0"
+load = "1"
+[load]
+{load}
+[targets.sync]
+server = "gunicorn"
+worker_class = "sync"
+[targets.gthread]
+server = "gunicorn"
+worker_class = "gthread"
+threads = 4
+[workloads.io]
+io_ms = 100
+{more}
+"""
+
+
+def write(tmp_path: Path, load: str = "", more: str = "") -> Path:
+    path = tmp_path / "bench.toml"
+    path.write_text(CONFIG.format(load=load, more=more))
+    return path
+
+
+def orders(seed: int, trials: int = 3) -> list[list[str]]:
+    config = load_config(PROJECT / "bench.toml", Overrides(repeats=trials, seed=seed))
+    found: dict[int, list[str]] = {}
+    for cell in make_plan(config).cells:
+        found.setdefault(cell.repeat, []).append(cell.cell_id.rsplit("--", 1)[0])
+    return [found[t] for t in sorted(found)]
+
+
+def test_every_trial_runs_every_cell_once_in_its_own_order() -> None:
+    trials = orders(seed=7)
+    assert len(trials) == 3
+    assert all(sorted(t) == sorted(trials[0]) for t in trials)
+    assert len(set(trials[0])) == len(trials[0]) == 6 * 4
+    # Shuffled: not the config's order, and not the same from one trial to the next.
+    config = load_config(PROJECT / "bench.toml")
+    as_written = [f"{t.name}--{w.name}" for t in config.targets for w in config.workloads]
+    assert trials[0] != as_written
+    assert trials[0] != trials[1] != trials[2]
+
+
+def test_the_same_seed_makes_the_same_orders() -> None:
+    assert orders(seed=7) == orders(seed=7)
+    assert orders(seed=7) != orders(seed=8)
+
+
+def test_an_unset_seed_is_drawn_and_recorded() -> None:
+    first = load_config(PROJECT / "bench.toml")
+    second = load_config(PROJECT / "bench.toml")
+    assert first.trials.seed != second.trials.seed
+    assert first.as_run["load"]["seed"] == first.trials.seed
+
+
+@pytest.mark.parametrize(
+    ("load", "message"),
+    [
+        ('repeats = "many"', 'load.repeats: must be a number of trials, 1 or more, or "auto"'),
+        ("repeats = 0", "load.repeats: must be a number of trials"),
+        ('budget = "10m"', 'load.budget: only applies with repeats = "auto"'),
+        ('repeats = "auto"\nbudget = "soon"', "load.budget: cannot read 'soon' as a duration"),
+        ("seed = -1", "load.seed: must be a whole number, 0 or more"),
+    ],
+)
+def test_bad_trial_settings_are_one_line_each(tmp_path: Path, load: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(write(tmp_path, load))
+    assert len(refused.value.problems) == 1
+    assert message in refused.value.problems[0]
+
+
+def test_a_run_that_compares_makes_trials_until_decided_by_default(tmp_path: Path) -> None:
+    assert not load_config(write(tmp_path)).trials.auto
+    loaded = load_config(write(tmp_path, more='[compare]\nbaseline = "sync"'))
+    assert loaded.trials.auto
+    assert loaded.trials.count == 3
+    assert loaded.trials.budget_s == 1800
+    assert loaded.comparing == Comparing("sync", 0.02)
+    with pytest.raises(ConfigError, match=r"compare.baseline: must name one of the targets"):
+        load_config(write(tmp_path, more='[compare]\nbaseline = "nope"'))
+    with pytest.raises(ConfigError, match=r"compare.threshold: cannot read 'x' as a share"):
+        load_config(write(tmp_path, more='[compare]\nbaseline = "sync"\nthreshold = "x"'))
+
+
+def test_intervals_over_trials() -> None:
+    # Student's t on the logs: 100, 110, 121 are 10% apart each; the interval holds their mean.
+    interval = trials_interval([100.0, 110.0, 121.0])
+    assert interval is not None
+    assert interval.low < 110 < interval.high
+    assert trials_interval([100.0]) is None
+    assert trials_interval([100.0, 0.0]) is None
+    # Paired: what a trial did to both sides alike cancels out.
+    ratio, ci, count = paired_ratio({1: 100.0, 2: 50.0, 3: 80.0}, {1: 110.0, 2: 55.0, 3: 88.0})
+    assert count == 3
+    assert ratio == pytest.approx(1.1)
+    assert ci is not None
+    assert ci.low == pytest.approx(1.1) == ci.high
+    # Unpaired, the same numbers say nothing: the trials' own spread is far larger.
+    ratio, ci = unpaired_ratio([100.0, 50.0, 80.0], [110.0, 55.0, 88.0])
+    assert ratio == pytest.approx(1.1)
+    assert ci is not None
+    assert ci.contains(1.0)
+
+
+def test_a_difference_every_trial_shows_is_decided_and_run_level_chance_is_not(
+    tmp_path: Path,
+) -> None:
+    # gthread's throughput moves from trial to trial (its connections landing on its workers
+    # differently each time), while sync's does not.
+    def step(rps: int) -> list[Step]:
+        return [Step(8, rps, 8000 / rps)]
+
+    cells = {
+        **{f"sync--io--r{t}": step(20) for t in (1, 2, 3)},
+        **{f"gthread--io--r{t}": step(rps) for t, rps in ((1, 60), (2, 78), (3, 66))},
+        **{f"gevent--io--r{t}": step(rps) for t, rps in ((1, 21), (2, 20), (3, 20))},
+    }
+    analysis = analyze_run(load_run(make_run(tmp_path / "run", cells)))
+    found = {(c.target, c.metric): c for c in compare_within(analysis, "sync", threshold=0.02)}
+    faster = found[("gthread", "rps")]
+    assert (faster.verdict, faster.basis, faster.trials) == ("faster", "paired", 3)
+    same = found[("gevent", "rps")]
+    assert same.verdict == "same"
+    judgement = judge(analysis, Comparing("sync", 0.02), None)
+    assert judgement.compared == 2
+    # gevent's 0 to 5% over sync, 3 trials: neither clearly apart nor clearly within 2%.
+    assert judgement.undecided == ("gevent against sync, io at 8 users",)
