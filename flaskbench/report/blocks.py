@@ -31,6 +31,15 @@ def with_interval(value: float | None, interval: Interval | None) -> str:
     return f"{number(value)} ({number(interval.low)}-{number(interval.high)})"
 
 
+def ratio_with_interval(ratio: float | None, interval: Interval | None) -> str:
+    """A ratio to three decimals, "1.034 (1.012-1.057)", with its interval when it has one."""
+    if ratio is None:
+        return "-"
+    if interval is None:
+        return f"{ratio:.3f}"
+    return f"{ratio:.3f} ({number(interval.low, 3)}-{number(interval.high, 3)})"
+
+
 @dataclass(frozen=True)
 class Heading:
     level: int

@@ -19,7 +19,7 @@ from flaskbench.measure.compare import (
     StepComparison,
     significant_share,
 )
-from flaskbench.measure.stats import CONFIDENCE, DRAWS, Interval
+from flaskbench.measure.stats import DRAWS
 from flaskbench.report.blocks import (
     Block,
     Bullets,
@@ -28,6 +28,7 @@ from flaskbench.report.blocks import (
     Paragraph,
     Table,
     number,
+    ratio_with_interval,
     render_html,
     render_markdown,
     with_interval,
@@ -59,6 +60,11 @@ CSV_COLUMNS = (
     "baseline_ci_high",
     "other_ci_low",
     "other_ci_high",
+    # What the ratio's interval rests on ("trials", or "seconds" with a single trial on a side),
+    # how many trials, and a cause the harness measured that differs between the sides.
+    "basis",
+    "trials",
+    "note",
 )
 _METRIC_NAMES = {"rps": "req/s", "p99_ms": "p99 ms"}
 
@@ -158,6 +164,9 @@ def comparison_csv(comparison: Comparison) -> str:
                 "baseline_ci_high": _csv(step.baseline_ci.high if step.baseline_ci else None),
                 "other_ci_low": _csv(step.other_ci.low if step.other_ci else None),
                 "other_ci_high": _csv(step.other_ci.high if step.other_ci else None),
+                "basis": step.basis,
+                "trials": step.trials,
+                "note": step.note,
             }
         )
     return buffer.getvalue()
@@ -283,18 +292,10 @@ def _answer_row(item: AnswerComparison) -> tuple[str, ...]:
         _arrow(base.peak_inflight_server, other.peak_inflight_server),
         _arrow(base.knee_users, other.knee_users),
         f"{number(base.peak_rps)} → {number(other.peak_rps)}",
-        _ratio(item.ratio, item.ci),
+        ratio_with_interval(item.ratio, item.ci),
         item.verdict,
         ", ".join(item.flags) or "-",
     )
-
-
-def _ratio(ratio: float | None, interval: Interval | None) -> str:
-    if ratio is None:
-        return "-"
-    if interval is None:
-        return f"{ratio:.3f}"
-    return f"{ratio:.3f} ({number(interval.low, 3)}-{number(interval.high, 3)})"
 
 
 def _steps(comparison: Comparison) -> list[Block]:
@@ -324,6 +325,7 @@ def _step_table(steps: Sequence[StepComparison]) -> Table:
             "other",
             "ratio (95% interval)",
             "verdict",
+            "trials",
             "flags",
         ),
         tuple(
@@ -333,8 +335,10 @@ def _step_table(steps: Sequence[StepComparison]) -> Table:
                 _METRIC_NAMES[s.metric],
                 with_interval(s.baseline, s.baseline_ci),
                 with_interval(s.other, s.other_ci),
-                _ratio(s.ratio, s.ci),
-                f"**{s.verdict}**" if s.verdict != "same" else s.verdict,
+                ratio_with_interval(s.ratio, s.ci),
+                (f"**{s.verdict}**" if s.verdict != "same" else s.verdict)
+                + (f" ({s.note})" if s.note else ""),
+                str(s.trials) if s.basis == "trials" else "1 (seconds)",
                 ", ".join(s.flags) or "-",
             )
             for s in steps
@@ -379,18 +383,22 @@ def _method(comparison: Comparison) -> list[Block]:
             (
                 "Steps are matched by target, workload and user count; the first run is the "
                 "baseline. A workload name must mean the same request in every run.",
-                f"Each step's {CONFIDENCE:.0%} intervals come from {DRAWS} bootstrap resamples of "
-                "its measured window's per-second buckets, in blocks of consecutive seconds "
-                "(cube root of the window's length) to keep their correlation; with several "
-                "repeats, repeats are resampled first and each chosen repeat's seconds second.",
-                "The ratio's interval divides independent resamples of the two runs, resample by "
-                "resample (not the intervals' endpoints).",
+                "Where both runs made several trials, a step's intervals and the ratio's come "
+                "from the variation between trials (Student's t on the logarithms of the "
+                "trials' values; for the ratio, Welch's t, since the runs' trials are not "
+                "paired), which carries what changes from one run of a cell to the next. With a "
+                f"single trial on a side, from {DRAWS} bootstrap resamples of the measured "
+                "window's per-second buckets, in blocks of consecutive seconds (cube root of "
+                "the window's length), the two runs' resamples divided resample by resample: "
+                "noise within the runs only. The trials column says which.",
                 f"Verdict: faster or slower only when the ratio's interval excludes 1 and the "
                 f"ratio moves by at least {comparison.threshold:.0%} (--threshold); otherwise "
                 "no significant difference (same).",
-                "A within-run interval cannot see what changes between runs of the same "
-                "config on a shared machine; `make compare-check` measures how often two runs "
-                "of one config are judged different (the README gives the latest figures).",
+                "Two runs made one after the other meet different neighbours: to compare two "
+                "things on one machine, make them targets of one run with `[compare]`, whose "
+                "trials interleave them and pair them trial by trial. `make compare-check` "
+                "measures how often a comparison is wrong on the machine at hand (the README "
+                "gives the latest figures).",
             )
         ),
     ]

@@ -28,7 +28,7 @@ from flaskbench.measure.analyze import (
 )
 from flaskbench.measure.compare import compare_within
 from flaskbench.measure.recommend import GoalSpec, recommend
-from flaskbench.measure.stats import CONFIDENCE, DRAWS, Interval, block_length
+from flaskbench.measure.stats import CONFIDENCE, DRAWS, block_length
 from flaskbench.report.blocks import (
     Block,
     Bullets,
@@ -40,6 +40,7 @@ from flaskbench.report.blocks import (
     Paragraph,
     Table,
     number,
+    ratio_with_interval,
     render_html,
     render_markdown,
     with_interval,
@@ -742,7 +743,7 @@ def _within(analysis: Analysis) -> list[Block]:
                     c.metric,
                     number(c.baseline),
                     number(c.other),
-                    _ratio_text(c.ratio, c.ci),
+                    ratio_with_interval(c.ratio, c.ci),
                     c.verdict if c.valid else f"{c.verdict} (flagged: {', '.join(c.flags)})",
                     str(c.trials),
                     c.note or "",
@@ -759,12 +760,6 @@ def _threshold(value: object) -> float:
         return parse_share(value) if value is not None else DEFAULT_THRESHOLD
     except ValueError:
         return DEFAULT_THRESHOLD
-
-
-def _ratio_text(ratio: float | None, ci: Interval | None) -> str:
-    if ratio is None:
-        return "-"
-    return f"{ratio:.3f}" + (f" ({ci.low:.3f}-{ci.high:.3f})" if ci else "")
 
 
 def _trials_sentence(trials: TrialsRecord | None) -> str:
