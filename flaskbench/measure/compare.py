@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flaskbench.config.trials import DEFAULT_THRESHOLD
 from flaskbench.config.units import parse_cpus, parse_share
 from flaskbench.measure.analyze import Analysis, Knee, Point, Row, StepKey, analyze_run
 from flaskbench.measure.collect import load_run
@@ -28,7 +29,6 @@ from flaskbench.measure.stats import (
 )
 from flaskbench.results.rundir import open_run_dir
 
-DEFAULT_THRESHOLD = 0.02
 METRICS = ("rps", "p99_ms")
 VERDICTS = ("faster", "slower", "same")
 # Metadata in the order a reader looks for an explanation; the first differences make labels.

@@ -19,7 +19,7 @@ from flaskbench.config.trials import DEFAULT_THRESHOLD
 from flaskbench.config.units import parse_share
 from flaskbench.measure.analyze import (
     FLAGS,
-    STEAL_LIMIT_PCT,
+    INTERFERENCE_LIMIT_PCT,
     SUMMARY_COLUMNS,
     Analysis,
     Point,
@@ -257,13 +257,16 @@ def _noise(analysis: Analysis) -> list[Block]:
                 f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time was not recorded."
             )
         ]
+    stolen = sum("steal" in r.flags for r in analysis.rows)
     contended = sum("cpu_contention" in r.flags for r in analysis.rows)
     return [
         Paragraph(
-            f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time, highest step: {steal} "
-            f"(a step above {STEAL_LIMIT_PCT:.0f}% on either side is flagged `steal`). Other "
-            f"processes on the sides' CPUs, highest step: {_worst(analysis, 'others')}; "
-            f"{counted(contended, 'step was', 'steps were')} flagged `cpu_contention`."
+            f"Machine: {_machine_name(machine)}. {clocks}. CPU steal time, highest step: {steal}; "
+            f"other processes on the sides' CPUs, highest step: {_worst(analysis, 'others')}. "
+            "Either counts where the side needed its CPUs: "
+            f"{counted(stolen, 'step was', 'steps were')} flagged `steal`, "
+            f"{counted(contended, 'step', 'steps')} `cpu_contention`; the rest is noise that "
+            "varies from trial to trial."
         )
     ]
 
@@ -702,9 +705,11 @@ def _method(analysis: Analysis) -> list[Block]:
                 "significant digits. Target CPU is percent of one core; load-generator CPU is "
                 "percent of the CPUs the load side was given.",
                 _interval_method(analysis),
-                "CPU steal is read from the per-CPU lines of /proc/stat for each side's CPUs "
-                "every second; a step where either side lost more than "
-                f"{STEAL_LIMIT_PCT:.0f}% of its CPU time to steal is flagged.",
+                "CPU steal and other processes' time are read from the per-CPU lines of "
+                "/proc/stat for each side's CPUs every second. A side loses to them only while "
+                "it needs its CPUs: its estimated loss is the stolen share of its CPUs' runnable "
+                "time (or others' share of them) times its own share; a step where either side "
+                f"lost more than {INTERFERENCE_LIMIT_PCT:.0f}% is flagged.",
                 "Full data: summary.csv (one row per target x workload x users x repeat); raw "
                 "files per cell under raw/.",
             )
