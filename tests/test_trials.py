@@ -150,3 +150,36 @@ def test_a_difference_every_trial_shows_is_decided_and_run_level_chance_is_not(
     assert judgement.compared == 2
     # gevent's 0 to 5% over sync, 3 trials: neither clearly apart nor clearly within 2%.
     assert judgement.undecided == ("gevent against sync, io at 8 users",)
+
+
+def test_noise_in_a_minority_of_trials_is_absorbed_a_broken_trial_is_not(tmp_path: Path) -> None:
+    def trial(steal: float = 0.0, failures: int = 0) -> list[Step]:
+        # Both sides are busy (80% of their CPUs), so steal there is nearly all lost to them.
+        return [
+            Step(
+                4,
+                40,
+                100,
+                target_cpu=80,
+                loadgen_cpu=80,
+                host_busy=80,
+                steal=steal,
+                failures=failures,
+            )
+        ]
+
+    cells = {
+        # The hypervisor took 5% in one trial of four: noise, in the interval over trials.
+        **{f"sync--io--r{t}": trial(steal=5 if t == 1 else 0) for t in (1, 2, 3, 4)},
+        # In two of four: the machine, not chance.
+        **{f"gthread--io--r{t}": trial(steal=5 if t <= 2 else 0) for t in (1, 2, 3, 4)},
+        # Failed requests in one trial of four make the step wrong, whatever the others say.
+        **{f"gevent--io--r{t}": trial(failures=30 if t == 4 else 0) for t in (1, 2, 3, 4)},
+    }
+    analysis = analyze_run(load_run(make_run(tmp_path / "run", cells)))
+    rows = {(r.target, r.repeat): r for r in analysis.rows}
+    assert "steal" in rows[("sync", 1)].flags
+    points = {p.target: p for p in analysis.points}
+    assert points["sync"].flags == ()
+    assert points["gthread"].flags == ("steal",)
+    assert "failures" in points["gevent"].flags

@@ -527,7 +527,7 @@ def aggregate(
                 requests=sum(r.requests for r in group),
                 failures=sum(r.failures for r in group),
                 lost_requests=_sum(r.lost_requests for r in group),
-                flags=tuple(dict.fromkeys(f for r in group for f in r.flags)),
+                flags=point_flags(group),
                 **(
                     _trial_intervals(group)
                     if len(group) > 1
@@ -536,6 +536,26 @@ def aggregate(
             )
         )
     return sorted(points, key=lambda p: (p.workload, p.target, p.users))
+
+
+# What a neighbour or the hypervisor did to one trial, or a step caught settling: with several
+# trials that is what changes between them, already in the interval over trials.
+TRIAL_NOISE_FLAGS = frozenset({"steal", "cpu_contention", "ramping"})
+
+
+def point_flags(group: Sequence[Row]) -> tuple[str, ...]:
+    """A step's flags over its trials. What makes a measurement wrong (failures, a dead
+    worker, a saturated load generator...) flags the step whichever trial it hit; noise flags
+    it only when it hit at least half the trials, as then it is the machine, not chance."""
+    counts: dict[str, int] = {}
+    for row in group:
+        for flag in row.flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    return tuple(
+        flag
+        for flag, count in counts.items()
+        if len(group) == 1 or flag not in TRIAL_NOISE_FLAGS or 2 * count >= len(group)
+    )
 
 
 def _trial_intervals(group: Sequence[Row]) -> dict[str, Interval | None]:
