@@ -1,58 +1,101 @@
-"""The compare-check benchmark's verdicts on runs whose answer is known (no load is run)."""
+"""The compare-check benchmark's figures on runs whose answer is known (no load is run)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from fakerun import Step, make_run
 
-from flaskbench.selfcheck.compare_check import detection, false_positives
+from flaskbench.config.workloads import Request, Workload
+from flaskbench.measure.analyze import Analysis, analyze_run
+from flaskbench.measure.collect import load_run
+from flaskbench.selfcheck.compare_check import (
+    BASE,
+    MORE,
+    false_positives,
+    halves,
+    power,
+    valid_steps,
+)
+
+TRIALS = (1, 2, 3, 4)
 
 
 def step(users: int, rps: int, **kwargs: object) -> Step:
     return Step(users=users, rps=rps, latency_ms=1000 * users / rps, **kwargs)  # type: ignore[arg-type]
 
 
-def run(tmp_path: Path, name: str, rps: dict[int, int], **kwargs: object) -> Path:
-    steps = [step(users, value, **kwargs) for users, value in rps.items()]
-    return make_run(tmp_path / "results" / name, {"gthread--io--r1": steps}).path
+def analysis(tmp_path: Path, cells: dict[str, list[Step]]) -> Analysis:
+    workloads = {
+        w.name: asdict(w) | {"path": w.path}
+        for w in (
+            Workload("io", io_ms=100),
+            Workload(BASE, requests=(Request("/cpu?ms=10"),)),
+            Workload(MORE, requests=(Request("/cpu?ms=10.5"),)),
+        )
+    }
+    run = make_run(tmp_path / "run", cells, meta={"workloads": workloads})
+    return analyze_run(load_run(run))
 
 
-def test_two_alike_runs_hold_and_a_shifted_one_does_not(
+def test_the_halves_are_the_odd_and_the_even_trials(tmp_path: Path) -> None:
+    cells = {f"sync--io--r{t}": [step(4, 40)] for t in TRIALS}
+    odd, even = halves(analysis(tmp_path, cells))
+    assert {r.repeat for r in odd.analysis.rows} == {1, 3}
+    assert {r.repeat for r in even.analysis.rows} == {2, 4}
+
+
+def test_alike_halves_hold_and_halves_apart_do_not(tmp_path: Path) -> None:
+    alike = {f"sync--io--r{t}": [step(4, 4000), step(8, 8000)] for t in TRIALS}
+    figure = false_positives(analysis(tmp_path / "a", alike), minimum=4)
+    assert (figure.line.split(" (")[0], figure.holds) == (
+        "false-positive rate: 0.0% of 4 valid comparisons",
+        True,
+    )
+    # Odd trials 10% above even ones at 4 users: its throughput and, by Little's law, its p99.
+    apart = {f"sync--io--r{t}": [step(4, 4400 if t % 2 else 4000), step(8, 8000)] for t in TRIALS}
+    figure = false_positives(analysis(tmp_path / "b", apart), minimum=4)
+    assert (figure.line.split(" (")[0], figure.holds) == (
+        "false-positive rate: 50.0% of 4 valid comparisons",
+        False,
+    )
+
+
+def test_too_few_valid_comparisons_do_not_hold(tmp_path: Path) -> None:
+    cells = {f"sync--io--r{t}": [step(4, 4000)] for t in TRIALS}
+    assert not false_positives(analysis(tmp_path, cells)).holds
+
+
+def test_power_counts_the_saturated_steps_found_slower(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    steady = {1: 1000, 4: 4000, 16: 8000}
-    first = run(tmp_path, "a", steady)
-    again = run(tmp_path, "b", steady)
-    shifted = run(tmp_path, "c", {1: 1000, 4: 4400, 16: 8000})
-    assert false_positives([first, again])
-    assert "false-positive rate: 0.0% of 6" in capsys.readouterr().out
-    assert not false_positives([first, shifted])
+    base = {1: 1000, 2: 1010, 3: 990, 4: 1000}
+    found = {1: 952, 2: 962, 3: 943, 4: 952}
+    # Lost in the noise between trials: 5% less in two trials, 5% more in the other two.
+    missed = {1: 950, 2: 1060, 3: 940, 4: 1050}
+    cells = {}
+    for t in TRIALS:
+        cells[f"sync--{BASE}--r{t}"] = [
+            step(4, base[t], target_cpu=95),
+            step(8, base[t], target_cpu=95),
+            step(1, 500, target_cpu=50),
+        ]
+        cells[f"sync--{MORE}--r{t}"] = [
+            step(4, found[t], target_cpu=95),
+            step(8, missed[t], target_cpu=95),
+            step(1, 476, target_cpu=50),
+        ]
+    figure = power(analysis(tmp_path, cells))
     printed = capsys.readouterr().out
-    # 10% more at 4 users, and by Little's law a lower p99: 2 of 6 judged different.
-    assert "false-positive rate: 33.3% of 6" in printed
-    assert "DOES NOT HOLD" in printed
+    # The step at 1 user did not saturate the target's CPU: not a test of power.
+    assert "1 users" not in printed
+    assert "4 users  0.952" in printed
+    assert (figure.line.split(" (")[0], figure.holds) == ("power: found 1 of 2", False)
 
 
-def test_flagged_steps_do_not_count_but_are_shown(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    first = run(tmp_path, "a", {4: 4000})
-    busy = run(tmp_path, "b", {4: 3000}, failures=40)
-    assert not false_positives([first, busy])
-    printed = capsys.readouterr().out
-    assert "valid (neither side flagged): 0" in printed
-    assert "counting flagged steps too: 2 of 2 judged different" in printed
-
-
-def test_detection_needs_every_saturated_step(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    one_thread = run(tmp_path, "a", {1: 10, 2: 20, 4: 20, 8: 20})
-    four_threads = run(tmp_path, "b", {1: 10, 2: 20, 4: 40, 8: 80})
-    missed = run(tmp_path, "c", {1: 10, 2: 20, 4: 40, 8: 20})
-    assert detection([one_thread, four_threads])
-    assert "saturated steps (users > 2): 2, judged faster: 2: holds" in capsys.readouterr().out
-    assert not detection([one_thread, missed])
-    assert "judged faster: 1: DOES NOT HOLD" in capsys.readouterr().out
+def test_valid_steps_count_every_trials_step(tmp_path: Path) -> None:
+    cells = {f"sync--io--r{t}": [step(4, 40, failures=40 if t == 1 else 0)] for t in TRIALS}
+    figure = valid_steps(analysis(tmp_path, cells))
+    assert (figure.line.split(" (")[0], figure.holds) == ("valid: 3 of 4 steps", False)

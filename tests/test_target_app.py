@@ -53,6 +53,14 @@ def test_zero_is_allowed(client: FlaskClient, path: str) -> None:
     assert client.get(path).status_code == 200
 
 
+def test_a_fraction_of_a_millisecond_is_allowed(client: FlaskClient) -> None:
+    cpu = time.thread_time()
+    response = client.get("/cpu?ms=10.5")
+    assert response.text == "burned 10.5 ms"
+    assert time.thread_time() - cpu >= 0.0105
+    assert client.get("/io?ms=20").text == "slept 20 ms"
+
+
 def test_the_upper_bound_is_allowed() -> None:
     with target_app.app.test_request_context("/io?ms=60000"):
         assert target_app.milliseconds("ms") == 60000
@@ -61,7 +69,10 @@ def test_the_upper_bound_is_allowed() -> None:
 BAD_VALUES = {
     "empty": "",
     "word": "abc",
-    "decimal": "1.5",
+    "four decimals": "1.5005",
+    "bare point": "1.",
+    "exponent": "1e3",
+    "nan": "nan",
     "negative": "-1",
     "plus sign": "+5",
     "space": "%205",

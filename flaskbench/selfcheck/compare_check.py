@@ -1,166 +1,219 @@
-"""`make compare-check`: how often `flaskbench compare` is wrong on this machine, measured.
+"""`make compare-check`: how far flaskbench's verdicts hold on this machine, measured.
 
-1. A/A: one reduced config (4 targets x /io and /cpu x 4 user steps) run twice, the second
-   compared with the first. Every valid matched comparison (step x metric, neither side
-   flagged) judged faster or slower is a false positive; their share must be at most 5%.
-2. A real difference: gthread 2 workers x 1 thread against 2 x 4 threads on /io?ms=100. Where
-   the 2x1 server is saturated (more users than its 2 slots) the 2x4 one serves more, 2x to 4x;
-   every such step must be judged faster.
-Prints the figures and whether each holds (exit 1 if one does not). The runs and the two
-comparisons land in the config's results directory, so every figure can be traced.
+One run of a reduced config with interleaved trials (every trial runs every cell once, in its
+own shuffled order) answers three questions:
+
+1. False positives (A/A). The trials split into halves, odd against even, and every step of
+   one half is compared with the same step of the other over their trials, as `flaskbench
+   compare` compares two runs. Nothing differs between the halves, so every valid comparison
+   (neither half's step flagged) judged faster or slower is a false positive: at most 5% of at
+   least 200.
+2. Power. /cpu?ms=10 against /cpu?ms=10.5 (5% more CPU per request, so about 4.8% less
+   throughput where the target's CPU is saturated) on every target, paired by trial, at the
+   steps where the target's CPU was saturated: found (judged slower) in at least 80%.
+3. Valid steps: at least 80% of all measured steps unflagged.
+
+Then neighbours: one target run briefly twice, alone and beside a CPU hog pinned to the target's
+CPUs, shows how much other processes move an I/O-bound step and a CPU-saturated one, and which
+steps the flags caught. The whole check must take at most 30 minutes.
+
+Each figure is printed on a line of its own; exit 1 if one does not hold. The runs land in the
+config's results directory, so every figure can be traced to its raw data.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from flaskbench.config.units import format_cpus
-from flaskbench.execute.hostcpu import read_proc_stat, side_usage
-from flaskbench.measure.compare import Comparison, StepComparison, compare, load_sides
-from flaskbench.report.comparison import write_comparison
-from flaskbench.results.rundir import new_output_dir
+from flaskbench.config.trials import DEFAULT_THRESHOLD
+from flaskbench.config.units import parse_cpus
+from flaskbench.measure.analyze import Analysis, analyze_run
+from flaskbench.measure.collect import load_run
+from flaskbench.measure.compare import Side, compare, trial_rows, verdict
+from flaskbench.measure.stats import paired_ratio
+from flaskbench.results.rundir import open_run_dir
 from flaskbench.selfcheck.accuracy import bench_config, run_bench
 
 FALSE_POSITIVE_LIMIT = 0.05
-AA_TARGETS: dict[str, dict[str, Any]] = {
+MIN_COMPARISONS = 200
+POWER_NEEDED = 0.80
+VALID_NEEDED = 0.80
+TIME_LIMIT_S = 30 * 60
+# Five worker models, three workloads, eight user steps: 120 steps, 240 comparisons (throughput
+# and p99) between the halves; four trials, so two against two.
+TARGETS: dict[str, dict[str, Any]] = {
     "sync": {"server": "gunicorn", "worker_class": "sync", "workers": 2},
     "gthread": {"server": "gunicorn", "worker_class": "gthread", "workers": 2, "threads": 4},
     "gevent": {"server": "gunicorn", "worker_class": "gevent", "workers": 1},
-    "dev-single": {"server": "werkzeug", "threaded": False},
+    "waitress": {"server": "waitress", "threads": 4},
+    "dev": {"server": "werkzeug"},
 }
-AA_WORKLOADS = {"io": {"io_ms": 100}, "cpu": {"cpu_ms": 10}}
-AA_LOAD = {"users": [1, 4, 16, 64], "warmup": "2s", "measure": "6s"}
-PAIR_THREADS = (1, 4)
-PAIR_LOAD = {"users": [1, 2, 4, 8, 16, 32], "warmup": "2s", "measure": "6s"}
-PAIR_SLOTS = 2
+BASE, MORE = "cpu", "cpu-5pct"
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "io": {"io_ms": 20},
+    BASE: {"path": "/cpu?ms=10"},
+    MORE: {"path": "/cpu?ms=10.5"},
+}
+EXPECTED_RATIO = 10 / 10.5
+LOAD = {"users": [1, 2, 3, 4, 6, 8, 12, 16], "warmup": "1s", "measure": "2s", "repeats": 4}
+# A step whose target used at least this share of its CPUs had them saturated.
+SATURATED = 0.9
+# Neighbours: one target, an I/O-bound and a CPU-bound workload, alone and beside a hog.
+HOG_TARGET = {"sync": {"server": "gunicorn", "worker_class": "sync", "workers": 1}}
+HOG_WORKLOADS = {"io": {"io_ms": 20}, "cpu": {"cpu_ms": 10}}
+HOG_LOAD = {"users": [1, 4], "warmup": "1s", "measure": "3s", "repeats": 2}
+HOG_LIFETIME_S = 600
 
 
-def _compare(runs: Sequence[Path], labels: Sequence[str] | None = None) -> Comparison:
-    comparison = compare(load_sides(runs, labels))
-    out = new_output_dir(runs[0].parent, "compare")
-    write_comparison(comparison, out)
-    print(f"   runs: {', '.join(str(r) for r in runs)}; comparison: {out}")
-    return comparison
+@dataclass(frozen=True)
+class Figure:
+    line: str
+    holds: bool
+
+    def show(self) -> None:
+        print(f"{self.line}: {'holds' if self.holds else 'DOES NOT HOLD'}")
 
 
-def _line(step: StepComparison) -> str:
-    interval = f"{step.ci.low:.3f}-{step.ci.high:.3f}" if step.ci else "-"
-    return (
-        f"   {step.target:<11}{step.workload:<5}{step.users:>5}  {step.metric:<7}"
-        f"{step.ratio or 0:>7.3f}  ({interval})  {step.verdict}"
-    )
+def halves(analysis: Analysis) -> list[Side]:
+    """The run's odd and even trials as two runs: interleaved, so drift falls on both."""
+    data = analysis.data
+    sides = []
+    for label, parity in (("odd trials", 1), ("even trials", 0)):
+        cells = tuple(c for c in data.cells if _trial(c.cell_id) % 2 == parity)
+        half = replace(data, run_id=f"{data.run_id} {label}", cells=cells)
+        sides.append(Side(Path(data.run_id), label, analyze_run(half)))
+    return sides
 
 
-def false_positives(runs: Sequence[Path]) -> bool:
-    print(
-        f"1. A/A: one config run twice ({len(AA_TARGETS)} targets x {', '.join(AA_WORKLOADS)} x "
-        f"users {AA_LOAD['users']}; {AA_LOAD['warmup']} warmup, {AA_LOAD['measure']} measured)"
-    )
-    comparison = _compare(runs)
-    steps = comparison.steps
+def _trial(cell_id: str) -> int:
+    return int(cell_id.rsplit("--", 1)[1].removeprefix("r"))
+
+
+def false_positives(analysis: Analysis, minimum: int = MIN_COMPARISONS) -> Figure:
+    comparison = compare(halves(analysis), DEFAULT_THRESHOLD)
+    steps = [s for s in comparison.steps if s.workload in WORKLOADS]
     valid = [s for s in steps if s.valid]
-    different = [s for s in valid if s.verdict != "same"]
-    everything = [s for s in steps if s.ratio is not None]
-    print(
-        f"   matched comparisons (step x metric): {len(steps)}; valid (neither side flagged): "
-        f"{len(valid)}"
-    )
+    wrong = [s for s in valid if s.verdict != "same"]
     for metric in ("rps", "p99_ms"):
         mine = [s for s in valid if s.metric == metric]
-        wrong = sum(s.verdict != "same" for s in mine)
-        print(f"   {metric:<7} judged different: {wrong} of {len(mine)}")
-    share = len(different) / len(valid) if valid else None
-    flagged_wrong = sum(s.verdict != "same" for s in everything)
-    print(
-        f"   for comparison, counting flagged steps too: {flagged_wrong} of {len(everything)} "
-        "judged different"
+        different = sum(s.verdict != "same" for s in mine)
+        print(f"   {metric:<7} judged different: {different} of {len(mine)}")
+    for step in wrong:
+        interval = f"{step.ci.low:.3f}-{step.ci.high:.3f}" if step.ci else "-"
+        print(
+            f"   {step.target:<9}{step.workload:<9}{step.users:>3} users  {step.metric:<7}"
+            f"{step.ratio or 0:.3f} ({interval}) {step.verdict}"
+        )
+    share = len(wrong) / len(valid) if valid else 1.0
+    return Figure(
+        f"false-positive rate: {share:.1%} of {len(valid)} valid comparisons "
+        f"(at most {FALSE_POSITIVE_LIMIT:.0%} of at least {minimum})",
+        share <= FALSE_POSITIVE_LIMIT and len(valid) >= minimum,
     )
-    for step in different:
-        print(_line(step))
-    if share is None:
-        print("   false-positive rate: no valid comparison (every step flagged): does not hold")
-        return False
-    holds = share <= FALSE_POSITIVE_LIMIT
-    print(
-        f"   false-positive rate: {share:.1%} of {len(valid)} (required: at most "
-        f"{FALSE_POSITIVE_LIMIT:.0%}): {'holds' if holds else 'DOES NOT HOLD'}"
-    )
-    return holds
 
 
-def detection(runs: Sequence[Path]) -> bool:
-    print(
-        f"2. A real difference: gthread 2x{PAIR_THREADS[0]} (baseline) vs 2x{PAIR_THREADS[1]} on "
-        f"/io?ms=100, users {PAIR_LOAD['users']}"
-    )
-    labels = [f"gthread 2x{t}" for t in PAIR_THREADS]
-    comparison = _compare(runs, labels)
-    saturated = [s for s in comparison.steps if s.metric == "rps" and s.users > PAIR_SLOTS]
-    print(
-        f"   {'users':>5}{'2x1 req/s':>11}{'2x4 req/s':>11}  ratio (95% interval)  verdict  flags"
-    )
-    for step in comparison.steps:
-        if step.metric != "rps":
+def power(analysis: Analysis) -> Figure:
+    """/cpu?ms=10.5 against /cpu?ms=10 where the target's CPU was saturated, trial by trial."""
+    points = {(p.target, p.workload, p.users): p for p in analysis.points}
+    trials = trial_rows(analysis)
+    cores = analysis.data.target_cores
+    found = compared = 0
+    for (target, workload, users), point in sorted(points.items()):
+        other = points.get((target, MORE, users))
+        if workload != BASE or other is None or point.flags or other.flags:
             continue
-        interval = f"{step.ci.low:.2f}-{step.ci.high:.2f}" if step.ci else "-"
+        if (point.target_cpu_pct or 0) / 100 < SATURATED * cores:
+            continue
+        base = {t: r.rps for t, r in trials[(target, BASE, users)].items()}
+        more = {t: r.rps for t, r in trials[(target, MORE, users)].items()}
+        ratio, ci, count = paired_ratio(base, more)
+        judged = verdict("rps", ratio, ci, DEFAULT_THRESHOLD)
+        compared += 1
+        found += judged == "slower"
+        interval = f"{ci.low:.3f}-{ci.high:.3f}" if ci else "-"
         print(
-            f"   {step.users:>5}{step.baseline or 0:>11.1f}{step.other or 0:>11.1f}  "
-            f"{step.ratio or 0:>5.2f} ({interval:<11})  {step.verdict:<8} "
-            f"{', '.join(step.flags) or '-'}"
+            f"   {target:<9}{users:>3} users  {ratio or 0:.3f} ({interval}) over {count} "
+            f"trials: {judged}"
         )
-    found = sum(s.verdict == "faster" for s in saturated)
-    holds = bool(saturated) and found == len(saturated)
-    print(
-        f"   saturated steps (users > {PAIR_SLOTS}): {len(saturated)}, judged faster: {found}: "
-        f"{'holds' if holds else 'DOES NOT HOLD'}"
+    share = found / compared if compared else 0.0
+    return Figure(
+        f"power: found {found} of {compared} ({1 - EXPECTED_RATIO:.0%} difference; "
+        f"at least {POWER_NEEDED:.0%})",
+        compared > 0 and share >= POWER_NEEDED,
     )
-    return holds
 
 
-def machine_load(cpus: Sequence[int], seconds: float = 3.0) -> float | None:
-    """Percent of these CPUs that processes used over a few seconds (this one sleeps): how busy
-    the machine is with other work before the runs start."""
-    before = read_proc_stat()
-    time.sleep(seconds)
-    usage = side_usage(before, read_proc_stat(), cpus)
-    return usage.busy_pct if usage else None
+def valid_steps(analysis: Analysis) -> Figure:
+    rows = analysis.rows
+    valid = sum(r.valid for r in rows)
+    flags: dict[str, int] = {}
+    for row in rows:
+        for flag in row.flags:
+            flags[flag] = flags.get(flag, 0) + 1
+    if flags:
+        print("   flags: " + ", ".join(f"{f} {n}" for f, n in sorted(flags.items())))
+    share = valid / len(rows) if rows else 0.0
+    return Figure(
+        f"valid: {valid} of {len(rows)} steps (at least {VALID_NEEDED:.0%})",
+        share >= VALID_NEEDED,
+    )
 
 
-def _say_machine_load() -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    load = machine_load(cpus)
-    if load is not None:
+def neighbours(alone: Analysis, beside: Analysis) -> None:
+    """How much a CPU hog on the target's CPUs moved each step, and whether it was flagged."""
+    quiet = {(p.workload, p.users): p for p in alone.points}
+    for point in beside.points:
+        before = quiet.get((point.workload, point.users))
+        if before is None or before.rps <= 0:
+            continue
+        flagged = [r for r in beside.rows if (r.workload, r.users) == (point.workload, point.users)]
+        caught = sum("cpu_contention" in r.flags for r in flagged)
+        busy = (before.target_cpu_pct or 0) / alone.data.target_cores
         print(
-            f"0. before the runs, other processes used {load:.0f}% of CPUs {format_cpus(cpus)} "
-            "(on a quiet machine: a few %; steps they disturb are flagged and not counted)"
+            f"   {point.workload:<4}{point.users:>3} users (target CPU {busy:.0f}% alone): "
+            f"{point.rps / before.rps - 1:+.1%} beside the hog; flagged in {caught} of "
+            f"{len(flagged)} trials"
         )
 
 
-def _runs(base: dict[str, Any], directory: Path, runner: str) -> tuple[list[Path], list[Path]]:
-    aa_config = bench_config(
-        base, directory, load=AA_LOAD, targets=AA_TARGETS, workloads=AA_WORKLOADS
+def _analysis(run: Path) -> Analysis:
+    return analyze_run(load_run(open_run_dir(run)))
+
+
+def start_hog(cpus: Sequence[int]) -> subprocess.Popen[bytes]:
+    """A process that keeps the target's CPUs busy, ending by itself after HOG_LIFETIME_S."""
+    loop = (
+        f"import time\nend = time.monotonic() + {HOG_LIFETIME_S}\n"
+        "while time.monotonic() < end: pass"
     )
-    aa = [run_bench(aa_config, runner) for _ in range(2)]
-    pair = []
-    for threads in PAIR_THREADS:
-        target = {"server": "gunicorn", "worker_class": "gthread", "workers": 2}
-        config = bench_config(
-            base,
-            directory,
-            load=PAIR_LOAD,
-            targets={"gthread": target | {"threads": threads}},
-            workloads={"io": {"io_ms": 100}},
-        )
-        pair.append(run_bench(config, runner))
-    return aa, pair
+    hog = subprocess.Popen([sys.executable, "-c", loop])
+    os.sched_setaffinity(hog.pid, cpus)
+    return hog
+
+
+def run_neighbours(base: dict[str, Any], directory: Path, runner: str) -> tuple[Path, Path]:
+    config = bench_config(
+        base, directory, load=HOG_LOAD, targets=HOG_TARGET, workloads=HOG_WORKLOADS
+    )
+    alone = run_bench(config, runner)
+    cpus = parse_cpus(open_run_dir(alone).read_meta()["cpus"]["target"])
+    hog = start_hog(cpus)
+    try:
+        beside = run_bench(config, runner)
+    finally:
+        hog.terminate()
+        hog.wait()
+    return alone, beside
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,20 +225,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reuse",
         type=Path,
-        nargs=4,
-        metavar=("AA_1", "AA_2", "PAIR_1", "PAIR_2"),
+        nargs=3,
+        metavar=("TRIALS", "ALONE", "BESIDE_HOG"),
         help="analyse these earlier compare-check runs again instead of running new ones",
     )
     args = parser.parse_args(argv)
+    began = time.monotonic()
     if args.reuse:
-        aa, pair = list(args.reuse[:2]), list(args.reuse[2:])
+        run, alone, beside = args.reuse
     else:
-        _say_machine_load()
-        base = tomllib.loads(args.config.read_text())
-        with tempfile.TemporaryDirectory(prefix="flaskbench-compare-check-") as tmp:
-            aa, pair = _runs(base, Path(tmp), args.runner)
-    holds = [false_positives(aa), detection(pair)]
-    return 0 if all(holds) else 1
+        run, alone, beside = _runs(tomllib.loads(args.config.read_text()), args.runner)
+    analysis = _analysis(run)
+    print("A/A: odd trials against even trials, every step and metric")
+    figures = [false_positives(analysis)]
+    figures[-1].show()
+    print("power: /cpu?ms=10.5 against /cpu?ms=10 where the target's CPU was saturated")
+    figures.append(power(analysis))
+    figures[-1].show()
+    figures.append(valid_steps(analysis))
+    figures[-1].show()
+    print(f"neighbours: {alone} alone, {beside} beside a CPU hog on the target's CPUs")
+    neighbours(_analysis(alone), _analysis(beside))
+    if not args.reuse:
+        took = time.monotonic() - began
+        limit = TIME_LIMIT_S // 60
+        figures.append(
+            Figure(f"time: {took / 60:.1f} minutes (at most {limit})", took <= TIME_LIMIT_S)
+        )
+        figures[-1].show()
+    return 0 if all(f.holds for f in figures) else 1
+
+
+def _runs(base: dict[str, Any], runner: str) -> tuple[Path, Path, Path]:
+    with tempfile.TemporaryDirectory(prefix="flaskbench-compare-check-") as tmp:
+        directory = Path(tmp)
+        config = bench_config(base, directory, load=LOAD, targets=TARGETS, workloads=WORKLOADS)
+        print(
+            f"trials: {len(TARGETS)} targets x {len(WORKLOADS)} workloads x users "
+            f"{LOAD['users']}, {LOAD['repeats']} interleaved trials"
+        )
+        run = run_bench(config, runner)
+        print(f"   run: {run}")
+        alone, beside = run_neighbours(base, directory, runner)
+    return run, alone, beside
 
 
 if __name__ == "__main__":

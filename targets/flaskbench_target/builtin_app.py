@@ -12,8 +12,10 @@ import time
 from flask import Flask, request
 
 MAX_MS = 60_000
-# At most five significant digits keeps int() cheap and far from its 4300-digit limit.
-_DIGITS = re.compile(r"0*[0-9]{1,5}")
+# At most five digits before the point keeps the conversion cheap and far from int()'s
+# 4300-digit limit; up to three after it let two workloads differ by a few percent
+# (`make compare-check`'s /cpu?ms=10 against /cpu?ms=10.5).
+_NUMBER = re.compile(r"0*[0-9]{1,5}(\.[0-9]{1,3})?")
 
 app = Flask(__name__)
 
@@ -27,18 +29,25 @@ def bad_parameter(error: BadParameter) -> tuple[str, int, dict[str, str]]:
     return f"{error}\n", 400, {"Content-Type": "text/plain; charset=utf-8"}
 
 
-def milliseconds(name: str) -> int:
-    """The query parameter `name`: a required integer number of milliseconds, 0 to MAX_MS."""
+def milliseconds(name: str) -> float:
+    """The query parameter `name`: a required number of milliseconds, 0 to MAX_MS, with at
+    most three decimals."""
     value = request.args.get(name)
     if value is None:
-        raise BadParameter(f"missing parameter {name}: an integer from 0 to {MAX_MS}")
-    # A strict pattern rather than int(), which also takes "+5", " 5" and "1_0".
-    if not _DIGITS.fullmatch(value) or int(value) > MAX_MS:
-        raise BadParameter(f"parameter {name} must be an integer from 0 to {MAX_MS}")
-    return int(value)
+        raise BadParameter(f"missing parameter {name}: a number from 0 to {MAX_MS}")
+    # A strict pattern rather than float(), which also takes "+5", " 5", "1_0", "1e3" and "nan".
+    if not _NUMBER.fullmatch(value) or float(value) > MAX_MS:
+        raise BadParameter(
+            f"parameter {name} must be a number from 0 to {MAX_MS} (at most three decimals)"
+        )
+    return float(value)
 
 
-def burn_cpu(ms: int) -> None:
+def _shown(ms: float) -> str:
+    return f"{ms:g}"
+
+
+def burn_cpu(ms: float) -> None:
     # Thread CPU time, not wall time: the request costs the same CPU however many compete.
     end = time.thread_time() + ms / 1000
     while time.thread_time() < end:
@@ -55,14 +64,14 @@ def io() -> str:
     ms = milliseconds("ms")
     # time.sleep, so that gevent's monkey patching turns it into a cooperative wait.
     time.sleep(ms / 1000)
-    return f"slept {ms} ms"
+    return f"slept {_shown(ms)} ms"
 
 
 @app.get("/cpu")
 def cpu() -> str:
     ms = milliseconds("ms")
     burn_cpu(ms)
-    return f"burned {ms} ms"
+    return f"burned {_shown(ms)} ms"
 
 
 @app.get("/mixed")
@@ -70,4 +79,4 @@ def mixed() -> str:
     io_ms, cpu_ms = milliseconds("io"), milliseconds("cpu")
     time.sleep(io_ms / 1000)
     burn_cpu(cpu_ms)
-    return f"slept {io_ms} ms, burned {cpu_ms} ms"
+    return f"slept {_shown(io_ms)} ms, burned {_shown(cpu_ms)} ms"
