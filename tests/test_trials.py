@@ -4,20 +4,28 @@ variation between trials, paired by trial within a run; "auto" adds trials until
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from fakerun import Step, make_run
+from fakerun import Step, make_run, write_cell
 
-from flaskbench.config.load import Overrides, load_config
+from flaskbench.config.load import Config, Overrides, load_config
 from flaskbench.config.problems import ConfigError
 from flaskbench.config.trials import Comparing
+from flaskbench.execute.progress import Progress
+from flaskbench.execute.run import execute, start_meta
+from flaskbench.execute.runners.base import CellContext, ResourceSampler, Runner, Service
+from flaskbench.execute.trials import MoreTrials
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
 from flaskbench.measure.compare import compare_within
 from flaskbench.measure.stats import paired_ratio, trials_interval, unpaired_ratio
 from flaskbench.measure.trials import judge
 from flaskbench.plan.cells import make_plan
+from flaskbench.plan.placement import single_host
+from flaskbench.results.contract import MetaJson, RunnerDetails
+from flaskbench.results.rundir import CellStatus, create_run_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = """
@@ -183,3 +191,72 @@ def test_noise_in_a_minority_of_trials_is_absorbed_a_broken_trial_is_not(tmp_pat
     assert points["sync"].flags == ()
     assert points["gthread"].flags == ("steal",)
     assert "failures" in points["gevent"].flags
+
+
+class SyntheticRunner(Runner):
+    """Runs no process: each cell's raw files say what `rps` gives its target in that trial."""
+
+    name = "local"
+
+    def __init__(self, config: Config, rps: dict[str, list[int]]) -> None:
+        super().__init__(config, lambda _message: None)
+        self.rps = rps
+
+    def setup(self) -> RunnerDetails:
+        return {}
+
+    def run_check(self, log: Path) -> tuple[int, str]:
+        return 0, ""
+
+    def app_packages(self) -> dict[str, str]:
+        return {}
+
+    def run_cell(self, ctx: CellContext) -> CellStatus:
+        values = self.rps[ctx.cell.target.name]
+        rps = values[min(ctx.cell.repeat, len(values)) - 1]
+        ctx.cell_dir.mkdir(parents=True)
+        write_cell(ctx.cell_dir, [Step(8, rps, 8000 / rps)], [])
+        return CellStatus(ctx.cell.cell_id, "ok", "", 0.0, 1.0)
+
+    def start_target(self, ctx: CellContext) -> Service:
+        raise NotImplementedError
+
+    def start_loadgen(self, ctx: CellContext) -> Service:
+        raise NotImplementedError
+
+    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+        raise NotImplementedError
+
+
+def auto_run(tmp_path: Path, rps: dict[str, list[int]], taken_s: float = 0.0) -> MetaJson:
+    """A run with repeats = "auto" and a budget of 10 minutes, `taken_s` of which are gone."""
+    load = 'users = [8]\nrepeats = "auto"\nbudget = "10m"\nseed = 3'
+    config = load_config(write(tmp_path, load, '[compare]\nbaseline = "sync"'))
+    runner = SyntheticRunner(config, rps)
+    run = create_run_dir(tmp_path / "results")
+    meta = start_meta(config, Overrides(), run, runner, "test", single_host(config))
+    progress = Progress(quiet=True)
+    more = MoreTrials(config, run, started=time.monotonic() - taken_s)
+    outcome = execute(make_plan(config), runner, run, meta, progress, more)
+    assert not outcome.unsuccessful
+    return run.read_meta()
+
+
+def test_auto_adds_trials_until_every_comparison_is_decided(tmp_path: Path) -> None:
+    # gthread's ratio to sync by trial: 1.10, 0.95, 1.15, then 1.10 every time. Three trials
+    # leave the interval across 1; six make it 1.01 to 1.16, clear of it by more than 2%.
+    meta = auto_run(tmp_path, {"sync": [200], "gthread": [220, 190, 230, 220]})
+    trials = meta["trials"]
+    assert (len(trials["order"]), trials["stopped"], trials["undecided"]) == (6, "decided", [])
+    cells = [sorted(c.rsplit("--", 1)[0] for c in order) for order in trials["order"]]
+    assert cells == [["gthread--io", "sync--io"]] * 6
+
+
+def test_auto_stops_when_the_budget_is_spent_and_says_what_stayed_undecided(
+    tmp_path: Path,
+) -> None:
+    # The first three trials took the run past its budget.
+    meta = auto_run(tmp_path, {"sync": [200], "gthread": [220, 190, 230, 220]}, taken_s=600)
+    trials = meta["trials"]
+    assert (len(trials["order"]), trials["stopped"]) == (3, "budget")
+    assert trials["undecided"] == ["gthread against sync, io at 8 users"]
