@@ -237,3 +237,9 @@ def test_gauge_modes(tmp_path: Path, value: str, mode: str) -> None:
 def test_unknown_gauge_mode(tmp_path: Path) -> None:
     found = problems(tmp_path, '[run]\ngauge = "sometimes"\n' + MINIMAL)
     assert found == [f'{tmp_path / "bench.toml"}:2: run.gauge: must be true, false or "alternate"']
+
+
+@pytest.mark.parametrize("example", sorted((PROJECT / "examples").glob("*.toml")), ids=str)
+def test_every_example_config_is_valid(example: Path) -> None:
+    # The two-machine example sends load to another machine's address, as it should.
+    assert load_config(example, Overrides(allow_remote_target=True)).targets
