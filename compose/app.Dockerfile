@@ -53,8 +53,10 @@ RUN set -eu; \
 COPY code/ ${CODE_DIR}/
 # Readable by the unprivileged user whatever modes the build context had. /results is where a
 # cell's processes write their raw files: a volume per container that starts as this empty,
-# world-writable directory, read back through the engine once the container has stopped.
-RUN chmod -R a+rX ${CODE_DIR} && mkdir -m 1777 /results
+# world-writable directory, read back through the engine once the container has stopped. The
+# run's Locust master takes its orders from /inbox and writes each cell's files into
+# /cells/<cell>, volumes as well, read and written through the engine while it runs.
+RUN chmod -R a+rX ${CODE_DIR} && mkdir -m 1777 /results /cells /inbox
 WORKDIR ${CODE_DIR}
 # The code's own directory is on the import path of whatever runs here (the harness's package,
 # or the Locust files), after the script's or module's own directory.

@@ -1,11 +1,12 @@
-"""Locust side of flaskbench: the user class that sends a workload's requests, a staircase
-load shape, and per-second request buckets written to loadgen.json (docs/raw-data.md).
+"""Locust side of flaskbench: the user class that sends a workload's requests, the check of a
+workload before any load, and the workers' per-second request buckets, which the master
+(master.py) gathers into each cell's loadgen.json (docs/raw-data.md).
 
-Run one user class per Locust run, headless, distributed (master + workers) or single process:
-RequestsUser with the workload's requests (--fb-requests), or a user class of the user's own from
-a second locustfile (`-f locustfile.py,theirs.py Visitor`), whose requests are recorded the same
-way. Custom --fb-* options are given to the master only: Locust ships them to the workers in
-every spawn message (except --fb-clock-skew, which only tests give a worker).
+Workers run `locust --worker -f locustfile.py[,theirs.py] UserClass`: RequestsUser with the
+workload's requests (--fb-requests), or a user class of the user's own from a second locustfile,
+whose requests are recorded the same way. The --fb-* options are the master's, one set per cell:
+Locust ships them to the workers in every spawn message (except --fb-clock-skew, which only
+tests give a worker).
 
 The master's clock defines the step windows. Workers may run on other hosts whose clocks differ
 by seconds, so each worker keeps asking the master for its time (stepstats.ClockSync) and
@@ -20,9 +21,7 @@ import inspect
 import itertools
 import json
 import math
-import os
 import random
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -32,22 +31,14 @@ import gevent
 import gevent.pool
 import locust.runners
 import psutil
-from locust import FastHttpUser, LoadTestShape, User, constant, events, task
+from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, Runner, WorkerRunner
+from locust.runners import Runner, WorkerRunner
 from stepstats import (
     Buckets,
     ClockSync,
-    Record,
-    Schedule,
-    Step,
-    StepResult,
-    StopRule,
-    plan_schedule,
-    stop_reason,
     worker_report,
-    write_json_atomic,
 )
 
 # Key of our data in the reports workers send to the master.
@@ -56,20 +47,20 @@ REPORT_KEY = "flaskbench"
 # class of the user's own runs (longer if it has sent no request yet, up to --fb-timeout).
 BODY_SHOWN = 400
 VERIFY_S = 3.0
-# The exit code of a master whose verification failed (no load was sent).
-VERIFICATION_FAILED = 3
 # What loadgen.json's verification calls the wait for the target's first answer.
 READINESS = "readiness"
-# A step is judged for --fb-stop-* once the workers' reports for its last second are in.
-REPORT_LAG_S = 1.5
-# Workers report every 3 s by default; every second keeps the tail after the last window (which
-# waits for the last report) short. Locust reads this module global at each report.
+# Workers report every 3 s by default; every second keeps the wait after a cell's last window
+# (for the report covering it) short. Locust reads this module global at each report.
 WORKER_REPORT_INTERVAL = 1.0
 locust.runners.WORKER_REPORT_INTERVAL = WORKER_REPORT_INTERVAL
 # A worker asks the master for its clock: quickly at first, so its first requests are stamped
 # right, then every second to catch a shorter round trip.
 CLOCK_REQUEST, CLOCK_ANSWER = "fb_clock", "fb_clock_answer"
 CLOCK_FIRST_ASKS, CLOCK_FIRST_INTERVAL_S, CLOCK_INTERVAL_S = 10, 0.05, 1.0
+# The master's word that a new cell starts: a CPU warning belongs to the cell it came in.
+NEW_CELL = "fb_new_cell"
+# The master's request for a report at once: a cell's last window is over.
+REPORT_NOW = "fb_report_now"
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -127,14 +118,6 @@ def _skew(text: str) -> float:
     return value
 
 
-def _out_path(text: str) -> str:
-    # Fail before the run rather than after it, when the file is written.
-    directory = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise argparse.ArgumentTypeError(f"directory {directory!r} is missing or not writable")
-    return text
-
-
 def _requests(text: str) -> list[dict[str, Any]]:
     try:
         requests = json.loads(text)
@@ -170,13 +153,6 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
     )
     group.add_argument("--fb-warmup", type=_whole_number(1), default=5, help="seconds per step")
     group.add_argument("--fb-measure", type=_whole_number(1), default=15, help="seconds per step")
-    group.add_argument(
-        "--fb-tail",
-        type=_whole_number(0),
-        default=1,
-        help="seconds the last step keeps running after its window, so the workers' last periodic "
-        f"report (every {WORKER_REPORT_INTERVAL:g} s) covers the window",
-    )
     group.add_argument("--fb-timeout", type=_timeout, default=60.0, help="request timeout, seconds")
     group.add_argument(
         "--fb-ready-timeout",
@@ -196,9 +172,6 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
         type=_positive,
         default=None,
         help="the same, with the limit this many times the first step's p99",
-    )
-    group.add_argument(
-        "--fb-out", type=_out_path, default=None, help="where the master writes loadgen.json"
     )
     group.add_argument(
         "--fb-clock-skew",
@@ -289,69 +262,6 @@ class _Request:
         return f"{self.method} {self.path}"
 
 
-class StaircaseShape(LoadTestShape):
-    """Walks the --fb-steps staircase in one run, then stops it.
-
-    Locust calls tick() about once a second at an arbitrary phase (later while start() spawns),
-    so the step is looked up by wall-clock time, and a tick just before a step edge waits for it.
-    """
-
-    def __init__(self) -> None:
-        # LoadTestShape.__init__ has no annotations (through super(), untyped_calls_exclude
-        # does not reach it).
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.schedule: Schedule | None = None
-        # Called with the time of each tick; the master samples its own CPU with it.
-        self.on_tick: Callable[[float], None] | None = None
-        # With a stop rule: a step's results once its window is over, as the master has them.
-        self.results: Callable[[Step], StepResult] | None = None
-        self.rule = StopRule()
-        self.done: list[StepResult] = []
-        # Set when the staircase stopped climbing: why, and when (the master's clock).
-        self.stopped: str | None = None
-        self.stopped_at: float | None = None
-
-    @property
-    def steps_run(self) -> tuple[Step, ...]:
-        if self.schedule is None:
-            return ()
-        return self.schedule.steps[: len(self.done)] if self.stopped else self.schedule.steps
-
-    def tick(self) -> tuple[int, float] | None:
-        now = time.time()
-        if self.schedule is None:
-            assert self.runner is not None  # Locust sets it before the first tick
-            self.schedule = _schedule(_options(self.runner.environment), now)
-        change = self.schedule.next_change(now)
-        if change is not None and change - now < 1:
-            gevent.sleep(change - now)
-            now = change
-        if self.on_tick is not None:
-            self.on_tick(now)
-        if self.stopped or self._saturated(now):
-            return None
-        users = self.schedule.users_at(now)
-        if users is None:
-            return None
-        # A spawn rate of the whole step starts all its users in one go, well inside the warmup.
-        return users, float(max(users, 1))
-
-    def _saturated(self, now: float) -> bool:
-        """Judge each step whose last worker reports are in; True once the rule says stop."""
-        assert self.schedule is not None
-        if self.results is None:
-            return False
-        for step in self.schedule.steps[len(self.done) :]:
-            if now < step.measure_end + REPORT_LAG_S:
-                break
-            self.done.append(self.results(step))
-            self.stopped = stop_reason(self.done, self.rule)
-            if self.stopped:
-                self.stopped_at = now
-                return True
-        return False
-
-
 def _options(environment: Environment) -> argparse.Namespace:
     # Only None for an Environment built by hand, never under the locust command.
     options: argparse.Namespace | None = environment.parsed_options
@@ -359,13 +269,7 @@ def _options(environment: Environment) -> argparse.Namespace:
     return options
 
 
-def _schedule(options: argparse.Namespace, now: float) -> Schedule:
-    return plan_schedule(
-        options.fb_steps, options.fb_warmup, options.fb_measure, options.fb_tail, start_time=now
-    )
-
-
-class _CpuMeter:
+class CpuMeter:
     """CPU % of one core used by this process since the previous sample."""
 
     def __init__(self) -> None:
@@ -393,15 +297,14 @@ def _request_recorder(buckets: Buckets, now: Callable[[], float]) -> Callable[..
 
 @events.init.add_listener  # type: ignore[untyped-decorator]
 def on_init(environment: Environment, runner: Runner, **_kwargs: Any) -> None:
+    """A worker records its requests; the master (master.py) gathers them per cell."""
     if isinstance(runner, WorkerRunner):
         _record_on_worker(environment, runner)
-    else:
-        _record_on_master(environment, runner)
 
 
 def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
     buckets = Buckets()
-    meter = _CpuMeter()
+    meter = CpuMeter()
     # Read now: the master's options replace the worker's own with its first spawn message.
     skew = float(_options(environment).fb_clock_skew)
     sync = ClockSync()
@@ -431,86 +334,22 @@ def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
             sync.to_json(),
         )
 
+    def on_new_cell(msg: Any, **_kw: Any) -> None:
+        runner.cpu_warning_emitted = False
+
+    def on_report_now(msg: Any, **_kw: Any) -> None:
+        # What Locust's worker does every WORKER_REPORT_INTERVAL, now.
+        runner._send_stats()
+
     runner.register_message(CLOCK_ANSWER, on_clock_answer)
+    runner.register_message(NEW_CELL, on_new_cell)
+    runner.register_message(REPORT_NOW, on_report_now)
     gevent.spawn(ask_for_the_clock)
     environment.events.request.add_listener(_request_recorder(buckets, master_clock))
     environment.events.report_to_master.add_listener(on_report_to_master)
 
 
-def _record_on_master(environment: Environment, runner: Runner) -> None:
-    """The master, or the single process of a non-distributed run."""
-    user_class = _single_user_class(environment)
-    shape = environment.shape_class
-    assert isinstance(shape, StaircaseShape)
-    options = _options(environment)
-    distributed = isinstance(runner, MasterRunner)
-    node = "master" if distributed else "local"
-    record = Record()
-    meter = _CpuMeter()
-    workload = _describe_workload(user_class, options)
-
-    def on_tick(now: float) -> None:
-        if now - meter.last_sample >= WORKER_REPORT_INTERVAL:
-            record.add_cpu(node, now, meter.sample())
-
-    def on_worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
-        record.add_report(f"worker-{client_id}", data[REPORT_KEY])
-
-    def on_quitting(**_kw: Any) -> None:
-        # When the shape ends the run, the runner has quit by now (waiting 0.5 s for the
-        # workers' final reports), so every worker report that will ever be processed is in.
-        if runner.cpu_warning_emitted:
-            record.add_cpu_warning(node)
-        if shape.stopped and shape.schedule is not None:
-            record.skipped = [
-                {
-                    "index": step.index,
-                    "users": step.users,
-                    "reason": shape.stopped,
-                    "stopped_at": shape.stopped_at,
-                }
-                for step in shape.schedule.steps[len(shape.done) :]
-            ]
-        write_json_atomic(options.fb_out, record.document(workload, shape.steps_run))
-
-    def on_clock_request(msg: Any, **_kw: Any) -> None:
-        answer = {"sent": msg.data["sent"], "master": time.time()}
-        runner.send_message(CLOCK_ANSWER, answer, client_id=msg.node_id)
-
-    shape.on_tick = on_tick
-    if options.fb_stop_p99_ms is not None or options.fb_stop_p99_factor is not None:
-        shape.rule = StopRule(options.fb_stop_p99_ms, options.fb_stop_p99_factor)
-        shape.results = lambda step: record.buckets.window(
-            step.users, step.measure_start, step.measure_end
-        )
-    if distributed:
-        runner.register_message(CLOCK_REQUEST, on_clock_request)
-        environment.events.worker_report.add_listener(on_worker_report)
-    else:
-        environment.events.request.add_listener(_request_recorder(record.buckets, time.time))
-    # Before any user starts: a workload the app does not answer as expected gets no load.
-    record.verification = verify(environment, user_class)
-    if options.fb_out:
-        if not record.verification["ok"]:
-            write_json_atomic(options.fb_out, record.document(workload, ()))
-        else:
-            environment.events.quitting.add_listener(on_quitting)
-    if not record.verification["ok"]:
-        sys.exit(VERIFICATION_FAILED)
-
-
-def _single_user_class(environment: Environment) -> type[User]:
-    classes = environment.user_classes
-    if len(classes) != 1:
-        names = ", ".join(cls.__name__ for cls in classes)
-        sys.exit(
-            "locustfile.py: error: name exactly one user class on the command line "
-            f"(RequestsUser, or one of your own); found: {names or 'none'}"
-        )
-    return classes[0]
-
-
-def _describe_workload(user_class: type[User], options: argparse.Namespace) -> dict[str, Any]:
+def describe_workload(user_class: type[User], options: argparse.Namespace) -> dict[str, Any]:
     if user_class is RequestsUser:
         requests = [_Request.from_json(r) for r in options.fb_requests]
         return {

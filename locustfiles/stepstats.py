@@ -45,7 +45,7 @@ class Step:
 @dataclass(frozen=True)
 class Schedule:
     steps: tuple[Step, ...]
-    # The run stops here: the last step's users keep going for the tail after its window.
+    # The staircase stops here, at the end of its last window.
     end: float
 
     def users_at(self, t: float) -> int | None:
@@ -62,7 +62,7 @@ class Schedule:
 
 
 def plan_schedule(
-    users: Sequence[int], warmup_s: int, measure_s: int, tail_s: int, start_time: float
+    users: Sequence[int], warmup_s: int, measure_s: int, start_time: float
 ) -> Schedule:
     """Steps back to back from start_time rounded up to a whole second.
 
@@ -80,7 +80,7 @@ def plan_schedule(
         )
         for index, count in enumerate(users)
     )
-    return Schedule(steps=steps, end=first + len(steps) * step_s + tail_s)
+    return Schedule(steps=steps, end=first + len(steps) * step_s)
 
 
 def quantise_ms(response_ms: float) -> str:

@@ -1,5 +1,5 @@
-"""The command lines of one cell: the target launcher, the Locust master and its workers, and the
-check that the app loads.
+"""The command lines of a run: each cell's target launcher and its order to the Locust swarm,
+the swarm's master and workers, and the check that the app loads.
 
 Both runners use these same command lines; only the paths differ (a checkout on the host, or
 the image's /app, /locust and /results).
@@ -11,31 +11,25 @@ from dataclasses import dataclass
 
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.load import Config
-from flaskbench.config.workloads import Workload
+from flaskbench.execute.swarm import IDLE_TIMEOUT_S, SWARM_STARTUP_S, SwarmKey
 from flaskbench.plan.cells import (
-    LOADGEN_STARTUP_S,
     STOP_FIRST_STEP_FACTOR,
     STOP_GOAL_FACTOR,
-    TAIL_S,
     Cell,
     ready_budget_s,
 )
-from flaskbench.results.contract import (
-    GAUGE_CSV,
-    LOADGEN_JSON,
-    LOCUST_CSV_PREFIX,
-    MASTER_LOG,
-    SETUP_LOG,
-)
+from flaskbench.results.contract import GAUGE_CSV, SETUP_LOG
 from flaskbench.servers.registry import server_argv, server_of
 
-# The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
-REQUESTS_USER = "RequestsUser"
 # How loadgen.json's verification names the wait for the target's first answer.
 READINESS = "readiness"
 
 # With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
 ALTERNATE_S = 2
+# A target stops once its cell's last window is over, when nothing it does is measured any
+# more: it gets its stop signal, and this long to act on it before it is killed. Idle
+# keep-alive connections and graceful timeouts are not waited for.
+STOP_GRACE_S = 0.5
 
 
 def harness_env(paths: Paths) -> dict[str, str]:
@@ -62,12 +56,14 @@ class Paths:
     app_src: str | None = None
     # The workload's own Locust file, when it has one.
     user_locustfile: str | None = None
+    # Where the swarm's master takes its orders from.
+    inbox: str = ""
     # Where the target's gauge lives; None lets the launcher pick a fresh file in /dev/shm.
     gauge_file: str | None = None
 
 
 def _launcher(
-    config: Config, paths: Paths, gauge: list[str], grace_s: int, stop_signal: str = "TERM"
+    config: Config, paths: Paths, gauge: list[str], grace_s: float, stop_signal: str = "TERM"
 ) -> list[str]:
     """The launcher up to its `--`: the app, its directory and setup, and the gauge."""
     app = config.app
@@ -107,9 +103,8 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
     server = server_argv(cell.target, config.host, config.port)
-    grace_s = server_of(cell.target).grace_s(cell.target) + 2
     stop_signal = server_of(cell.target).stop_signal
-    return [*_launcher(config, paths, gauge, grace_s, stop_signal), paths.python, *server]
+    return [*_launcher(config, paths, gauge, STOP_GRACE_S, stop_signal), paths.python, *server]
 
 
 def check_command(config: Config, paths: Paths) -> list[str]:
@@ -118,34 +113,78 @@ def check_command(config: Config, paths: Paths) -> list[str]:
     return [*_launcher(config, paths, [], grace_s=5), *check]
 
 
-def locust_base(workload: Workload, paths: Paths) -> list[str]:
+def master_command(
+    key: SwarmKey, config: Config, paths: Paths, workers: int, master_address: str = "127.0.0.1"
+) -> list[str]:
+    """The run's Locust master (locustfiles/master.py), which takes one order per cell."""
+    own = ["--locustfile", paths.user_locustfile] if paths.user_locustfile else []
+    return [
+        paths.locust_python,
+        f"{paths.locustfiles}/master.py",
+        *own,
+        "--user-class",
+        key.user_class,
+        "--bind-host",
+        master_address,
+        "--bind-port",
+        str(config.master_port),
+        "--expect-workers",
+        str(workers),
+        "--expect-workers-max-wait",
+        str(SWARM_STARTUP_S),
+        "--inbox",
+        paths.inbox,
+        "--idle-timeout",
+        str(IDLE_TIMEOUT_S),
+    ]
+
+
+def worker_command(
+    key: SwarmKey,
+    config: Config,
+    paths: Paths,
+    master_address: str = "127.0.0.1",
+    clock_skew_s: float = 0.0,
+) -> list[str]:
+    """`clock_skew_s` (tests only) runs the worker's clock that far off the master's."""
     files = f"{paths.locustfiles}/locustfile.py"
     if paths.user_locustfile:
         files += f",{paths.user_locustfile}"
+    skew = ["--fb-clock-skew", str(clock_skew_s)] if clock_skew_s else []
     return [
         paths.locust_python,
         "-m",
         "locust",
         "-f",
         files,
-        workload.user_class or REQUESTS_USER,
+        key.user_class,
+        "--worker",
+        "--master-host",
+        master_address,
+        "--master-port",
+        str(config.master_port),
+        *skew,
     ]
 
 
-def master_command(
-    cell: Cell, config: Config, paths: Paths, workers: int, master_address: str = "127.0.0.1"
-) -> list[str]:
+def cell_options(cell: Cell, config: Config) -> list[str]:
+    """A cell's order: where the load goes, its staircase, its requests, when to stop."""
+    stairs = config.staircase
     workload = cell.workload
     requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
     return [
-        *locust_base(workload, paths),
-        *_master_options(config, workers, master_address),
-        "--csv",
-        f"{paths.cell}/{LOCUST_CSV_PREFIX}",
-        "--logfile",
-        f"{paths.cell}/{MASTER_LOG}",
-        "--fb-out",
-        f"{paths.cell}/{LOADGEN_JSON}",
+        "--host",
+        f"http://{config.host}:{config.port}",
+        "--fb-steps",
+        ",".join(str(u) for u in stairs.users),
+        "--fb-warmup",
+        str(stairs.warmup_s),
+        "--fb-measure",
+        str(stairs.measure_s),
+        "--fb-timeout",
+        str(config.request_timeout_s),
+        "--fb-ready-timeout",
+        str(ready_budget_s(config)),
         *requests,
         *_stop_options(config),
     ]
@@ -157,55 +196,3 @@ def _stop_options(config: Config) -> list[str]:
     if config.goal is not None:
         return ["--fb-stop-p99-ms", str(STOP_GOAL_FACTOR * config.goal.p99_ms)]
     return ["--fb-stop-p99-factor", str(STOP_FIRST_STEP_FACTOR)]
-
-
-def _master_options(config: Config, workers: int, master_address: str) -> list[str]:
-    stairs = config.staircase
-    return [
-        "--headless",
-        "--master",
-        "--master-bind-host",
-        master_address,
-        "--master-bind-port",
-        str(config.master_port),
-        "--expect-workers",
-        str(workers),
-        "--expect-workers-max-wait",
-        str(LOADGEN_STARTUP_S),
-        "--host",
-        f"http://{config.host}:{config.port}",
-        "--loglevel",
-        "INFO",
-        "--fb-steps",
-        ",".join(str(u) for u in stairs.users),
-        "--fb-warmup",
-        str(stairs.warmup_s),
-        "--fb-measure",
-        str(stairs.measure_s),
-        "--fb-tail",
-        str(TAIL_S),
-        "--fb-timeout",
-        str(config.request_timeout_s),
-        "--fb-ready-timeout",
-        str(ready_budget_s(config)),
-    ]
-
-
-def worker_command(
-    cell: Cell,
-    config: Config,
-    paths: Paths,
-    master_address: str = "127.0.0.1",
-    clock_skew_s: float = 0.0,
-) -> list[str]:
-    """`clock_skew_s` (tests only) runs the worker's clock that far off the master's."""
-    skew = ["--fb-clock-skew", str(clock_skew_s)] if clock_skew_s else []
-    return [
-        *locust_base(cell.workload, paths),
-        "--worker",
-        "--master-host",
-        master_address,
-        "--master-port",
-        str(config.master_port),
-        *skew,
-    ]

@@ -16,8 +16,11 @@ the same files for people.
         cell.json          CellJson, written last: a cell without it did not finish
         loadgen.json       LoadgenJson, from the Locust master (locustfiles/stepstats.py)
         hosts.json         HostsJson (docker runner): which host ran what, and the clocks
-        gauge.csv, resources.csv, memory.csv, host_cpu.csv, the processes' logs and Locust's
-        CSVs, setup.log, app-error.txt, error.txt
+        gauge.csv, resources.csv, memory.csv, host_cpu.csv, the target's log, the Locust
+        master's log while the cell ran and Locust's CSVs of it, setup.log, app-error.txt,
+        error.txt
+      swarm/               the run's Locust swarms (one, unless workloads need others): each
+                           process's output over the whole run, master-N.log, worker-N-M.log
 
 Each JSON file carries a `format` number; readers take every format up to the current one (a
 file from before format numbers has none and counts as 1) and refuse a newer one in one line.
@@ -33,6 +36,11 @@ History of formats:
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
   `clocks` were added without a format change: readers treat them as optional).
 - hosts.json 1: as docs/raw-data.md describes it.
+
+Between processes (never in a run directory): the orders the orchestrator sends the Locust
+master, and the events it answers with (SwarmOrder, SwarmEvent; locustfiles/master.py).
+- swarm format 1: an order per cell `format, cell, out, argv`; events `ready` (`workers`),
+  `measured`, `done` (`ok`, `error` when the order could not run), `error` (`message`).
 """
 
 from __future__ import annotations
@@ -75,10 +83,15 @@ APP_ERROR = "app-error.txt"
 # flaskbench's own traceback, when a cell broke in a way it did not foresee.
 ERROR_TXT = "error.txt"
 
+# -- the run's Locust swarms --------------------------------------------------------------------
+
+SWARM_DIR = "swarm"
+
 META_FORMAT = 3
 CELL_FORMAT = 1
 LOADGEN_FORMAT = 1
 HOSTS_FORMAT = 1
+SWARM_FORMAT = 1
 
 CellState = Literal["ok", "degraded", "failed"]
 
@@ -373,6 +386,35 @@ class LoadgenJson(TypedDict):
     cpu_warnings: list[str]
     workers: int
     clocks: NotRequired[dict[str, ClockRecord]]
+
+
+# -- the swarm's orders and events ---------------------------------------------------------------
+
+
+class SwarmOrder(TypedDict):
+    """One cell for the Locust master (locustfiles/master.py)."""
+
+    format: int
+    cell: str
+    # Where the master writes the cell's loadgen.json, log and CSVs, as the master sees it.
+    out: str
+    # The cell's Locust options: --host and locustfile.py's --fb-* (execute/commands.py).
+    argv: list[str]
+
+
+class SwarmEvent(TypedDict):
+    """One line of the master's standard output."""
+
+    format: int
+    event: Literal["ready", "measured", "done", "error"]
+    workers: NotRequired[int]
+    cell: NotRequired[str]
+    # done: whether load was sent (False: the workload failed its check, or the order could
+    # not run: then `error` says why).
+    ok: NotRequired[bool]
+    error: NotRequired[str]
+    # error: why the master cannot go on.
+    message: NotRequired[str]
 
 
 # -- hosts.json ---------------------------------------------------------------------------------

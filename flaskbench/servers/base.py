@@ -23,8 +23,6 @@ from typing import ClassVar
 Setting = int | bool | str
 
 PINS_DIR = Path(__file__).resolve().parent / "pins"
-# How long a server gets to stop gracefully, unless its module says otherwise.
-DEFAULT_GRACE_S = 5
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 
 
@@ -131,10 +129,6 @@ class Server:
         if target.threads is None:
             return None
         return target.workers * target.threads
-
-    def grace_s(self, target: Target) -> int:
-        """Seconds it may take to stop gracefully before the launcher kills it."""
-        return DEFAULT_GRACE_S
 
     def parallel_processes(self, target: Target) -> int:
         """Processes that can run Python at once (threads and greenlets share one GIL)."""

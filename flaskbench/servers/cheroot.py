@@ -76,9 +76,6 @@ class Cheroot(Server):
             APP,
         ]
 
-    def grace_s(self, target: Target) -> int:
-        return integer(target.settings["shutdown_timeout"])
-
     def describe(self, target: Target) -> str:
         return f"cheroot, 1 process x {counted(target.threads or 1, 'thread')}"
 

@@ -184,9 +184,6 @@ class Gunicorn(Server):
             unused |= {"keepalive", "worker_connections"}
         return frozenset(unused)
 
-    def grace_s(self, target: Target) -> int:
-        return integer(target.settings["graceful_timeout"])
-
     def slots(self, target: Target) -> int | None:
         if target.worker_class == "gevent":
             return target.workers * integer(target.settings["worker_connections"])

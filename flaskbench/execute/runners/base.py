@@ -1,10 +1,11 @@
 """What every runner does for one cell, whatever starts the processes.
 
-A runner starts a target, waits until it answers (as seen from where the load comes from),
-starts the Locust swarm, whose master checks every request of the workload before any load, and
-a resource sampler, watches both until the staircase is done, and tears everything down,
-whatever happens. It reports how the cell ended; the raw files it leaves are read later by
-`collect`.
+A runner keeps the run's Locust swarm up (execute/swarm.py) and, for each cell, starts a target
+and a resource sampler and sends the swarm the cell's order: its master waits until the target
+answers (as seen from where the load comes from), checks every request of the workload before
+any load, and walks the staircase. The runner follows the cell to its end and tears the target
+down, whatever happens. It reports how the cell ended; the raw files it leaves are read later
+by `collect`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,11 +27,19 @@ from typing import Protocol
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.hosts import DEFAULT_ENGINE, engine_label
 from flaskbench.config.load import Config
-from flaskbench.execute.commands import READINESS
+from flaskbench.execute.commands import READINESS, cell_options
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
-from flaskbench.plan.cells import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
+from flaskbench.execute.swarm import (
+    SWARM_STARTUP_S,
+    Swarm,
+    SwarmFailed,
+    SwarmHandle,
+    SwarmKey,
+    swarm_key,
+)
+from flaskbench.plan.cells import Cell, Plan, ready_budget_s
 from flaskbench.plan.placement import Placement, single_host
 from flaskbench.results.contract import (
     APP_CHECK_LOG,
@@ -37,6 +47,7 @@ from flaskbench.results.contract import (
     ERROR_TXT,
     HOST_CPU_CSV,
     LOADGEN_JSON,
+    MASTER_LOG,
     MEMORY_CSV,
     SETUP_LOG,
     TARGET_LOG,
@@ -58,6 +69,8 @@ TEARDOWN_MARGIN_S = 30
 REMOVED = -256
 # How long a cell waits for its port to be free before it fails.
 PORT_RELEASE_S = 10
+# After a cell's last window, how long its master may take to write the cell's files.
+CELL_DONE_S = 30
 
 
 class CellFailed(Exception):
@@ -69,7 +82,7 @@ class RunStopped(Exception):
 
 
 class Service(Protocol):
-    """Something a runner started: a target, or a Locust master with its workers."""
+    """Something a runner started for a cell: its target."""
 
     def returncode(self) -> int | None: ...
 
@@ -178,13 +191,18 @@ class Runner(ABC):
         self.config = config
         self.say = say
         self.run_id = ""
+        self.run_dir = Path()
         self.placement = single_host(config)
+        # The run's Locust swarm, started by the first cell; and how many were started.
+        self._swarm: Swarm | None = None
+        self._swarms = 0
 
     def prepare(self, run_dir: Path, placement: Placement) -> RunnerDetails:
         """Get ready to run cells where `placement` says and check that the app loads, before
         any cell starts; return what meta.json should record. Raises RuntimeError with one line
         on failure."""
         self.run_id = run_dir.name
+        self.run_dir = run_dir
         self.placement = placement
         details = self.setup()
         self._check_app(run_dir / APP_CHECK_LOG)
@@ -198,8 +216,10 @@ class Runner(ABC):
     def before_cell(self) -> None:  # noqa: B027 (a local run has no hosts to lose)
         """Make sure every host can run the next cell; raises RunStopped when one cannot."""
 
-    def close(self) -> None:  # noqa: B027 (most runners make nothing to remove)
-        """Remove what `prepare` made for the run (and nothing a finished run needs)."""
+    def close(self) -> None:
+        """Stop the run's swarm, and remove what `prepare` made for the run (and nothing a
+        finished run needs)."""
+        self._end_swarm()
 
     @abstractmethod
     def setup(self) -> RunnerDetails:
@@ -236,39 +256,79 @@ class Runner(ABC):
     def start_target(self, ctx: CellContext) -> Service: ...
 
     @abstractmethod
-    def start_loadgen(self, ctx: CellContext) -> Service: ...
+    def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:
+        """The run's `number`th Locust swarm: its master and its workers, their output into the
+        run's swarm directory."""
 
     @abstractmethod
     def start_sampler(
-        self, ctx: CellContext, target: Service, loadgen: Service
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle
     ) -> ResourceSampler: ...
+
+    def _swarm_for(self, cell: Cell) -> Swarm:
+        """The swarm that runs this cell: the run's, unless it ended or the cell needs another
+        (a workload's own Locust file)."""
+        key = swarm_key(cell)
+        if self._swarm is not None and (self._swarm.key != key or not self._swarm.alive()):
+            self._end_swarm()
+        if self._swarm is None:
+            self._swarms += 1
+            swarm = Swarm(key, self.start_swarm(key, self._swarms))
+            try:
+                swarm.wait_ready(SWARM_STARTUP_S + 10)
+            except BaseException:
+                with suppress(Exception):
+                    swarm.stop()
+                raise
+            self._swarm = swarm
+        return self._swarm
+
+    def _end_swarm(self) -> None:
+        """Stop the swarm; one that cannot be stopped (its host is gone) is said so, not
+        raised: it ends by itself once no order comes."""
+        swarm, self._swarm = self._swarm, None
+        if swarm is None:
+            return
+        try:
+            swarm.stop()
+        except Exception as exc:
+            self.say(f"flaskbench: could not stop the Locust swarm: {exc}")
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         ctx.cell_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
         target: Service | None = None
-        loadgen: Service | None = None
         sampler: ResourceSampler | None = None
+        swarm: Swarm | None = None
         host_cpu = start_host_cpu(ctx) if self.placement.engines == (DEFAULT_ENGINE,) else None
         failure = ""
         try:
+            swarm = self._swarm_for(ctx.cell)
             self._check_port(ctx)
-            # Locust starts while the target does: its master waits until the target answers,
-            # so neither start-up waits for the other.
             target = self.start_target(ctx)
-            loadgen = self.start_loadgen(ctx)
-            sampler = self.start_sampler(ctx, target, loadgen).start()
-            self._watch(ctx, target, loadgen)
-        except (CellFailed, HostLost) as exc:
+            sampler = self.start_sampler(ctx, target, swarm.handle).start()
+            self._follow(ctx, target, swarm)
+        except (CellFailed, HostLost, SwarmFailed) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
             failure = f"{type(exc).__name__}: {exc}"
             _save_traceback(ctx.cell_dir)
-        finally:
-            teardown = _stop_all(ctx.cell_dir, loadgen, sampler, target, host_cpu)
+        except BaseException:
+            self._end_swarm()
+            _stop_all(ctx.cell_dir, sampler, target, host_cpu)
+            raise
+        if failure:
+            # It may still be walking the cell's staircase: a new swarm takes the next cell.
+            self._end_swarm()
+        # The last window is over: the target stops while the master writes the cell's files.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stopping = pool.submit(_stop_all, ctx.cell_dir, sampler, target, host_cpu)
+            if not failure and swarm is not None:
+                failure = self._loadgen_files(ctx, swarm)
+            teardown = stopping.result()
         log = _read_log(ctx.cell_dir / TARGET_LOG)
         if not failure:
-            failure = self._loadgen_failure(ctx, loadgen) or self._app_failure(ctx, log)
+            failure = self._loadgen_failure(ctx) or self._app_failure(ctx, log)
         troubles = worker_troubles(server_of(ctx.cell.target), log) + teardown
         status: CellState = "failed" if failure else ("degraded" if troubles else "ok")
         # What the server logged about its workers often explains a failure too.
@@ -287,11 +347,13 @@ class Runner(ABC):
                 )
             time.sleep(0.2)
 
-    def _watch(self, ctx: CellContext, target: Service, loadgen: Service) -> None:
+    def _follow(self, ctx: CellContext, target: Service, swarm: Swarm) -> None:
+        """Send the cell's order and follow it to its last window: the target must live that
+        long."""
         planned = ctx.plan.load_seconds_per_cell
-        allowed = planned + LOADGEN_STARTUP_S + ready_budget_s(ctx.config)
         begun = time.monotonic()
-        while loadgen.returncode() is None:
+
+        def check() -> None:
             elapsed = time.monotonic() - begun
             ctx.on_progress(min(elapsed, planned))
             if (code := target.returncode()) is not None:
@@ -300,13 +362,26 @@ class Runner(ABC):
                     startup_failure(_read_log(ctx.cell_dir / TARGET_LOG))
                     or f"target {target.exit_description()} {elapsed:.0f}s into the staircase" + see
                 )
-            if elapsed > allowed:
-                raise CellFailed(
-                    f"Locust had not finished {allowed}s after it started "
-                    f"(planned {planned}s); stopped it"
-                )
-            time.sleep(0.1)
+
+        swarm.order(ctx.cell, cell_options(ctx.cell, ctx.config))
+        allowed = planned + ready_budget_s(ctx.config) + ctx.config.request_timeout_s
+        try:
+            swarm.next_event(begun + allowed, "measured", check)
+        except SwarmFailed as exc:
+            raise SwarmFailed(f"{exc} (planned {planned}s of steps)") from None
         ctx.on_progress(planned)
+
+    def _loadgen_files(self, ctx: CellContext, swarm: Swarm) -> str:
+        """Once the master wrote the cell's files, they come home; why not, or ""."""
+        try:
+            done = swarm.next_event(time.monotonic() + CELL_DONE_S, "done")
+            if done.get("error"):
+                return f"the Locust master refused the cell: {done['error']}"
+            swarm.handle.bring_home(ctx.cell.cell_id)
+        except (SwarmFailed, HostLost) as exc:
+            self._end_swarm()
+            return str(exc)
+        return ""
 
     def _app_failure(self, ctx: CellContext, log: str) -> str:
         """A cell whose app raised while serving has failed: its traceback goes beside it."""
@@ -321,13 +396,10 @@ class Runner(ABC):
             f"traceback in {APP_ERROR} and the report"
         )
 
-    def _loadgen_failure(self, ctx: CellContext, loadgen: Service | None) -> str:
-        if loadgen is None:
-            return ""
+    def _loadgen_failure(self, ctx: CellContext) -> str:
         path = ctx.cell_dir / LOADGEN_JSON
         if not path.is_file():
-            see = "" if loadgen.returncode() == REMOVED else "; see locust-master.log"
-            return f"Locust {loadgen.exit_description()} without writing {LOADGEN_JSON}{see}"
+            return f"the Locust master wrote no {LOADGEN_JSON}; see {MASTER_LOG}"
         return verification_failure(path)
 
 
@@ -390,7 +462,6 @@ def cell_deadline_s(ctx: CellContext) -> int:
     return (
         ready_budget_s(ctx.config)
         + ctx.config.request_timeout_s
-        + LOADGEN_STARTUP_S
         + ctx.plan.load_seconds_per_cell
         + TEARDOWN_MARGIN_S
     )
@@ -398,30 +469,16 @@ def cell_deadline_s(ctx: CellContext) -> int:
 
 def _stop_all(
     cell_dir: Path,
-    loadgen: Service | None,
     sampler: ResourceSampler | None,
     target: Service | None,
     host_cpu: HostCpuSampler | None,
 ) -> list[str]:
-    """Stop what a cell started; say what could not be stopped. Load that is still going stops
-    first, so the target's last seconds are not spent refusing connections; the rest stops at
-    once, which keeps the time between cells short."""
-    first: list[Service] = []
-    if loadgen is not None and _may_run(loadgen):
-        first, loadgen = [loadgen], None
-    rest = [s for s in (loadgen, sampler, target, host_cpu) if s is not None]
-    problems = [problem for service in first if (problem := _stop(service, cell_dir))]
-    with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
-        found = list(pool.map(lambda service: _stop(service, cell_dir), rest))
-    return problems + [problem for problem in found if problem]
-
-
-def _may_run(service: Service) -> bool:
-    """Whether it may still be running: a host that stopped answering cannot say it is not."""
-    try:
-        return service.returncode() is None
-    except Exception:
-        return True
+    """Stop what a cell started, all at once, which keeps the time between cells short; say
+    what could not be stopped."""
+    started = [s for s in (sampler, target, host_cpu) if s is not None]
+    with ThreadPoolExecutor(max_workers=max(len(started), 1)) as pool:
+        found = list(pool.map(lambda service: _stop(service, cell_dir), started))
+    return [problem for problem in found if problem]
 
 
 def start_host_cpu(ctx: CellContext) -> HostCpuSampler:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from flaskbench.config.app import HARNESS, snapshot
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
 from flaskbench.execute.commands import (
+    STOP_GRACE_S,
     Paths,
     check_command,
     harness_env,
@@ -43,9 +45,15 @@ from flaskbench.execute.runners.base import (
     describe_exit,
     is_server_process,
 )
-from flaskbench.results.contract import MASTER_LOG, RESOURCES_CSV, TARGET_LOG, RunnerDetails
+from flaskbench.execute.swarm import SwarmHandle, SwarmKey
+from flaskbench.results.contract import (
+    RAW_DIR,
+    RESOURCES_CSV,
+    SWARM_DIR,
+    TARGET_LOG,
+    RunnerDetails,
+)
 from flaskbench.results.rundir import CellStatus
-from flaskbench.servers.registry import server_of
 
 _PR_SET_PDEATHSIG = 1
 # Only what the processes need: no WEB_CONCURRENCY, GUNICORN_CMD_ARGS or LOCUST_* from the
@@ -75,7 +83,10 @@ class LocalProcess:
         cpus: tuple[int, ...],
         grace_s: float,
         env: dict[str, str] | None = None,
+        piped: bool = False,
     ) -> None:
+        """`piped`: its standard output is read through `popen.stdout` (only its errors go to
+        `log`)."""
         self.argv = ["taskset", "-c", format_cpus(cpus), *argv]
         self._grace_s = grace_s
         with log.open("ab") as handle:
@@ -84,8 +95,8 @@ class LocalProcess:
                 cwd=cwd,
                 env=clean_env(env),
                 stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.PIPE if piped else handle,
+                stderr=handle if piped else subprocess.STDOUT,
                 start_new_session=True,
                 # Only a prctl() call runs between fork and exec, which is safe with threads.
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
@@ -124,22 +135,42 @@ def kill_session(session: int) -> None:
 
 
 class LocalSwarm:
-    """A Locust master and its workers; the swarm's result is the master's."""
+    """A Locust master and its workers as processes here; its orders are files in a private
+    inbox, and it writes a cell's files straight into the cell's directory."""
 
-    def __init__(self, master: LocalProcess, workers: list[LocalProcess]) -> None:
-        self.master = master
-        self.workers = workers
+    def __init__(self, run_dir: Path, inbox: Path) -> None:
+        self._run_dir = run_dir
+        self.inbox = inbox
+        self.master: LocalProcess | None = None
+        self.workers: list[LocalProcess] = []
+
+    def put_order(self, name: str, text: str) -> None:
+        partial = self.inbox / f".{name}"
+        partial.write_text(text)
+        partial.rename(self.inbox / name)
+
+    def lines(self) -> Iterator[str]:
+        assert self.master is not None
+        assert self.master.popen.stdout is not None
+        for line in self.master.popen.stdout:
+            yield line.decode(errors="replace")
+
+    def out_dir(self, cell_id: str) -> str:
+        return str((self._run_dir / RAW_DIR / cell_id).resolve())
+
+    def bring_home(self, cell_id: str) -> None:
+        """Nothing to bring: the master wrote into the cell's directory."""
 
     def returncode(self) -> int | None:
-        return self.master.returncode()
+        return self.master.returncode() if self.master else None
 
     def exit_description(self) -> str:
-        return self.master.exit_description()
+        return self.master.exit_description() if self.master else "never started"
 
     def stop(self) -> None:
-        self.master.stop()
-        for worker in self.workers:
-            worker.stop()
+        for process in [*([self.master] if self.master else []), *self.workers]:
+            process.stop()
+        shutil.rmtree(self.inbox, ignore_errors=True)
 
 
 class LocalSampler(ResourceSampler):
@@ -283,6 +314,7 @@ class LocalRunner(Runner):
         }
 
     def close(self) -> None:
+        super().close()
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
@@ -315,29 +347,41 @@ class LocalRunner(Runner):
             cwd=HARNESS,
             log=ctx.cell_dir / TARGET_LOG,
             cpus=ctx.config.cpus.target,
-            grace_s=server_of(ctx.cell.target).grace_s(ctx.cell.target) + 5,
+            # The launcher's own grace, and time to write the gauge's last rows.
+            grace_s=STOP_GRACE_S + 5,
             env=self._target_env(paths),
         )
 
-    def start_loadgen(self, ctx: CellContext) -> Service:
-        paths = self._cell_paths(ctx)
-        workers = ctx.config.locust_workers
-        master = LocalProcess(
-            master_command(ctx.cell, ctx.config, paths, workers),
-            cwd=PROJECT_ROOT,
-            log=ctx.cell_dir / f"{MASTER_LOG}.out",
-            cpus=ctx.config.cpus.load,
-            grace_s=5,
+    def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:
+        config = self.config
+        directory = self.run_dir / SWARM_DIR
+        directory.mkdir(exist_ok=True)
+        inbox = Path(
+            tempfile.mkdtemp(
+                prefix=f"flaskbench-{os.getpid()}-inbox-", dir=MEMORY if MEMORY.is_dir() else None
+            )
         )
-        swarm = LocalSwarm(master, [])
+        paths = replace(
+            self._paths(directory, None), user_locustfile=key.locustfile, inbox=str(inbox)
+        )
+        workers = config.locust_workers
+        swarm = LocalSwarm(self.run_dir, inbox)
         try:
+            swarm.master = LocalProcess(
+                master_command(key, config, paths, workers),
+                cwd=PROJECT_ROOT,
+                log=directory / f"master-{number}.log",
+                cpus=config.cpus.load,
+                grace_s=5,
+                piped=True,
+            )
             for index in range(1, workers + 1):
                 swarm.workers.append(
                     LocalProcess(
-                        worker_command(ctx.cell, ctx.config, paths),
+                        worker_command(key, config, paths),
                         cwd=PROJECT_ROOT,
-                        log=ctx.cell_dir / f"locust-worker-{index}.log",
-                        cpus=ctx.config.cpus.load,
+                        log=directory / f"worker-{number}-{index}.log",
+                        cpus=config.cpus.load,
                         grace_s=5,
                     )
                 )
@@ -346,10 +390,13 @@ class LocalRunner(Runner):
             raise
         return swarm
 
-    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+    def start_sampler(
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+    ) -> ResourceSampler:
         assert isinstance(target, LocalProcess)
-        assert isinstance(loadgen, LocalSwarm)
-        roots = {"target": ("target", target.pid), "locust-master": ("loadgen", loadgen.master.pid)}
-        for index, worker in enumerate(loadgen.workers, start=1):
+        assert isinstance(swarm, LocalSwarm)
+        assert swarm.master is not None
+        roots = {"target": ("target", target.pid), "locust-master": ("loadgen", swarm.master.pid)}
+        for index, worker in enumerate(swarm.workers, start=1):
             roots[f"locust-worker-{index}"] = ("loadgen", worker.pid)
         return LocalSampler(ctx.cell_dir / RESOURCES_CSV, roots)

@@ -1,6 +1,6 @@
 """Compose stacks: one compose project on one engine, started with `up -d`, watched through its
-main container, and read back (logs, raw files) through the engine when it stops; and the Locust
-swarm as one stack per host."""
+main container, and read back (logs, raw files) through the engine when it stops; and the run's
+Locust swarm as one stack per host."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ DEADLINE_KILL_AFTER_S = 20
 
 # Where a cell's processes write their raw files inside their containers (see app.Dockerfile).
 RESULTS_DIR = "/results"
+# The run's Locust master: where its orders arrive, and where it writes each cell's files.
+INBOX_DIR = "/inbox"
+CELLS_DIR = "/cells"
+# The unprivileged user every container runs as (nobody:nogroup).
+NOBODY_ID = 65534
 
 
 # How often the hosts that only run Locust workers are asked whether they still answer.
@@ -92,7 +97,8 @@ class ComposeStack:
         return error if self.engine.answers() else self.engine.lost(error)
 
     @contextmanager
-    def _api(self) -> Iterator[None]:
+    def api(self) -> Iterator[None]:
+        """Engine calls, whose connection failure is the host's loss."""
         try:
             yield
         except Exception as exc:
@@ -104,7 +110,7 @@ class ComposeStack:
         labels = [f"com.docker.compose.project={self.project}"]
         if service:
             labels.append(f"com.docker.compose.service={service}")
-        with self._api():
+        with self.api():
             found = list_containers(self.engine.client, {"label": labels})
         for container in found:
             self._seen.setdefault(self.process_name(container), container.name)
@@ -117,7 +123,7 @@ class ComposeStack:
         if not containers:
             return None
         try:
-            with self._api():
+            with self.api():
                 containers[0].reload()
         except Exception as exc:
             if is_gone(exc):
@@ -151,7 +157,7 @@ class ComposeStack:
         container removed meanwhile by someone else has nothing left to bring."""
         for container in self.containers():
             try:
-                with self._api():
+                with self.api():
                     log = self._log_dir / _log_file(self.process_name(container))
                     log.write_bytes(container.logs(stdout=True, stderr=True))
                     if any(m.get("Destination") == RESULTS_DIR for m in container.attrs["Mounts"]):
@@ -190,8 +196,7 @@ _NUMBER = "com.docker.compose.container-number"
 
 
 def _log_file(name: str) -> str:
-    """Where a container's output goes; the master writes locust-master.log itself."""
-    return "locust-master-1.log" if name == "locust-master" else f"{name}.log"
+    return f"{name}.log"
 
 
 def _extract_files(stream: Iterator[bytes], directory: Path) -> None:
@@ -204,18 +209,56 @@ def _extract_files(stream: Iterator[bytes], directory: Path) -> None:
                 (directory / Path(member.name).name).write_bytes(source.read())
 
 
-class Swarm:
-    """A Locust master and its workers, in one stack per host; the swarm's result is the
-    master's, and losing any of its hosts ends the cell."""
+class DockerSwarm:
+    """The run's Locust swarm: a master and its workers, in one stack per host. Orders go into
+    the master's inbox and each cell's files come out of it through the engine; its events
+    are its log. Losing any of its hosts ends the swarm."""
 
-    def __init__(self, master: ComposeStack, others: list[ComposeStack]) -> None:
+    def __init__(self, master: ComposeStack, others: list[ComposeStack], cell_dirs: Path) -> None:
         self.master = master
         self.others = others
+        self._cell_dirs = cell_dirs
         self._checked = time.monotonic()
 
     @property
     def stacks(self) -> list[ComposeStack]:
         return [self.master, *self.others]
+
+    def _container(self) -> Any:
+        found = self.master.containers("master")
+        if not found:
+            raise RuntimeError(self.master.removed_description())
+        return found[0]
+
+    def put_order(self, name: str, text: str) -> None:
+        data = text.encode()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            member = tarfile.TarInfo(name)
+            member.size, member.mode, member.mtime = len(data), 0o644, int(time.time())
+            # The master's, so that it can remove the order once read (the inbox is sticky).
+            member.uid = member.gid = NOBODY_ID
+            tar.addfile(member, io.BytesIO(data))
+        with self.master.api():
+            self._container().put_archive(INBOX_DIR, archive.getvalue())
+
+    def lines(self) -> Iterator[str]:
+        with self.master.api():
+            stream = self._container().logs(stream=True, follow=True, stdout=True, stderr=False)
+        pending = b""
+        for chunk in stream:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line.decode(errors="replace")
+
+    def out_dir(self, cell_id: str) -> str:
+        return f"{CELLS_DIR}/{cell_id}"
+
+    def bring_home(self, cell_id: str) -> None:
+        with self.master.api():
+            stream, _stat = self._container().get_archive(self.out_dir(cell_id))
+            _extract_files(stream, self._cell_dirs / cell_id)
 
     def returncode(self) -> int | None:
         if time.monotonic() - self._checked >= WORKER_HOST_CHECK_S:
@@ -239,13 +282,14 @@ class Swarm:
             raise failures[0]
 
 
-def swarm_names(workers_before: int) -> Callable[[str, int], str]:
-    """Workers are numbered across hosts: a host's first follows the previous hosts' last."""
+def swarm_names(swarm: int, workers_before: int) -> Callable[[str, int], str]:
+    """The run's `swarm`th swarm's logs; workers are numbered across hosts: a host's first
+    follows the previous hosts' last."""
 
     def name(service: str, number: int) -> str:
-        return (
-            f"locust-worker-{workers_before + number}" if service == "worker" else "locust-master"
-        )
+        if service == "worker":
+            return f"worker-{swarm}-{workers_before + number}"
+        return f"master-{swarm}"
 
     return name
 

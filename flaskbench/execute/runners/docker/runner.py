@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -71,19 +72,24 @@ from flaskbench.execute.runners.base import (
 from flaskbench.execute.runners.docker.clocks import CellClocks, measure_clocks
 from flaskbench.execute.runners.docker.compose import (
     COMPOSE_DIR,
+    INBOX_DIR,
+    NOBODY_ID,
     RESULTS_DIR,
     ComposeStack,
-    Swarm,
+    DockerSwarm,
     started_stack,
     swarm_names,
     with_deadline,
 )
 from flaskbench.execute.runners.docker.distribution import ImageDistribution, any_image
 from flaskbench.execute.runners.docker.sampling import DockerSampler
+from flaskbench.execute.swarm import SwarmHandle, SwarmKey
 from flaskbench.results.contract import (
     CELL_HOSTS_JSON,
     HOSTS_FORMAT,
+    RAW_DIR,
     RESOURCES_CSV,
+    SWARM_DIR,
     HostRecord,
     HostsJson,
     ImagesRecord,
@@ -91,8 +97,7 @@ from flaskbench.results.contract import (
 )
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 
-# The unprivileged user every container runs as (nobody:nogroup).
-NOBODY = "65534:65534"
+NOBODY = f"{NOBODY_ID}:{NOBODY_ID}"
 # A host that stopped answering gets this long to come back before the next cell.
 HOST_RETURN_S = 30
 # Test-only: run every Locust worker's clock this many seconds off (see locustfile.py).
@@ -118,6 +123,7 @@ class DockerRunner(Runner):
         # The current cell's stacks, and those a lost host kept: taken down as soon as it
         # answers again.
         self._started_stacks: list[ComposeStack] = []
+        self._swarm_stacks: list[ComposeStack] = []
         self._pending: list[ComposeStack] = []
         self._clocks = CellClocks(0.0, 0.0, {})
 
@@ -216,7 +222,14 @@ class DockerRunner(Runner):
                     stack.down()
                     self._pending.remove(stack)
 
+    def _end_swarm(self) -> None:
+        """What a lost host kept of the swarm is taken down once it answers again."""
+        super()._end_swarm()
+        self._pending += [s for s in self._swarm_stacks if not s.removed]
+        self._swarm_stacks = []
+
     def close(self) -> None:
+        super().close()
         self._finish_pending()
         for stack in self._pending:
             self.say(
@@ -350,11 +363,12 @@ class DockerRunner(Runner):
 
     # -- the cell's stacks -----------------------------------------------------------------
 
-    def _labels_env(self, ctx: CellContext, port: int) -> dict[str, str]:
+    def _labels_env(self, name: str, port: int) -> dict[str, str]:
+        """`name`: the cell, or the swarm, the stack belongs to."""
         owner = this_process()
         return {
-            "FLASKBENCH_RUN_ID": ctx.cell_dir.parent.parent.name,
-            "FLASKBENCH_CELL": ctx.cell.cell_id,
+            "FLASKBENCH_RUN_ID": self.run_id,
+            "FLASKBENCH_CELL": name,
             "FLASKBENCH_OWNER": str(owner.pid),
             "FLASKBENCH_OWNER_STARTED": owner.started,
             "FLASKBENCH_CONTROLLER": owner.controller,
@@ -364,25 +378,25 @@ class DockerRunner(Runner):
 
     def _stack(
         self,
-        ctx: CellContext,
+        name: str,
         spec: str,
         stack: str,
         main: str,
         port: int,
         env: dict[str, str],
         name_of: Callable[[str, int], str],
+        log_dir: Path,
         overrides: tuple[Path, ...] = (),
     ) -> ComposeStack:
-        run_id = ctx.cell_dir.parent.parent.name
         suffix = "" if spec == self.placement.master or stack == "target" else f"-{_index(spec)}"
         return ComposeStack(
             self.compose,
             self.engines[spec],
-            f"fb-{run_id}-{stack}{suffix}".lower(),
+            f"fb-{self.run_id}-{stack}{suffix}".lower(),
             (COMPOSE_DIR / f"{stack}.yml", *overrides),
-            self._labels_env(ctx, port) | env,
+            self._labels_env(name, port) | env,
             main,
-            ctx.cell_dir,
+            log_dir,
             name_of,
         )
 
@@ -391,7 +405,7 @@ class DockerRunner(Runner):
         app_env = ctx.config.app.resolved_env()
         paths = self._paths(self._app_copy())
         stack = self._stack(
-            ctx,
+            ctx.cell.cell_id,
             placement.target,
             "target",
             "target",
@@ -405,6 +419,7 @@ class DockerRunner(Runner):
                 ),
             },
             lambda service, number: "target",
+            ctx.cell_dir,
             self._env_names(sorted(app_env)),
         )
         self._started_stacks.append(stack)
@@ -422,27 +437,27 @@ class DockerRunner(Runner):
         override.write_text(f"services:\n  target:\n    environment:\n{listed}")
         return (override,)
 
-    def start_loadgen(self, ctx: CellContext) -> Service:
+    def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:
         """The master's stack first (with the workers of its host), then the workers of every
-        other load host; workers are numbered across hosts in the order of hosts.load."""
+        other load host; workers are numbered across hosts in the order of hosts.load. They
+        stay up for the run: the master ends when no order came for a long while (nobody is
+        left to send one), its workers when their master is gone."""
         placement = self.placement
-        deadline = cell_deadline_s(ctx)
-        locustfile = ctx.cell.workload.locustfile
+        locustfile = key.locustfile
         paths = replace(
             self._paths(None),
             user_locustfile=f"{USER_LOCUST_DIR}/{Path(locustfile).name}" if locustfile else None,
+            inbox=INBOX_DIR,
         )
         skew = float(os.environ.get(CLOCK_SKEW_ENV, "0") or 0)
         commands = {
-            "FLASKBENCH_MASTER_COMMAND": with_deadline(
+            "FLASKBENCH_MASTER_COMMAND": shlex.join(
                 master_command(
-                    ctx.cell, ctx.config, paths, placement.worker_count, placement.master_address
-                ),
-                deadline,
+                    key, self.config, paths, placement.worker_count, placement.master_address
+                )
             ),
-            "FLASKBENCH_WORKER_COMMAND": with_deadline(
-                worker_command(ctx.cell, ctx.config, paths, placement.master_address, skew),
-                deadline,
+            "FLASKBENCH_WORKER_COMMAND": shlex.join(
+                worker_command(key, self.config, paths, placement.master_address, skew)
             ),
         }
         numbered_before: dict[str, int] = {}
@@ -450,25 +465,29 @@ class DockerRunner(Runner):
         for spec, count in placement.workers:
             numbered_before[spec] = counted
             counted += count
+        swarm_dir = self.run_dir / SWARM_DIR
+        swarm_dir.mkdir(exist_ok=True)
         stacks: dict[str, ComposeStack] = {}
         order = list(dict.fromkeys([placement.master, *(spec for spec, _ in placement.workers)]))
         for spec in order:
-            offset = numbered_before.get(spec, 0)
             stacks[spec] = self._stack(
-                ctx,
+                f"swarm-{number}",
                 spec,
                 "loadgen",
                 "master" if spec == placement.master else "worker",
-                ctx.config.master_port,
+                self.config.master_port,
                 {
                     "FLASKBENCH_LOADGEN_IMAGE": self.images[spec].loadgen_for(locustfile),
                     "FLASKBENCH_LOAD_CPUS": format_cpus(placement.cpus_for_load(spec)),
                     **commands,
                 },
-                swarm_names(offset),
+                swarm_names(number, numbered_before.get(spec, 0)),
+                swarm_dir,
             )
-        swarm = Swarm(stacks[placement.master], [stacks[s] for s in order[1:]])
-        self._started_stacks += swarm.stacks
+        swarm = DockerSwarm(
+            stacks[placement.master], [stacks[s] for s in order[1:]], self.run_dir / RAW_DIR
+        )
+        self._swarm_stacks = swarm.stacks
         try:
             for spec, stack in stacks.items():
                 count = placement.workers_on(spec)
@@ -480,18 +499,20 @@ class DockerRunner(Runner):
             raise
         return swarm
 
-    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+    def start_sampler(
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+    ) -> ResourceSampler:
         assert isinstance(target, ComposeStack)
-        assert isinstance(loadgen, Swarm)
+        assert isinstance(swarm, DockerSwarm)
         found = target.containers("target")
         if not found:
             raise CellFailed(f"target {target.removed_description()}")
         containers: dict[str, tuple[str, Any, str]] = {
             "target": ("target", found[0], target.engine.name)
         }
-        for stack in loadgen.stacks:
+        for stack in swarm.stacks:
             for container in stack.containers():
-                containers[stack.process_name(container)] = (
+                containers[_sampled_name(stack.process_name(container))] = (
                     "loadgen",
                     container,
                     stack.engine.name,
@@ -537,6 +558,13 @@ class DockerRunner(Runner):
             },
         }
         atomic_write_text(ctx.cell_dir / CELL_HOSTS_JSON, json.dumps(document, indent=1) + "\n")
+
+
+def _sampled_name(name: str) -> str:
+    """A swarm container's name in resources.csv, as the local runner names its processes."""
+    if name.startswith("worker-"):
+        return f"locust-worker-{name.rsplit('-', 1)[1]}"
+    return "locust-master"
 
 
 def _index(spec: str) -> str:

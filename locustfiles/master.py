@@ -1,0 +1,467 @@
+"""The Locust master of a run: it stays up with its workers, and walks one staircase per cell it
+is sent, so a cell costs no Locust start or stop.
+
+    python master.py [--locustfile theirs.py] --user-class RequestsUser \\
+        --bind-host 127.0.0.1 --bind-port 5557 --expect-workers 2 --inbox DIR
+
+Orders come as JSON files in the inbox, one per cell, taken in name order and removed once read
+(a file that does not parse yet is still being written): {"format", "cell", "out", "argv"},
+`argv` being the cell's Locust options (--host and the --fb-* ones of locustfile.py). The
+master answers on stdout, one JSON line per event (the orchestrator's side is
+flaskbench/execute/swarm.py; both sides' types are in flaskbench/results/contract.py):
+
+    {"event": "ready", "workers": N}       its workers are connected; orders may come
+    {"event": "measured", "cell": ID}      the cell's last window is over: its target may stop
+    {"event": "done", "cell": ID, "ok": B} the cell's files are in `out` (B: load was sent)
+    {"event": "error", "message": TEXT}    it cannot go on, and exits
+
+Between cells no user runs. A cell's files in `out`: loadgen.json (stepstats.Record), the
+master's log while the cell ran, and Locust's CSVs of the cell's requests, failures and
+exceptions. After `--idle-timeout` seconds without an order (nobody is left to send one) the
+master tells its workers to quit, and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+from locust import LoadTestShape, User, events
+from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
+from locust.env import Environment
+from locust.log import setup_logging
+from locust.runners import MasterRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+from locust.util.load_locustfile import load_locustfile
+from locustfile import (
+    CLOCK_ANSWER,
+    CLOCK_REQUEST,
+    NEW_CELL,
+    REPORT_KEY,
+    REPORT_NOW,
+    CpuMeter,
+    RequestsUser,
+    describe_workload,
+    verify,
+)
+from stepstats import (
+    Record,
+    Schedule,
+    Step,
+    StepResult,
+    StopRule,
+    plan_schedule,
+    stop_reason,
+    write_json_atomic,
+)
+
+# The orders' and events' format: flaskbench/results/contract.py's SWARM_FORMAT (the Locust
+# image carries no flaskbench; a test checks that they agree).
+FORMAT = 1
+INBOX_POLL_S = 0.02
+# A step is judged for a stop rule once the workers' reports for its last second are in.
+REPORT_LAG_S = 1.5
+# After a cell's last window, how long the master waits for every worker's report covering it
+# (workers report every second) before writing what it has.
+LAST_REPORT_WAIT_S = 3.0
+LOADGEN_JSON = "loadgen.json"
+MASTER_LOG = "locust-master.log"
+CSV_PREFIX = "locust"
+
+
+class OrderError(Exception):
+    """An order the master cannot run; the message says why."""
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"format": FORMAT, "event": event, **fields}), flush=True)
+
+
+@dataclass
+class Cell:
+    """One cell on the master: its options, its staircase, and what the workers reported."""
+
+    cell_id: str
+    out: Path
+    options: argparse.Namespace
+    record: Record = field(default_factory=Record)
+    schedule: Schedule | None = None
+    rule: StopRule = field(default_factory=StopRule)
+    done: list[StepResult] = field(default_factory=list)
+    # Why the staircase stopped climbing, and when (the master's clock).
+    stopped: str | None = None
+    stopped_at: float | None = None
+    # Each worker's latest report time (the master's clock).
+    reported: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps_run(self) -> tuple[Step, ...]:
+        if self.schedule is None:
+            return ()
+        return self.schedule.steps[: len(self.done)] if self.stopped else self.schedule.steps
+
+    @property
+    def measured_until(self) -> float:
+        """When the last window that runs ends (the last one, unless the staircase stopped)."""
+        assert self.schedule is not None
+        steps = self.steps_run
+        return steps[-1].measure_end if steps else self.schedule.steps[0].start
+
+    def judge(self, now: float) -> None:
+        """Judge each step whose last worker reports are in, until the rule says stop."""
+        assert self.schedule is not None
+        if self.rule == StopRule():
+            return
+        for step in self.schedule.steps[len(self.done) :]:
+            if self.stopped or now < step.measure_end + REPORT_LAG_S:
+                return
+            self.done.append(
+                self.record.buckets.window(step.users, step.measure_start, step.measure_end)
+            )
+            self.stopped = stop_reason(self.done, self.rule)
+            self.stopped_at = now if self.stopped else None
+
+    def skipped(self) -> list[dict[str, Any]]:
+        if not self.stopped or self.schedule is None:
+            return []
+        return [
+            {
+                "index": step.index,
+                "users": step.users,
+                "reason": self.stopped,
+                "stopped_at": self.stopped_at,
+            }
+            for step in self.schedule.steps[len(self.done) :]
+        ]
+
+
+class CellShape(LoadTestShape):
+    """Runs as long as the master does: no user between cells, the current cell's staircase
+    while one runs. Locust calls tick() about once a second at an arbitrary phase, so the step
+    is looked up by wall-clock time, and a tick just before a step edge waits for it."""
+
+    def __init__(self) -> None:
+        # LoadTestShape.__init__ has no annotations (through super(), untyped_calls_exclude
+        # does not reach it).
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.cell: Cell | None = None
+        # Called with the time of each tick; the master samples its own CPU with it.
+        self.on_tick: Callable[[float], None] | None = None
+        self._users, self._rate = 0, 1.0
+        self._new_cell = gevent.event.Event()
+
+    def begin(self, cell: Cell) -> None:
+        """Walk this cell's staircase; a tick waiting for a cell wakes at once."""
+        self.cell = cell
+        self._new_cell.set()
+
+    def end(self) -> None:
+        self.cell = None
+
+    def tick(self) -> tuple[int, float]:
+        users = self._users_now()
+        if users != self._users:
+            # The whole step's users in one go, up or down (Locust stops users at the spawn
+            # rate too), well inside the next step's warmup. (Locust acts on a tick that
+            # differs from the last: the rate stays until the users change.)
+            self._rate = float(max(users, self._users, 1))
+        self._users = users
+        return users, self._rate
+
+    def _users_now(self) -> int:
+        while self._users == 0 and self._idle():
+            # Between cells (no user left running) the tick waits for the next cell, so that
+            # its first step starts on time rather than at Locust's next tick.
+            self._new_cell.clear()
+            if self._idle():
+                self._new_cell.wait()
+        cell = self.cell
+        if cell is None or cell.schedule is None:
+            return 0
+        now = time.time()
+        change = cell.schedule.next_change(now)
+        if change is not None and change - now < 1:
+            gevent.sleep(change - now)
+            now = change
+        if self.on_tick is not None:
+            self.on_tick(now)
+        cell.judge(now)
+        users = None if cell.stopped else cell.schedule.users_at(now)
+        return users or 0
+
+    def _idle(self) -> bool:
+        """No cell, or one whose staircase is over."""
+        cell = self.cell
+        if cell is None or cell.schedule is None:
+            return True
+        return bool(cell.stopped) or cell.schedule.users_at(time.time()) is None
+
+
+def order_parser() -> argparse.ArgumentParser:
+    """Locust's options with the locustfile's own (--fb-*): a cell's argv."""
+    parser = get_empty_argument_parser(add_help=False)
+    setup_parser_arguments(parser)
+    events.init_command_line_parser.fire(parser=parser)
+
+    def refuse(message: str) -> None:
+        raise OrderError(message)
+
+    # argparse calls error() for every problem it finds, which would exit the master.
+    parser.error = refuse  # type: ignore[method-assign]
+    return parser
+
+
+@dataclass(frozen=True)
+class Order:
+    cell_id: str
+    out: Path
+    argv: list[str]
+
+
+def read_order(path: Path) -> Order | None:
+    """The order in a file of the inbox; None while the file is still being written (it does
+    not parse yet)."""
+    try:
+        order = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(order, dict) or order.get("format") != FORMAT:
+        raise OrderError(f"{path.name}: not an order of format {FORMAT}")
+    try:
+        return Order(str(order["cell"]), Path(order["out"]), [str(a) for a in order["argv"]])
+    except (KeyError, TypeError) as exc:
+        raise OrderError(f"{path.name}: no {exc} in the order") from None
+
+
+class Master:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.user_class = _user_class(args.locustfile, args.user_class)
+        self.parser = order_parser()
+        self.shape = CellShape()
+        self.environment = Environment(
+            user_classes=[self.user_class],
+            shape_class=self.shape,
+            events=events,
+            parsed_options=self.parser.parse_args([]),
+        )
+        self.runner: MasterRunner = self.environment.create_master_runner(
+            args.bind_host, args.bind_port
+        )
+        # Locust's own listeners for a master (those of a locustfile, and its init hooks).
+        events.init.fire(environment=self.environment, runner=self.runner, web_ui=None)
+        self.cell: Cell | None = None
+        self.meter = CpuMeter()
+        self.shape.on_tick = self._on_tick
+        self.environment.events.worker_report.add_listener(self._on_worker_report)
+        self.runner.register_message(CLOCK_REQUEST, self._on_clock_request)
+
+    def _on_tick(self, now: float) -> None:
+        if self.cell is not None and now - self.meter.last_sample >= 1.0:
+            self.cell.record.add_cpu("master", now, self.meter.sample())
+
+    def _on_worker_report(self, client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+        report = data.get(REPORT_KEY)
+        if self.cell is None or report is None:
+            return
+        node = f"worker-{client_id}"
+        self.cell.record.add_report(node, report)
+        self.cell.reported[node] = float(report["t"])
+
+    def _on_clock_request(self, msg: Any, **_kw: Any) -> None:
+        answer = {"sent": msg.data["sent"], "master": time.time()}
+        self.runner.send_message(CLOCK_ANSWER, answer, client_id=msg.node_id)
+
+    def wait_for_workers(self) -> bool:
+        deadline = time.monotonic() + self.args.expect_workers_max_wait
+        while self.runner.worker_count < self.args.expect_workers:
+            if time.monotonic() > deadline:
+                return False
+            gevent.sleep(0.05)
+        self.runner.start_shape()
+        return True
+
+    def serve(self) -> None:
+        """Take orders until none comes for --idle-timeout seconds."""
+        idle_since = time.monotonic()
+        inbox = Path(self.args.inbox)
+        while time.monotonic() - idle_since < self.args.idle_timeout:
+            for path in sorted(inbox.glob("*.json")):
+                order = read_order(path)
+                if order is None:
+                    continue
+                path.unlink()
+                self.run_cell(order)
+                idle_since = time.monotonic()
+            gevent.sleep(INBOX_POLL_S)
+
+    def run_cell(self, order: Order) -> None:
+        try:
+            options = self.parser.parse_args(order.argv)
+        except OrderError as exc:
+            emit("done", cell=order.cell_id, ok=False, error=f"bad options: {exc}")
+            return
+        order.out.mkdir(parents=True, exist_ok=True)
+        log = _cell_log(order.out / MASTER_LOG)
+        try:
+            ok = self._walk(Cell(order.cell_id, order.out, options))
+        finally:
+            _end_cell_log(log)
+        emit("done", cell=order.cell_id, ok=ok)
+
+    def _walk(self, cell: Cell) -> bool:
+        env, options = self.environment, cell.options
+        env.parsed_options, env.host = options, options.host
+        workload = describe_workload(self.user_class, options)
+        # Before any user starts: a workload the app does not answer as expected gets no load.
+        cell.record.verification = verify(env, self.user_class)
+        if not cell.record.verification["ok"]:
+            emit("measured", cell=cell.cell_id)
+            write_json_atomic(cell.out / LOADGEN_JSON, cell.record.document(workload, ()))
+            return False
+        if options.fb_stop_p99_ms is not None or options.fb_stop_p99_factor is not None:
+            cell.rule = StopRule(options.fb_stop_p99_ms, options.fb_stop_p99_factor)
+        self.runner.stats.reset_all()
+        self.runner.exceptions = {}
+        self.runner.send_message(NEW_CELL)
+        self.cell = cell
+        cell.schedule = schedule_for(options, time.time())
+        self.shape.begin(cell)
+        try:
+            while time.time() < cell.measured_until:
+                gevent.sleep(0.05)
+            emit("measured", cell=cell.cell_id)
+            self.runner.send_message(REPORT_NOW)
+            self._wait_for_last_reports(cell)
+        finally:
+            self.shape.end()
+            self.cell = None
+        if self.runner.cpu_warning_emitted:
+            cell.record.add_cpu_warning("master")
+        cell.record.skipped = cell.skipped()
+        write_json_atomic(cell.out / LOADGEN_JSON, cell.record.document(workload, cell.steps_run))
+        _write_csvs(self.environment, cell.out)
+        return True
+
+    def _wait_for_last_reports(self, cell: Cell) -> None:
+        """Once each worker has reported after the last window (asked to at once, else within
+        its second), every request inside it is in."""
+        end, deadline = cell.measured_until, time.monotonic() + LAST_REPORT_WAIT_S
+        workers = {f"worker-{client.id}" for client in self.runner.clients.all}
+        while time.monotonic() < deadline:
+            if all(cell.reported.get(w, 0.0) >= end for w in workers):
+                return
+            gevent.sleep(0.05)
+
+    def quit(self) -> None:
+        self.runner.quit()
+
+
+def schedule_for(options: argparse.Namespace, now: float) -> Schedule:
+    return plan_schedule(options.fb_steps, options.fb_warmup, options.fb_measure, start_time=now)
+
+
+def _write_csvs(environment: Environment, out: Path) -> None:
+    """Locust's own account of the cell: its requests, failures and exceptions."""
+    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (
+        ("stats", writer.requests_csv),
+        ("failures", writer.failures_csv),
+        ("exceptions", writer.exceptions_csv),
+    ):
+        with (out / f"{CSV_PREFIX}_{suffix}.csv").open("w", newline="") as handle:
+            write(csv.writer(handle))
+
+
+def _cell_log(path: Path) -> logging.Handler:
+    """The master's log lines while a cell runs, into the cell's own file."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s/%(name)s: %(message)s"))
+    for name in ("locust", ""):
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+def _end_cell_log(handler: logging.Handler) -> None:
+    for name in ("locust", ""):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
+
+
+def _user_class(locustfile: str | None, name: str) -> type[User]:
+    """The user class of that name: ours (imported above, with its options and hooks), or one
+    from a locustfile of the user's."""
+    found: dict[str, type[User]] = {"RequestsUser": RequestsUser}
+    if locustfile:
+        classes, _shapes = load_locustfile(locustfile)
+        found.update(classes)
+    if name not in found:
+        raise OrderError(
+            f"no user class {name} in {locustfile or 'locustfile.py'}; found: "
+            f"{', '.join(sorted(found))}"
+        )
+    return found[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="master.py", description=__doc__)
+    parser.add_argument(
+        "--locustfile", default=None, help="a locustfile of the user's, with their user class"
+    )
+    parser.add_argument("--user-class", required=True)
+    parser.add_argument("--bind-host", default="127.0.0.1")
+    parser.add_argument("--bind-port", type=int, default=5557)
+    parser.add_argument("--expect-workers", type=int, default=1)
+    parser.add_argument("--expect-workers-max-wait", type=float, default=30.0)
+    parser.add_argument("--inbox", required=True, help="where orders arrive")
+    parser.add_argument("--idle-timeout", type=float, default=300.0)
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    # Locust's master otherwise waits up to a second after each change of users for the
+    # workers' next reports, which holds up its next tick.
+    os.environ["LOCUST_WAIT_FOR_WORKERS_REPORT_AFTER_RAMP_UP"] = "0"
+    setup_logging(args.loglevel)
+    try:
+        master = Master(args)
+    except OrderError as exc:
+        emit("error", message=str(exc))
+        return 2
+    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(_stop, master))
+    if not master.wait_for_workers():
+        emit(
+            "error",
+            message=f"{master.runner.worker_count} of {args.expect_workers} Locust workers "
+            f"connected within {args.expect_workers_max_wait:g}s",
+        )
+        master.quit()
+        return 1
+    emit("ready", workers=master.runner.worker_count)
+    try:
+        master.serve()
+    except OrderError as exc:
+        emit("error", message=str(exc))
+        return 2
+    finally:
+        master.quit()
+    return 0
+
+
+def _stop(master: Master) -> None:
+    master.quit()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
