@@ -71,10 +71,11 @@ from stepstats import (
 # image carries no flaskbench; a test checks that they agree).
 FORMAT = 1
 INBOX_POLL_S = 0.02
-# A step is judged for a stop rule once the workers' reports for its last second are in.
-REPORT_LAG_S = 1.5
-# After a cell's last window, how long the master waits for every worker's report covering it
-# (workers report every second) before writing what it has.
+# A step is judged for a stop rule once the workers' reports for its last second are in (they
+# report every second).
+REPORT_LAG_S = 1.1
+# After a cell's last window, how long the master waits for the workers to stop their users and
+# report what they recorded before it writes what it has.
 LAST_REPORT_WAIT_S = 3.0
 LOADGEN_JSON = "loadgen.json"
 MASTER_LOG = "locust-master.log"
@@ -118,6 +119,13 @@ class Cell:
         assert self.schedule is not None
         steps = self.steps_run
         return steps[-1].measure_end if steps else self.schedule.steps[0].start
+
+    def next_judgement(self) -> float | None:
+        """When the next step can be judged for the stop rule (None: nothing to judge)."""
+        if self.schedule is None or self.rule == StopRule() or self.stopped:
+            return None
+        pending = self.schedule.steps[len(self.done) :]
+        return pending[0].measure_end + REPORT_LAG_S if pending else None
 
     def judge(self, now: float) -> None:
         """Judge each step whose last worker reports are in, until the rule says stop."""
@@ -191,10 +199,13 @@ class CellShape(LoadTestShape):
         if cell is None or cell.schedule is None:
             return 0
         now = time.time()
-        change = cell.schedule.next_change(now)
-        if change is not None and change - now < 1:
-            gevent.sleep(change - now)
-            now = change
+        # The next step edge, or the moment the next step can be judged, if that comes before
+        # Locust's next tick.
+        moments = [cell.schedule.next_change(now), cell.next_judgement()]
+        soon = min((m for m in moments if m is not None and m >= now), default=None)
+        if soon is not None and soon - now < 1:
+            gevent.sleep(soon - now)
+            now = soon
         if self.on_tick is not None:
             self.on_tick(now)
         cell.judge(now)
@@ -343,8 +354,7 @@ class Master:
             while time.time() < cell.measured_until:
                 gevent.sleep(0.05)
             emit("measured", cell=cell.cell_id)
-            self.runner.send_message(REPORT_NOW)
-            self._wait_for_last_reports(cell)
+            self._collect_last_reports(cell)
         finally:
             self.shape.end()
             self.cell = None
@@ -355,15 +365,19 @@ class Master:
         _write_csvs(self.environment, cell.out)
         return True
 
-    def _wait_for_last_reports(self, cell: Cell) -> None:
-        """Once each worker has reported after the last window (asked to at once, else within
-        its second), every request inside it is in."""
-        end, deadline = cell.measured_until, time.monotonic() + LAST_REPORT_WAIT_S
+    def _collect_last_reports(self, cell: Cell) -> None:
+        """Once the workers stopped their users (a request still in flight then is dropped,
+        never recorded), a report from each, asked for at once, holds every request left."""
+        deadline = time.monotonic() + LAST_REPORT_WAIT_S
+        while self.runner.user_count and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        asked = time.time()
+        self.runner.send_message(REPORT_NOW)
         workers = {f"worker-{client.id}" for client in self.runner.clients.all}
         while time.monotonic() < deadline:
-            if all(cell.reported.get(w, 0.0) >= end for w in workers):
+            if all(cell.reported.get(w, 0.0) >= asked for w in workers):
                 return
-            gevent.sleep(0.05)
+            gevent.sleep(0.02)
 
     def quit(self) -> None:
         self.runner.quit()

@@ -53,7 +53,7 @@ def test_no_correction_within_the_uncertainty() -> None:
 def requests_per_window(stamp: Any) -> list[int]:
     """Two steps of one user each sending 10 requests a second, then 20: how many requests
     each step's measured window counts when the worker stamps them with `stamp(t)`."""
-    schedule = plan_schedule([1, 2], warmup_s=1, measure_s=2, tail_s=1, start_time=T0)
+    schedule = plan_schedule([1, 2], warmup_s=1, measure_s=2, start_time=T0)
     buckets = Buckets()
     for step in schedule.steps:
         rate = 10 * step.users

@@ -164,9 +164,13 @@ def test_target_on_one_host_and_two_workers_on_another(
     # Every host's raw files came home through the engines.
     cell = run / "raw" / "sync--io--r1"
     from_a = {"gauge.csv", "target.log"}
-    from_b = {"loadgen.json", "locust_stats.csv", "locust-master.log", "locust-worker-1.log"}
-    assert from_a | from_b | {"locust-worker-2.log", "resources.csv", "hosts.json"} <= {
-        p.name for p in cell.iterdir()
+    from_b = {"loadgen.json", "locust_stats.csv", "locust-master.log"}
+    assert from_a | from_b | {"resources.csv", "hosts.json"} <= {p.name for p in cell.iterdir()}
+    # The swarm's own output, over the run: its master on b, a worker on each host.
+    assert {p.name for p in (run / "swarm").iterdir()} == {
+        "master-1.log",
+        "worker-1-1.log",
+        "worker-1-2.log",
     }
     with (cell / "resources.csv").open() as handle:
         sampled = {(r["host"], r["name"]) for r in csv.DictReader(handle)}

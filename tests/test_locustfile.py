@@ -1,4 +1,5 @@
-"""Run the real locustfile, as the orchestrator does, against a tiny server on 127.0.0.1.
+"""Run the real Locust swarm (locustfiles/master.py and workers of locustfile.py), as the
+orchestrator does, against a tiny server on 127.0.0.1: one order per cell, events back.
 
 Locust runs in subprocesses only: importing it would monkey-patch this test process.
 """
@@ -24,7 +25,9 @@ from stepstats import quantise_ms
 
 pytestmark = pytest.mark.load
 
-LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "locustfile.py"
+LOCUSTFILES = Path(__file__).resolve().parents[1] / "locustfiles"
+LOCUSTFILE = LOCUSTFILES / "locustfile.py"
+MASTER = LOCUSTFILES / "master.py"
 SERVER_DELAY_S = 0.01
 PATHS = {"/hello", "/io", "/cpu", "/mixed", "/form", "/redirect", "/serial"}
 RUN_TIMEOUT_S = 40
@@ -114,19 +117,112 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _locust(*args: str, extra: Path | None = None) -> list[str]:
-    files = f"{LOCUSTFILE},{extra}" if extra else str(LOCUSTFILE)
-    return [sys.executable, "-m", "locust", "-f", files, *args]
-
-
 @dataclass(frozen=True)
 class _Run:
     loadgen: dict[str, Any]
     locust_requests: int
     locust_failures: int
+    # The master's "done" event for the cell.
+    done: dict[str, Any]
     master_code: int
     worker_codes: list[int]
     server: _Server
+
+
+class _Swarm:
+    """master.py and its workers, started as the local runner starts them."""
+
+    def __init__(
+        self, directory: Path, user_class: str, workers: int, extra: Path | None = None
+    ) -> None:
+        self.directory = directory
+        self.inbox = directory / "inbox"
+        self.inbox.mkdir()
+        port = _free_port()
+        own = ["--locustfile", str(extra)] if extra else []
+        self.master = subprocess.Popen(
+            [
+                sys.executable,
+                str(MASTER),
+                *own,
+                "--user-class",
+                user_class,
+                "--bind-port",
+                str(port),
+                "--expect-workers",
+                str(workers),
+                "--expect-workers-max-wait",
+                "20",
+                "--inbox",
+                str(self.inbox),
+                "--idle-timeout",
+                str(RUN_TIMEOUT_S),
+            ],
+            cwd=directory,
+            stdout=subprocess.PIPE,
+            stderr=(directory / "master.err").open("wb"),
+        )
+        files = f"{LOCUSTFILE},{extra}" if extra else str(LOCUSTFILE)
+        self.workers = [
+            subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "locust", "-f", files, user_class),
+                    *("--worker", "--master-host", "127.0.0.1", "--master-port", str(port)),
+                ],
+                cwd=directory,
+                stdout=(directory / f"worker-{index}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for index in range(workers)
+        ]
+        self.events: list[dict[str, Any]] = []
+        self._orders = 0
+
+    def next_event(self, wanted: str) -> dict[str, Any]:
+        assert self.master.stdout is not None
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            line = self.master.stdout.readline()
+            if not line:
+                break
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self.events.append(event)
+            if event["event"] in (wanted, "error"):
+                return dict(event)
+        raise AssertionError(f"no {wanted!r} from the master: {self.events}")
+
+    def order(self, cell: str, argv: list[str]) -> dict[str, Any]:
+        """Run one cell; its "done" event."""
+        self._orders += 1
+        order = {"format": 1, "cell": cell, "out": str(self.directory / cell), "argv": argv}
+        partial = self.inbox / ".order"
+        partial.write_text(json.dumps(order))
+        partial.rename(self.inbox / f"{self._orders:06d}.json")
+        return self.next_event("done")
+
+    def close(self) -> tuple[int, list[int]]:
+        """SIGTERM to the master, as the orchestrator ends a run; exit codes."""
+        processes = [self.master, *self.workers]
+        try:
+            if self.master.poll() is None:
+                self.master.terminate()
+            return (
+                self.master.wait(timeout=WORKER_EXIT_TIMEOUT_S),
+                [w.wait(timeout=WORKER_EXIT_TIMEOUT_S) for w in self.workers],
+            )
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=WORKER_EXIT_TIMEOUT_S)
+
+
+def _argv(server: _Server, fb: dict[str, object]) -> list[str]:
+    """A cell's options: fb holds the --fb-* ones, without their prefix."""
+    return ["--host", server.url, *(a for k, v in fb.items() for a in (f"--fb-{k}", str(v)))]
 
 
 def _run(
@@ -137,61 +233,28 @@ def _run(
     fb: dict[str, object],
     extra: Path | None = None,
 ) -> _Run:
-    """A headless run: a master and its workers, or one process when workers is 0.
-
-    fb holds the --fb-* options, without their prefix; `extra` is a locustfile of the user's.
-    """
-    port = _free_port()
-    main = [
-        user_class,
-        "--headless",
-        "--host",
-        server.url,
-        "--csv",
-        str(directory / "locust"),
-        "--logfile",
-        str(directory / "locust-master.log"),
-        "--fb-out",
-        str(directory / "loadgen.json"),
-        *(arg for name, value in fb.items() for arg in (f"--fb-{name}", str(value))),
-    ]
-    if workers:
-        main += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
-        main += ["--expect-workers", str(workers), "--expect-workers-max-wait", "20"]
-    worker_args = ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
-    processes: list[subprocess.Popen[bytes]] = []
+    """One cell on a swarm of its own; `extra` is a locustfile of the user's."""
+    swarm = _Swarm(directory, user_class, workers, extra)
     try:
-        with (directory / "locust-master.out").open("wb") as out:
-            processes.append(
-                subprocess.Popen(
-                    _locust(*main, extra=extra), cwd=directory, stdout=out, stderr=subprocess.STDOUT
-                )
-            )
-        for index in range(workers):
-            with (directory / f"locust-worker-{index}.out").open("wb") as out:
-                processes.append(
-                    subprocess.Popen(
-                        _locust(user_class, *worker_args, extra=extra),
-                        cwd=directory,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        master_code = processes[0].wait(timeout=RUN_TIMEOUT_S)
-        worker_codes = [p.wait(timeout=WORKER_EXIT_TIMEOUT_S) for p in processes[1:]]
+        assert swarm.next_event("ready")["event"] == "ready"
+        done = swarm.order("cell", _argv(server, fb))
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=WORKER_EXIT_TIMEOUT_S)
-    aggregated = _locust_aggregated(directory / "locust_stats.csv") or {
+        master_code, worker_codes = swarm.close()
+    return _cell_run(directory / "cell", done, master_code, worker_codes, server)
+
+
+def _cell_run(
+    cell: Path, done: dict[str, Any], master_code: int, worker_codes: list[int], server: _Server
+) -> _Run:
+    aggregated = _locust_aggregated(cell / "locust_stats.csv") or {
         "Request Count": "0",
         "Failure Count": "0",
     }
     return _Run(
-        loadgen=json.loads((directory / "loadgen.json").read_text()),
+        loadgen=json.loads((cell / "loadgen.json").read_text()),
         locust_requests=int(aggregated["Request Count"]),
         locust_failures=int(aggregated["Failure Count"]),
+        done=done,
         master_code=master_code,
         worker_codes=worker_codes,
         server=server,
@@ -238,13 +301,12 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Run]:
             tmp_path_factory.mktemp("failing"),
             server,
             "RequestsUser",
-            workers=0,
+            workers=1,
             fb={
                 "requests": requests_option({"path": "/cpu?ms=3"}),
                 "steps": "2",
                 "warmup": 1,
                 "measure": 1,
-                "tail": 0,
             },
         )
     finally:
@@ -260,7 +322,8 @@ def _window_buckets(loadgen: dict[str, Any], step: dict[str, Any]) -> dict[int, 
     }
 
 
-def test_distributed_run_exits_cleanly(distributed: _Run) -> None:
+def test_a_swarm_stopped_by_the_orchestrator_exits_cleanly(distributed: _Run) -> None:
+    assert distributed.done == {"format": 1, "event": "done", "cell": "cell", "ok": True}
     assert distributed.master_code == 0
     assert distributed.worker_codes == [0, 0]
 
@@ -345,16 +408,13 @@ def test_unexpected_statuses_are_failures_not_throughput(failing: _Run) -> None:
     buckets = failing.loadgen["buckets"]
     requests = sum(b["requests"] for b in buckets)
 
-    assert failing.master_code == 1  # Locust's exit code when any request failed
-    assert failing.loadgen["workers"] == 0
+    assert failing.done["ok"] is True
     assert failing.loadgen["verification"]["ok"] is True
     assert requests > 0
     # Every request after the verified first one got a 500, and every one is a failure.
-    assert sum(b["failures"] for b in buckets) == requests - 1
-    # A single process closes Locust's CSV right after the run, before the CSV writer's next
-    # pass (once a second), so Locust's file may miss the last second; ours does not. Its
-    # statistics start with the load, after the verification.
-    assert 0 < failing.locust_requests < requests
+    assert sum(b["failures"] for b in buckets) == requests
+    # Locust's own account of the cell starts with the load, after the verification, as ours.
+    assert failing.locust_requests == requests
     assert failing.locust_failures == failing.locust_requests
     assert set(failing.server.sent) == {("/cpu", "ms=3")}
 
@@ -366,7 +426,7 @@ def test_a_request_the_app_does_not_answer_as_expected_stops_everything(tmp_path
             tmp_path,
             server,
             "RequestsUser",
-            workers=0,
+            workers=1,
             fb={
                 "requests": requests_option({"path": "/hello"}, {"path": "/missing"}),
                 "steps": "2",
@@ -377,7 +437,7 @@ def test_a_request_the_app_does_not_answer_as_expected_stops_everything(tmp_path
     finally:
         httpd.shutdown()
         httpd.server_close()
-    assert run.master_code == 3
+    assert run.done["ok"] is False
     assert run.loadgen["verification"] == {
         "ok": False,
         "checked": ["GET /hello", "GET /missing"],
@@ -411,8 +471,8 @@ def test_a_weighted_mix_with_bodies_headers_and_statuses(tmp_path: Path) -> None
             tmp_path,
             server,
             "RequestsUser",
-            workers=0,
-            fb={"requests": mix, "steps": "2", "warmup": 1, "measure": 2, "tail": 0},
+            workers=1,
+            fb={"requests": mix, "steps": "2", "warmup": 1, "measure": 2},
         )
     finally:
         httpd.shutdown()
@@ -480,12 +540,12 @@ def test_a_user_class_whose_requests_fail_gets_no_load(tmp_path: Path) -> None:
     httpd, server = _start_server(failing=set())
     try:
         run = _run(
-            tmp_path, server, "Broken", workers=0, fb={"steps": "2", "measure": 1}, extra=extra
+            tmp_path, server, "Broken", workers=1, fb={"steps": "2", "measure": 1}, extra=extra
         )
     finally:
         httpd.shutdown()
         httpd.server_close()
-    assert run.master_code == 3
+    assert run.done["ok"] is False
     failure = run.loadgen["verification"]["failure"]
     assert (failure["request"], failure["status"]) == ("GET /missing", 404)
     assert "404" in failure["expected"]
@@ -493,35 +553,82 @@ def test_a_user_class_whose_requests_fail_gets_no_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("fb", "message"),
     [
-        (["RequestsUser", "--fb-steps", "1,0"], "argument --fb-steps: expected comma-separated"),
-        (
-            ["RequestsUser", "--fb-measure", "1.5"],
-            "argument --fb-measure: expected a whole number",
-        ),
-        (["RequestsUser", "--fb-timeout", "0"], "argument --fb-timeout: expected seconds"),
-        (["RequestsUser", "--fb-requests", '{"path": "/"}'], "argument --fb-requests: expected"),
-        (["--fb-steps", "1"], "name exactly one user class"),
+        ({"steps": "1,0"}, "argument --fb-steps: expected comma-separated"),
+        ({"measure": "1.5"}, "argument --fb-measure: expected a whole number"),
+        ({"timeout": "0"}, "argument --fb-timeout: expected seconds"),
+        ({"requests": '{"path": "/"}'}, "argument --fb-requests: expected"),
     ],
 )
-def test_bad_options_fail_with_one_line_naming_them(
-    tmp_path: Path, args: list[str], message: str
+def test_a_cell_with_bad_options_is_refused_in_one_line_and_the_next_runs(
+    tmp_path: Path, fb: dict[str, object], message: str
 ) -> None:
-    extra = tmp_path / "theirs.py"
-    extra.write_text(USER_LOCUSTFILE)
-    result = subprocess.run(
-        _locust("--headless", "--host", "http://127.0.0.1:9", *args, extra=extra),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+    httpd, server = _start_server(failing=set())
+    swarm = _Swarm(tmp_path, "RequestsUser", workers=1)
+    try:
+        swarm.next_event("ready")
+        refused = swarm.order("bad", _argv(server, fb))
+        good = swarm.order("good", _argv(server, {"steps": "1", "warmup": 1, "measure": 1}))
+    finally:
+        swarm.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert (refused["ok"], refused["error"].splitlines()) == (False, [refused["error"]])
+    assert message in refused["error"]
+    assert not (tmp_path / "bad").exists()
+    assert good["ok"] is True
 
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+
+def test_a_user_class_that_is_nowhere_stops_the_master_saying_so(tmp_path: Path) -> None:
+    swarm = _Swarm(tmp_path, "Nobody", workers=0)
+    try:
+        error = swarm.next_event("ready")
+        code = swarm.master.wait(timeout=WORKER_EXIT_TIMEOUT_S)
+    finally:
+        swarm.close()
+    assert error["event"] == "error"
+    assert error["message"].startswith("no user class Nobody in locustfile.py; found: ")
+    assert code == 2
+
+
+def test_cells_one_after_the_other_on_one_swarm_keep_apart(tmp_path: Path) -> None:
+    httpd, server = _start_server(failing=set())
+    swarm = _Swarm(tmp_path, "RequestsUser", workers=2)
+    cells = {"first": "/io?ms=1", "second": "/hello"}
+    try:
+        swarm.next_event("ready")
+        done = {
+            cell: swarm.order(
+                cell,
+                _argv(
+                    server,
+                    {"requests": requests_option({"path": path}), "steps": "2", "measure": 1},
+                ),
+            )
+            for cell, path in cells.items()
+        }
+        master_code, worker_codes = swarm.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert all(event["ok"] for event in done.values())
+    assert (master_code, worker_codes) == (0, [0, 0])
+    runs = {c: _cell_run(tmp_path / c, done[c], 0, [], server) for c in cells}
+    first, second = runs["first"].loadgen, runs["second"].loadgen
+    # Each cell's file holds its own requests, and Locust's account of it agrees.
+    assert first["workload"]["path"] == "GET /io?ms=1"
+    assert second["workload"]["path"] == "GET /hello"
+    for run in runs.values():
+        assert sum(b["requests"] for b in run.loadgen["buckets"]) == run.locust_requests > 0
+        assert run.loadgen["workers"] == 2
+    # No user ran between the cells: nothing completed after the first cell's last window
+    # but what was in flight then, nothing before the second cell's first step.
+    first_end = first["steps"][-1]["measure_end"]
+    assert all(b["t"] <= first_end for b in first["buckets"])
+    assert all(b["t"] >= second["steps"][0]["start"] for b in second["buckets"])
+    sent = [p for p, _ in server.sent]
+    assert sent == sorted(sent, key=lambda p: p != "/io")
 
 
 def test_a_saturated_staircase_stops_climbing_and_says_why(tmp_path: Path) -> None:

@@ -24,42 +24,42 @@ from flaskbench.measure.stats import Histogram
 
 
 def test_schedule_starts_on_the_next_whole_second_with_back_to_back_steps() -> None:
-    schedule = plan_schedule([1, 2, 4], warmup_s=5, measure_s=15, tail_s=4, start_time=1000.2)
+    schedule = plan_schedule([1, 2, 4], warmup_s=5, measure_s=15, start_time=1000.2)
 
     assert schedule.steps == (
         Step(index=0, users=1, start=1001.0, measure_start=1006.0, measure_end=1021.0),
         Step(index=1, users=2, start=1021.0, measure_start=1026.0, measure_end=1041.0),
         Step(index=2, users=4, start=1041.0, measure_start=1046.0, measure_end=1061.0),
     )
-    assert schedule.end == 1065.0
+    assert schedule.end == 1061.0
 
 
 def test_schedule_keeps_a_start_that_is_already_whole() -> None:
-    schedule = plan_schedule([3], warmup_s=1, measure_s=2, tail_s=0, start_time=500.0)
+    schedule = plan_schedule([3], warmup_s=1, measure_s=2, start_time=500.0)
 
     assert schedule.steps[0].start == 500.0
     assert schedule.end == 503.0
 
 
-def test_users_at_follows_the_steps_and_ends_after_the_tail() -> None:
-    schedule = plan_schedule([1, 2], warmup_s=1, measure_s=2, tail_s=4, start_time=100.0)
+def test_users_at_follows_the_steps_and_ends_with_the_last_window() -> None:
+    schedule = plan_schedule([1, 2], warmup_s=1, measure_s=2, start_time=100.0)
 
     assert schedule.users_at(99.9) == 0
     assert schedule.users_at(100.0) == 1
     assert schedule.users_at(102.999) == 1
     assert schedule.users_at(103.0) == 2
-    assert schedule.users_at(109.999) == 2
-    assert schedule.users_at(110.0) is None
+    assert schedule.users_at(105.999) == 2
+    assert schedule.users_at(106.0) is None
 
 
 def test_next_change_is_the_next_step_start_then_the_end() -> None:
-    schedule = plan_schedule([1, 2], warmup_s=1, measure_s=2, tail_s=4, start_time=99.5)
+    schedule = plan_schedule([1, 2], warmup_s=1, measure_s=2, start_time=99.5)
 
     assert schedule.next_change(99.5) == 100.0
     assert schedule.next_change(100.0) == 100.0
     assert schedule.next_change(100.1) == 103.0
-    assert schedule.next_change(103.5) == 110.0
-    assert schedule.next_change(110.5) is None
+    assert schedule.next_change(103.5) == 106.0
+    assert schedule.next_change(106.5) is None
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_merge_accepts_a_delta_after_a_round_trip_through_json() -> None:
 
 
 def test_record_documents_the_run_as_docs_raw_data_describes() -> None:
-    schedule = plan_schedule([1], warmup_s=1, measure_s=2, tail_s=0, start_time=100.0)
+    schedule = plan_schedule([1], warmup_s=1, measure_s=2, start_time=100.0)
     worker = Buckets()
     worker.add(101.5, 10.0, failed=False)
     record = Record()

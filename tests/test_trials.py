@@ -16,6 +16,7 @@ from flaskbench.config.trials import Comparing
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.run import execute, start_meta
 from flaskbench.execute.runners.base import CellContext, ResourceSampler, Runner, Service
+from flaskbench.execute.swarm import SwarmHandle, SwarmKey
 from flaskbench.execute.trials import MoreTrials
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
@@ -221,10 +222,12 @@ class SyntheticRunner(Runner):
     def start_target(self, ctx: CellContext) -> Service:
         raise NotImplementedError
 
-    def start_loadgen(self, ctx: CellContext) -> Service:
+    def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:
         raise NotImplementedError
 
-    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+    def start_sampler(
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+    ) -> ResourceSampler:
         raise NotImplementedError
 
 

@@ -1,6 +1,6 @@
 """Expand a config into the cells of a run: targets x workloads, once per trial.
 
-A cell is one Locust run against one freshly started target, walking the whole user staircase;
+A cell is one staircase of the run's Locust swarm against one freshly started target;
 where its sides run is the placement's (placement.py). A trial runs every cell once, in an
 order shuffled from the run's seed (the same seed gives the same orders), so that what changes
 over a run (the machine's drift, a neighbour passing by) spreads evenly over the targets
@@ -18,12 +18,6 @@ from flaskbench.config.workloads import Workload
 from flaskbench.plan.placement import Placement, single_host
 from flaskbench.servers.base import Target
 
-# Seconds the last step's users keep running after its window. None are needed: a worker told
-# to quit sends a last report with everything it recorded, which the master waits for.
-TAIL_S = 0
-# Locust needs a few seconds to start its workers before the staircase's clock starts; the
-# master gives up waiting for them after this long.
-LOADGEN_STARTUP_S = 30
 # With stop_when_saturated, a cell stops climbing once a step's p99 passes this many times the
 # goal's p99, or, without a goal, this many times its first step's p99.
 STOP_GOAL_FACTOR = 4
@@ -51,7 +45,7 @@ class Plan:
 
     @property
     def load_seconds_per_cell(self) -> int:
-        return len(self.staircase.users) * self.staircase.step_s + TAIL_S
+        return len(self.staircase.users) * self.staircase.step_s
 
     def estimated_seconds(self, runner: str, cells: int | None = None) -> int:
         count = len(self.cells) if cells is None else cells
