@@ -229,7 +229,7 @@ def test_a_host_lost_mid_cell_fails_only_that_cell_by_name(
                 [
                     c
                     for c in containers(
-                        b, "flaskbench.cell=sync--io--r1", "com.docker.compose.service=master"
+                        b, "flaskbench.cell=swarm-1", "com.docker.compose.service=master"
                     )
                     if c.status == "running"
                 ]
@@ -279,9 +279,8 @@ def test_a_target_container_removed_on_its_host_fails_that_cell_only(
     )
 
     def target_serving() -> list[Any]:
-        cell = "flaskbench.cell=sync--io--r1"
-        master = containers(b, cell, "com.docker.compose.service=master")
-        target = containers(a, cell, "com.docker.compose.service=target")
+        master = containers(b, "flaskbench.cell=swarm-1", "com.docker.compose.service=master")
+        target = containers(a, "flaskbench.cell=sync--io--r1", "com.docker.compose.service=target")
         return target if any(c.status == "running" for c in master) else []
 
     wait_for(target_serving, 600, "the first cell's target on host a and its master on host b")

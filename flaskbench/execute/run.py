@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from types import FrameType
 
 import flaskbench
@@ -181,7 +180,8 @@ def execute(
             while queue:
                 cell = queue.pop(0)
                 index += 1
-                _run_cell(cell, index, index + len(queue), plan, runner, run, progress)
+                following = queue[0] if queue else None
+                _run_cell(cell, following, index, index + len(queue), plan, runner, run, progress)
                 if not queue and more is not None:
                     trial = max(plan.trials, cell.repeat)
                     queue = more.after(trial, time.monotonic() - trial_started)
@@ -216,6 +216,7 @@ def _end_session(meta: MetaJson, run: RunDir, interrupted: bool, stopped: str) -
 
 def _run_cell(
     cell: Cell,
+    following: Cell | None,
     index: int,
     count: int,
     plan: Plan,
@@ -225,9 +226,15 @@ def _run_cell(
 ) -> None:
     runner.before_cell()
     progress.cell(index, count, cell.cell_id)
-    cell_dir = run.cell_dir(cell.cell_id)
-    _discard_partial(cell_dir)
-    status = runner.run_cell(CellContext(cell, cell_dir, runner.config, plan, progress.advance))
+    after = (
+        CellContext(following, run.cell_dir(following.cell_id), runner.config, plan, _no_progress)
+        if following is not None
+        else None
+    )
+    context = CellContext(
+        cell, run.cell_dir(cell.cell_id), runner.config, plan, progress.advance, after
+    )
+    status = runner.run_cell(context)
     run.write_cell_status(status)
     progress.cell_done()
     if status.status != "ok":
@@ -262,7 +269,5 @@ def _orders(plan: Plan) -> list[list[str]]:
     return [orders[trial] for trial in sorted(orders)]
 
 
-def _discard_partial(cell_dir: Path) -> None:
-    """An interrupted or failed attempt leaves files that must not mix with the new attempt."""
-    if cell_dir.exists():
-        shutil.rmtree(cell_dir)
+def _no_progress(_seconds: float) -> None:
+    """A cell's progress is shown once it runs."""

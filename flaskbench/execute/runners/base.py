@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
 import threading
 import time
 import traceback
@@ -99,6 +100,8 @@ class CellContext:
     plan: Plan
     # Called with the seconds of the cell's staircase done so far, for the progress bar.
     on_progress: Callable[[float], None]
+    # The cell after it in the run: its target starts as soon as this one's has stopped.
+    following: CellContext | None = None
 
 
 class ResourceSampler(ABC):
@@ -196,6 +199,8 @@ class Runner(ABC):
         # The run's Locust swarm, started by the first cell; and how many were started.
         self._swarm: Swarm | None = None
         self._swarms = 0
+        # The next cell's target, started as the previous cell's stopped: (cell id, target).
+        self._next_target: tuple[str, Service] | None = None
 
     def prepare(self, run_dir: Path, placement: Placement) -> RunnerDetails:
         """Get ready to run cells where `placement` says and check that the app loads, before
@@ -217,9 +222,10 @@ class Runner(ABC):
         """Make sure every host can run the next cell; raises RunStopped when one cannot."""
 
     def close(self) -> None:
-        """Stop the run's swarm, and remove what `prepare` made for the run (and nothing a
-        finished run needs)."""
+        """Stop the run's swarm (and a target started for a cell that will not run), and
+        remove what `prepare` made for the run (and nothing a finished run needs)."""
         self._end_swarm()
+        self._drop_next_target()
 
     @abstractmethod
     def setup(self) -> RunnerDetails:
@@ -295,17 +301,19 @@ class Runner(ABC):
             self.say(f"flaskbench: could not stop the Locust swarm: {exc}")
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
-        ctx.cell_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        target: Service | None = None
+        target = self._started_target(ctx)
+        if target is None:
+            _fresh_dir(ctx.cell_dir)
         sampler: ResourceSampler | None = None
         swarm: Swarm | None = None
         host_cpu = start_host_cpu(ctx) if self.placement.engines == (DEFAULT_ENGINE,) else None
         failure = ""
         try:
             swarm = self._swarm_for(ctx.cell)
-            self._check_port(ctx)
-            target = self.start_target(ctx)
+            if target is None:
+                self._check_port(ctx)
+                target = self.start_target(ctx)
             sampler = self.start_sampler(ctx, target, swarm.handle).start()
             self._follow(ctx, target, swarm)
         except (CellFailed, HostLost, SwarmFailed) as exc:
@@ -320,12 +328,19 @@ class Runner(ABC):
         if failure:
             # It may still be walking the cell's staircase: a new swarm takes the next cell.
             self._end_swarm()
-        # The last window is over: the target stops while the master writes the cell's files.
+        # The last window is over: while the master writes the cell's files, the target stops
+        # and the next cell's starts.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            stopping = pool.submit(_stop_all, ctx.cell_dir, sampler, target, host_cpu)
-            if not failure and swarm is not None:
-                failure = self._loadgen_files(ctx, swarm)
-            teardown = stopping.result()
+            files = (
+                pool.submit(self._loadgen_files, ctx, swarm)
+                if not failure and swarm is not None
+                else None
+            )
+            teardown = _stop_all(ctx.cell_dir, sampler, target, host_cpu)
+            if files is not None and ctx.following is not None:
+                self._start_next_target(ctx.following)
+            if files is not None:
+                failure = files.result()
         log = _read_log(ctx.cell_dir / TARGET_LOG)
         if not failure:
             failure = self._loadgen_failure(ctx) or self._app_failure(ctx, log)
@@ -334,6 +349,33 @@ class Runner(ABC):
         # What the server logged about its workers often explains a failure too.
         reason = "; ".join(filter(None, [failure, *troubles]))
         return CellStatus(ctx.cell.cell_id, status, reason, started, time.time())
+
+    def _start_next_target(self, ctx: CellContext) -> None:
+        """Start the next cell's target now; if that fails, the cell itself tries again and
+        says why."""
+        try:
+            self.before_cell()
+            _fresh_dir(ctx.cell_dir)
+            self._check_port(ctx)
+            self._next_target = (ctx.cell.cell_id, self.start_target(ctx))
+        except Exception:
+            self._next_target = None
+
+    def _started_target(self, ctx: CellContext) -> Service | None:
+        """The cell's target if the previous cell started it (a target started for another cell
+        is stopped)."""
+        if self._next_target is not None and self._next_target[0] == ctx.cell.cell_id:
+            target, self._next_target = self._next_target[1], None
+            return target
+        self._drop_next_target()
+        return None
+
+    def _drop_next_target(self) -> None:
+        if self._next_target is not None:
+            _cell_id, target = self._next_target
+            self._next_target = None
+            with suppress(Exception):
+                target.stop()
 
     def _check_port(self, ctx: CellContext) -> None:
         # The previous cell's processes were killed a moment ago: a loaded machine may take a
@@ -401,6 +443,14 @@ class Runner(ABC):
         if not path.is_file():
             return f"the Locust master wrote no {LOADGEN_JSON}; see {MASTER_LOG}"
         return verification_failure(path)
+
+
+def _fresh_dir(cell_dir: Path) -> None:
+    """A cell's directory, empty: an interrupted or failed attempt's files must not mix with
+    the new attempt's."""
+    if cell_dir.exists():
+        shutil.rmtree(cell_dir)
+    cell_dir.mkdir(parents=True)
 
 
 def startup_failure(log: str) -> str:

@@ -36,6 +36,10 @@ NOBODY_ID = 65534
 
 # How often the hosts that only run Locust workers are asked whether they still answer.
 WORKER_HOST_CHECK_S = 1.0
+# What a container killed with SIGKILL exits with; one killed so may be under removal, which
+# takes the engine up to this long.
+KILLED = 137
+REMOVAL_SETTLE_S = 2.0
 
 
 class ComposeStack:
@@ -132,21 +136,24 @@ class ComposeStack:
         return dict(containers[0].attrs["State"])
 
     def returncode(self) -> int | None:
-        state = self._state()
-        if state is None:
-            return REMOVED
-        return (
-            None
-            if state.get("Status") in ("created", "running", "restarting")
-            else int(state.get("ExitCode", -1))
-        )
+        return _code(self._state())
 
     def exit_description(self) -> str:
-        state = self._state()
+        state = self._settled_state()
         if state is None:
             return self.removed_description()
         notes = ["OOM-killed"] if state.get("OOMKilled") else []
-        return describe_exit(self.returncode(), notes)
+        return describe_exit(_code(state), notes)
+
+    def _settled_state(self) -> dict[str, Any] | None:
+        """The main container's state once a removal under way is over: `docker rm -f` kills
+        the container first (SIGKILL, 137) and removes it a moment later."""
+        deadline = time.monotonic() + REMOVAL_SETTLE_S
+        state = self._state()
+        while state is not None and _code(state) == KILLED and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = self._state()
+        return state
 
     def removed_description(self) -> str:
         name = self._seen.get(self.name_of(self.main_service, 1), self.project)
@@ -190,6 +197,15 @@ class ComposeStack:
 
 
 _SERVICE = "com.docker.compose.service"
+
+
+def _code(state: dict[str, Any] | None) -> int | None:
+    """A container's exit code; None while it runs; REMOVED once it is gone."""
+    if state is None:
+        return REMOVED
+    if state.get("Status") in ("created", "running", "restarting"):
+        return None
+    return int(state.get("ExitCode", -1))
 
 
 _NUMBER = "com.docker.compose.container-number"

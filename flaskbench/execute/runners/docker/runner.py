@@ -1,20 +1,21 @@
-"""The docker runner: each cell starts the target stack and the Locust stacks from compose/, on
-the engines the plan's placement names: the target on its host, the Locust master on its host,
-workers on every load host. A single-host run is the same with one engine for both sides.
+"""The docker runner: the run's Locust swarm as a stack per host from compose/ (the master on its
+host, workers on every load host), kept up for the run, and each cell's target stack on the
+target's host. A single-host run is the same with one engine for both sides.
 
 The orchestrator only ever talks to engines: images are moved with the engines' save and load
 (or built on each), readiness and free ports are checked by short-lived containers on the
-hosts, and every raw file comes home through the API once its container has stopped (each
-writes into a volume of its own), so the machine running flaskbench needs neither a disk
-shared with the hosts nor a route to the target.
+hosts, orders reach the Locust master and each cell's files leave it through the engine's
+archive calls, and every raw file comes home through the API (a target's once its container
+has stopped: each writes into a volume of its own), so the machine running flaskbench needs
+neither a disk shared with the hosts nor a route to the target.
 
 Stacks use their host's network namespace, and are pinned to disjoint CPUs with cpuset where
 both sides share a host. Containers run as an unprivileged user with a read-only root
 filesystem and no capabilities. Every container carries the run's labels
-(flaskbench/execute/leftovers.py) so that leftovers of a crashed run can be found on every host, and
-only those removed, and every container's command runs under a hard deadline derived from the
-cell's plan: if nobody is left to stop it (the orchestrator was killed, or lost its host), it
-stops itself.
+(flaskbench/execute/leftovers.py) so that leftovers of a crashed run can be found on every host,
+and only those removed. Nothing outlives a run whose orchestrator was killed, or lost its host:
+a target's command runs under a hard deadline derived from the cell's plan, the Locust master
+ends once no order came for a long while, and its workers once their master is gone.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class DockerRunner(Runner):
         self._cpu_models: dict[str, str] = {}
         # The current cell's stacks, and those a lost host kept: taken down as soon as it
         # answers again.
-        self._started_stacks: list[ComposeStack] = []
+        # Each cell's target stack (the next cell's starts during the cell before).
+        self._target_stacks: dict[str, ComposeStack] = {}
         self._swarm_stacks: list[ComposeStack] = []
         self._pending: list[ComposeStack] = []
         self._clocks = CellClocks(0.0, 0.0, {})
@@ -422,7 +424,7 @@ class DockerRunner(Runner):
             ctx.cell_dir,
             self._env_names(sorted(app_env)),
         )
-        self._started_stacks.append(stack)
+        self._target_stacks[ctx.cell.cell_id] = stack
         return started_stack(stack)
 
     def _env_names(self, names: list[str]) -> tuple[Path, ...]:
@@ -525,7 +527,6 @@ class DockerRunner(Runner):
         )
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
-        self._started_stacks = []
         ctx.cell_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._clocks = measure_clocks(self.placement, self.engines)
@@ -534,7 +535,10 @@ class DockerRunner(Runner):
         try:
             return super().run_cell(ctx)
         finally:
-            self._pending += [s for s in self._started_stacks if not s.removed]
+            # A target its host kept (the host stopped answering) goes once it answers again.
+            stack = self._target_stacks.pop(ctx.cell.cell_id, None)
+            if stack is not None and not stack.removed:
+                self._pending.append(stack)
             self._write_cell_hosts(ctx)
 
     def _write_cell_hosts(self, ctx: CellContext) -> None:
