@@ -224,18 +224,12 @@ def test_a_host_lost_mid_cell_fails_only_that_cell_by_name(
             "run", "--config", str(config), "--allow-remote-target", log=tmp_path / "out.log"
         )
 
-        def master_running() -> bool:
-            return bool(
-                [
-                    c
-                    for c in containers(
-                        b, "flaskbench.cell=swarm-1", "com.docker.compose.service=master"
-                    )
-                    if c.status == "running"
-                ]
-            )
+        def cell_running() -> bool:
+            master = containers(b, "flaskbench.cell=swarm-1", "com.docker.compose.service=master")
+            target = containers(a, "com.docker.compose.service=target")
+            return any(c.status == "running" for c in master) and bool(target)
 
-        wait_for(master_running, 600, "the first cell's Locust master on host b")
+        wait_for(cell_running, 600, "the Locust master on host b and a target on host a")
         run_dir = the_run_dir(tmp_path)
         # Every container carries the run's labels, on both hosts.
         for host, count in ((a, 1), (b, 3)):
