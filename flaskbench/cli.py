@@ -384,9 +384,13 @@ def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
 
 def _remove_leftovers(config: Config | None) -> list[Leftover]:
     """Whatever the runner, a crashed docker run may hold the ports this run needs: here, and
-    on every host of the config (those that answer; the checks name the others)."""
+    on every host of the config (those that answer; the checks name the others). A crashed
+    local run's files in memory (gauges, app copies, services' data) go too."""
     from flaskbench.config.hosts import DEFAULT_ENGINE
     from flaskbench.execute.engines import HostLost, connect
+    from flaskbench.execute.runners.local import remove_stale_files
+
+    remove_stale_files()
 
     engines = [DEFAULT_ENGINE, *(config.hosts.engines if config and config.hosts else ())]
     removed: list[Leftover] = []
