@@ -105,7 +105,7 @@ def app_for(app: App, target: Target | None, values: Mapping[str, Mapping[str, s
     )
 
 
-def _start(
+def start_services(
     backend: Backend,
     specs: list[ServiceSpec],
     label: str,
@@ -210,7 +210,7 @@ class Services:
         if not specs:
             return {}
         assert self.backend is not None
-        return _start(self.backend, specs, label, deadline_s, self.config.ready_timeout_s)
+        return start_services(self.backend, specs, label, deadline_s, self.config.ready_timeout_s)
 
     def start_cell(
         self, target: Target, cell_id: str, cell_dir: Path, deadline_s: int
@@ -227,7 +227,7 @@ class Services:
             raise ServiceFailed(str(exc)) from None
         own = [s for s in self.specs if s.per_cell]
         ready_s = self.config.ready_timeout_s
-        fresh = _start(self.backend, own, cell_id, deadline_s, ready_s, cell_dir)
+        fresh = start_services(self.backend, own, cell_id, deadline_s, ready_s, cell_dir)
         started = shared | fresh
         cell.instances = {spec.name: started[spec.name][0] for spec in self.specs}
         cell.owned = [instance for instance, _ in fresh.values()]
