@@ -9,6 +9,7 @@ writes its samples to its output, read back through the engine when it stops.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -37,6 +38,8 @@ SERVICE_LABEL = "flaskbench.service"
 # The service's tmpfs: its whole data directory.
 DATA = "/data"
 DATA_SIZE = "1g"
+# Between the answers of the services' version commands.
+VERSIONS_APART = "@@flaskbench@@"
 # What follows a kind's programs on a container's PATH.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Debian's Python (with its psycopg), whatever Python the base image brings first on PATH.
@@ -183,20 +186,26 @@ class DockerServices:
         }
 
     def prepare(self, specs: tuple[ServiceSpec, ...]) -> dict[str, ServiceDetails]:
-        """The image (built once per machine), and the version of every kind in it."""
+        """The image (built once per machine), and the version of every service in it, asked
+        of one container for all of them."""
         self._image = self._build(specs)
+        commands = [
+            shlex.join(KINDS[s.kind].version_argv(KINDS[s.kind].bin_dir(s.wanted_version)))
+            for s in specs
+        ]
+        output = self._engine.client.containers.run(
+            self._image,
+            ["sh", "-c", f"; echo {VERSIONS_APART}; ".join(commands)],
+            remove=True,
+            network_mode="none",
+            user=NOBODY,
+            labels=self._labels("prepare", 0, "versions"),
+        )
+        answers = bytes(output).decode(errors="replace").split(VERSIONS_APART)
         details: dict[str, ServiceDetails] = {}
-        for spec in specs:
+        for spec, answer in zip(specs, answers, strict=True):
             kind = KINDS[spec.kind]
-            output = self._engine.client.containers.run(
-                self._image,
-                kind.version_argv(kind.bin_dir(spec.wanted_version)),
-                remove=True,
-                network_mode="none",
-                user=NOBODY,
-                labels=self._labels("prepare", 0, spec.name),
-            )
-            found = kind.parse_version(bytes(output).decode(errors="replace"))
+            found = kind.parse_version(answer)
             if not kind.version_matches(spec.version, found):
                 raise RuntimeError(
                     f"services.{spec.name}.version: {spec.version} asked for, the services "
