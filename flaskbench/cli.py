@@ -431,12 +431,22 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             config.results_dir / IMAGE_BUILD_LOG,
             (config.results_dir,),
         )
+        services = []
+        if config.services:
+            from flaskbench.execute.services.image import ensure_services_image
+
+            log = config.results_dir / IMAGE_BUILD_LOG
+            services = [
+                ensure_services_image(
+                    docker_client(), images.base, config.services, progress.say, log
+                )
+            ]
     except ImageError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        print(json.dumps(asdict(images), indent=2))
+        print(json.dumps(asdict(images) | {"services": services}, indent=2))
     else:
-        print("\n".join([images.target, *images.loadgen.values()]))
+        print("\n".join([images.target, *images.loadgen.values(), *services]))
     return EXIT_OK
 
 

@@ -165,6 +165,7 @@ def _headline(analysis: Analysis, chart: Chart | None) -> list[Block]:
         Bullets(
             tuple(
                 process_line(analysis.data.targets[t], series)
+                + pool_clause(analysis.data.targets[t], series)
                 for t, series in _by_target(points, list(analysis.data.targets)).items()
             )
         )
