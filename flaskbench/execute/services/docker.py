@@ -111,7 +111,7 @@ class ContainerInstance:
     def exit_description(self) -> str:
         code = self.returncode()
         if code == REMOVED:
-            return f"(container {self.container.name}) was removed, not by flaskbench,"
+            return f"was removed (container {self.container.name}, not by flaskbench)"
         return describe_exit(code)
 
     def log(self) -> str:
@@ -176,6 +176,11 @@ class DockerServices:
         self._password = password
         self._count = 0
 
+    def _next(self) -> int:
+        """A number for the next container's name (names are unique on an engine)."""
+        self._count += 1
+        return self._count
+
     def _labels(self, label: str, port: int, service: str) -> dict[str, str]:
         return {
             RUN_LABEL: self._run_id,
@@ -216,7 +221,6 @@ class DockerServices:
 
     def launch(self, spec: ServiceSpec, label: str, deadline_s: int) -> ContainerInstance:
         kind = KINDS[spec.kind]
-        self._count += 1
         address = Address(
             LOOPBACK, self._free_port(), self._password if spec.kind == "postgres" else ""
         )
@@ -234,7 +238,7 @@ class DockerServices:
                     "fb-service",
                     *kind.argv(spec.settings),
                 ],
-                name=f"fb-{self._run_id}-{spec.name}-{self._count}".lower(),
+                name=f"fb-{self._run_id}-{spec.name}-{self._next()}".lower(),
                 environment={**kind.env(address, DATA), "PATH": path},
                 tmpfs={DATA: f"rw,size={DATA_SIZE},uid=65534,gid=65534,mode=0700"},
                 cpuset_cpus=format_cpus(self._cpus),
@@ -274,7 +278,7 @@ class DockerServices:
                 "--program",
                 kind.program,
             ],
-            name=f"{instance.container.name}-sampler-{time.monotonic_ns() % 10**6}",
+            name=f"{instance.container.name}-sampler-{self._next()}",
             # The service's processes, to read their CPU time and memory.
             pid_mode=f"container:{instance.container.id}",
             cpuset_cpus=format_cpus(self._cpus),
