@@ -103,6 +103,17 @@ def test_a_steps_services_reach_summary_csv_and_the_report(tmp_path: Path) -> No
         "the app for one)." in report
     )
     assert (run.path / "charts" / "io-db.png").is_file()
+    # Each service on its own, per step: services.csv.
+    with (run.path / "services.csv").open() as handle:
+        per_service = [
+            (r["users"], r["service"], r["busy_peak"], r["cpu_pct"]) for r in csv.DictReader(handle)
+        ]
+    assert per_service == [
+        ("1", "db", "1", "20.0"),
+        ("1", "cache", "", "20.0"),
+        ("8", "db", "4", "20.0"),
+        ("8", "cache", "", "20.0"),
+    ]
 
 
 def test_a_run_without_services_has_empty_columns_and_no_chart(tmp_path: Path) -> None:
@@ -113,6 +124,7 @@ def test_a_run_without_services_has_empty_columns_and_no_chart(tmp_path: Path) -
         (row,) = csv.DictReader(handle)
     assert [row[c] for c in SUMMARY_COLUMNS[-6:]] == [""] * 6
     assert not (run.path / "charts" / "io-db.png").exists()
+    assert not (run.path / "services.csv").exists()
     assert "database" not in (run.path / "report.md").read_text()
 
 

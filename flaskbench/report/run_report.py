@@ -55,6 +55,7 @@ from flaskbench.report.services import (
     services_chart,
     services_provenance,
     services_table,
+    write_services_csv,
 )
 from flaskbench.results.contract import (
     CHARTS_DIR,
@@ -92,7 +93,7 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
     page = run.path / REPORT_HTML
     atomic_write_text(markdown, render_markdown(blocks, run.path))
     atomic_write_text(page, render_html(blocks, f"flaskbench {analysis.data.run_id}"))
-    written = [run.summary_path, markdown, page]
+    written = [run.summary_path, markdown, page, *write_services_csv(run.path, analysis)]
     if goal:
         path = run.path / RECOMMENDATION_JSON
         atomic_write_json(path, {"goal": asdict(goal), "workloads": picks})

@@ -5,17 +5,69 @@ the services ran."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flaskbench.measure.analyze import Point
+from flaskbench.measure.analyze import Analysis, Point
 from flaskbench.measure.services import connections_capped
 from flaskbench.report.blocks import Block, Paragraph, Table, number
 from flaskbench.report.charts import Chart, _plot
 from flaskbench.report.prose import users_text
-from flaskbench.results.contract import MetaJson
+from flaskbench.results.contract import SERVICES_CSV, MetaJson
+from flaskbench.results.rundir import atomic_write_text
 from flaskbench.servers.base import Target
+
+SERVICES_COLUMNS = (
+    "run_id",
+    "target",
+    "workload",
+    "users",
+    "repeat",
+    "service",
+    "kind",
+    "busy_peak",
+    "busy_mean",
+    "connections_peak",
+    "cpu_pct",
+    "pss_mb",
+)
+
+
+def write_services_csv(run_path: Path, analysis: Analysis) -> list[Path]:
+    """services.csv: what each service did in each step of each cell (none without services)."""
+    rows = [
+        (
+            analysis.data.run_id,
+            *cell.cell_id.split("--")[:2],
+            step.users,
+            int(cell.cell_id.rsplit("--r", 1)[1]),
+            use.name,
+            use.kind,
+            *(_cell(v) for v in (use.busy_peak, use.busy_mean, use.connections_peak)),
+            *(_cell(v) for v in (use.cpu_pct, use.pss_mb)),
+        )
+        for cell in sorted(analysis.data.cells, key=lambda c: c.cell_id)
+        for step in cell.steps
+        for use in step.services
+    ]
+    if not rows:
+        return []
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SERVICES_COLUMNS)
+    writer.writerows(rows)
+    path = run_path / SERVICES_CSV
+    atomic_write_text(path, buffer.getvalue())
+    return [path]
+
+
+def _cell(value: float | int | None) -> object:
+    if value is None:
+        return ""
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def services_chart(points: Sequence[Point], workload: str, directory: Path) -> Chart | None:

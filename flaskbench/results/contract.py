@@ -10,6 +10,7 @@ the same files for people.
       config.toml          the config file as it was
       app-check.log        what loading the app once before any cell printed
       summary.csv          one row per target x workload x users x repeat (measure/analyze.py)
+      services.csv         with [services]: the same per service (report/services.py)
       recommendation.json  with a [goal]: the pick per workload (measure/recommend.py)
       report.md, report.html, charts/
       raw/<cell_id>/       one cell: a target x workload x repeat walking the staircase
@@ -50,6 +51,8 @@ META_JSON = "meta.json"
 CONFIG_COPY = "config.toml"
 APP_CHECK_LOG = "app-check.log"
 SUMMARY_CSV = "summary.csv"
+# With [services]: one row per target x workload x users x repeat x service.
+SERVICES_CSV = "services.csv"
 RECOMMENDATION_JSON = "recommendation.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
