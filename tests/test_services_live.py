@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
-from benchrun import require_docker
+from benchrun import live_run_stand_in, require_docker
 
 from flaskbench.config.services import ServiceSpec
 from flaskbench.execute.services.base import ServiceFailed
@@ -31,13 +32,21 @@ REDIS = ServiceSpec("cache", "redis", None)
 BAD = ServiceSpec("db", "postgres", None, settings={"shared_buffers": "plenty"})
 
 
-def docker_backend(tmp_path: Path) -> Any:
+def docker_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: subprocess.Popen[bytes]
+) -> Any:
     from flaskbench.config.hosts import DEFAULT_ENGINE
     from flaskbench.execute.engines import connect
     from flaskbench.execute.images import resolve_base
+    from flaskbench.execute.leftovers import Owner, controller_id
+    from flaskbench.execute.services import docker
     from flaskbench.execute.services.image import ensure_services_image
 
     require_docker()
+    # Its containers' owner: a live process that says flaskbench, as a run's does (any run on
+    # this machine removes containers whose owner is not one, taking them for a crashed run's).
+    started = f"{psutil.Process(owner.pid).create_time():.2f}"
+    monkeypatch.setattr(docker, "this_process", lambda: Owner(owner.pid, started, controller_id()))
     engine = connect(DEFAULT_ENGINE)
     base = resolve_base(engine.client, "python:3.12-slim", print)
     tag = ensure_services_image(
@@ -49,11 +58,24 @@ def docker_backend(tmp_path: Path) -> Any:
 
 
 @pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made: Backend = LocalServices((0,)) if request.param == "local" else docker_backend(tmp_path)
-    made.prepare((POSTGRES, REDIS))
-    yield made
-    made.close()
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    if request.param == "local":
+        made: Backend = LocalServices((0,))
+        made.prepare((POSTGRES, REDIS))
+        yield made
+        made.close()
+        return
+    owner = live_run_stand_in(600)
+    try:
+        made = docker_backend(tmp_path, monkeypatch, owner)
+        made.prepare((POSTGRES, REDIS))
+        yield made
+        made.close()
+    finally:
+        owner.kill()
+        owner.wait()
 
 
 def samples(path: Path) -> list[dict[str, str]]:
@@ -83,8 +105,10 @@ def test_the_sampler_counts_the_apps_connections_not_its_own(
         time.sleep(2.2)
         said = [sampler.stop() for sampler in sampling]
         query.join()
-        for connection in (running, waiting, idle, *clients):
+        for connection in (running, waiting, idle):
             connection.close()
+        for client in clients:
+            client.close()
     finally:
         db.stop()
         cache.stop()

@@ -205,10 +205,7 @@ def test_docker_services_a_dying_one_and_a_killed_runs(tmp_path: Path) -> None:
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
     assert containers(second.name, "flaskbench.service")
-    left = {c.name for c in containers(second.name, "flaskbench.service")}
     cleaned = flaskbench("clean", "--json")
     assert cleaned.returncode == 0, cleaned.stderr
-    removed = {item["container"]: item["run_id"] for item in json.loads(cleaned.stdout)}
-    assert left <= set(removed)
-    assert set(removed.values()) == {second.name}
+    # Gone, by this clean (or by any run that started on this machine meanwhile: the same).
     assert containers(second.name) == []
