@@ -82,8 +82,8 @@ def _number(text: str | None) -> float | None:
 def service_use(
     name: str, kind: str, samples: Sequence[ServiceSample], start: float, end: float
 ) -> ServiceUse:
-    """Connection samples inside [start, end]; CPU and memory rows covering it."""
-    inside = [s for s in samples if start <= s.t <= end]
+    """Connection samples inside [start, end); CPU and memory rows covering it."""
+    inside = [s for s in samples if start <= s.t < end]
     seconds = [s for s in samples if start + _SECOND_SLACK_S <= s.t <= end + _SECOND_SLACK_S]
     busy = [s.busy for s in inside if s.busy is not None]
     opened = [s.open for s in inside if s.open is not None]

@@ -173,14 +173,14 @@ class Services:
         if not self.specs:
             yield replace(self.config, app=app_for(self.config.app, first, {}))
             return
-        check = self._ensure_run_services()
+        lasting = self._ensure_run_services()
         per_check = [s for s in self.specs if s.per_cell]
         try:
             started = self._started(per_check, "check", self.run_deadline_s)
         except ServiceFailed as exc:
             raise RuntimeError(f"the app's check needs its services: {exc}") from None
         try:
-            instances = {name: i for name, (i, _) in (check | started).items()}
+            instances = {name: i for name, (i, _) in (lasting | started).items()}
             yield replace(self.config, app=app_for(self.config.app, first, values_of(instances)))
         finally:
             for instance, _ in started.values():
