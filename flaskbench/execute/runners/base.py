@@ -18,7 +18,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +29,9 @@ from flaskbench.execute.commands import READINESS
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
-from flaskbench.plan.cells import LOADGEN_STARTUP_S, Cell, Plan, ready_budget_s
+from flaskbench.execute.services.base import ServiceFailed
+from flaskbench.execute.services.lifecycle import Backend, CellServices, Services
+from flaskbench.plan.cells import LOADGEN_STARTUP_S, Cell, Plan, make_plan, ready_budget_s
 from flaskbench.plan.placement import Placement, single_host
 from flaskbench.results.contract import (
     APP_CHECK_LOG,
@@ -179,15 +181,22 @@ class Runner(ABC):
         self.say = say
         self.run_id = ""
         self.placement = single_host(config)
+        self.services = Services(config)
 
     def prepare(self, run_dir: Path, placement: Placement) -> RunnerDetails:
-        """Get ready to run cells where `placement` says and check that the app loads, before
-        any cell starts; return what meta.json should record. Raises RuntimeError with one line
-        on failure."""
+        """Get ready to run cells where `placement` says and check that the app loads (against
+        its services, when it has any), before any cell starts; return what meta.json should
+        record. Raises RuntimeError with one line on failure."""
         self.run_id = run_dir.name
         self.placement = placement
         details = self.setup()
-        self._check_app(run_dir / APP_CHECK_LOG)
+        if self.config.services:
+            self.services = Services(
+                self.config, self.service_backend(), run_deadline_s(self.config, placement)
+            )
+            details["services"] = self.services.prepare()
+        with self.services.for_check() as checked:
+            self._check_app(run_dir / APP_CHECK_LOG, checked)
         details["app_packages"] = self.app_packages()
         return details
 
@@ -198,28 +207,34 @@ class Runner(ABC):
     def before_cell(self) -> None:  # noqa: B027 (a local run has no hosts to lose)
         """Make sure every host can run the next cell; raises RunStopped when one cannot."""
 
-    def close(self) -> None:  # noqa: B027 (most runners make nothing to remove)
+    def close(self) -> None:
         """Remove what `prepare` made for the run (and nothing a finished run needs)."""
+        self.services.close()
+
+    def service_backend(self) -> Backend:
+        """What starts the config's services where this runner runs the target."""
+        raise RuntimeError(f"the {self.name} runner cannot start [services]")
 
     @abstractmethod
     def setup(self) -> RunnerDetails:
         """Build what cells need (images, the app's environment); what meta.json records."""
 
     @abstractmethod
-    def run_check(self, log: Path) -> tuple[int, str]:
-        """Set the app up and load it once where targets run (commands.check_command);
-        (exit code, its stdout), with everything it printed appended to `log`."""
+    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
+        """Set the app up (as `config` has it: its services' addresses filled in) and load it
+        once where targets run (commands.check_command); (exit code, its stdout), with
+        everything it printed appended to `log`."""
 
     @abstractmethod
     def app_packages(self) -> dict[str, str]:
         """{distribution: version} of the environment the app is served from."""
 
-    def _check_app(self, log: Path) -> None:
-        app = self.config.app
+    def _check_app(self, log: Path, config: Config) -> None:
+        app = config.app
         self.say(
             f"flaskbench: checking that {app.wsgi} loads{' after app.setup' * bool(app.setup)}"
         )
-        code, out = self.run_check(log)
+        code, out = self.run_check(log, config)
         if code == 0:
             return
         text = log.read_text(errors="replace") if log.is_file() else ""
@@ -249,23 +264,34 @@ class Runner(ABC):
         target: Service | None = None
         loadgen: Service | None = None
         sampler: ResourceSampler | None = None
+        services: CellServices | None = None
         host_cpu = start_host_cpu(ctx) if self.placement.engines == (DEFAULT_ENGINE,) else None
         failure = ""
         try:
             self._check_port(ctx)
+            # Services first: the app's setup runs against them, with their addresses.
+            services = self.services.start_cell(
+                ctx.cell.target,
+                ctx.cell.cell_id,
+                ctx.cell_dir,
+                cell_deadline_s(ctx) + ctx.config.ready_timeout_s,
+            )
+            ctx = replace(ctx, config=replace(ctx.config, app=services.cell_app()))
             # Locust starts while the target does: its master waits until the target answers,
             # so neither start-up waits for the other.
             target = self.start_target(ctx)
             loadgen = self.start_loadgen(ctx)
             sampler = self.start_sampler(ctx, target, loadgen).start()
-            self._watch(ctx, target, loadgen)
-        except (CellFailed, HostLost) as exc:
+            self._watch(ctx, target, loadgen, services)
+        except (CellFailed, HostLost, ServiceFailed) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
             failure = f"{type(exc).__name__}: {exc}"
             _save_traceback(ctx.cell_dir)
         finally:
             teardown = _stop_all(ctx.cell_dir, loadgen, sampler, target, host_cpu)
+            # After the target: its app's connections end before the services do.
+            teardown += services.stop() if services else []
         log = _read_log(ctx.cell_dir / TARGET_LOG)
         if not failure:
             failure = self._loadgen_failure(ctx, loadgen) or self._app_failure(ctx, log)
@@ -287,13 +313,21 @@ class Runner(ABC):
                 )
             time.sleep(0.2)
 
-    def _watch(self, ctx: CellContext, target: Service, loadgen: Service) -> None:
+    def _watch(
+        self,
+        ctx: CellContext,
+        target: Service,
+        loadgen: Service,
+        services: CellServices | None = None,
+    ) -> None:
         planned = ctx.plan.load_seconds_per_cell
         allowed = planned + LOADGEN_STARTUP_S + ready_budget_s(ctx.config)
         begun = time.monotonic()
         while loadgen.returncode() is None:
             elapsed = time.monotonic() - begun
             ctx.on_progress(min(elapsed, planned))
+            if services is not None and (gone := services.failure()):
+                raise CellFailed(gone)
             if (code := target.returncode()) is not None:
                 see = "" if code == REMOVED else f"; see {TARGET_LOG}"
                 raise CellFailed(
@@ -387,13 +421,25 @@ def verification_failure(loadgen_json: Path) -> str:
 def cell_deadline_s(ctx: CellContext) -> int:
     """How long anything a cell starts may live: the longest the orchestrator waits for the
     target to answer and for Locust to walk the staircase, plus the teardown."""
+    return _deadline_s(ctx.config, ctx.plan)
+
+
+def _deadline_s(config: Config, plan: Plan) -> int:
     return (
-        ready_budget_s(ctx.config)
-        + ctx.config.request_timeout_s
+        ready_budget_s(config)
+        + config.request_timeout_s
         + LOADGEN_STARTUP_S
-        + ctx.plan.load_seconds_per_cell
+        + plan.load_seconds_per_cell
         + TEARDOWN_MARGIN_S
     )
+
+
+def run_deadline_s(config: Config, placement: Placement) -> int:
+    """How long a service of the whole run may live: every cell at its longest, each after
+    its services' start, and the app's check before them."""
+    plan = make_plan(config, placement)
+    per_cell = _deadline_s(config, plan) + config.ready_timeout_s
+    return len(plan.cells) * per_cell + 3 * ready_budget_s(config) + TEARDOWN_MARGIN_S
 
 
 def _stop_all(
