@@ -452,9 +452,13 @@ def cmd_doctor(args: argparse.Namespace, progress: Progress) -> int:
 
 def _remove_leftovers(config: Config | None) -> list[Leftover]:
     """Whatever the runner, a crashed docker run may hold the ports this run needs: here, and
-    on every host of the config (those that answer; the checks name the others)."""
+    on every host of the config (those that answer; the checks name the others). A crashed
+    local run's files in memory (gauges, app copies, services' data) go too."""
     from flaskbench.config.hosts import DEFAULT_ENGINE
     from flaskbench.execute.engines import HostLost, connect
+    from flaskbench.execute.runners.local import remove_stale_files
+
+    remove_stale_files()
 
     engines = [DEFAULT_ENGINE, *(config.hosts.engines if config and config.hosts else ())]
     removed: list[Leftover] = []
@@ -495,12 +499,22 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             config.results_dir / IMAGE_BUILD_LOG,
             (config.results_dir,),
         )
+        services = []
+        if config.services:
+            from flaskbench.execute.services.image import ensure_services_image
+
+            log = config.results_dir / IMAGE_BUILD_LOG
+            services = [
+                ensure_services_image(
+                    docker_client(), images.base, config.services, progress.say, log
+                )
+            ]
     except ImageError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        print(json.dumps(asdict(images), indent=2))
+        print(json.dumps(asdict(images) | {"services": services}, indent=2))
     else:
-        print("\n".join([images.target, *images.loadgen.values()]))
+        print("\n".join([images.target, *images.loadgen.values(), *services]))
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from flaskbench.results.contract import (
     read_hosts,
     read_loadgen,
     read_meta,
+    read_services,
 )
 from flaskbench.results.rundir import CellStatus, RunDir
 
@@ -54,7 +55,7 @@ def test_a_meta_json_from_before_format_numbers_loads_with_what_its_absence_mean
     assert meta["staircase"] == {"users": [], "warmup_s": 5, "measure_s": 15}
 
 
-@pytest.mark.parametrize("reader", [read_meta, read_cell, read_loadgen, read_hosts])
+@pytest.mark.parametrize("reader", [read_meta, read_cell, read_loadgen, read_hosts, read_services])
 def test_a_newer_format_is_refused_in_one_line(tmp_path: Path, reader: object) -> None:
     path = tmp_path / "file.json"
     path.write_text(json.dumps({"format": 99}))

@@ -28,6 +28,7 @@ def test_doctor_lists_every_check_with_a_fix_for_failures(tmp_path: Path) -> Non
     assert names == [
         "CPU split",
         "taskset",
+        "services",
         "ports",
         "disk",
         "docker daemon",

@@ -1,4 +1,5 @@
-"""`[cpus]`: the CPUs the target and the load generator are pinned to, disjoint."""
+"""`[cpus]`: the CPUs the target and the load generator are pinned to, disjoint; and the CPUs of
+the services beside the target (by default the target's own)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from flaskbench.config.units import format_cpus, parse_cpus
 class CpuSplit:
     target: tuple[int, ...]
     load: tuple[int, ...]
+    # The services' CPUs; () shares the target's (wherever the target is placed).
+    services: tuple[int, ...] = ()
 
 
-CPU_KEYS = {"target", "load"}
+CPU_KEYS = {"target", "load", "services"}
 
 
 def parse_cpu_split(table: Mapping[str, Any], problems: Problems) -> CpuSplit | None:
@@ -62,7 +65,41 @@ def parse_cpu_split(table: Mapping[str, Any], problems: Problems) -> CpuSplit | 
     if not target or not load:
         problems.add(("cpus",), "each side needs at least one CPU")
         return None
-    return CpuSplit(target, load)
+    services = _services(table, load, problems, available)
+    return None if services is None else CpuSplit(target, load, services)
+
+
+def _services(
+    table: Mapping[str, Any],
+    load: tuple[int, ...],
+    problems: Problems,
+    available: list[int] | None = None,
+) -> tuple[int, ...] | None:
+    """cpus.services: "target" (the default) shares the target's CPUs, or a list of their own,
+    never the load generator's."""
+    value = table.get("services", "target")
+    if value == "target":
+        return ()
+    try:
+        cpus = parse_cpus(value)
+    except ValueError as exc:
+        problems.add(("cpus", "services"), f'{exc}, or "target" to share the target\'s')
+        return None
+    if available is not None and (extra := [c for c in cpus if c not in available]):
+        problems.add(
+            ("cpus", "services"),
+            f"CPU(s) {format_cpus(extra)} not available here; this host offers "
+            f"{format_cpus(available)}",
+        )
+        return None
+    if shared := sorted(set(cpus) & set(load)):
+        problems.add(
+            ("cpus", "services"),
+            f"shares CPU(s) {format_cpus(shared)} with cpus.load; the services run beside the "
+            "target, on its CPUs or their own",
+        )
+        return None
+    return cpus
 
 
 def requested_cpus(table: Mapping[str, Any], problems: Problems) -> CpuSplit | None:
@@ -76,4 +113,5 @@ def requested_cpus(table: Mapping[str, Any], problems: Problems) -> CpuSplit | N
         except ValueError as exc:
             problems.add(("cpus", side), str(exc))
             return None
-    return CpuSplit(sides["target"], sides["load"])
+    services = _services(table, sides["load"], problems)
+    return None if services is None else CpuSplit(sides["target"], sides["load"], services)

@@ -19,6 +19,7 @@ from flaskbench.config.app import (
     parse_app,
 )
 from flaskbench.config.cpus import CPU_KEYS, CpuSplit, parse_cpu_split, requested_cpus
+from flaskbench.config.env import env_values, placeholder_problems
 from flaskbench.config.goal import Goal, parse_goal
 from flaskbench.config.hosts import Hosts, parse_hosts
 from flaskbench.config.problems import (
@@ -32,6 +33,7 @@ from flaskbench.config.problems import (
     unknown_keys,
     whole_seconds,
 )
+from flaskbench.config.services import ServiceSpec, parse_services
 from flaskbench.config.sweeps import expand_sweep, resolve_counts
 from flaskbench.config.trials import Comparing, Trials, parse_compare, parse_trials
 from flaskbench.config.units import parse_duration
@@ -87,6 +89,8 @@ class Config:
     hosts: Hosts | None = None
     # [compare]: the baseline every other target is compared with, trial by trial.
     comparing: Comparing | None = None
+    # [services]: Postgres, Redis... started beside the target for the app.
+    services: tuple[ServiceSpec, ...] = ()
 
     @property
     def repeats(self) -> int:
@@ -127,6 +131,7 @@ _TOP_KEYS = {
     "goal",
     "hosts",
     "compare",
+    "services",
 }
 _RUN_KEYS = {
     "gauge",
@@ -202,8 +207,10 @@ def _build(
 
     app = parse_app(path, data, problems)
     # With [hosts] and no cpus.target, the target's cores are only known from its engine.
-    cores = len(split.target) if split and split.target else None
-    targets, dropped = _targets(data, cores, problems)
+    targets, dropped = _targets(
+        data, len(split.target) if split and split.target else None, problems
+    )
+    services = _services(data, app, targets, problems)
     workloads = _workloads(path, data, "app" in data, problems)
     staircase = _staircase(load, ("load",), problems)
     if overrides.quick:
@@ -283,6 +290,7 @@ def _build(
         as_run=as_run,
         hosts=hosts,
         comparing=comparing,
+        services=services,
     )
 
 
@@ -377,7 +385,7 @@ def _targets(
                 (*key, "server"), f"unknown server {server!r}; use one of {', '.join(SERVERS)}"
             )
             continue
-        settings = {k: v for k, v in raw.items() if k != "server"}
+        settings = {k: v for k, v in raw.items() if k not in ("server", "env")}
         unknown_keys(settings, set(SERVERS[server].defaults), key, problems)
         known = {k: v for k, v in settings.items() if k in SERVERS[server].defaults}
         values, expressions, count_problems = resolve_counts(server, known, cores)
@@ -389,19 +397,53 @@ def _targets(
         for problem in target_problems:
             problems.add((*key, problem.key), problem.message)
         if target:
-            targets.append(replace(target, expressions=expressions))
+            env = _target_env(raw.get("env", {}), key, problems)
+            targets.append(replace(target, expressions=expressions, env=env))
     dropped: list[str] = []
     if has_sweeps:
         for name, key, raw in named_tables(data, "sweep", "threads", problems):
             expansion = expand_sweep(name, raw, cores)
             for setting, message in expansion.problems:
-                problems.add((*key, setting), message)
+                problems.add((*key, *setting.split(".")), message)
             targets += expansion.targets
             dropped += expansion.dropped
     names = [t.name for t in targets]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         problems.add(("sweep",), f"two targets are named {duplicate}; rename a sweep or target")
     return targets, dropped
+
+
+def _target_env(value: object, key: tuple[str, ...], problems: Problems) -> dict[str, str]:
+    """A target's own `env`: one value per variable (a sweep varies them, a target does not)."""
+    where = (*key, "env")
+    env = env_values(value, lambda below, message: problems.add((*where, *below), message))
+    for name, found in env.items():
+        if isinstance(found, list):
+            problems.add((*where, name), "takes one value; a [sweep] varies it over a list")
+    return {name: found for name, found in env.items() if isinstance(found, str)}
+
+
+def _services(
+    data: Mapping[str, Any], app: App, targets: list[Target], problems: Problems
+) -> tuple[ServiceSpec, ...]:
+    """[services]; and every `{NAME.field}` names one of them and one of its fields (each
+    problem said once, however many targets a sweep made of one table)."""
+    services = parse_services(data, problems)
+    written: list[tuple[tuple[str, ...], str]] = [
+        (("app", "env", name), text) for name, text in app.env
+    ]
+    if app.setup:
+        written.append((("app", "setup"), app.setup))
+    for target in targets:
+        table = ("sweep", target.sweep) if target.sweep else ("targets", target.name)
+        written += [((*table, "env", name), text) for name, text in target.env.items()]
+    said: set[tuple[tuple[str, ...], str]] = set()
+    for key, text in written:
+        for message in placeholder_problems(text, services):
+            if (key, message) not in said:
+                said.add((key, message))
+                problems.add(key, message)
+    return services
 
 
 def _workloads(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from flaskbench.config.env import env_values
 from flaskbench.servers.base import Setting, Target
 from flaskbench.servers.registry import SERVERS, resolve_target
 
@@ -108,7 +110,13 @@ def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Exp
             ("server", f"unknown server {server!r}; use one of {', '.join(SERVERS)}")
         )
         return result
-    axes = {k: v if isinstance(v, list) else [v] for k, v in raw.items() if k != "server"}
+    axes = {
+        k: v if isinstance(v, list) else [v] for k, v in raw.items() if k not in ("server", "env")
+    }
+    env = env_values(
+        raw.get("env", {}),
+        lambda where, message: result.problems.append((".".join(("env", *where)), message)),
+    )
     known = SERVERS[server].defaults
     for key, values in axes.items():
         if key not in known:
@@ -119,6 +127,8 @@ def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Exp
             result.problems.append((key, "lists at least one value"))
     if result.problems:
         return result
+    # The app's environment varies like a setting: one axis per variable, named env.NAME.
+    axes |= {f"{ENV_PREFIX}{name}": v if isinstance(v, list) else [v] for name, v in env.items()}
     varying = [key for key, values in axes.items() if len(values) > 1]
     seen: set[str] = set()
     for combination in itertools.product(*axes.values()):
@@ -138,6 +148,10 @@ def _expand_one(
     result: Expansion,
     seen: set[str],
 ) -> None:
+    env = {
+        k.removeprefix(ENV_PREFIX): str(v) for k, v in settings.items() if k.startswith(ENV_PREFIX)
+    }
+    settings = {k: v for k, v in settings.items() if not k.startswith(ENV_PREFIX)}
     values, expressions, count_problems = resolve_counts(server, settings, cores)
     for count_problem in count_problems:
         if count_problem not in result.problems:
@@ -147,7 +161,14 @@ def _expand_one(
     unused = SERVERS[server].unused({**SERVERS[server].defaults, **values})
     values = {k: v for k, v in values.items() if k not in unused}
     short = SERVERS[server].short_names
-    target_name = "-".join([name, *(_part(k, values[k], short) for k in varying if k in values)])
+    parts = [
+        _env_part(k.removeprefix(ENV_PREFIX), env[k.removeprefix(ENV_PREFIX)])
+        if k.startswith(ENV_PREFIX)
+        else _part(k, values[k], short)
+        for k in varying
+        if k in values or k.startswith(ENV_PREFIX)
+    ]
+    target_name = "-".join([name, *parts])
     if target_name in seen:
         return
     seen.add(target_name)
@@ -162,7 +183,17 @@ def _expand_one(
                 result.problems.append((problem.key, problem.message))
         return
     kept = {k: v for k, v in expressions.items() if k in values}
-    result.targets.append(replace(target, expressions=kept, sweep=name))
+    result.targets.append(replace(target, expressions=kept, sweep=name, env=env))
+
+
+ENV_PREFIX = "env."
+
+
+def _env_part(name: str, value: str) -> str:
+    """A variable's part of a target's name: its name in lower case, then its value (digits
+    follow directly, like a setting's: db_pool_size5)."""
+    text = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-") or "empty"
+    return f"{name.lower()}{text}" if text.isdigit() else f"{name.lower()}-{text}"
 
 
 def _part(key: str, value: Setting, short: Mapping[str, str]) -> str:

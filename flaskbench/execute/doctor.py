@@ -128,6 +128,25 @@ def check_taskset(config: Config) -> Check:
     return Check("taskset", True, shutil.which("taskset") or "")
 
 
+def check_services(config: Config) -> Check:
+    """The local runner starts Debian's servers: they must be installed here."""
+    from flaskbench.execute.services.local import missing_service
+
+    if not config.services:
+        return Check("services", True, "none in the config")
+    missing = [problem for spec in config.services if (problem := missing_service(spec))]
+    kinds = sorted({spec.kind for spec in config.services})
+    if missing:
+        return Check(
+            "services",
+            False,
+            "; ".join(missing),
+            "apt-get install postgresql redis-server (Debian's packages; nothing starts by "
+            "itself where /usr/sbin/policy-rc.d denies it)",
+        )
+    return Check("services", True, f"{', '.join(kinds)} installed here")
+
+
 def check_docker(config: Config) -> Check:
     try:
         version = docker_client(timeout=5).version().get("Version", "?")
@@ -185,7 +204,13 @@ def check_base_image(config: Config) -> Check:
         )
 
 
-LOCAL_CHECKS: list[Callable[[Config], Check]] = [check_cpus, check_taskset, check_ports, check_disk]
+LOCAL_CHECKS: list[Callable[[Config], Check]] = [
+    check_cpus,
+    check_taskset,
+    check_services,
+    check_ports,
+    check_disk,
+]
 DOCKER_CHECKS: list[Callable[[Config], Check]] = [
     check_cpus,
     check_docker,

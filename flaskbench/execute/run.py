@@ -84,7 +84,7 @@ def start_meta(
 ) -> MetaJson:
     """meta.json as a run starts: everything that made it, for whoever reads it later."""
     shutil.copyfile(config.path, run.path / CONFIG_COPY)
-    return {
+    meta: MetaJson = {
         "format": META_FORMAT,
         "run_id": run.run_id,
         "tool": {"name": "flaskbench", "version": flaskbench.__version__},
@@ -123,6 +123,18 @@ def start_meta(
         "cells": [],
         "started": iso(time.time()),
     }
+    if config.services:
+        meta["services"] = {
+            s.name: {
+                "kind": s.kind,
+                "version": s.version,
+                "per_cell": s.per_cell,
+                "settings": dict(s.settings),
+            }
+            for s in config.services
+        }
+        meta["cpus"]["services"] = format_cpus(config.cpus.services or placement.target_cpus)
+    return meta
 
 
 def target_record(target: Target) -> TargetRecord:
@@ -135,6 +147,7 @@ def target_record(target: Target) -> TargetRecord:
         "settings": dict(target.settings),
         "expressions": dict(target.expressions),
         "sweep": target.sweep,
+        "env": dict(target.env),
     }
 
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from flaskbench.config.workloads import Workload
 from flaskbench.measure.collect import CellData, RunData, StepData
+from flaskbench.measure.services import SERVICE_COLUMNS, service_columns
 from flaskbench.measure.stats import (
     Interval,
     Replicates,
@@ -126,6 +127,8 @@ SUMMARY_COLUMNS = (
     "step_status",
     "valid",
     "flags",
+    # With [services] (empty without): measure/services.py.
+    *SERVICE_COLUMNS,
 )
 
 
@@ -177,6 +180,13 @@ class Row:
     load_steal_pct: float | None = None
     target_others_pct: float | None = None
     load_others_pct: float | None = None
+    # The services beside the target (see measure/services.py).
+    db_busy_peak: int | None = None
+    db_busy_mean: float | None = None
+    db_connections_peak: int | None = None
+    cache_connections_peak: int | None = None
+    services_cpu_pct: float | None = None
+    services_pss_mb: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -293,6 +303,7 @@ def step_row(
         load_steal_pct=step.load_steal_pct,
         target_others_pct=step.target_others_pct,
         load_others_pct=step.load_others_pct,
+        **service_columns(step.services),
     )
 
 
@@ -477,6 +488,13 @@ class Point:
     # over the trials (Student's t on the logs of the trials' values, stats.trials_interval).
     rps_ci: Interval | None = None
     p99_ci: Interval | None = None
+    # The services: the highest peaks over repeats, the medians of the means.
+    db_busy_peak: int | None = None
+    db_busy_mean: float | None = None
+    db_connections_peak: int | None = None
+    cache_connections_peak: int | None = None
+    services_cpu_pct: float | None = None
+    services_pss_mb: float | None = None
 
     @property
     def time_in_app_ms(self) -> float | None:
@@ -533,6 +551,12 @@ def aggregate(
                     if len(group) > 1
                     else _point_intervals((replicates or {}).get((target, workload, users)))
                 ),
+                db_busy_peak=_max(r.db_busy_peak for r in group),
+                db_busy_mean=_median(r.db_busy_mean for r in group),
+                db_connections_peak=_max(r.db_connections_peak for r in group),
+                cache_connections_peak=_max(r.cache_connections_peak for r in group),
+                services_cpu_pct=_median(r.services_cpu_pct for r in group),
+                services_pss_mb=_max(r.services_pss_mb for r in group),
             )
         )
     return sorted(points, key=lambda p: (p.workload, p.target, p.users))

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from flaskbench.config.units import parse_cpus
 from flaskbench.config.workloads import Workload, workload_from_meta
+from flaskbench.measure.services import ServiceSample, ServiceUse, parse_samples, service_use
 from flaskbench.measure.stats import Histogram, Window
 from flaskbench.results.contract import (
     APP_ERROR,
@@ -27,11 +28,13 @@ from flaskbench.results.contract import (
     LOCUST_CSV_PREFIX,
     MEMORY_CSV,
     RESOURCES_CSV,
+    SERVICES_JSON,
     ContractError,
     LoadgenJson,
     MetaJson,
     read_hosts,
     read_loadgen,
+    read_services,
 )
 from flaskbench.results.rundir import CellStatus, RunDir, RunDirError
 from flaskbench.servers.base import Target
@@ -93,6 +96,8 @@ class StepData:
     load_others_pct: float | None
     # What each host's containers used in the window (one entry per host that has samples).
     hosts: tuple[HostUse, ...] = ()
+    # What each service beside the target did in the window (with [services]).
+    services: tuple[ServiceUse, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -177,7 +182,11 @@ class _HostCpuRow:
     flaskbench_pct: float
 
 
-def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
+def read_cell(
+    cell_dir: Path, status: CellStatus, load_cpus: int, services_share: int = 0
+) -> CellData:
+    """`services_share`: the target's cores when the services ran on the target's CPUs (their
+    CPU time is then the target side's own, not another process's), else 0."""
     loadgen = _read_loadgen(cell_dir / LOADGEN_JSON)
     windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
     buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
@@ -185,8 +194,13 @@ def read_cell(cell_dir: Path, status: CellStatus, load_cpus: int) -> CellData:
     resources = _read_resources(cell_dir / RESOURCES_CSV)
     memory = _read_memory(cell_dir / MEMORY_CSV)
     host_cpu = _read_host_cpu(cell_dir / HOST_CPU_CSV)
+    services = _read_services(cell_dir)
     steps = tuple(
-        _step(index, users, start, end, buckets, gauge, resources, memory, load_cpus, host_cpu)
+        _with_services(
+            _step(index, users, start, end, buckets, gauge, resources, memory, load_cpus, host_cpu),
+            services,
+            services_share,
+        )
         for index, users, start, end in windows
     )
     return CellData(
@@ -328,19 +342,67 @@ def _read_resources(path: Path) -> list[_ResourceRow]:
 
 
 def _on_master_clock(gauge: list[_GaugeRow], hosts_json: Path) -> list[_GaugeRow]:
-    """The gauge's times on the master's clock, which defines the windows: the target's host
-    may run its clock off the master's (hosts.json says by how much; no file: one host)."""
-    if not hosts_json.is_file():
+    """The gauge's times on the master's clock, which defines the windows."""
+    shift = _target_to_master_s(hosts_json)
+    if not shift:
         return gauge
+    return [replace(row, t=row.t + shift) for row in gauge]
+
+
+def _target_to_master_s(hosts_json: Path) -> float:
+    """How far the target host's clock is behind the master's: it may run its clock off the
+    master's (hosts.json says by how much; no file: one host)."""
+    if not hosts_json.is_file():
+        return 0.0
     try:
-        shift = float(read_hosts(hosts_json)["clock"]["target_to_master_s"])
+        return float(read_hosts(hosts_json)["clock"]["target_to_master_s"])
     except (ContractError, KeyError, TypeError, ValueError) as exc:
         raise RawDataError(
             f"{hosts_json}: damaged ({exc!r}); re-run the cell with --resume"
         ) from None
-    if not shift:
-        return gauge
-    return [replace(row, t=row.t + shift) for row in gauge]
+
+
+_SERVICE_COLUMNS = ["t", "open", "busy", "active", "cpu_pct", "pss_mb"]
+
+
+def _read_services(cell_dir: Path) -> dict[str, tuple[str, list[ServiceSample]]]:
+    """Each service's kind and samples (on the master's clock: they were taken on the
+    target's host), by name; none without services.json."""
+    path = cell_dir / SERVICES_JSON
+    if not path.is_file():
+        return {}
+    try:
+        listed = read_services(path)["services"]
+        files = {name: (str(s["kind"]), cell_dir / str(s["samples"])) for name, s in listed.items()}
+    except (ContractError, KeyError, TypeError) as exc:
+        raise RawDataError(f"{path}: damaged ({exc!r}); re-run the cell with --resume") from None
+    shift = _target_to_master_s(cell_dir / CELL_HOSTS_JSON)
+    found = {}
+    for name, (kind, csv_path) in files.items():
+        try:
+            samples = parse_samples(_csv_rows(csv_path, _SERVICE_COLUMNS, required=False))
+        except ValueError as exc:
+            raise RawDataError(f"{csv_path}: {exc}; re-run the cell with --resume") from None
+        found[name] = (kind, [replace(s, t=s.t + shift) for s in samples] if shift else samples)
+    return found
+
+
+def _with_services(
+    step: StepData, services: dict[str, tuple[str, list[ServiceSample]]], share: int
+) -> StepData:
+    """The step with its services' use; where they shared the target's CPUs, their CPU time
+    is no longer counted as other processes' there."""
+    if not services:
+        return step
+    uses = tuple(
+        service_use(name, kind, samples, step.measure_start, step.measure_end)
+        for name, (kind, samples) in services.items()
+    )
+    others = step.target_others_pct
+    cpu = sum(u.cpu_pct for u in uses if u.cpu_pct is not None)
+    if share and others is not None:
+        others = max(0.0, others - cpu / share)
+    return replace(step, services=uses, target_others_pct=others)
 
 
 def _read_host_cpu(path: Path) -> list[_HostCpuRow]:
@@ -574,11 +636,13 @@ def load_run(run: RunDir) -> RunData:
     statuses = run.statuses()
     cells = []
     unreadable = {}
+    # The services' CPU time is the target side's own where they shared its CPUs.
+    share = target_cores if cpus.get("services", cpus["target"]) == cpus["target"] else 0
     for cell_id, status in statuses.items():
         if status.status == "failed":
             continue
         try:
-            cells.append(read_cell(run.cell_dir(cell_id), status, load_cores))
+            cells.append(read_cell(run.cell_dir(cell_id), status, load_cores, share))
         except RawDataError as exc:
             unreadable[cell_id] = str(exc)
     return RunData(

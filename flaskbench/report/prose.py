@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from flaskbench.measure.analyze import Knee, Point
+from flaskbench.measure.services import connections_capped
 from flaskbench.measure.theory import expected_slots, parallel_processes
 from flaskbench.report.blocks import number
 from flaskbench.servers.base import Target
@@ -133,6 +134,12 @@ def shortfall_cause(point: Point, target: Target, cores: int) -> str:
         return f"{point.failures} requests failed"
     if point.lost_requests:
         return f"a worker died holding {point.lost_requests} requests"
+    if connections_capped(point.peak_inflight_server, point.db_busy_peak, point.db_busy_mean):
+        return (
+            f"requests waited inside the app for a database connection: {point.db_busy_peak} "
+            f"were busy at most (a mean of {number(point.db_busy_mean, 1)}) while "
+            f"{point.peak_inflight_server} were in flight"
+        )
     capacity = 100.0 * min(cores, parallel_processes(target))
     if point.target_cpu_pct is not None and point.target_cpu_pct >= CPU_SATURATED * capacity:
         return f"target CPU saturated ({number(point.target_cpu_pct, 0)}% of {capacity:.0f}%)"

@@ -54,6 +54,13 @@ from flaskbench.report.prose import (
     slots_text,
     users_text,
 )
+from flaskbench.report.services import (
+    pool_clause,
+    services_chart,
+    services_provenance,
+    services_table,
+    write_services_csv,
+)
 from flaskbench.results.contract import (
     CHARTS_DIR,
     RECOMMENDATION_JSON,
@@ -76,6 +83,7 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
     charts_dir.mkdir(exist_ok=True)
     charts = {
         workload: workload_charts(analysis.points, workload, charts_dir)
+        + [c for c in [services_chart(analysis.points, workload, charts_dir)] if c]
         for workload in analysis.data.workloads
     }
     goal = GoalSpec.from_meta(analysis.data.meta)
@@ -90,7 +98,7 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
     page = run.path / REPORT_HTML
     atomic_write_text(markdown, render_markdown(blocks, run.path))
     atomic_write_text(page, render_html(blocks, f"flaskbench {analysis.data.run_id}"))
-    written = [run.summary_path, markdown, page]
+    written = [run.summary_path, markdown, page, *write_services_csv(run.path, analysis)]
     if goal:
         path = run.path / RECOMMENDATION_JSON
         atomic_write_json(path, {"goal": asdict(goal), "workloads": picks})
@@ -164,6 +172,7 @@ def _headline(analysis: Analysis, chart: Chart | None) -> list[Block]:
         Bullets(
             tuple(
                 process_line(analysis.data.targets[t], series)
+                + pool_clause(analysis.data.targets[t], series)
                 for t, series in _by_target(points, list(analysis.data.targets)).items()
             )
         )
@@ -220,6 +229,7 @@ def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block
                     _sentences(analysis, workload.name, points),
                     *([Gallery(images)] if images else []),
                     _step_table(analysis, points),
+                    *services_table(points, list(analysis.data.targets)),
                 ),
                 open=workload.name == first,
             )
@@ -232,13 +242,19 @@ def _sentences(analysis: Analysis, workload: str, points: Sequence[Point]) -> Bu
     return Bullets(
         tuple(
             sentence(data.targets[t], ps, analysis.knees.get((t, workload)), data.target_cores)
+            + pool_clause(data.targets[t], ps)
             for t, ps in _by_target(points, list(data.targets)).items()
         )
     )
 
 
 def _provenance_section(analysis: Analysis) -> list[Block]:
-    return [Heading(2, "Provenance"), Paragraph(_provenance(analysis)), *_noise(analysis)]
+    return [
+        Heading(2, "Provenance"),
+        Paragraph(_provenance(analysis)),
+        *services_provenance(analysis.data.meta),
+        *_noise(analysis),
+    ]
 
 
 def _noise(analysis: Analysis) -> list[Block]:

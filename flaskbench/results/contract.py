@@ -10,6 +10,7 @@ the same files for people.
       config.toml          the config file as it was
       app-check.log        what loading the app once before any cell printed
       summary.csv          one row per target x workload x users x repeat (measure/analyze.py)
+      services.csv         with [services]: the same per service (report/services.py)
       recommendation.json  with a [goal]: the pick per workload (measure/recommend.py)
       report.md, report.html, charts/
       raw/<cell_id>/       one cell: a target x workload x repeat walking the staircase
@@ -21,6 +22,10 @@ the same files for people.
         error.txt
       swarm/               the run's Locust swarms (one, unless workloads need others): each
                            process's output over the whole run, master-N.log, worker-N-M.log
+        gauge.csv, resources.csv, memory.csv, host_cpu.csv, the processes' logs and Locust's
+        CSVs, setup.log, app-error.txt, error.txt
+        services.json      ServicesJson (with [services]): where the cell's services ran
+        service-NAME.csv, service-NAME.log: each service's samples and its log
 
 Each JSON file carries a `format` number; readers take every format up to the current one (a
 file from before format numbers has none and counts as 1) and refuse a newer one in one line.
@@ -41,6 +46,8 @@ Between processes (never in a run directory): the orders the orchestrator sends 
 master, and the events it answers with (SwarmOrder, SwarmEvent; locustfiles/master.py).
 - swarm format 1: an order per cell `format, cell, out, argv`; events `ready` (`workers`),
   `measured`, `done` (`ok`, `error` when the order could not run), `error` (`message`).
+- services.json 1: as docs/raw-data.md describes it. meta.json took `services`, `cpus.services`
+  and `runner.details.services` without a format change (a run without them had no services).
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ META_JSON = "meta.json"
 CONFIG_COPY = "config.toml"
 APP_CHECK_LOG = "app-check.log"
 SUMMARY_CSV = "summary.csv"
+# With [services]: one row per target x workload x users x repeat x service.
+SERVICES_CSV = "services.csv"
 RECOMMENDATION_JSON = "recommendation.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -82,6 +91,17 @@ SETUP_LOG = "setup.log"
 APP_ERROR = "app-error.txt"
 # flaskbench's own traceback, when a cell broke in a way it did not foresee.
 ERROR_TXT = "error.txt"
+# With [services]: where the cell's services ran, and per service its samples and its log.
+SERVICES_JSON = "services.json"
+
+
+def service_csv(name: str) -> str:
+    return f"service-{name}.csv"
+
+
+def service_log(name: str) -> str:
+    return f"service-{name}.log"
+
 
 # -- the run's Locust swarms --------------------------------------------------------------------
 
@@ -92,6 +112,7 @@ CELL_FORMAT = 1
 LOADGEN_FORMAT = 1
 HOSTS_FORMAT = 1
 SWARM_FORMAT = 1
+SERVICES_FORMAT = 1
 
 CellState = Literal["ok", "degraded", "failed"]
 
@@ -140,6 +161,8 @@ class Cpus(TypedDict):
     load: str
     target_cores: NotRequired[int]
     load_cores: NotRequired[int]
+    # With [services]: their CPUs (the target's, unless cpus.services gave them their own).
+    services: NotRequired[str]
 
 
 class ImagesRecord(TypedDict):
@@ -151,6 +174,26 @@ class ImagesRecord(TypedDict):
     # Per host: {tag: image ID}.
     hosts: dict[str, dict[str, str]]
     same_image_ids: bool
+
+
+class ServiceDetails(TypedDict):
+    """What one service of `[services]` was started from, as the runner found it."""
+
+    kind: str
+    # The server's own version (e.g. "15.18").
+    version: str
+    # local runner: the server's program; docker runner: the services image.
+    program: NotRequired[str]
+    image: NotRequired[str]
+
+
+class ServiceRecord(TypedDict):
+    """A service as the config asked for it."""
+
+    kind: str
+    version: str | None
+    per_cell: bool
+    settings: dict[str, str | int | float | bool]
 
 
 class RunnerDetails(TypedDict, total=False):
@@ -170,6 +213,8 @@ class RunnerDetails(TypedDict, total=False):
     loadgen_images: dict[str, str]
     container_python: str
     images: ImagesRecord
+    # with [services]: what each was started from
+    services: dict[str, ServiceDetails]
 
 
 class Runner(TypedDict):
@@ -217,6 +262,8 @@ class TargetRecord(TypedDict):
     settings: dict[str, int | bool | str]
     expressions: dict[str, str]
     sweep: str | None
+    # The app's environment of its own (a sweep's env); absent in runs before it existed.
+    env: NotRequired[dict[str, str]]
 
 
 class Staircase(TypedDict):
@@ -301,6 +348,8 @@ class MetaJson(TypedDict):
     files: NotRequired[dict[str, str]]
     # The same for what `flaskbench report` wrote (the report, summary.csv, config.toml).
     outputs: NotRequired[dict[str, str]]
+    # [services], as the config asked for them (absent: the run had none).
+    services: NotRequired[dict[str, ServiceRecord]]
 
 
 # -- cell.json ----------------------------------------------------------------------------------
@@ -440,6 +489,27 @@ class HostsJson(TypedDict):
     clock: CellClock
 
 
+# -- services.json ------------------------------------------------------------------------------
+
+
+class CellService(TypedDict):
+    kind: str
+    per_cell: bool
+    host: str
+    port: int
+    # "pid 4711" (local runner) or "container NAME" (docker runner).
+    where: str
+    # Seconds from its start until it answered (for a service of the whole run: its first start).
+    ready_s: float
+    # Its samples' file in the cell (service-NAME.csv).
+    samples: str
+
+
+class ServicesJson(TypedDict):
+    format: int
+    services: dict[str, CellService]
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -548,6 +618,10 @@ def read_loadgen(path: Path) -> LoadgenJson:
 
 def read_hosts(path: Path) -> HostsJson:
     return cast(HostsJson, _checked_format(path, read_json_object(path), HOSTS_FORMAT))
+
+
+def read_services(path: Path) -> ServicesJson:
+    return cast(ServicesJson, _checked_format(path, read_json_object(path), SERVICES_FORMAT))
 
 
 def iso(timestamp: float) -> str:

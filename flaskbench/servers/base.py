@@ -41,6 +41,8 @@ class Target:
     expressions: Mapping[str, str] = field(default_factory=dict)
     # The [sweep.NAME] this target was expanded from, if any.
     sweep: str | None = None
+    # Environment variables of its own for the app, beside [app] env (a sweep may vary them).
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def setting(self, key: str) -> int | None:
         """An integer setting, or None where the target has no such setting."""

@@ -49,9 +49,11 @@ def server_argv(target: Target, host: str, port: int) -> list[str]:
 
 
 def describe(target: Target) -> str:
-    """How the report names a target's worker model (and counts written relative to cores)."""
+    """How the report names a target's worker model (and counts written relative to cores, and
+    the app's environment of its own)."""
     written = ", ".join(f"{k} = {v}" for k, v in target.expressions.items())
-    return server_of(target).describe(target) + (f" ({written})" if written else "")
+    env = "".join(f", {k}={v}" for k, v in target.env.items())
+    return server_of(target).describe(target) + (f" ({written})" if written else "") + env
 
 
 def slots_rules() -> str:

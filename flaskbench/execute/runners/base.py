@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +32,8 @@ from flaskbench.execute.commands import READINESS, cell_options
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
+from flaskbench.execute.services.base import ServiceFailed
+from flaskbench.execute.services.lifecycle import Backend, CellServices, Services
 from flaskbench.execute.swarm import (
     SWARM_STARTUP_S,
     Swarm,
@@ -40,7 +42,7 @@ from flaskbench.execute.swarm import (
     SwarmKey,
     swarm_key,
 )
-from flaskbench.plan.cells import Cell, Plan, ready_budget_s
+from flaskbench.plan.cells import Cell, Plan, make_plan, ready_budget_s
 from flaskbench.plan.placement import Placement, single_host
 from flaskbench.results.contract import (
     APP_CHECK_LOG,
@@ -102,6 +104,17 @@ class CellContext:
     on_progress: Callable[[float], None]
     # The cell after it in the run: its target starts as soon as this one's has stopped.
     following: CellContext | None = None
+
+
+@dataclass
+class CellParts:
+    """What a cell starts before its load: its services, then its target (the next cell's
+    start during the cell before). `ctx` carries the services' addresses in its app once they
+    answer."""
+
+    ctx: CellContext
+    services: CellServices | None = None
+    target: Service | None = None
 
 
 class ResourceSampler(ABC):
@@ -196,21 +209,28 @@ class Runner(ABC):
         self.run_id = ""
         self.run_dir = Path()
         self.placement = single_host(config)
+        self.services = Services(config)
         # The run's Locust swarm, started by the first cell; and how many were started.
         self._swarm: Swarm | None = None
         self._swarms = 0
-        # The next cell's target, started as the previous cell's stopped: (cell id, target).
-        self._next_target: tuple[str, Service] | None = None
+        # The next cell's target and services, started as the previous cell's stopped.
+        self._next: CellParts | None = None
 
     def prepare(self, run_dir: Path, placement: Placement) -> RunnerDetails:
-        """Get ready to run cells where `placement` says and check that the app loads, before
-        any cell starts; return what meta.json should record. Raises RuntimeError with one line
-        on failure."""
+        """Get ready to run cells where `placement` says and check that the app loads (against
+        its services, when it has any), before any cell starts; return what meta.json should
+        record. Raises RuntimeError with one line on failure."""
         self.run_id = run_dir.name
         self.run_dir = run_dir
         self.placement = placement
         details = self.setup()
-        self._check_app(run_dir / APP_CHECK_LOG)
+        if self.config.services:
+            self.services = Services(
+                self.config, self.service_backend(), run_deadline_s(self.config, placement)
+            )
+            details["services"] = self.services.prepare()
+        with self.services.for_check() as checked:
+            self._check_app(run_dir / APP_CHECK_LOG, checked)
         details["app_packages"] = self.app_packages()
         return details
 
@@ -225,27 +245,33 @@ class Runner(ABC):
         """Stop the run's swarm (and a target started for a cell that will not run), and
         remove what `prepare` made for the run (and nothing a finished run needs)."""
         self._end_swarm()
-        self._drop_next_target()
+        self._drop_next()
+        self.services.close()
+
+    def service_backend(self) -> Backend:
+        """What starts the config's services where this runner runs the target."""
+        raise RuntimeError(f"the {self.name} runner cannot start [services]")
 
     @abstractmethod
     def setup(self) -> RunnerDetails:
         """Build what cells need (images, the app's environment); what meta.json records."""
 
     @abstractmethod
-    def run_check(self, log: Path) -> tuple[int, str]:
-        """Set the app up and load it once where targets run (commands.check_command);
-        (exit code, its stdout), with everything it printed appended to `log`."""
+    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
+        """Set the app up (as `config` has it: its services' addresses filled in) and load it
+        once where targets run (commands.check_command); (exit code, its stdout), with
+        everything it printed appended to `log`."""
 
     @abstractmethod
     def app_packages(self) -> dict[str, str]:
         """{distribution: version} of the environment the app is served from."""
 
-    def _check_app(self, log: Path) -> None:
-        app = self.config.app
+    def _check_app(self, log: Path, config: Config) -> None:
+        app = config.app
         self.say(
             f"flaskbench: checking that {app.wsgi} loads{' after app.setup' * bool(app.setup)}"
         )
-        code, out = self.run_check(log)
+        code, out = self.run_check(log, config)
         if code == 0:
             return
         text = log.read_text(errors="replace") if log.is_file() else ""
@@ -302,43 +328,45 @@ class Runner(ABC):
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         started = time.time()
-        target = self._started_target(ctx)
-        if target is None:
+        parts = self._taken_next(ctx)
+        if parts is None:
             _fresh_dir(ctx.cell_dir)
+            parts = CellParts(ctx)
         sampler: ResourceSampler | None = None
         swarm: Swarm | None = None
         host_cpu = start_host_cpu(ctx) if self.placement.engines == (DEFAULT_ENGINE,) else None
         failure = ""
         try:
             swarm = self._swarm_for(ctx.cell)
-            if target is None:
-                self._check_port(ctx)
-                target = self.start_target(ctx)
-            sampler = self.start_sampler(ctx, target, swarm.handle).start()
-            self._follow(ctx, target, swarm)
-        except (CellFailed, HostLost, SwarmFailed) as exc:
+            if parts.target is None:
+                self._start_parts(parts)
+            assert parts.target is not None
+            ctx = parts.ctx
+            sampler = self.start_sampler(ctx, parts.target, swarm.handle).start()
+            self._follow(ctx, parts.target, swarm, parts.services)
+        except (CellFailed, HostLost, SwarmFailed, ServiceFailed) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
             failure = f"{type(exc).__name__}: {exc}"
             _save_traceback(ctx.cell_dir)
         except BaseException:
             self._end_swarm()
-            _stop_all(ctx.cell_dir, sampler, target, host_cpu)
+            _stop_parts(ctx.cell_dir, sampler, parts, host_cpu)
             raise
         if failure:
             # It may still be walking the cell's staircase: a new swarm takes the next cell.
             self._end_swarm()
-        # The last window is over: while the master writes the cell's files, the target stops
-        # and the next cell's starts.
+        # The last window is over: while the master writes the cell's files, the target and
+        # its services stop and the next cell's start.
         with ThreadPoolExecutor(max_workers=1) as pool:
             files = (
                 pool.submit(self._loadgen_files, ctx, swarm)
                 if not failure and swarm is not None
                 else None
             )
-            teardown = _stop_all(ctx.cell_dir, sampler, target, host_cpu)
+            teardown = _stop_parts(ctx.cell_dir, sampler, parts, host_cpu)
             if files is not None and ctx.following is not None:
-                self._start_next_target(ctx.following)
+                self._start_next(ctx.following)
             if files is not None:
                 failure = files.result()
         log = _read_log(ctx.cell_dir / TARGET_LOG)
@@ -350,32 +378,46 @@ class Runner(ABC):
         reason = "; ".join(filter(None, [failure, *troubles]))
         return CellStatus(ctx.cell.cell_id, status, reason, started, time.time())
 
-    def _start_next_target(self, ctx: CellContext) -> None:
-        """Start the next cell's target now; if that fails, the cell itself tries again and
-        says why."""
+    def _start_parts(self, parts: CellParts) -> None:
+        """The cell's services, then its target: the app's setup runs against the services,
+        with their addresses in its environment. What started is in `parts`, whatever fails."""
+        ctx = parts.ctx
+        self._check_port(ctx)
+        parts.services = self.services.start_cell(
+            ctx.cell.target,
+            ctx.cell.cell_id,
+            ctx.cell_dir,
+            cell_deadline_s(ctx) + ctx.config.ready_timeout_s,
+        )
+        parts.ctx = replace(ctx, config=replace(ctx.config, app=parts.services.cell_app()))
+        parts.target = self.start_target(parts.ctx)
+
+    def _start_next(self, ctx: CellContext) -> None:
+        """Start the next cell's services and target now; if that fails, what started stops
+        and the cell itself tries again, and says why."""
+        parts = CellParts(ctx)
         try:
             self.before_cell()
             _fresh_dir(ctx.cell_dir)
-            self._check_port(ctx)
-            self._next_target = (ctx.cell.cell_id, self.start_target(ctx))
+            self._start_parts(parts)
         except Exception:
-            self._next_target = None
+            _stop_parts(ctx.cell_dir, None, parts, None)
+            return
+        self._next = parts
 
-    def _started_target(self, ctx: CellContext) -> Service | None:
-        """The cell's target if the previous cell started it (a target started for another cell
-        is stopped)."""
-        if self._next_target is not None and self._next_target[0] == ctx.cell.cell_id:
-            target, self._next_target = self._next_target[1], None
-            return target
-        self._drop_next_target()
+    def _taken_next(self, ctx: CellContext) -> CellParts | None:
+        """The cell's target and services if the previous cell started them (those started
+        for another cell stop)."""
+        if self._next is not None and self._next.ctx.cell.cell_id == ctx.cell.cell_id:
+            parts, self._next = self._next, None
+            return parts
+        self._drop_next()
         return None
 
-    def _drop_next_target(self) -> None:
-        if self._next_target is not None:
-            _cell_id, target = self._next_target
-            self._next_target = None
-            with suppress(Exception):
-                target.stop()
+    def _drop_next(self) -> None:
+        parts, self._next = self._next, None
+        if parts is not None:
+            _stop_parts(parts.ctx.cell_dir, None, parts, None)
 
     def _check_port(self, ctx: CellContext) -> None:
         # The previous cell's processes were killed a moment ago: a loaded machine may take a
@@ -389,15 +431,19 @@ class Runner(ABC):
                 )
             time.sleep(0.2)
 
-    def _follow(self, ctx: CellContext, target: Service, swarm: Swarm) -> None:
-        """Send the cell's order and follow it to its last window: the target must live that
-        long."""
+    def _follow(
+        self, ctx: CellContext, target: Service, swarm: Swarm, services: CellServices | None
+    ) -> None:
+        """Send the cell's order and follow it to its last window: the target and its services
+        must live that long."""
         planned = ctx.plan.load_seconds_per_cell
         begun = time.monotonic()
 
         def check() -> None:
             elapsed = time.monotonic() - begun
             ctx.on_progress(min(elapsed, planned))
+            if services is not None and (gone := services.failure()):
+                raise CellFailed(gone)
             if (code := target.returncode()) is not None:
                 see = "" if code == REMOVED else f"; see {TARGET_LOG}"
                 raise CellFailed(
@@ -509,26 +555,40 @@ def verification_failure(loadgen_json: Path) -> str:
 def cell_deadline_s(ctx: CellContext) -> int:
     """How long anything a cell starts may live: the longest the orchestrator waits for the
     target to answer and for Locust to walk the staircase, plus the teardown."""
+    return _deadline_s(ctx.config, ctx.plan)
+
+
+def _deadline_s(config: Config, plan: Plan) -> int:
     return (
-        ready_budget_s(ctx.config)
-        + ctx.config.request_timeout_s
-        + ctx.plan.load_seconds_per_cell
+        ready_budget_s(config)
+        + config.request_timeout_s
+        + plan.load_seconds_per_cell
         + TEARDOWN_MARGIN_S
     )
 
 
-def _stop_all(
+def run_deadline_s(config: Config, placement: Placement) -> int:
+    """How long a service of the whole run may live: every cell at its longest, each after
+    its services' start, and the app's check before them."""
+    plan = make_plan(config, placement)
+    per_cell = _deadline_s(config, plan) + config.ready_timeout_s
+    return len(plan.cells) * per_cell + 3 * ready_budget_s(config) + TEARDOWN_MARGIN_S
+
+
+def _stop_parts(
     cell_dir: Path,
     sampler: ResourceSampler | None,
-    target: Service | None,
+    parts: CellParts,
     host_cpu: HostCpuSampler | None,
 ) -> list[str]:
-    """Stop what a cell started, all at once, which keeps the time between cells short; say
-    what could not be stopped."""
-    started = [s for s in (sampler, target, host_cpu) if s is not None]
+    """Stop what a cell started, all at once, which keeps the time between cells short, and
+    its services after its target (its app's connections end before they do); say what could
+    not be stopped."""
+    started = [s for s in (sampler, parts.target, host_cpu) if s is not None]
     with ThreadPoolExecutor(max_workers=max(len(started), 1)) as pool:
         found = list(pool.map(lambda service: _stop(service, cell_dir), started))
-    return [problem for problem in found if problem]
+    problems = [problem for problem in found if problem]
+    return problems + (parts.services.stop() if parts.services else [])
 
 
 def start_host_cpu(ctx: CellContext) -> HostCpuSampler:

@@ -24,7 +24,8 @@ from typing import Any
 import psutil
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import HARNESS, snapshot
+from flaskbench.config.app import HARNESS, App, snapshot
+from flaskbench.config.load import Config
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
 from flaskbench.execute.commands import (
@@ -45,6 +46,7 @@ from flaskbench.execute.runners.base import (
     describe_exit,
     is_server_process,
 )
+from flaskbench.execute.services.lifecycle import Backend
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
 from flaskbench.results.contract import (
     RAW_DIR,
@@ -61,7 +63,7 @@ _PR_SET_PDEATHSIG = 1
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -99,7 +101,7 @@ class LocalProcess:
                 stderr=handle if piped else subprocess.STDOUT,
                 start_new_session=True,
                 # Only a prctl() call runs between fork and exec, which is safe with threads.
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
+                preexec_fn=die_with_parent,  # noqa: PLW1509
             )
 
     @property
@@ -229,8 +231,9 @@ def _gauge_file(ctx: CellContext) -> Path:
 
 
 def remove_stale_files(memory: Path = MEMORY) -> None:
-    """A run killed outright cannot remove its gauge files and app copies, and in memory they
-    would stay until the next boot: remove those of runs (the pid in their name) that are gone."""
+    """A run killed outright cannot remove its gauge files, app copies and services' data, and
+    in memory they would stay until the next boot: remove those of runs (the pid in their name)
+    that are gone."""
     for entry in memory.glob("flaskbench-*-*"):
         pid = entry.name.split("-")[1]
         if not pid.isdigit() or psutil.pid_exists(int(pid)):
@@ -271,11 +274,11 @@ class LocalRunner(Runner):
             user_locustfile=ctx.cell.workload.locustfile,
         )
 
-    def _target_env(self, paths: Paths) -> dict[str, str]:
+    def _target_env(self, paths: Paths, app: App) -> dict[str, str]:
         """The app's own environment, with its virtualenv's commands first (for app.setup), and
         what starts the launcher."""
         path = f"{Path(self._python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        return {**self.config.app.resolved_env(), "PATH": path, **harness_env(paths)}
+        return {**app.resolved_env(), "PATH": path, **harness_env(paths)}
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         try:
@@ -319,15 +322,21 @@ class LocalRunner(Runner):
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 
-    def run_check(self, log: Path) -> tuple[int, str]:
+    def service_backend(self) -> Backend:
+        # Imported here: the services' module imports this one.
+        from flaskbench.execute.services.local import LocalServices
+
+        return LocalServices(self.config.cpus.services or self.config.cpus.target)
+
+    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
         with tempfile.TemporaryDirectory(prefix="flaskbench-check-") as directory:
             scratch = Path(directory)
             paths = self._paths(scratch, scratch / "app" if self._scratch else None)
             with log.open("ab") as errors:
                 done = subprocess.run(
-                    check_command(self.config, paths),
+                    check_command(config, paths),
                     cwd=scratch,
-                    env=clean_env(self._target_env(paths)),
+                    env=clean_env(self._target_env(paths, config.app)),
                     stdout=subprocess.PIPE,
                     stderr=errors,
                     text=True,
@@ -349,7 +358,7 @@ class LocalRunner(Runner):
             cpus=ctx.config.cpus.target,
             # The launcher's own grace, and time to write the gauge's last rows.
             grace_s=STOP_GRACE_S + 5,
-            env=self._target_env(paths),
+            env=self._target_env(paths, ctx.config.app),
         )
 
     def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:

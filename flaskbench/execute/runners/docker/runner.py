@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
+from flaskbench.config.load import Config
+from flaskbench.config.services import ServiceSpec
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
@@ -43,8 +46,10 @@ from flaskbench.execute.commands import (
     worker_command,
 )
 from flaskbench.execute.engines import (
+    TRANSFER_TIMEOUT_S,
     Engine,
     HostLost,
+    client_for,
     compose_command,
     compose_version,
     connect,
@@ -58,6 +63,7 @@ from flaskbench.execute.images import (
     USER_LOCUST_DIR,
     ImageError,
     Images,
+    copy_image,
 )
 from flaskbench.execute.leftovers import RUN_LABEL, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT
@@ -84,10 +90,12 @@ from flaskbench.execute.runners.docker.compose import (
 )
 from flaskbench.execute.runners.docker.distribution import ImageDistribution, any_image
 from flaskbench.execute.runners.docker.sampling import DockerSampler
+from flaskbench.execute.services.lifecycle import Backend
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
 from flaskbench.results.contract import (
     CELL_HOSTS_JSON,
     HOSTS_FORMAT,
+    IMAGE_BUILD_LOG,
     RAW_DIR,
     RESOURCES_CSV,
     SWARM_DIR,
@@ -106,6 +114,9 @@ CLOCK_SKEW_ENV = "FLASKBENCH_TEST_WORKER_CLOCK_SKEW"
 CPU_MODEL_SCRIPT = (
     "print(next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') "
     "if l.startswith('model name')), 'unknown'))"
+)
+FREE_PORT_SCRIPT = (
+    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
 )
 
 
@@ -312,14 +323,16 @@ class DockerRunner(Runner):
                 container.remove(force=True, v=True)
         return code, out, err
 
-    def run_check(self, log: Path) -> tuple[int, str]:
+    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
         paths = replace(self._paths(self._app_copy()), cell="/tmp")
         target = self.placement.target
         code, out, err = self._once(
             target,
             self.images[target].target,
-            check_command(self.config, paths),
-            self.config.app.resolved_env(),
+            check_command(config, paths),
+            config.app.resolved_env(),
+            # Its setup and the app reach their services on the host's loopback.
+            network="host" if config.services else "none",
         )
         with log.open("a") as handle:
             handle.write(err + out)
@@ -362,6 +375,54 @@ class DockerRunner(Runner):
             )
         if code != 0:
             raise CellFailed(f"checking port {port} on {host}{where} failed: {err.strip()[-200:]}")
+
+    # -- services ----------------------------------------------------------------------------
+
+    def service_backend(self) -> Backend:
+        # Imported here: the services' module imports this one.
+        from flaskbench.execute.services.docker import DockerServices
+
+        target = self.placement.target
+        return DockerServices(
+            self.engines[target],
+            self._services_image,
+            self.run_id,
+            self.config.cpus.services or self.placement.target_cpus,
+            self._free_port,
+            secrets.token_hex(12),
+        )
+
+    def _services_image(self, specs: tuple[ServiceSpec, ...]) -> str:
+        """Built where the run's other images were (this machine's engine, when it has one) on
+        their base, and copied to the target's host if that is another."""
+        from flaskbench.execute.services.image import ensure_services_image
+
+        target = self.placement.target
+        source = DEFAULT_ENGINE if DEFAULT_ENGINE in self.images else target
+        log = Path(self.config.results_dir) / IMAGE_BUILD_LOG
+        try:
+            client = client_for(source, TRANSFER_TIMEOUT_S)
+            tag = ensure_services_image(client, self.images[source].base, specs, self.say, log)
+            if source != target:
+                destination = client_for(target, TRANSFER_TIMEOUT_S)
+                copy_image(client, destination, tag, self.engines[target].label, self.say)
+        except ImageError as exc:
+            raise RuntimeError(f"[services]: {exc}") from None
+        return tag
+
+    def _free_port(self) -> int:
+        """A port nobody listens on, on the target's host."""
+        target = self.placement.target
+        if target == DEFAULT_ENGINE:
+            from flaskbench.execute.services.local import free_port
+
+            return free_port()
+        code, out, err = self._once(
+            target, self.images[target].target, ["python", "-c", FREE_PORT_SCRIPT], network="host"
+        )
+        if code != 0:
+            raise CellFailed(f"finding a free port on {self.engines[target].label}: {err[-200:]}")
+        return int(out.strip())
 
     # -- the cell's stacks -----------------------------------------------------------------
 
