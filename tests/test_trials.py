@@ -206,7 +206,7 @@ class SyntheticRunner(Runner):
     def setup(self) -> RunnerDetails:
         return {}
 
-    def run_check(self, log: Path) -> tuple[int, str]:
+    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
         return 0, ""
 
     def app_packages(self) -> dict[str, str]:
