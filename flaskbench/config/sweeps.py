@@ -15,6 +15,8 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from flaskbench.proxies.base import NO_PROXY, PROXY_KEYS
+from flaskbench.proxies.registry import parse_proxy, proxy_name_part, split_settings
 from flaskbench.servers.base import Setting, Target
 from flaskbench.servers.registry import SERVERS, resolve_target
 
@@ -109,7 +111,7 @@ def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Exp
         )
         return result
     axes = {k: v if isinstance(v, list) else [v] for k, v in raw.items() if k != "server"}
-    known = SERVERS[server].defaults
+    known = {*SERVERS[server].defaults, *PROXY_KEYS}
     for key, values in axes.items():
         if key not in known:
             result.problems.append(
@@ -138,6 +140,16 @@ def _expand_one(
     result: Expansion,
     seen: set[str],
 ) -> None:
+    settings, proxy_settings = split_settings(settings)
+    proxy_problems: list[tuple[str, str]] = []
+    proxy, _ = parse_proxy(
+        _used_proxy_settings(proxy_settings), lambda k, m: proxy_problems.append((k, m))
+    )
+    for found in proxy_problems:
+        if found not in result.problems:
+            result.problems.append(found)
+    if proxy_problems:
+        return
     values, expressions, count_problems = resolve_counts(server, settings, cores)
     for count_problem in count_problems:
         if count_problem not in result.problems:
@@ -147,7 +159,8 @@ def _expand_one(
     unused = SERVERS[server].unused({**SERVERS[server].defaults, **values})
     values = {k: v for k, v in values.items() if k not in unused}
     short = SERVERS[server].short_names
-    target_name = "-".join([name, *(_part(k, values[k], short) for k in varying if k in values)])
+    named = {**values, **_used_proxy_settings(proxy_settings)}
+    target_name = "-".join([name, *(_part(k, named[k], short) for k in varying if k in named)])
     if target_name in seen:
         return
     seen.add(target_name)
@@ -162,10 +175,20 @@ def _expand_one(
                 result.problems.append((problem.key, problem.message))
         return
     kept = {k: v for k, v in expressions.items() if k in values}
-    result.targets.append(replace(target, expressions=kept, sweep=name))
+    result.targets.append(replace(target, expressions=kept, sweep=name, proxy=proxy))
 
 
-def _part(key: str, value: Setting, short: Mapping[str, str]) -> str:
+def _used_proxy_settings(settings: Mapping[str, object]) -> dict[str, object]:
+    """The proxy's settings that have an effect: none without a proxy (as a server's unused
+    settings, they neither multiply targets nor show in their names)."""
+    if settings.get("proxy", NO_PROXY) == NO_PROXY:
+        return {k: v for k, v in settings.items() if k == "proxy"}
+    return dict(settings)
+
+
+def _part(key: str, value: object, short: Mapping[str, str]) -> str:
+    if key in PROXY_KEYS:
+        return proxy_name_part(key, value)
     if isinstance(value, bool):
         return key if value else f"no-{key}"
     if isinstance(value, int):

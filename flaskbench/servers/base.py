@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from flaskbench.proxies.base import ProxySpec
+
 Setting = int | bool | str
 
 PINS_DIR = Path(__file__).resolve().parent / "pins"
@@ -41,6 +43,8 @@ class Target:
     expressions: Mapping[str, str] = field(default_factory=dict)
     # The [sweep.NAME] this target was expanded from, if any.
     sweep: str | None = None
+    # The reverse proxy it is served behind (None: clients talk to the server directly).
+    proxy: ProxySpec | None = None
 
     def setting(self, key: str) -> int | None:
         """An integer setting, or None where the target has no such setting."""

@@ -9,6 +9,7 @@ import pkgutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from flaskbench.proxies.registry import describe_proxy
 from flaskbench.servers import base
 from flaskbench.servers.base import Problem, RuleOfThumb, Server, Setting, Target
 
@@ -51,7 +52,8 @@ def server_argv(target: Target, host: str, port: int) -> list[str]:
 def describe(target: Target) -> str:
     """How the report names a target's worker model (and counts written relative to cores)."""
     written = ", ".join(f"{k} = {v}" for k, v in target.expressions.items())
-    return server_of(target).describe(target) + (f" ({written})" if written else "")
+    proxy = f", {describe_proxy(target.proxy)}" if target.proxy else ""
+    return server_of(target).describe(target) + (f" ({written})" if written else "") + proxy
 
 
 def slots_rules() -> str:
