@@ -8,6 +8,16 @@ ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
 ARG CODE_DIR=/harness
+# Debian packages a run needs beside Python (a reverse proxy in front of a target: its module
+# in flaskbench/proxies/ names them), installed from the base image's own package sources, never
+# started here (no init: Debian's scripts leave the service alone).
+ARG SYSTEM_PACKAGES=
+RUN set -eu; \
+    if [ -n "$SYSTEM_PACKAGES" ]; then \
+        apt-get update -q; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SYSTEM_PACKAGES; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
 # Optional package index settings, for hosts that cannot reach PyPI directly. Index variables
 # not given stay unset: pip reads an empty one as an index.
 ARG PIP_INDEX_URL

@@ -54,7 +54,8 @@ master_process on;
 # One worker per CPU of the target (nginx's default: 1).
 worker_processes {cpus};
 pid {prefix}/nginx.pid;
-error_log stderr warn;
+# Errors only (nginx's default level), into the cell's proxy.log.
+error_log stderr;
 
 events {{
     # nginx's default is 512: the staircase must meet the server's limits first.

@@ -79,6 +79,33 @@ class RuleOfThumb:
     rule: str
 
 
+@dataclass(frozen=True)
+class TransferHold:
+    """What a slow client's transfer holds of the server's slots (a worker, a thread; flaskbench's
+    theory, measure/theory.py, turns it into seconds): whether the slot reads the request body
+    as it arrives (`upload`), and how long it is held by the response: "kernel" (until the
+    kernel's send buffer took it: nothing, for responses that fit) or "client" (until the client
+    has read it all and closed, at most `close_wait_s`)."""
+
+    upload: bool
+    download: str
+    # Where this is known from (the server's code), for the report.
+    why: str
+    close_wait_s: float = 0.0
+    # False: flaskbench's default model, not checked in this server's code.
+    verified: bool = True
+
+
+# A thread that reads the request as it comes and writes the response with blocking sends.
+DEFAULT_TRANSFER_HOLD = TransferHold(
+    upload=True,
+    download="kernel",
+    why="modelled as a slot that reads the request body as it arrives and is done once the "
+    "kernel took its response (flaskbench's default model, not checked in this server's code)",
+    verified=False,
+)
+
+
 Resolved = tuple[Target | None, list[Problem]]
 
 
@@ -137,6 +164,10 @@ class Server:
     def parallel_processes(self, target: Target) -> int:
         """Processes that can run Python at once (threads and greenlets share one GIL)."""
         return target.workers
+
+    def transfer_hold(self, target: Target) -> TransferHold:
+        """What a slow client's transfer holds of this target's slots."""
+        return DEFAULT_TRANSFER_HOLD
 
     def code_basis(self, target: Target) -> str | None:
         """Where the slots come from when the server's documentation does not say: the files of
