@@ -8,16 +8,6 @@ ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
 ARG CODE_DIR=/harness
-# Debian packages a run needs beside Python (a reverse proxy in front of a target: its module
-# in flaskbench/proxies/ names them), installed from the base image's own package sources, never
-# started here (no init: Debian's scripts leave the service alone).
-ARG SYSTEM_PACKAGES=
-RUN set -eu; \
-    if [ -n "$SYSTEM_PACKAGES" ]; then \
-        apt-get update -q; \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SYSTEM_PACKAGES; \
-        rm -rf /var/lib/apt/lists/*; \
-    fi
 # Optional package index settings, for hosts that cannot reach PyPI directly. Index variables
 # not given stay unset: pip reads an empty one as an index.
 ARG PIP_INDEX_URL
@@ -59,6 +49,18 @@ RUN set -eu; \
         cd /; rm -rf /tmp/tree; \
     fi; \
     chmod -R a+rX "$TREE_DIR"
+
+# Debian packages a run needs beside Python (a reverse proxy in front of a target: its module
+# in flaskbench/proxies/ names them), installed from the base image's own package sources, never
+# started here (no init: Debian's scripts leave the service alone). Declared here, after the
+# Python layers, so that an image with them shares those layers with one without.
+ARG SYSTEM_PACKAGES=
+RUN set -eu; \
+    if [ -n "$SYSTEM_PACKAGES" ]; then \
+        apt-get update -q; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SYSTEM_PACKAGES; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
 
 COPY code/ ${CODE_DIR}/
 # Readable by the unprivileged user whatever modes the build context had. /results is where a

@@ -34,6 +34,7 @@ halved: a deterministic service time has no variance).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -194,6 +195,20 @@ def expect(
         )
     rps, limit = min(ceilings, key=lambda c: c[0])
     return Expectation(slots, rps, limit)
+
+
+def random_spread_busy(requests: int, workers: int, per_worker: int) -> float:
+    """Requests running on average when each of `requests` in flight went to one of `workers`
+    at random and each worker runs at most `per_worker` at once (the rest wait in its queue):
+    the sum over workers of E[min(X, per_worker)], X ~ Binomial(requests, 1 / workers). What a
+    server whose workers take connections while full (Server.takes_connections_while_full)
+    keeps busy when every request comes on a connection of its own."""
+    chance = 1 / workers
+    running = sum(
+        math.comb(requests, k) * chance**k * (1 - chance) ** (requests - k) * min(k, per_worker)
+        for k in range(requests + 1)
+    )
+    return workers * running
 
 
 # As many users as a target can take: its ceiling under an open loop.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from flaskbench.config.openloop import LATE_MS, LATE_SHARE
 from flaskbench.config.workloads import Workload
 from flaskbench.measure.analyze import Analysis, Point
-from flaskbench.measure.theory import transfer_of
+from flaskbench.measure.theory import random_spread_busy, transfer_of
 from flaskbench.proxies.base import ProxySpec
 from flaskbench.proxies.registry import proxy_notes
 from flaskbench.report.blocks import Block, Bullets, Paragraph, Table, number, with_interval
@@ -110,7 +110,7 @@ def _step_against(behind: Point, direct: Point, unit: str) -> str:
 
 
 def _why(pair: _Pair, workload: Workload) -> str:
-    """What the measurements say made the difference."""
+    """What the measurements (and the model) say made the difference."""
     proxy = pair.behind.proxy
     assert proxy is not None
     behind, direct = pair.points[-1]
@@ -127,21 +127,51 @@ def _why(pair: _Pair, workload: Workload) -> str:
             f"behind the proxy for {number(behind.transfer_held_ms, 0)} ms: the proxy takes the "
             f"slow transfer itself.{cost}"
         )
-    spread = _spread(behind, direct, pair.direct.workers)
     if not proxy.keepalive and workload.keepalive and pair.direct.workers > 1:
-        return (
-            "Why: direct, each client's kept-alive connection stays with the worker process "
-            "that accepted it, so how the connections landed fixes each worker's share for the "
-            f"whole step; behind {proxy.name}, every request reaches the server on a new "
-            "connection (a connection per request upstream), accepted by whichever worker takes "
-            f"it, so requests spread over the workers one by one{spread}.{cost}"
-        )
+        return _spread_why(pair, behind, direct) + cost
+    spread = _spread(behind, direct, pair.direct.workers)
     if proxy.keepalive:
         return (
             f"Why: {proxy.name} keeps its own few connections to the server and sends each "
             f"request on whichever is free, whatever the clients' connections{spread}.{cost}"
         )
     return f"Both see a connection per request: the proxy's hop is what differs{spread}.{cost}"
+
+
+def _spread_why(pair: _Pair, behind: Point, direct: Point) -> str:
+    """Kept-alive clients direct against a connection per request behind the proxy: how the
+    requests spread over the server's workers, as measured, and what chance alone gives."""
+    proxy = pair.behind.proxy
+    assert proxy is not None
+    workers = pair.direct.workers
+    spread = _spread(behind, direct, workers)
+    text = (
+        "direct, each client's kept-alive connection stays with the worker process that "
+        "accepted it, so how the connections landed sets each worker's share for the whole "
+        f"step; behind {proxy.name}, every request reaches the server on a new connection (a "
+        "connection per request upstream) and lands on whichever worker accepts it"
+        f"{spread}."
+    )
+    slots = behind.expected_slots
+    target = pair.behind
+    if slots is not None and server_of(target).takes_connections_while_full(target):
+        per_worker = slots // workers
+        busy = min(behind.users, slots)
+        running = random_spread_busy(busy, workers, per_worker)
+        text += (
+            f" A worker of this model takes a connection even with all its {per_worker} slots "
+            f"busy and queues it, so requests landing at random keep {number(running, 1)} of "
+            f"{busy} running on average ({running / busy:.0%}) while the rest wait beside a "
+            "free slot of another worker"
+        )
+        text += (
+            "; direct, the connections that landed evenly kept every slot busy."
+            if (direct.worker_request_share_max or 1) <= 1.1 / workers
+            else "; direct, the uneven landing of the connections cost more than that."
+        )
+    better = (behind.rps_vs_expected or 0) > (direct.rps_vs_expected or 0)
+    verdict = "higher" if better else "lower"
+    return f"Why the share is {verdict} behind {proxy.name}: " + text
 
 
 def _spread(behind: Point, direct: Point, workers: int) -> str:

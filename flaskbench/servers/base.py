@@ -169,6 +169,13 @@ class Server:
         """What a slow client's transfer holds of this target's slots."""
         return DEFAULT_TRANSFER_HOLD
 
+    def takes_connections_while_full(self, target: Target) -> bool:
+        """Whether a worker process accepts a connection while all its slots are busy (and
+        queues it there), rather than leaving it to a worker with a free slot. Then
+        connections land on workers at random, and with several workers some wait while
+        another has slots free (theory.random_spread_busy)."""
+        return False
+
     def code_basis(self, target: Target) -> str | None:
         """Where the slots come from when the server's documentation does not say: the files of
         its code that decide them. None when the documentation does."""

@@ -224,6 +224,13 @@ class Gunicorn(Server):
     def transfer_hold(self, target: Target) -> TransferHold:
         return TRANSFER_HOLDS[target.worker_class]
 
+    def takes_connections_while_full(self, target: Target) -> bool:
+        # gthread's main thread accepts while it holds fewer than worker_connections
+        # connections, whatever its threads are doing, and queues the request for its own pool
+        # (gunicorn/workers/gthread.py: accept, enqueue_req); a sync worker accepts only when
+        # it is free.
+        return target.worker_class == "gthread"
+
     def notes(self, target: Target, top_users: int) -> tuple[str, ...]:
         if target.worker_class != "gthread" or target.threads is None:
             return ()
