@@ -28,6 +28,7 @@ CANNOT_WRITE, NO_SERVER, CANNOT_START = 3, 4, 127
 
 
 def log(message: str) -> None:
+    """A line of the proxy's log (its failures start with "error: ")."""
     print(f"proxy: {message}", file=sys.stderr, flush=True)
 
 
@@ -78,17 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         args.config.parent.mkdir(parents=True, exist_ok=True)
         args.config.write_text(os.environ[args.config_env])
     except OSError as error:
-        log(f"cannot write {args.config}: {error}")
+        log(f"error: cannot write {args.config}: {error}")
         return CANNOT_WRITE
     host, _, port = args.upstream.rpartition(":")
     if not wait_for(host, int(port), args.wait):
-        log(f"the server did not accept connections on {args.upstream} within {args.wait:g} s")
+        log(f"error: the server did not accept connections on {args.upstream} in {args.wait:g} s")
         return NO_SERVER
     log(f"the server accepts connections on {args.upstream}; starting {shlex.join(command)}")
     try:
         os.execvp(command[0], command)
     except OSError as error:
-        log(f"could not start {shlex.join(command)}: {error}")
+        log(f"error: could not start {shlex.join(command)}: {error}")
     return CANNOT_START
 
 

@@ -355,7 +355,7 @@ def proxy_failure(proxy: Service, log: str) -> str:
     said = [
         line.strip()
         for line in log.splitlines()
-        if re.search(r"\[(emerg|alert|crit|error)\]|^proxy: ", line)
+        if re.search(r"\[(emerg|alert|crit|error)\]|^proxy: error: ", line)
     ]
     words = " | ".join(said[-3:]) or "it said nothing"
     return f"the proxy {proxy.exit_description()}: {words}; see {PROXY_LOG}"
