@@ -264,3 +264,32 @@ def test_sweeps_vary_the_proxy() -> None:
     ]
     bad = expand_sweep("s", {"server": "gunicorn", "proxy": ["nginx", "haproxy"]}, 1)
     assert bad.problems == [("proxy", "unknown proxy 'haproxy'; use one of 'none', 'nginx'")]
+
+
+def test_the_production_example_documents_every_key_it_adds() -> None:
+    path = PROJECT / "examples" / "production.toml"
+    config = load_config(path, Overrides(quick=True))
+    assert {t.name for t in config.targets if t.proxy} == {
+        "sync-nginx",
+        "gthread-nginx",
+        "gevent-nginx",
+    }
+    assert config.staircase.users == (8, 32)
+    text = path.read_text()
+    for key in (
+        "proxy",
+        "proxy_buffering",
+        "proxy_request_buffering",
+        "proxy_keepalive",
+        "client",
+        "send_rate",
+        "receive_rate",
+        "keepalive",
+        "upload",
+        "download",
+        "body_size",
+        "rates",
+        "arrival",
+        "[goal] rate",
+    ):
+        assert key in text, key

@@ -247,7 +247,7 @@ def open_loop_expectation(
     wait_s = _queue_wait_s(rate, servers, service_s, arrival)
     end_to_end_s = work.held_ms / 1000 + client_transfer_s
     mean = None if wait_s is None else 1000 * (end_to_end_s + wait_s)
-    return OpenExpectation(min(rate, ceiling.rps), ceiling.rps, utilisation, mean)
+    return OpenExpectation(min(float(rate), ceiling.rps), ceiling.rps, utilisation, mean)
 
 
 def _queue_wait_s(rate: float, servers: float, service_s: float, arrival: str) -> float | None:

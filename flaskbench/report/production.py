@@ -109,33 +109,91 @@ def _step_against(behind: Point, direct: Point, unit: str) -> str:
     return f"at {behind.users} {unit}, {share(behind)} against {share(direct)}"
 
 
+# Shares of the expected throughput this close are the same, as far as one run can tell.
+SAME_SHARE = 0.05
+
+
 def _why(pair: _Pair, workload: Workload) -> str:
-    """What the measurements (and the model) say made the difference."""
+    """What the measurements (and the model) say made the difference, at the lowest step both
+    ran, where how requests spread matters most."""
     proxy = pair.behind.proxy
     assert proxy is not None
-    behind, direct = pair.points[-1]
+    behind, direct = pair.points[0]
+    last = pair.points[-1][0]
     cost = ""
-    if behind.proxy_cpu_pct is not None and behind.rps > 0:
-        per_request_ms = 10 * behind.proxy_cpu_pct / behind.rps
+    if last.proxy_cpu_pct is not None and last.rps > 0:
+        per_request_ms = 10 * last.proxy_cpu_pct / last.rps
         cost = f" The proxy itself used {number(per_request_ms, 2)} ms of CPU per request."
     transfer = transfer_of(workload)
     if transfer is not None:
-        hold = server_of(pair.direct).transfer_hold(pair.direct)
-        return (
-            f"Why: its slow clients hold a slot of the server direct for "
-            f"{number(direct.transfer_held_ms, 0)} ms per request by the model ({hold.why}), "
-            f"behind the proxy for {number(behind.transfer_held_ms, 0)} ms: the proxy takes the "
-            f"slow transfer itself.{cost}"
-        )
-    if not proxy.keepalive and workload.keepalive and pair.direct.workers > 1:
+        return _transfer_why(pair, workload) + cost
+    target = pair.direct
+    spreads = server_of(target).takes_connections_while_full(target) and target.workers > 1
+    spread = _spread(behind, direct, target.workers)
+    if spreads and not proxy.keepalive and workload.keepalive and not workload.open_loop:
         return _spread_why(pair, behind, direct) + cost
-    spread = _spread(behind, direct, pair.direct.workers)
+    if workload.open_loop and workload.keepalive:
+        return (
+            f"{_verdict(pair, behind, direct)}: an open loop sends each request on whichever of "
+            "the load generator's kept-alive connections is free, so no client stays with a "
+            f"worker either way{spread}; the proxy's hop is what differs.{cost}"
+        )
+    if spreads and not proxy.keepalive:
+        return (
+            f"{_verdict(pair, behind, direct)}: every request comes on a connection of its own "
+            f"both ways, so requests land on the workers at random either way{spread}"
+            f"{_by_chance(pair, behind)}; the proxy's hop is what differs.{cost}"
+        )
     if proxy.keepalive:
         return (
-            f"Why: {proxy.name} keeps its own few connections to the server and sends each "
-            f"request on whichever is free, whatever the clients' connections{spread}.{cost}"
+            f"{_verdict(pair, behind, direct)}: {proxy.name} keeps its own few connections to "
+            "the server and sends each request on whichever is free, whatever the clients' "
+            f"connections{spread}.{cost}"
         )
-    return f"Both see a connection per request: the proxy's hop is what differs{spread}.{cost}"
+    return (
+        f"{_verdict(pair, behind, direct)}: this server's workers take a connection only with "
+        "a slot free (or it has one worker), so how connections spread over them does not "
+        f"change what runs; the proxy's hop is what differs{spread}.{cost}"
+    )
+
+
+def _verdict(pair: _Pair, behind: Point, direct: Point) -> str:
+    proxy = pair.behind.proxy
+    assert proxy is not None
+    at = f"at {behind.users} {'req/s offered' if behind.offered_rps else 'users'}"
+    if behind.rps_vs_expected is None or direct.rps_vs_expected is None:
+        return f"Why, {at}"
+    difference = behind.rps_vs_expected - direct.rps_vs_expected
+    if abs(difference) < SAME_SHARE:
+        return f"Why the share is about the same {at}"
+    return f"Why the share is {'higher' if difference > 0 else 'lower'} behind {proxy.name} {at}"
+
+
+def _by_chance(pair: _Pair, point: Point) -> str:
+    """What a random landing keeps running, by the model, at a point's users."""
+    slots = point.expected_slots
+    workers = pair.direct.workers
+    if slots is None or point.offered_rps is not None:
+        return ""
+    busy = min(point.users, slots)
+    running = random_spread_busy(busy, workers, slots // workers)
+    return f" (by chance alone {number(running, 1)} of {busy} run on average, {running / busy:.0%})"
+
+
+def _transfer_why(pair: _Pair, workload: Workload) -> str:
+    behind, direct = pair.points[-1]
+    hold = server_of(pair.direct).transfer_hold(pair.direct)
+    if not direct.transfer_held_ms:
+        return (
+            "Why: by the model its slow clients hold no slot of this server either way: "
+            f"{hold.why}; what differs is the proxy's hop."
+        )
+    return (
+        f"Why: its slow clients hold a slot of the server direct for "
+        f"{number(direct.transfer_held_ms, 0)} ms per request by the model, behind the proxy "
+        f"for {number(behind.transfer_held_ms, 0)} ms: the proxy takes the slow transfer itself. "
+        f"Direct, {hold.why}."
+    )
 
 
 def _spread_why(pair: _Pair, behind: Point, direct: Point) -> str:
@@ -150,28 +208,16 @@ def _spread_why(pair: _Pair, behind: Point, direct: Point) -> str:
         "accepted it, so how the connections landed sets each worker's share for the whole "
         f"step; behind {proxy.name}, every request reaches the server on a new connection (a "
         "connection per request upstream) and lands on whichever worker accepts it"
-        f"{spread}."
+        f"{spread}. A worker of this model takes a connection even with all its slots busy "
+        f"and queues it, so requests landing at random wait beside a free slot of another "
+        f"worker{_by_chance(pair, behind)}"
     )
-    slots = behind.expected_slots
-    target = pair.behind
-    if slots is not None and server_of(target).takes_connections_while_full(target):
-        per_worker = slots // workers
-        busy = min(behind.users, slots)
-        running = random_spread_busy(busy, workers, per_worker)
-        text += (
-            f" A worker of this model takes a connection even with all its {per_worker} slots "
-            f"busy and queues it, so requests landing at random keep {number(running, 1)} of "
-            f"{busy} running on average ({running / busy:.0%}) while the rest wait beside a "
-            "free slot of another worker"
-        )
-        text += (
-            "; direct, the connections that landed evenly kept every slot busy."
-            if (direct.worker_request_share_max or 1) <= 1.1 / workers
-            else "; direct, the uneven landing of the connections cost more than that."
-        )
-    better = (behind.rps_vs_expected or 0) > (direct.rps_vs_expected or 0)
-    verdict = "higher" if better else "lower"
-    return f"Why the share is {verdict} behind {proxy.name}: " + text
+    text += (
+        "; direct, the connections landed evenly and kept every slot busy"
+        if (direct.worker_request_share_max or 1) <= 1.1 / workers
+        else "; direct, the uneven landing of the connections cost more than that"
+    )
+    return f"{_verdict(pair, behind, direct)}: {text}."
 
 
 def _spread(behind: Point, direct: Point, workers: int) -> str:
