@@ -110,6 +110,8 @@ def test_a_slow_clients_transfer_holds_what_each_model_says() -> None:
     gthread = target(worker_class="gthread", workers=2, threads=4)
     assert transfer_times(gthread, up)[0] == pytest.approx(beyond)
     assert transfer_times(gthread, down)[0] == 0
+    # A connection accepted at once (a slot free) is read from its first byte.
+    assert transfer_times(sync, up, queued=False)[0] == pytest.approx(2.0)
     # waitress reads the whole request before a thread gets it.
     assert transfer_times(target("waitress"), up)[0] == 0
     behind = replace(sync, proxy=ProxySpec("nginx"))

@@ -387,7 +387,10 @@ def with_expectation(
         busy = offered.utilisation is not None and offered.utilisation >= 1
         expectation = replace(ceiling, rps=offered.rps, limit=ceiling.limit if busy else "rate")
         utilisation, mean_ms = offered.utilisation, offered.mean_ms
-    held_ms = 1000 * transfer_times(target, transfer)[0] if transfer else None
+    # Requests wait for a slot when users outnumber the slots (an open loop: near its ceiling).
+    slots = expectation.slots
+    queued = slots is not None and (row.offered_rps is not None or row.users > slots)
+    held_ms = 1000 * transfer_times(target, transfer, queued)[0] if transfer else None
     return replace(
         row,
         # A slow client's transfer holds the slot too, where the model says so.

@@ -109,8 +109,12 @@ def transfer_of(workload: Workload) -> Transfer | None:
     )
 
 
-def transfer_times(target: Target, transfer: Transfer | None) -> tuple[float, float]:
+def transfer_times(
+    target: Target, transfer: Transfer | None, queued: bool = True
+) -> tuple[float, float]:
     """(seconds a slot is held by a slow client's transfer, seconds the client spends on it).
+    `queued`: connections wait for a slot (more users than slots), so the kernel buffered what
+    it could of a body before a slot reads it; else a slot reads it from its first byte.
     Behind a proxy the server's client is the proxy (see the module's docstring)."""
     if transfer is None:
         return 0.0, 0.0
@@ -126,17 +130,16 @@ def transfer_times(target: Target, transfer: Transfer | None) -> tuple[float, fl
             held_down = 0.0
         return held_up + held_down, client_s
     hold = server_of(target).transfer_hold(target)
-    return _direct_hold(hold, transfer), client_s
+    return _direct_hold(hold, transfer, queued), client_s
 
 
-def _direct_hold(hold: TransferHold, transfer: Transfer) -> float:
-    """Seconds a slot waits for a slow client that talks to the server directly, when its
-    connection waited to be accepted (the server busy: the kernel buffered what it could)."""
+def _direct_hold(hold: TransferHold, transfer: Transfer, queued: bool) -> float:
+    """Seconds a slot waits for a slow client that talks to the server directly: for a body,
+    what the kernel could not buffer while its connection waited (all of it, if it did not)."""
     held = 0.0
     if hold.upload:
-        held += _beyond(
-            transfer.body_bytes, KERNEL_RECEIVE_BUFFER + PACED_SEND_BUFFER, transfer.send_rate
-        )
+        ahead = KERNEL_RECEIVE_BUFFER + PACED_SEND_BUFFER if queued else 0
+        held += _beyond(transfer.body_bytes, ahead, transfer.send_rate)
     if hold.download == "client":
         held += min(transfer.download_s, hold.close_wait_s)
     else:
@@ -180,7 +183,8 @@ def expect(
     client's transfer; each busy slot its work and the part of the transfer it waits for."""
     slots = expected_slots(target)
     busy = users if slots is None else min(users, slots)
-    held_transfer_s, client_transfer_s = transfer_times(target, transfer)
+    queued = slots is not None and users > slots
+    held_transfer_s, client_transfer_s = transfer_times(target, transfer, queued)
     work_s = work.held_ms / 1000 if work else 0.0
     held_s, client_s = work_s + held_transfer_s, work_s + client_transfer_s
     if work is None or client_s == 0:

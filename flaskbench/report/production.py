@@ -232,22 +232,23 @@ def _spread(behind: Point, direct: Point, workers: int) -> str:
 
 
 def transfer_notes(analysis: Analysis, workload: Workload) -> list[Block]:
-    """What the model says a slow client's transfer holds of each target, and from where."""
+    """What the model says a slow client's transfer holds of each target, from where, and what
+    was measured in the app at the top step."""
     transfer = transfer_of(workload)
     if transfer is None:
         return []
     lines = []
     for name, target in analysis.data.targets.items():
-        point = next(
-            (p for p in analysis.points if p.workload == workload.name and p.target == name), None
-        )
-        if point is None or point.transfer_held_ms is None:
+        points = [p for p in analysis.points if p.workload == workload.name and p.target == name]
+        if not points or points[-1].transfer_held_ms is None:
             continue
+        top = max(points, key=lambda p: p.users)
+        held = top.transfer_held_ms or 0.0
         if target.proxy is not None:
             why = "its proxy reads the slow client's body and response itself"
         else:
             why = server_of(target).transfer_hold(target).why
-        lines.append(f"**{name}**: {number(point.transfer_held_ms, 0)} ms per request: {why}.")
+        lines.append(f"**{name}**: {number(held, 0)} ms per request: {why}. {_measured(top, held)}")
     sizes = []
     if transfer.body_bytes and transfer.send_rate:
         sizes.append(f"sends its body in {number(transfer.upload_s, 2)} s")
@@ -257,13 +258,28 @@ def transfer_notes(analysis: Analysis, workload: Workload) -> list[Block]:
         Paragraph(
             f"Slow clients: each {' and '.join(sizes) or 'moves nothing the model knows'}, so "
             "a user's request takes that much longer end to end. What that holds of a slot, by "
-            "the model: what the kernel cannot buffer (about 128 KB of a body waiting to be "
+            "the model: what the kernel cannot buffer (about 160 KB of a body waiting to be "
             "accepted, 4 MB of a response), unless the slot waits for the client to finish. "
             "Only bodies and responses larger than the kernel's buffers hold a slot that reads "
             "as the data comes:"
         ),
         Bullets(tuple(lines)),
     ]
+
+
+def _measured(point: Point, held_ms: float) -> str:
+    """The time a request was in the app at a step, against the model's hold."""
+    inside = point.time_in_app_ms
+    if inside is None:
+        return ""
+    text = f"Measured at {point.users} users: {number(inside, 0)} ms in the app"
+    if held_ms and inside < 0.7 * held_ms:
+        return text + (
+            ": the kernel buffered more of each body than the model counts (Linux grows a "
+            "connection's receive buffer as its earlier requests are read, so on a kept-alive "
+            "connection the model's hold is an upper bound)."
+        )
+    return text + "."
 
 
 def open_loop_blocks(
