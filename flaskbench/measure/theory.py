@@ -17,7 +17,8 @@ The kernel buffers a body while its connection waits to be accepted (the server'
 buffer and the slow client's small send buffer) and a response once it is written (the
 server's send buffer, autotuned up to megabytes), so a slot that reads the body as it comes is
 held for (body - what the kernel took) / send_rate, and one that waits until the client has read
-its response and hung up (gunicorn sync) for all of response / receive_rate, at most its wait.
+its response and hung up (a closing worker that drains the connection) for all of
+response / receive_rate, at most its wait.
 Behind a proxy, the server's client is the proxy: it reads the whole body before passing a
 request on (request buffering on), or streams it through its own socket buffers, which take
 megabytes; and it reads the whole response at once (buffering on) or into its socket buffers:
