@@ -2,10 +2,13 @@
 load shape, and per-second request buckets written to loadgen.json (docs/raw-data.md).
 
 Run one user class per Locust run, headless, distributed (master + workers) or single process:
-RequestsUser with the workload's requests (--fb-requests), or a user class of the user's own from
-a second locustfile (`-f locustfile.py,theirs.py Visitor`), whose requests are recorded the same
-way. Custom --fb-* options are given to the master only: Locust ships them to the workers in
-every spawn message (except --fb-clock-skew, which only tests give a worker).
+RequestsUser with the workload's requests (--fb-requests), OpenLoopUser with them offered at
+rates (--fb-open-loop: --fb-steps are then requests per second, see openloop.py), or a user
+class of the user's own from a second locustfile (`-f locustfile.py,theirs.py Visitor`), whose
+requests are recorded the same way. flaskbench's own requests may come from slow clients
+(--fb-send-rate, --fb-receive-rate: paced.py) and on a new connection each (--fb-close).
+Custom --fb-* options are given to the master only: Locust ships them to the workers in every
+spawn message (except --fb-clock-skew, which only tests give a worker).
 
 The master's clock defines the step windows. Workers may run on other hosts whose clocks differ
 by seconds, so each worker keeps asking the master for its time (stepstats.ClockSync) and
@@ -36,6 +39,9 @@ from locust import FastHttpUser, LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, Runner, WorkerRunner
+from openloop import ARRIVALS, OpenLoopContext, OpenLoopScheduler, attach
+from paced import Answer, Pace, http_client
+from paced import send as send_paced
 from stepstats import (
     Buckets,
     ClockSync,
@@ -127,6 +133,16 @@ def _skew(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected bytes per second, 0 or more, got {text!r}")
+    return value
+
+
 def _out_path(text: str) -> str:
     # Fail before the run rather than after it, when the file is written.
     directory = os.path.dirname(os.path.abspath(text))
@@ -201,6 +217,39 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
         "--fb-out", type=_out_path, default=None, help="where the master writes loadgen.json"
     )
     group.add_argument(
+        "--fb-send-rate",
+        type=_rate,
+        default=0,
+        help="bytes per second clients send request bodies at (0: as fast as they can)",
+    )
+    group.add_argument(
+        "--fb-receive-rate",
+        type=_rate,
+        default=0,
+        help="bytes per second clients read responses at (0: as fast as they can)",
+    )
+    group.add_argument(
+        "--fb-close",
+        action="store_true",
+        help="a new connection per request (Connection: close) instead of keep-alive",
+    )
+    group.add_argument(
+        "--fb-open-loop",
+        choices=ARRIVALS,
+        default=None,
+        help="an open loop (OpenLoopUser): --fb-steps are offered requests per second, arriving "
+        "as a Poisson process or evenly spaced",
+    )
+    group.add_argument(
+        "--fb-open-late-ms",
+        type=_positive,
+        default=10.0,
+        help="an open loop's request sent this many ms after it was due counts as late",
+    )
+    # Set by the master for its workers (the open loop's start, and how many share its rate).
+    group.add_argument("--fb-open-start", type=float, default=None, help=argparse.SUPPRESS)
+    group.add_argument("--fb-open-schedulers", type=int, default=1, help=argparse.SUPPRESS)
+    group.add_argument(
         "--fb-clock-skew",
         type=_skew,
         default=0.0,
@@ -222,6 +271,10 @@ class RequestsUser(FastHttpUser):
         super().__init__(environment)
         self._requests = [_Request.from_json(r) for r in options.fb_requests]
         self._weights = [r.weight for r in self._requests]
+        self._pace = _pace(options)
+        # A slow client's own connection, with the small socket buffers that make it slow on
+        # the wire (paced.py); made on its first request.
+        self._paced: Any = None
 
     @property
     def requests(self) -> list[_Request]:
@@ -233,12 +286,19 @@ class RequestsUser(FastHttpUser):
 
     def send(self, request: _Request) -> tuple[int, str]:
         """Send one request; a status it does not expect is a failure. (status, body start)"""
+        if self._pace.paced:
+            return self._send_paced(request)
+        headers = request.headers | ({} if self._pace.keepalive else {"Connection": "close"})
+        data: dict[str, str] | str | None = request.form
+        if request.body_size:
+            data = "u" * request.body_size
+            headers = {"Content-Type": "application/octet-stream"} | headers
         with self.client.request(
             request.method,
             request.path,
             name=request.path,
-            headers=request.headers,
-            data=request.form,
+            headers=headers,
+            data=data,
             json=request.json,
             allow_redirects=False,
             catch_response=True,
@@ -247,6 +307,50 @@ class RequestsUser(FastHttpUser):
             if not request.accepts(status):
                 response.failure(f"HTTP {status}, expected {request.expected}")
             return status, (response.text or "")[:BODY_SHOWN]
+
+    def _send_paced(self, request: _Request) -> tuple[int, str]:
+        """A slow client's request, timed from its start to the last byte of its response."""
+        if self._paced is None:
+            timeout = float(_options(self.environment).fb_timeout)
+            self._paced = http_client(str(self.host), self._pace, 1, timeout)
+        began = time.perf_counter()
+        answer = request.send(self._paced, self._pace)
+        self.environment.events.request.fire(
+            request_type=request.method,
+            name=request.path,
+            response_time=(time.perf_counter() - began) * 1000,
+            response_length=answer.length,
+            response=None,
+            context={},
+            exception=request.judge(answer),
+        )
+        return answer.status, answer.body
+
+
+class OpenLoopUser(OpenLoopScheduler):
+    """Offers the workload's requests at the staircase's rates (see openloop.py), picked by
+    weight, from clients of the workload's pace; a status a request does not expect is a
+    failure."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        options = _options(environment)
+        self._requests = [_Request.from_json(r) for r in options.fb_requests]
+        self._weights = [r.weight for r in self._requests]
+
+    def pace(self) -> Pace:
+        return _pace(_options(self.environment))
+
+    def pick(self) -> _Request:
+        return random.choices(self._requests, self._weights)[0]
+
+
+# The user classes that send the workload's own requests (--fb-requests).
+OWN_USERS = (RequestsUser, OpenLoopUser)
+
+
+def _pace(options: argparse.Namespace) -> Pace:
+    return Pace(int(options.fb_send_rate), int(options.fb_receive_rate), not options.fb_close)
 
 
 class _Request:
@@ -261,9 +365,11 @@ class _Request:
         body: Any,
         expect: list[int],
         weight: int,
+        body_size: int | None = None,
     ) -> None:
         self.path, self.method, self.headers = path, method, headers
         self.form, self.json, self.expect, self.weight = form, body, expect, weight
+        self.body_size = body_size
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> _Request:
@@ -276,10 +382,25 @@ class _Request:
             body=json.loads(text) if text is not None else None,
             expect=[int(s) for s in data.get("expect") or ()],
             weight=int(data.get("weight") or 1),
+            body_size=int(data["body_size"]) if data.get("body_size") else None,
         )
 
     def accepts(self, status: int) -> bool:
         return status in self.expect if self.expect else 200 <= status < 300
+
+    def send(self, client: Any, pace: Pace) -> Answer:
+        """Through geventhttpclient directly (paced.py), at the pace's rates."""
+        return send_paced(
+            client, pace, self.method, self.path, self.headers, self.form, self.json, self.body_size
+        )
+
+    def judge(self, answer: Answer) -> BaseException | None:
+        """Why an answer is a failure, or None: no answer, or a status it does not expect."""
+        if answer.error is not None:
+            return answer.error
+        if not self.accepts(answer.status):
+            return RuntimeError(f"HTTP {answer.status}, expected {self.expected}")
+        return None
 
     @property
     def expected(self) -> str:
@@ -321,7 +442,7 @@ class StaircaseShape(LoadTestShape):
         now = time.time()
         if self.schedule is None:
             assert self.runner is not None  # Locust sets it before the first tick
-            self.schedule = _schedule(_options(self.runner.environment), now)
+            self.schedule = _schedule(self.runner, now)
         change = self.schedule.next_change(now)
         if change is not None and change - now < 1:
             gevent.sleep(change - now)
@@ -359,9 +480,22 @@ def _options(environment: Environment) -> argparse.Namespace:
     return options
 
 
-def _schedule(options: argparse.Namespace, now: float) -> Schedule:
+def _schedule(runner: Runner, now: float) -> Schedule:
+    """The staircase from now. An open loop runs a scheduler per load-generating process, and
+    its workers get its start and their number with the options of the first spawn message,
+    which follows this first tick (see openloop.py)."""
+    options = _options(runner.environment)
+    schedulers = None
+    if options.fb_open_loop:
+        schedulers = runner.worker_count if isinstance(runner, MasterRunner) else 1
+        options.fb_open_start, options.fb_open_schedulers = now, schedulers
     return plan_schedule(
-        options.fb_steps, options.fb_warmup, options.fb_measure, options.fb_tail, start_time=now
+        options.fb_steps,
+        options.fb_warmup,
+        options.fb_measure,
+        options.fb_tail,
+        start_time=now,
+        schedulers=schedulers,
     )
 
 
@@ -429,8 +563,11 @@ def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
             meter.sample(),
             runner.cpu_warning_emitted,
             sync.to_json(),
+            open_loop.arrivals.take_delta(),
         )
 
+    open_loop = OpenLoopContext(master_clock)
+    attach(environment, open_loop)
     runner.register_message(CLOCK_ANSWER, on_clock_answer)
     gevent.spawn(ask_for_the_clock)
     environment.events.request.add_listener(_request_recorder(buckets, master_clock))
@@ -448,6 +585,12 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
     record = Record()
     meter = _CpuMeter()
     workload = _describe_workload(user_class, options)
+    if options.fb_open_loop:
+        record.open_loop = {
+            "arrival": options.fb_open_loop,
+            "rates": list(options.fb_steps),
+            "late_ms": float(options.fb_open_late_ms),
+        }
 
     def on_tick(now: float) -> None:
         if now - meter.last_sample >= WORKER_REPORT_INTERVAL:
@@ -480,14 +623,16 @@ def _record_on_master(environment: Environment, runner: Runner) -> None:
     shape.on_tick = on_tick
     if options.fb_stop_p99_ms is not None or options.fb_stop_p99_factor is not None:
         shape.rule = StopRule(options.fb_stop_p99_ms, options.fb_stop_p99_factor)
+        unit = "requests/s offered" if options.fb_open_loop else "users"
         shape.results = lambda step: record.buckets.window(
-            step.users, step.measure_start, step.measure_end
+            step.level, step.measure_start, step.measure_end, unit
         )
     if distributed:
         runner.register_message(CLOCK_REQUEST, on_clock_request)
         environment.events.worker_report.add_listener(on_worker_report)
     else:
         environment.events.request.add_listener(_request_recorder(record.buckets, time.time))
+        attach(environment, OpenLoopContext(time.time, record.arrivals))
     # Before any user starts: a workload the app does not answer as expected gets no load.
     record.verification = verify(environment, user_class)
     if options.fb_out:
@@ -505,13 +650,13 @@ def _single_user_class(environment: Environment) -> type[User]:
         names = ", ".join(cls.__name__ for cls in classes)
         sys.exit(
             "locustfile.py: error: name exactly one user class on the command line "
-            f"(RequestsUser, or one of your own); found: {names or 'none'}"
+            f"(RequestsUser, OpenLoopUser, or one of your own); found: {names or 'none'}"
         )
     return classes[0]
 
 
 def _describe_workload(user_class: type[User], options: argparse.Namespace) -> dict[str, Any]:
-    if user_class is RequestsUser:
+    if user_class in OWN_USERS:
         requests = [_Request.from_json(r) for r in options.fb_requests]
         return {
             "user_class": user_class.__name__,
@@ -575,7 +720,9 @@ def verify(environment: Environment, user_class: type[User]) -> dict[str, Any]:
         return {"ok": False, "checked": [], "failure": failure}
     # As Locust's runners do when they spawn users: load goes to --host, whatever the class says.
     user_class.host = environment.host
-    if user_class is RequestsUser:
+    if user_class in OWN_USERS:
+        # Each request once, as a user of the workload's clients sends it.
+        RequestsUser.host = environment.host
         return _verify_requests(RequestsUser(environment))
     return _verify_user_class(environment, user_class)
 

@@ -1,5 +1,5 @@
-"""The command lines of one cell: the target launcher, the Locust master and its workers, and the
-check that the app loads.
+"""The command lines of one cell: the target launcher, the proxy in front of it (if any), the
+Locust master and its workers, and the check that the app loads.
 
 Both runners use these same command lines; only the paths differ (a checkout on the host, or
 the image's /app, /locust and /results).
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.load import Config
+from flaskbench.config.openloop import LATE_MS
 from flaskbench.config.workloads import Workload
 from flaskbench.plan.cells import (
     LOADGEN_STARTUP_S,
@@ -20,6 +21,8 @@ from flaskbench.plan.cells import (
     Cell,
     ready_budget_s,
 )
+from flaskbench.proxies.base import UPSTREAM_HOST, UPSTREAM_OFFSET
+from flaskbench.proxies.registry import proxy_of
 from flaskbench.results.contract import (
     GAUGE_CSV,
     LOADGEN_JSON,
@@ -29,8 +32,12 @@ from flaskbench.results.contract import (
 )
 from flaskbench.servers.registry import server_argv, server_of
 
-# The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
+# The Locust user classes that send a workload's requests (locustfiles/locustfile.py): a closed
+# loop of users, or an open loop at rates.
 REQUESTS_USER = "RequestsUser"
+OPEN_LOOP_USER = "OpenLoopUser"
+# Where the proxy's harness finds its config's text (targets/flaskbench_target/proxy.py).
+PROXY_CONF_ENV = "FLASKBENCH_PROXY_CONF"
 # How loadgen.json's verification names the wait for the target's first answer.
 READINESS = "readiness"
 
@@ -64,6 +71,9 @@ class Paths:
     user_locustfile: str | None = None
     # Where the target's gauge lives; None lets the launcher pick a fresh file in /dev/shm.
     gauge_file: str | None = None
+    # Behind a proxy: the directory it writes in (its config, pid, temp files), and its binary.
+    proxy_dir: str | None = None
+    proxy_binary: str | None = None
 
 
 def _launcher(
@@ -106,10 +116,62 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
         gauge += ["--gauge-file", paths.gauge_file]
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
-    server = server_argv(cell.target, config.host, config.port)
+    server = server_argv(cell.target, *server_address(cell, config))
     grace_s = server_of(cell.target).grace_s(cell.target) + 2
     stop_signal = server_of(cell.target).stop_signal
     return [*_launcher(config, paths, gauge, grace_s, stop_signal), paths.python, *server]
+
+
+def server_address(cell: Cell, config: Config) -> tuple[str, int]:
+    """Where the server listens: the target's address, or behind a proxy, the loopback port
+    above the target's (the proxy's)."""
+    if cell.target.proxy is None:
+        return config.host, config.port
+    return UPSTREAM_HOST, config.port + UPSTREAM_OFFSET
+
+
+def cell_ports(cell: Cell, config: Config) -> tuple[int, ...]:
+    """The ports the cell's target side listens on, which must be free before it starts."""
+    server = server_address(cell, config)[1]
+    return (config.port,) if server == config.port else (config.port, server)
+
+
+def proxy_config(cell: Cell, config: Config, paths: Paths, cpus: int) -> str:
+    """The proxy's config for this cell, as it will be kept in the cell's raw data."""
+    assert cell.target.proxy is not None
+    assert paths.proxy_dir is not None
+    return proxy_of(cell.target.proxy).config_text(
+        cell.target.proxy,
+        (config.host, config.port),
+        server_address(cell, config)[1],
+        paths.proxy_dir,
+        cpus,
+    )
+
+
+def proxy_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
+    """The proxy, started by the harness once the server accepts connections (its config's text
+    in PROXY_CONF_ENV), then in the foreground."""
+    assert cell.target.proxy is not None
+    assert paths.proxy_dir is not None
+    assert paths.proxy_binary is not None
+    conf = f"{paths.proxy_dir}/proxy.conf"
+    host, port = server_address(cell, config)
+    return [
+        paths.python,
+        "-m",
+        f"{TARGET_PACKAGE}.proxy",
+        "--config",
+        conf,
+        "--config-env",
+        PROXY_CONF_ENV,
+        "--upstream",
+        f"{host}:{port}",
+        "--wait",
+        str(ready_budget_s(config)),
+        "--",
+        *proxy_of(cell.target.proxy).argv(paths.proxy_binary, paths.proxy_dir, conf),
+    ]
 
 
 def check_command(config: Config, paths: Paths) -> list[str]:
@@ -122,13 +184,14 @@ def locust_base(workload: Workload, paths: Paths) -> list[str]:
     files = f"{paths.locustfiles}/locustfile.py"
     if paths.user_locustfile:
         files += f",{paths.user_locustfile}"
+    own = OPEN_LOOP_USER if workload.open_loop else REQUESTS_USER
     return [
         paths.locust_python,
         "-m",
         "locust",
         "-f",
         files,
-        workload.user_class or REQUESTS_USER,
+        workload.user_class or own,
     ]
 
 
@@ -139,7 +202,8 @@ def master_command(
     requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
     return [
         *locust_base(workload, paths),
-        *_master_options(config, workers, master_address),
+        *_master_options(config, workers, master_address, cell.levels(config.staircase)),
+        *_client_options(workload),
         "--csv",
         f"{paths.cell}/{LOCUST_CSV_PREFIX}",
         "--logfile",
@@ -159,7 +223,24 @@ def _stop_options(config: Config) -> list[str]:
     return ["--fb-stop-p99-factor", str(STOP_FIRST_STEP_FACTOR)]
 
 
-def _master_options(config: Config, workers: int, master_address: str) -> list[str]:
+def _client_options(workload: Workload) -> list[str]:
+    """How the workload's clients behave: their pace, connections and an open loop."""
+    options = []
+    if workload.client and workload.client.send_rate:
+        options += ["--fb-send-rate", str(workload.client.send_rate)]
+    if workload.client and workload.client.receive_rate:
+        options += ["--fb-receive-rate", str(workload.client.receive_rate)]
+    if not workload.keepalive:
+        options.append("--fb-close")
+    if workload.open_loop:
+        options += ["--fb-open-loop", workload.open_loop.arrival]
+        options += ["--fb-open-late-ms", f"{LATE_MS:g}"]
+    return options
+
+
+def _master_options(
+    config: Config, workers: int, master_address: str, levels: tuple[int, ...]
+) -> list[str]:
     stairs = config.staircase
     return [
         "--headless",
@@ -177,7 +258,7 @@ def _master_options(config: Config, workers: int, master_address: str) -> list[s
         "--loglevel",
         "INFO",
         "--fb-steps",
-        ",".join(str(u) for u in stairs.users),
+        ",".join(str(level) for level in levels),
         "--fb-warmup",
         str(stairs.warmup_s),
         "--fb-measure",

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 import flaskbench
 from flaskbench import PROJECT_ROOT
@@ -28,8 +29,17 @@ from flaskbench.execute.provenance import machine, package_versions
 from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
 from flaskbench.plan.cells import Plan
 from flaskbench.plan.placement import Placement
-from flaskbench.results.contract import CONFIG_COPY, META_FORMAT, MetaJson, TargetRecord, iso
+from flaskbench.proxies.base import proxy_record
+from flaskbench.results.contract import (
+    CONFIG_COPY,
+    META_FORMAT,
+    MetaJson,
+    ProxyRecord,
+    TargetRecord,
+    iso,
+)
 from flaskbench.results.contract import Goal as GoalRecord
+from flaskbench.results.contract import Staircase as StaircaseRecord
 from flaskbench.results.rundir import CellStatus, RunDir
 from flaskbench.servers.base import Target
 
@@ -106,11 +116,7 @@ def start_meta(
         "goal": goal_record(config.goal) if config.goal else None,
         "stop_when_saturated": config.stop_when_saturated,
         "sweeps_dropped": list(config.dropped),
-        "staircase": {
-            "users": list(config.staircase.users),
-            "warmup_s": config.staircase.warmup_s,
-            "measure_s": config.staircase.measure_s,
-        },
+        "staircase": staircase_record(config),
         "repeats": config.repeats,
         "cells": [],
         "started": iso(time.time()),
@@ -140,7 +146,20 @@ def target_record(target: Target) -> TargetRecord:
         "expressions": dict(target.expressions),
         "sweep": target.sweep,
         "env": dict(target.env),
+        "proxy": cast(ProxyRecord | None, proxy_record(target.proxy)),
     }
+
+
+def staircase_record(config: Config) -> StaircaseRecord:
+    stairs = config.staircase
+    record: StaircaseRecord = {
+        "users": list(stairs.users),
+        "warmup_s": stairs.warmup_s,
+        "measure_s": stairs.measure_s,
+    }
+    if stairs.open_loop:
+        record |= {"rates": list(stairs.open_loop.rates), "arrival": stairs.open_loop.arrival}
+    return record
 
 
 def goal_record(goal: Goal) -> GoalRecord:
@@ -149,6 +168,7 @@ def goal_record(goal: Goal) -> GoalRecord:
         "users": goal.users,
         "max_rss_mb": goal.max_rss_mb,
         "max_error_rate": goal.max_error_rate,
+        "rate": goal.rate,
     }
 
 
@@ -170,7 +190,9 @@ def execute(
     todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
     interrupted = False
     stopped = ""
-    progress.begin(len(todo.cells), todo.estimated_seconds(runner.name, 1))
+    # Cells may differ in length (an open loop's own rates): the bar advances by their mean.
+    mean_s = todo.estimated_seconds(runner.name) / max(len(todo.cells), 1)
+    progress.begin(len(todo.cells), mean_s)
     try:
         with interrupts_as_keyboard_interrupt():
             for index, cell in enumerate(todo.cells, start=1):

@@ -1,10 +1,10 @@
 """What every runner does for one cell, whatever starts the processes.
 
-A runner starts a target, waits until it answers (as seen from where the load comes from),
-starts the Locust swarm, whose master checks every request of the workload before any load, and
-a resource sampler, watches both until the staircase is done, and tears everything down,
-whatever happens. It reports how the cell ended; the raw files it leaves are read later by
-`collect`.
+A runner starts a target (and the proxy in front of it, if it has one), waits until it answers
+(as seen from where the load comes from), starts the Locust swarm, whose master checks every
+request of the workload before any load, and a resource sampler, watches them all until the
+staircase is done, and tears everything down, whatever happens. It reports how the cell ended;
+the raw files it leaves are read later by `collect`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Protocol
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.hosts import DEFAULT_ENGINE, engine_label
 from flaskbench.config.load import Config
-from flaskbench.execute.commands import READINESS
+from flaskbench.execute.commands import READINESS, cell_ports
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
@@ -40,6 +40,7 @@ from flaskbench.results.contract import (
     HOST_CPU_CSV,
     LOADGEN_JSON,
     MEMORY_CSV,
+    PROXY_LOG,
     SETUP_LOG,
     TARGET_LOG,
     CellState,
@@ -251,17 +252,23 @@ class Runner(ABC):
     def start_target(self, ctx: CellContext) -> Service: ...
 
     @abstractmethod
+    def start_proxy(self, ctx: CellContext) -> Service:
+        """The proxy in front of the cell's target (it has one), its config written into the
+        cell (PROXY_CONF), its output into PROXY_LOG."""
+
+    @abstractmethod
     def start_loadgen(self, ctx: CellContext) -> Service: ...
 
     @abstractmethod
     def start_sampler(
-        self, ctx: CellContext, target: Service, loadgen: Service
+        self, ctx: CellContext, target: Service, loadgen: Service, proxy: Service | None
     ) -> ResourceSampler: ...
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         ctx.cell_dir.mkdir(parents=True, exist_ok=True)
         started = time.time()
         target: Service | None = None
+        proxy: Service | None = None
         loadgen: Service | None = None
         sampler: ResourceSampler | None = None
         services: CellServices | None = None
@@ -280,16 +287,18 @@ class Runner(ABC):
             # Locust starts while the target does: its master waits until the target answers,
             # so neither start-up waits for the other.
             target = self.start_target(ctx)
+            if ctx.cell.target.proxy is not None:
+                proxy = self.start_proxy(ctx)
             loadgen = self.start_loadgen(ctx)
-            sampler = self.start_sampler(ctx, target, loadgen).start()
-            self._watch(ctx, target, loadgen, services)
+            sampler = self.start_sampler(ctx, target, loadgen, proxy).start()
+            self._watch(ctx, target, loadgen, proxy, services)
         except (CellFailed, HostLost, ServiceFailed) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
             failure = f"{type(exc).__name__}: {exc}"
             _save_traceback(ctx.cell_dir)
         finally:
-            teardown = _stop_all(ctx.cell_dir, loadgen, sampler, target, host_cpu)
+            teardown = _stop_all(ctx.cell_dir, loadgen, sampler, target, host_cpu, proxy)
             # After the target: its app's connections end before the services do.
             teardown += services.stop() if services else []
         log = _read_log(ctx.cell_dir / TARGET_LOG)
@@ -305,22 +314,25 @@ class Runner(ABC):
         # The previous cell's processes were killed a moment ago: a loaded machine may take a
         # few seconds to reap them and let go of the port.
         deadline = time.monotonic() + PORT_RELEASE_S
-        while port_in_use(ctx.config.host, ctx.config.port):
-            if time.monotonic() > deadline:
-                raise CellFailed(
-                    f"port {ctx.config.port} on {ctx.config.host} is already in use by another "
-                    "process; free it or set run.port"
-                )
-            time.sleep(0.2)
+        for port in cell_ports(ctx.cell, ctx.config):
+            while port_in_use(ctx.config.host, port):
+                if time.monotonic() > deadline:
+                    behind = " (the server's, behind the proxy)" if port != ctx.config.port else ""
+                    raise CellFailed(
+                        f"port {port}{behind} on {ctx.config.host} is already in use by another "
+                        "process; free it or set run.port"
+                    )
+                time.sleep(0.2)
 
     def _watch(
         self,
         ctx: CellContext,
         target: Service,
         loadgen: Service,
+        proxy: Service | None = None,
         services: CellServices | None = None,
     ) -> None:
-        planned = ctx.plan.load_seconds_per_cell
+        planned = ctx.plan.load_seconds(ctx.cell)
         allowed = planned + LOADGEN_STARTUP_S + ready_budget_s(ctx.config)
         begun = time.monotonic()
         while loadgen.returncode() is None:
@@ -334,6 +346,8 @@ class Runner(ABC):
                     startup_failure(_read_log(ctx.cell_dir / TARGET_LOG))
                     or f"target {target.exit_description()} {elapsed:.0f}s into the staircase" + see
                 )
+            if proxy is not None and proxy.returncode() is not None:
+                raise CellFailed(proxy_failure(proxy, self.proxy_log(ctx, proxy)))
             if elapsed > allowed:
                 raise CellFailed(
                     f"Locust had not finished {allowed}s after it started "
@@ -341,6 +355,10 @@ class Runner(ABC):
                 )
             time.sleep(0.1)
         ctx.on_progress(planned)
+
+    def proxy_log(self, ctx: CellContext, proxy: Service) -> str:
+        """What the proxy has written so far (its error log)."""
+        return _read_log(ctx.cell_dir / PROXY_LOG)
 
     def _app_failure(self, ctx: CellContext, log: str) -> str:
         """A cell whose app raised while serving has failed: its traceback goes beside it."""
@@ -363,6 +381,17 @@ class Runner(ABC):
             see = "" if loadgen.returncode() == REMOVED else "; see locust-master.log"
             return f"Locust {loadgen.exit_description()} without writing {LOADGEN_JSON}{see}"
         return verification_failure(path)
+
+
+def proxy_failure(proxy: Service, log: str) -> str:
+    """Why the proxy in front of the target ended: its own last words (its error log)."""
+    said = [
+        line.strip()
+        for line in log.splitlines()
+        if re.search(r"\[(emerg|alert|crit|error)\]|^proxy: error: ", line)
+    ]
+    words = " | ".join(said[-3:]) or "it said nothing"
+    return f"the proxy {proxy.exit_description()}: {words}; see {PROXY_LOG}"
 
 
 def startup_failure(log: str) -> str:
@@ -421,15 +450,15 @@ def verification_failure(loadgen_json: Path) -> str:
 def cell_deadline_s(ctx: CellContext) -> int:
     """How long anything a cell starts may live: the longest the orchestrator waits for the
     target to answer and for Locust to walk the staircase, plus the teardown."""
-    return _deadline_s(ctx.config, ctx.plan)
+    return _deadline_s(ctx.config, ctx.plan.load_seconds(ctx.cell))
 
 
-def _deadline_s(config: Config, plan: Plan) -> int:
+def _deadline_s(config: Config, load_s: int) -> int:
     return (
         ready_budget_s(config)
         + config.request_timeout_s
         + LOADGEN_STARTUP_S
-        + plan.load_seconds_per_cell
+        + load_s
         + TEARDOWN_MARGIN_S
     )
 
@@ -438,8 +467,10 @@ def run_deadline_s(config: Config, placement: Placement) -> int:
     """How long a service of the whole run may live: every cell at its longest, each after
     its services' start, and the app's check before them."""
     plan = make_plan(config, placement)
-    per_cell = _deadline_s(config, plan) + config.ready_timeout_s
-    return len(plan.cells) * per_cell + 3 * ready_budget_s(config) + TEARDOWN_MARGIN_S
+    cells = sum(
+        _deadline_s(config, plan.load_seconds(cell)) + config.ready_timeout_s for cell in plan.cells
+    )
+    return cells + 3 * ready_budget_s(config) + TEARDOWN_MARGIN_S
 
 
 def _stop_all(
@@ -448,14 +479,16 @@ def _stop_all(
     sampler: ResourceSampler | None,
     target: Service | None,
     host_cpu: HostCpuSampler | None,
+    proxy: Service | None = None,
 ) -> list[str]:
     """Stop what a cell started; say what could not be stopped. Load that is still going stops
-    first, so the target's last seconds are not spent refusing connections; the rest stops at
-    once, which keeps the time between cells short."""
+    first, so the target's last seconds are not spent refusing connections (and nothing is in
+    flight through a proxy when it stops); the rest stops at once, which keeps the time between
+    cells short."""
     first: list[Service] = []
     if loadgen is not None and _may_run(loadgen):
         first, loadgen = [loadgen], None
-    rest = [s for s in (loadgen, sampler, target, host_cpu) if s is not None]
+    rest = [s for s in (loadgen, sampler, target, host_cpu, proxy) if s is not None]
     problems = [problem for service in first if (problem := _stop(service, cell_dir))]
     with ThreadPoolExecutor(max_workers=max(len(rest), 1)) as pool:
         found = list(pool.map(lambda service: _stop(service, cell_dir), rest))

@@ -37,9 +37,13 @@ from flaskbench.config.services import ServiceSpec
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
+    PROXY_CONF_ENV,
     Paths,
+    cell_ports,
     check_command,
     master_command,
+    proxy_command,
+    proxy_config,
     target_command,
     worker_command,
 )
@@ -87,10 +91,14 @@ from flaskbench.execute.runners.docker.compose import (
 from flaskbench.execute.runners.docker.distribution import ImageDistribution, any_image
 from flaskbench.execute.runners.docker.sampling import DockerSampler
 from flaskbench.execute.services.lifecycle import Backend
+from flaskbench.proxies.base import SYSTEM_DIRS
+from flaskbench.proxies.registry import proxy_of
 from flaskbench.results.contract import (
     CELL_HOSTS_JSON,
     HOSTS_FORMAT,
     IMAGE_BUILD_LOG,
+    PROXY_CONF,
+    PROXY_RESOURCE,
     RESOURCES_CSV,
     HostRecord,
     HostsJson,
@@ -103,6 +111,8 @@ from flaskbench.results.rundir import CellStatus, atomic_write_text
 NOBODY = "65534:65534"
 # A host that stopped answering gets this long to come back before the next cell.
 HOST_RETURN_S = 30
+# Where the proxy container writes (a tmpfs).
+PROXY_DIR = "/tmp/proxy"
 # Test-only: run every Locust worker's clock this many seconds off (see locustfile.py).
 CLOCK_SKEW_ENV = "FLASKBENCH_TEST_WORKER_CLOCK_SKEW"
 CPU_MODEL_SCRIPT = (
@@ -340,8 +350,12 @@ class DockerRunner(Runner):
         if placement.target == DEFAULT_ENGINE:
             super()._check_port(ctx)
             return
+        for port in cell_ports(ctx.cell, ctx.config):
+            self._check_remote_port(placement.target_address, port)
+
+    def _check_remote_port(self, host: str, port: int) -> None:
+        placement = self.placement
         engine = self.engines[placement.target]
-        host, port = placement.target_address, ctx.config.port
         code, _, err = self._once(
             placement.target,
             self.images[placement.target].target,
@@ -412,7 +426,7 @@ class DockerRunner(Runner):
 
     # -- the cell's stacks -----------------------------------------------------------------
 
-    def _labels_env(self, ctx: CellContext, port: int) -> dict[str, str]:
+    def _labels_env(self, ctx: CellContext, port: int | str) -> dict[str, str]:
         owner = this_process()
         return {
             "FLASKBENCH_RUN_ID": ctx.cell_dir.parent.parent.name,
@@ -430,7 +444,7 @@ class DockerRunner(Runner):
         spec: str,
         stack: str,
         main: str,
-        port: int,
+        port: int | str,
         env: dict[str, str],
         name_of: Callable[[str, int], str],
         overrides: tuple[Path, ...] = (),
@@ -457,7 +471,8 @@ class DockerRunner(Runner):
             placement.target,
             "target",
             "target",
-            ctx.config.port,
+            # The ports its containers listen on, for finding a crashed run's that hold one.
+            ",".join(map(str, cell_ports(ctx.cell, ctx.config))),
             {
                 **app_env,
                 "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
@@ -471,6 +486,43 @@ class DockerRunner(Runner):
         )
         self._started_stacks.append(stack)
         return started_stack(stack)
+
+    def start_proxy(self, ctx: CellContext) -> Service:
+        """The proxy's own stack (compose/proxy.yml) on the target's host and CPUs, from the
+        target's image, which holds it."""
+        spec = ctx.cell.target.proxy
+        assert spec is not None
+        placement = self.placement
+        binary = f"{SYSTEM_DIRS[0]}/{proxy_of(spec).binary_name}"
+        paths = replace(self._paths(None), proxy_dir=PROXY_DIR, proxy_binary=binary)
+        text = proxy_config(ctx.cell, ctx.config, paths, len(placement.target_cpus))
+        atomic_write_text(ctx.cell_dir / PROXY_CONF, text)
+        stack = self._stack(
+            ctx,
+            placement.target,
+            "proxy",
+            "proxy",
+            ctx.config.port,
+            {
+                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
+                "FLASKBENCH_TARGET_CPUS": format_cpus(placement.target_cpus),
+                "FLASKBENCH_PROXY_COMMAND": with_deadline(
+                    proxy_command(ctx.cell, ctx.config, paths), cell_deadline_s(ctx)
+                ),
+                PROXY_CONF_ENV: text,
+            },
+            lambda service, number: PROXY_RESOURCE,
+        )
+        self._started_stacks.append(stack)
+        return started_stack(stack)
+
+    def proxy_log(self, ctx: CellContext, proxy: Service) -> str:
+        """Its container's output so far (it comes home with the cell's files only at the end)."""
+        assert isinstance(proxy, ComposeStack)
+        return "".join(
+            container.logs(stdout=True, stderr=True).decode(errors="replace")
+            for container in proxy.containers("proxy")
+        )
 
     def _env_names(self, names: list[str]) -> tuple[Path, ...]:
         """A compose file that hands the app's variables to the target by name only: compose
@@ -542,7 +594,9 @@ class DockerRunner(Runner):
             raise
         return swarm
 
-    def start_sampler(self, ctx: CellContext, target: Service, loadgen: Service) -> ResourceSampler:
+    def start_sampler(
+        self, ctx: CellContext, target: Service, loadgen: Service, proxy: Service | None
+    ) -> ResourceSampler:
         assert isinstance(target, ComposeStack)
         assert isinstance(loadgen, Swarm)
         found = target.containers("target")
@@ -551,6 +605,9 @@ class DockerRunner(Runner):
         containers: dict[str, tuple[str, Any, str]] = {
             "target": ("target", found[0], target.engine.name)
         }
+        if isinstance(proxy, ComposeStack):
+            for container in proxy.containers("proxy"):
+                containers[PROXY_RESOURCE] = ("target", container, proxy.engine.name)
         for stack in loadgen.stacks:
             for container in stack.containers():
                 containers[stack.process_name(container)] = (
