@@ -50,6 +50,18 @@ RUN set -eu; \
     fi; \
     chmod -R a+rX "$TREE_DIR"
 
+# Debian packages a run needs beside Python (a reverse proxy in front of a target: its module
+# in flaskbench/proxies/ names them), installed from the base image's own package sources, never
+# started here (no init: Debian's scripts leave the service alone). Declared here, after the
+# Python layers, so that an image with them shares those layers with one without.
+ARG SYSTEM_PACKAGES=
+RUN set -eu; \
+    if [ -n "$SYSTEM_PACKAGES" ]; then \
+        apt-get update -q; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SYSTEM_PACKAGES; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
+
 COPY code/ ${CODE_DIR}/
 # Readable by the unprivileged user whatever modes the build context had. /results is where a
 # cell's processes write their raw files: a volume per container that starts as this empty,

@@ -486,6 +486,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
     from flaskbench.execute.engines import docker_client, docker_unavailable
     from flaskbench.execute.images import ImageError, ensure_images
+    from flaskbench.proxies.registry import debian_packages
 
     if problem := docker_unavailable():
         raise UsageError(f"cannot build images: {problem}")
@@ -498,6 +499,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             progress.say,
             config.results_dir / IMAGE_BUILD_LOG,
             (config.results_dir,),
+            system_packages=debian_packages([t.proxy for t in config.targets]),
         )
         services = []
         if config.services:

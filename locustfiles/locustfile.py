@@ -2,11 +2,14 @@
 workload before any load, and the workers' per-second request buckets, which the master
 (master.py) gathers into each cell's loadgen.json (docs/raw-data.md).
 
-Workers run `locust --worker -f locustfile.py[,theirs.py] UserClass`: RequestsUser with the
-workload's requests (--fb-requests), or a user class of the user's own from a second locustfile,
-whose requests are recorded the same way. The --fb-* options are the master's, one set per cell:
-Locust ships them to the workers in every spawn message (except --fb-clock-skew, which only
-tests give a worker).
+Workers run `locust --worker -f locustfile.py[,theirs.py]` and have every user class of those
+files; each cell's order to the master (master.py) says which runs: RequestsUser with the
+workload's requests (--fb-requests), OpenLoopUser with them offered at rates (--fb-open-loop:
+--fb-steps are then requests per second, see openloop.py), or a user class of the user's own,
+whose requests are recorded the same way. flaskbench's own requests may come from slow clients
+(--fb-send-rate, --fb-receive-rate: paced.py) and on a new connection each (--fb-close). The
+--fb-* options are the master's, one set per cell: Locust ships them to the workers in every
+spawn message (except --fb-clock-skew, which only tests give a worker).
 
 The master's clock defines the step windows. Workers may run on other hosts whose clocks differ
 by seconds, so each worker keeps asking the master for its time (stepstats.ClockSync) and
@@ -35,6 +38,9 @@ from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import Runner, WorkerRunner
+from openloop import ARRIVALS, OpenLoopContext, OpenLoopScheduler, attach
+from paced import Answer, Pace, http_client
+from paced import send as send_paced
 from stepstats import (
     Buckets,
     ClockSync,
@@ -118,6 +124,16 @@ def _skew(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected bytes per second, 0 or more, got {text!r}")
+    return value
+
+
 def _requests(text: str) -> list[dict[str, Any]]:
     try:
         requests = json.loads(text)
@@ -174,6 +190,39 @@ def add_options(parser: argparse.ArgumentParser, **_kwargs: Any) -> None:
         help="the same, with the limit this many times the first step's p99",
     )
     group.add_argument(
+        "--fb-send-rate",
+        type=_rate,
+        default=0,
+        help="bytes per second clients send request bodies at (0: as fast as they can)",
+    )
+    group.add_argument(
+        "--fb-receive-rate",
+        type=_rate,
+        default=0,
+        help="bytes per second clients read responses at (0: as fast as they can)",
+    )
+    group.add_argument(
+        "--fb-close",
+        action="store_true",
+        help="a new connection per request (Connection: close) instead of keep-alive",
+    )
+    group.add_argument(
+        "--fb-open-loop",
+        choices=ARRIVALS,
+        default=None,
+        help="an open loop (OpenLoopUser): --fb-steps are offered requests per second, arriving "
+        "as a Poisson process or evenly spaced",
+    )
+    group.add_argument(
+        "--fb-open-late-ms",
+        type=_positive,
+        default=10.0,
+        help="an open loop's request sent this many ms after it was due counts as late",
+    )
+    # Set by the master for its workers (the open loop's start, and how many share its rate).
+    group.add_argument("--fb-open-start", type=float, default=None, help=argparse.SUPPRESS)
+    group.add_argument("--fb-open-schedulers", type=int, default=1, help=argparse.SUPPRESS)
+    group.add_argument(
         "--fb-clock-skew",
         type=_skew,
         default=0.0,
@@ -195,6 +244,10 @@ class RequestsUser(FastHttpUser):
         super().__init__(environment)
         self._requests = [_Request.from_json(r) for r in options.fb_requests]
         self._weights = [r.weight for r in self._requests]
+        self._pace = _pace(options)
+        # A slow client's own connection, with the small socket buffers that make it slow on
+        # the wire (paced.py); made on its first request.
+        self._paced: Any = None
 
     @property
     def requests(self) -> list[_Request]:
@@ -206,12 +259,19 @@ class RequestsUser(FastHttpUser):
 
     def send(self, request: _Request) -> tuple[int, str]:
         """Send one request; a status it does not expect is a failure. (status, body start)"""
+        if self._pace.paced:
+            return self._send_paced(request)
+        headers = request.headers | ({} if self._pace.keepalive else {"Connection": "close"})
+        data: dict[str, str] | str | None = request.form
+        if request.body_size:
+            data = "u" * request.body_size
+            headers = {"Content-Type": "application/octet-stream"} | headers
         with self.client.request(
             request.method,
             request.path,
             name=request.path,
-            headers=request.headers,
-            data=request.form,
+            headers=headers,
+            data=data,
             json=request.json,
             allow_redirects=False,
             catch_response=True,
@@ -220,6 +280,50 @@ class RequestsUser(FastHttpUser):
             if not request.accepts(status):
                 response.failure(f"HTTP {status}, expected {request.expected}")
             return status, (response.text or "")[:BODY_SHOWN]
+
+    def _send_paced(self, request: _Request) -> tuple[int, str]:
+        """A slow client's request, timed from its start to the last byte of its response."""
+        if self._paced is None:
+            timeout = float(_options(self.environment).fb_timeout)
+            self._paced = http_client(str(self.host), self._pace, 1, timeout)
+        began = time.perf_counter()
+        answer = request.send(self._paced, self._pace)
+        self.environment.events.request.fire(
+            request_type=request.method,
+            name=request.path,
+            response_time=(time.perf_counter() - began) * 1000,
+            response_length=answer.length,
+            response=None,
+            context={},
+            exception=request.judge(answer),
+        )
+        return answer.status, answer.body
+
+
+class OpenLoopUser(OpenLoopScheduler):
+    """Offers the workload's requests at the staircase's rates (see openloop.py), picked by
+    weight, from clients of the workload's pace; a status a request does not expect is a
+    failure."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        options = _options(environment)
+        self._requests = [_Request.from_json(r) for r in options.fb_requests]
+        self._weights = [r.weight for r in self._requests]
+
+    def pace(self) -> Pace:
+        return _pace(_options(self.environment))
+
+    def pick(self) -> _Request:
+        return random.choices(self._requests, self._weights)[0]
+
+
+# The user classes that send the workload's own requests (--fb-requests).
+OWN_USERS = (RequestsUser, OpenLoopUser)
+
+
+def _pace(options: argparse.Namespace) -> Pace:
+    return Pace(int(options.fb_send_rate), int(options.fb_receive_rate), not options.fb_close)
 
 
 class _Request:
@@ -234,9 +338,11 @@ class _Request:
         body: Any,
         expect: list[int],
         weight: int,
+        body_size: int | None = None,
     ) -> None:
         self.path, self.method, self.headers = path, method, headers
         self.form, self.json, self.expect, self.weight = form, body, expect, weight
+        self.body_size = body_size
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> _Request:
@@ -249,10 +355,25 @@ class _Request:
             body=json.loads(text) if text is not None else None,
             expect=[int(s) for s in data.get("expect") or ()],
             weight=int(data.get("weight") or 1),
+            body_size=int(data["body_size"]) if data.get("body_size") else None,
         )
 
     def accepts(self, status: int) -> bool:
         return status in self.expect if self.expect else 200 <= status < 300
+
+    def send(self, client: Any, pace: Pace) -> Answer:
+        """Through geventhttpclient directly (paced.py), at the pace's rates."""
+        return send_paced(
+            client, pace, self.method, self.path, self.headers, self.form, self.json, self.body_size
+        )
+
+    def judge(self, answer: Answer) -> BaseException | None:
+        """Why an answer is a failure, or None: no answer, or a status it does not expect."""
+        if answer.error is not None:
+            return answer.error
+        if not self.accepts(answer.status):
+            return RuntimeError(f"HTTP {answer.status}, expected {self.expected}")
+        return None
 
     @property
     def expected(self) -> str:
@@ -332,6 +453,7 @@ def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
             meter.sample(),
             runner.cpu_warning_emitted,
             sync.to_json(),
+            open_loop.arrivals.take_delta(),
         )
 
     def on_new_cell(msg: Any, **_kw: Any) -> None:
@@ -341,6 +463,8 @@ def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
         # What Locust's worker does every WORKER_REPORT_INTERVAL, now.
         runner._send_stats()
 
+    open_loop = OpenLoopContext(master_clock)
+    attach(environment, open_loop)
     runner.register_message(CLOCK_ANSWER, on_clock_answer)
     runner.register_message(NEW_CELL, on_new_cell)
     runner.register_message(REPORT_NOW, on_report_now)
@@ -350,7 +474,7 @@ def _record_on_worker(environment: Environment, runner: WorkerRunner) -> None:
 
 
 def describe_workload(user_class: type[User], options: argparse.Namespace) -> dict[str, Any]:
-    if user_class is RequestsUser:
+    if user_class in OWN_USERS:
         requests = [_Request.from_json(r) for r in options.fb_requests]
         return {
             "user_class": user_class.__name__,
@@ -414,7 +538,9 @@ def verify(environment: Environment, user_class: type[User]) -> dict[str, Any]:
         return {"ok": False, "checked": [], "failure": failure}
     # As Locust's runners do when they spawn users: load goes to --host, whatever the class says.
     user_class.host = environment.host
-    if user_class is RequestsUser:
+    if user_class in OWN_USERS:
+        # Each request once, as a user of the workload's clients sends it.
+        RequestsUser.host = environment.host
         return _verify_requests(RequestsUser(environment))
     return _verify_user_class(environment, user_class)
 

@@ -1,12 +1,13 @@
 """The Locust master of a run: it stays up with its workers, and walks one staircase per cell it
 is sent, so a cell costs no Locust start or stop.
 
-    python master.py [--locustfile theirs.py] --user-class RequestsUser \\
-        --bind-host 127.0.0.1 --bind-port 5557 --expect-workers 2 --inbox DIR
+    python master.py [--locustfile theirs.py] --bind-host 127.0.0.1 --bind-port 5557 \\
+        --expect-workers 2 --inbox DIR
 
 Orders come as JSON files in the inbox, one per cell, taken in name order and removed once read
-(a file that does not parse yet is still being written): {"format", "cell", "out", "argv"},
-`argv` being the cell's Locust options (--host and the --fb-* ones of locustfile.py). The
+(a file that does not parse yet is still being written): {"format", "cell", "out",
+"user_class", "argv"}, `argv` being the cell's Locust options (--host and the --fb-* ones of
+locustfile.py) and `user_class` one of locustfile.py's or of the user's own file's. The
 master answers on stdout, one JSON line per event (the orchestrator's side is
 flaskbench/execute/swarm.py; both sides' types are in flaskbench/results/contract.py):
 
@@ -49,10 +50,10 @@ from locustfile import (
     CLOCK_ANSWER,
     CLOCK_REQUEST,
     NEW_CELL,
+    OWN_USERS,
     REPORT_KEY,
     REPORT_NOW,
     CpuMeter,
-    RequestsUser,
     describe_workload,
     verify,
 )
@@ -97,6 +98,7 @@ class Cell:
     cell_id: str
     out: Path
     options: argparse.Namespace
+    user_class: type[User]
     record: Record = field(default_factory=Record)
     schedule: Schedule | None = None
     rule: StopRule = field(default_factory=StopRule)
@@ -120,6 +122,11 @@ class Cell:
         steps = self.steps_run
         return steps[-1].measure_end if steps else self.schedule.steps[0].start
 
+    @property
+    def unit(self) -> str:
+        """What a step's level counts."""
+        return "requests/s offered" if self.options.fb_open_loop else "users"
+
     def next_judgement(self) -> float | None:
         """When the next step can be judged for the stop rule (None: nothing to judge)."""
         if self.schedule is None or self.rule == StopRule() or self.stopped:
@@ -136,7 +143,9 @@ class Cell:
             if self.stopped or now < step.measure_end + REPORT_LAG_S:
                 return
             self.done.append(
-                self.record.buckets.window(step.users, step.measure_start, step.measure_end)
+                self.record.buckets.window(
+                    step.level, step.measure_start, step.measure_end, self.unit
+                )
             )
             self.stopped = stop_reason(self.done, self.rule)
             self.stopped_at = now if self.stopped else None
@@ -168,6 +177,9 @@ class CellShape(LoadTestShape):
         # Called with the time of each tick; the master samples its own CPU with it.
         self.on_tick: Callable[[float], None] | None = None
         self._users, self._rate = 0, 1.0
+        # The user class of the cell the users belong to (Locust acts on a tick that differs
+        # from the last: a class only changes with the users).
+        self._classes: list[type[User]] = []
         self._new_cell = gevent.event.Event()
 
     def begin(self, cell: Cell) -> None:
@@ -178,15 +190,17 @@ class CellShape(LoadTestShape):
     def end(self) -> None:
         self.cell = None
 
-    def tick(self) -> tuple[int, float]:
+    def tick(self) -> tuple[int, float, list[type[User]]]:
         users = self._users_now()
+        if self.cell is not None and users:
+            self._classes = [self.cell.user_class]
         if users != self._users:
             # The whole step's users in one go, up or down (Locust stops users at the spawn
             # rate too), well inside the next step's warmup. (Locust acts on a tick that
             # differs from the last: the rate stays until the users change.)
             self._rate = float(max(users, self._users, 1))
         self._users = users
-        return users, self._rate
+        return users, self._rate, self._classes
 
     def _users_now(self) -> int:
         while self._users == 0 and self._idle():
@@ -238,6 +252,7 @@ def order_parser() -> argparse.ArgumentParser:
 class Order:
     cell_id: str
     out: Path
+    user_class: str
     argv: list[str]
 
 
@@ -251,7 +266,12 @@ def read_order(path: Path) -> Order | None:
     if not isinstance(order, dict) or order.get("format") != FORMAT:
         raise OrderError(f"{path.name}: not an order of format {FORMAT}")
     try:
-        return Order(str(order["cell"]), Path(order["out"]), [str(a) for a in order["argv"]])
+        return Order(
+            str(order["cell"]),
+            Path(order["out"]),
+            str(order["user_class"]),
+            [str(a) for a in order["argv"]],
+        )
     except (KeyError, TypeError) as exc:
         raise OrderError(f"{path.name}: no {exc} in the order") from None
 
@@ -259,11 +279,11 @@ def read_order(path: Path) -> Order | None:
 class Master:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.user_class = _user_class(args.locustfile, args.user_class)
+        self.user_classes = _user_classes(args.locustfile)
         self.parser = order_parser()
         self.shape = CellShape()
         self.environment = Environment(
-            user_classes=[self.user_class],
+            user_classes=list(self.user_classes.values()),
             shape_class=self.shape,
             events=events,
             parsed_options=self.parser.parse_args([]),
@@ -324,10 +344,16 @@ class Master:
         except OrderError as exc:
             emit("done", cell=order.cell_id, ok=False, error=f"bad options: {exc}")
             return
+        user_class = self.user_classes.get(order.user_class)
+        if user_class is None:
+            known = ", ".join(sorted(self.user_classes))
+            error = f"no user class {order.user_class} (known: {known})"
+            emit("done", cell=order.cell_id, ok=False, error=error)
+            return
         order.out.mkdir(parents=True, exist_ok=True)
         log = _cell_log(order.out / MASTER_LOG)
         try:
-            ok = self._walk(Cell(order.cell_id, order.out, options))
+            ok = self._walk(Cell(order.cell_id, order.out, options, user_class))
         finally:
             _end_cell_log(log)
         emit("done", cell=order.cell_id, ok=ok)
@@ -335,9 +361,9 @@ class Master:
     def _walk(self, cell: Cell) -> bool:
         env, options = self.environment, cell.options
         env.parsed_options, env.host = options, options.host
-        workload = describe_workload(self.user_class, options)
+        workload = describe_workload(cell.user_class, options)
         # Before any user starts: a workload the app does not answer as expected gets no load.
-        cell.record.verification = verify(env, self.user_class)
+        cell.record.verification = verify(env, cell.user_class)
         if not cell.record.verification["ok"]:
             emit("measured", cell=cell.cell_id)
             write_json_atomic(cell.out / LOADGEN_JSON, cell.record.document(workload, ()))
@@ -348,7 +374,13 @@ class Master:
         self.runner.exceptions = {}
         self.runner.send_message(NEW_CELL)
         self.cell = cell
-        cell.schedule = schedule_for(options, time.time())
+        cell.schedule = self._schedule(options, time.time())
+        if options.fb_open_loop:
+            cell.record.open_loop = {
+                "arrival": options.fb_open_loop,
+                "rates": list(options.fb_steps),
+                "late_ms": float(options.fb_open_late_ms),
+            }
         self.shape.begin(cell)
         try:
             while time.time() < cell.measured_until:
@@ -382,9 +414,21 @@ class Master:
     def quit(self) -> None:
         self.runner.quit()
 
-
-def schedule_for(options: argparse.Namespace, now: float) -> Schedule:
-    return plan_schedule(options.fb_steps, options.fb_warmup, options.fb_measure, start_time=now)
+    def _schedule(self, options: argparse.Namespace, now: float) -> Schedule:
+        """The cell's staircase from now. An open loop runs a scheduler per worker, which gets
+        its start and their number with the options of its first spawn message, and works
+        out the same schedule (see openloop.py)."""
+        schedulers = None
+        if options.fb_open_loop:
+            schedulers = self.runner.worker_count
+            options.fb_open_start, options.fb_open_schedulers = now, schedulers
+        return plan_schedule(
+            options.fb_steps,
+            options.fb_warmup,
+            options.fb_measure,
+            start_time=now,
+            schedulers=schedulers,
+        )
 
 
 def _write_csvs(environment: Environment, out: Path) -> None:
@@ -414,27 +458,21 @@ def _end_cell_log(handler: logging.Handler) -> None:
     handler.close()
 
 
-def _user_class(locustfile: str | None, name: str) -> type[User]:
-    """The user class of that name: ours (imported above, with its options and hooks), or one
-    from a locustfile of the user's."""
-    found: dict[str, type[User]] = {"RequestsUser": RequestsUser}
+def _user_classes(locustfile: str | None) -> dict[str, type[User]]:
+    """Every user class a cell may name: ours (imported above, with their options and hooks),
+    and those of a locustfile of the user's."""
+    found: dict[str, type[User]] = {cls.__name__: cls for cls in OWN_USERS}
     if locustfile:
         classes, _shapes = load_locustfile(locustfile)
         found.update(classes)
-    if name not in found:
-        raise OrderError(
-            f"no user class {name} in {locustfile or 'locustfile.py'}; found: "
-            f"{', '.join(sorted(found))}"
-        )
-    return found[name]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="master.py", description=__doc__)
     parser.add_argument(
-        "--locustfile", default=None, help="a locustfile of the user's, with their user class"
+        "--locustfile", default=None, help="a locustfile of the user's, with its user classes"
     )
-    parser.add_argument("--user-class", required=True)
     parser.add_argument("--bind-host", default="127.0.0.1")
     parser.add_argument("--bind-port", type=int, default=5557)
     parser.add_argument("--expect-workers", type=int, default=1)
@@ -447,11 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     # workers' next reports, which holds up its next tick.
     os.environ["LOCUST_WAIT_FOR_WORKERS_REPORT_AFTER_RAMP_UP"] = "0"
     setup_logging(args.loglevel)
-    try:
-        master = Master(args)
-    except OrderError as exc:
-        emit("error", message=str(exc))
-        return 2
+    master = Master(args)
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(_stop, master))
     if not master.wait_for_workers():
         emit(

@@ -19,7 +19,7 @@ from typing import Any
 
 # loadgen.json's format: flaskbench/results/contract.py's LOADGEN_FORMAT (the Locust image
 # carries no flaskbench, so the number is kept here too; a test checks that they agree).
-FORMAT = 1
+FORMAT = 2
 BUCKET_S = 1
 
 
@@ -31,15 +31,24 @@ class Step:
     start: float
     measure_start: float
     measure_end: float
+    # An open loop's offered requests per second (its users are then its schedulers, one per
+    # load-generating process).
+    rate: int | None = None
+
+    @property
+    def level(self) -> int:
+        """What the staircase climbs: users, or an open loop's offered rate."""
+        return self.rate if self.rate is not None else self.users
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        found = {
             "index": self.index,
             "users": self.users,
             "start": self.start,
             "measure_start": self.measure_start,
             "measure_end": self.measure_end,
         }
+        return found | ({"rate": self.rate} if self.rate is not None else {})
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,13 @@ class Schedule:
         started = [step.users for step in self.steps if step.start <= t]
         return started[-1] if started else 0
 
+    def rate_at(self, t: float) -> int | None:
+        """An open loop's offered rate at t: None before its first step and once it is over."""
+        if t >= self.end:
+            return None
+        started = [step.rate for step in self.steps if step.start <= t]
+        return started[-1] if started else None
+
     def next_change(self, t: float) -> float | None:
         """The first moment at or after t when the user count changes or the run ends."""
         changes = [step.start for step in self.steps if step.start >= t]
@@ -62,21 +78,28 @@ class Schedule:
 
 
 def plan_schedule(
-    users: Sequence[int], warmup_s: int, measure_s: int, start_time: float
+    users: Sequence[int],
+    warmup_s: int,
+    measure_s: int,
+    start_time: float,
+    schedulers: int | None = None,
 ) -> Schedule:
     """Steps back to back from start_time rounded up to a whole second.
 
-    Whole-second edges make every measured window cover whole buckets exactly.
+    Whole-second edges make every measured window cover whole buckets exactly. With
+    `schedulers`, an open loop: `users` are the offered rates, and every step runs that many
+    schedulers.
     """
     first = float(math.ceil(start_time))
     step_s = warmup_s + measure_s
     steps = tuple(
         Step(
             index=index,
-            users=count,
+            users=count if schedulers is None else schedulers,
             start=first + index * step_s,
             measure_start=first + index * step_s + warmup_s,
             measure_end=first + (index + 1) * step_s,
+            rate=None if schedulers is None else count,
         )
         for index, count in enumerate(users)
     )
@@ -104,6 +127,12 @@ class StepResult:
     requests: int
     failures: int
     p99_ms: float | None
+    # What `users` counts: users, or an open loop's offered requests per second.
+    unit: str = "users"
+
+    @property
+    def at(self) -> str:
+        return f"{self.users} {self.unit}"
 
 
 def stop_reason(done: Sequence[StepResult], rule: StopRule) -> str | None:
@@ -112,14 +141,14 @@ def stop_reason(done: Sequence[StepResult], rule: StopRule) -> str | None:
         return None
     last = done[-1]
     if last.failures:
-        return f"{last.failures} requests failed at {last.users} users"
+        return f"{last.failures} requests failed at {last.at}"
     limit = rule.p99_ms
     if limit is None and rule.p99_factor is not None and done[0].p99_ms:
         limit = rule.p99_factor * done[0].p99_ms
     if limit is not None and last.p99_ms is not None and last.p99_ms > limit:
-        return f"p99 {last.p99_ms:g} ms at {last.users} users passed {limit:g} ms"
+        return f"p99 {last.p99_ms:g} ms at {last.at} passed {limit:g} ms"
     if len(done) >= 3 and done[-1].requests < done[-2].requests < done[-3].requests:
-        return f"throughput fell for two steps in a row, to {last.users} users"
+        return f"throughput fell for two steps in a row, to {last.at}"
     return None
 
 
@@ -178,7 +207,7 @@ class Buckets:
             for t, bucket in sorted(self._by_second.items())
         ]
 
-    def window(self, users: int, start: float, end: float) -> StepResult:
+    def window(self, users: int, start: float, end: float, unit: str = "users") -> StepResult:
         """The requests completed in [start, end), as the orchestrator will count them."""
         inside = [b for t, b in self._by_second.items() if start <= t and t + 1 <= end]
         latency: Counter[str] = Counter()
@@ -189,12 +218,79 @@ class Buckets:
             requests=sum(b.requests for b in inside),
             failures=sum(b.failures for b in inside),
             p99_ms=percentile(latency, 99),
+            unit=unit,
         )
 
     def take_delta(self) -> list[dict[str, Any]]:
         """Everything added since the previous call, which is forgotten here."""
         delta = self.to_json()
         self._by_second = {}
+        return delta
+
+
+@dataclass
+class _Arrivals:
+    scheduled: int = 0
+    late: int = 0
+    dropped: int = 0
+    max_lag_ms: float = 0.0
+
+
+class Arrivals:
+    """An open loop's arrivals, counted per whole second of when they were due: how many were
+    scheduled, how many were sent late (`late_ms` or more after they were due) or not at all
+    (every in-flight slot of the load generator taken), and the worst lag; and per step, the
+    requests still unfinished when its window ended. A worker's deltas merge on the master as
+    Buckets' do."""
+
+    def __init__(self) -> None:
+        self._by_second: dict[int, _Arrivals] = {}
+        # Step index -> (requests unfinished at its window's end, the oldest one's age in ms).
+        self._unfinished: dict[int, tuple[int, float]] = {}
+
+    def add(self, due: float, lag_ms: float, late: bool, dropped: bool = False) -> None:
+        second = self._by_second.setdefault(math.floor(due), _Arrivals())
+        second.scheduled += 1
+        second.late += int(late)
+        second.dropped += int(dropped)
+        second.max_lag_ms = max(second.max_lag_ms, lag_ms)
+
+    def add_unfinished(self, step: int, count: int, oldest_ms: float) -> None:
+        had, age = self._unfinished.get(step, (0, 0.0))
+        self._unfinished[step] = (had + count, max(age, oldest_ms))
+
+    def merge(self, delta: Mapping[str, Any]) -> None:
+        for row in delta.get("seconds", ()):
+            second = self._by_second.setdefault(int(row["t"]), _Arrivals())
+            second.scheduled += int(row["scheduled"])
+            second.late += int(row["late"])
+            second.dropped += int(row["dropped"])
+            second.max_lag_ms = max(second.max_lag_ms, float(row["max_lag_ms"]))
+        for row in delta.get("unfinished", ()):
+            self.add_unfinished(int(row["step"]), int(row["count"]), float(row["oldest_ms"]))
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "seconds": [
+                {
+                    "t": t,
+                    "scheduled": a.scheduled,
+                    "late": a.late,
+                    "dropped": a.dropped,
+                    "max_lag_ms": round(a.max_lag_ms, 1),
+                }
+                for t, a in sorted(self._by_second.items())
+            ],
+            "unfinished": [
+                {"step": step, "count": count, "oldest_ms": round(oldest, 1)}
+                for step, (count, oldest) in sorted(self._unfinished.items())
+            ],
+        }
+
+    def take_delta(self) -> dict[str, list[dict[str, Any]]]:
+        delta = self.to_json()
+        self._by_second = {}
+        self._unfinished = {}
         return delta
 
 
@@ -246,15 +342,18 @@ def worker_report(
     cpu_pct: float,
     cpu_warning: bool,
     clock: Mapping[str, Any] | None = None,
+    arrivals: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What one worker adds to each of its periodic reports to the master; `t` and the buckets
-    are on the master's clock, `clock` says how far the worker's own was off."""
+    are on the master's clock, `clock` says how far the worker's own was off, `arrivals` are an
+    open loop's (Arrivals.take_delta)."""
     return {
         "buckets": delta,
         "t": t,
         "cpu_pct": cpu_pct,
         "cpu_warning": cpu_warning,
         "clock": dict(clock or {}),
+        **({"arrivals": dict(arrivals)} if arrivals else {}),
     }
 
 
@@ -263,6 +362,9 @@ class Record:
 
     def __init__(self) -> None:
         self.buckets = Buckets()
+        self.arrivals = Arrivals()
+        # An open loop's settings (None: a closed loop of users).
+        self.open_loop: dict[str, Any] | None = None
         # What the master found when it checked the workload before any load (see verify()).
         self.verification: dict[str, Any] | None = None
         # Steps not run because the target was saturated: {"index", "users", "reason"}.
@@ -281,6 +383,8 @@ class Record:
     def add_report(self, node: str, report: Mapping[str, Any]) -> None:
         self._workers.add(node)
         self.buckets.merge(report["buckets"])
+        if report.get("arrivals"):
+            self.arrivals.merge(report["arrivals"])
         if report.get("clock"):
             self._clocks[node] = dict(report["clock"])
         self.add_cpu(node, float(report["t"]), float(report["cpu_pct"]))
@@ -300,6 +404,11 @@ class Record:
             "cpu_warnings": sorted(self._cpu_warnings),
             "workers": len(self._workers),
             "clocks": dict(sorted(self._clocks.items())),
+            **(
+                {"open_loop": self.open_loop, "arrivals": self.arrivals.to_json()}
+                if self.open_loop
+                else {}
+            ),
         }
 
 

@@ -31,6 +31,7 @@ def test_doctor_lists_every_check_with_a_fix_for_failures(tmp_path: Path) -> Non
         "services",
         "ports",
         "disk",
+        "proxy",
         "docker daemon",
         "compose v2",
         "base image",

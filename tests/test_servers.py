@@ -53,8 +53,8 @@ def test_unknown_keys_and_bad_values_are_named_in_the_config(tmp_path: Path) -> 
         [f"{config}:11", "targets.a.threads"],
     ]
     assert (
-        "known keys here: backlog, channel_timeout, connection_limit, threads"
-        in (caught.value.problems[0])
+        "known keys here: backlog, channel_timeout, connection_limit, proxy, proxy_buffering, "
+        "proxy_keepalive, proxy_request_buffering, threads" in (caught.value.problems[0])
     )
 
 

@@ -149,7 +149,7 @@ def test_record_documents_the_run_as_docs_raw_data_describes() -> None:
     document = record.document(workload, schedule.steps)
 
     assert document == {
-        "format": 1,
+        "format": 2,
         "bucket_s": 1,
         "workload": workload,
         "verification": {"ok": True, "checked": ["GET /io?ms=100"], "failure": None},

@@ -126,3 +126,23 @@ def test_devserver_refuses_threads_with_processes() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "cannot combine threads and processes" in result.stderr
+
+
+def test_upload_reads_the_whole_body_and_answers_its_size(client: FlaskClient) -> None:
+    body = b"u" * 200_000
+    response = client.post("/upload", data=body, content_type="application/octet-stream")
+    assert response.status_code == 200
+    assert response.text == "200000\n"
+
+
+def test_bytes_answers_exactly_n_bytes_with_its_length(client: FlaskClient) -> None:
+    response = client.get("/bytes?n=150000")
+    assert response.status_code == 200
+    assert response.headers["Content-Length"] == "150000"
+    assert len(response.data) == 150_000
+    assert client.get("/bytes?n=0").data == b""
+
+
+@pytest.mark.parametrize("query", ["", "?n=-1", "?n=1e6", f"?n={2 * 1024**3}"])
+def test_bytes_refuses_what_is_not_a_size(client: FlaskClient, query: str) -> None:
+    assert client.get(f"/bytes{query}").status_code == 400

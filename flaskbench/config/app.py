@@ -37,7 +37,7 @@ TARGET_PACKAGE = "flaskbench_target"
 BUILT_IN_PINS = HARNESS / "app-requirements.txt"
 BUILT_IN_SPEC = f"{TARGET_PACKAGE}.builtin_app:app"
 # The built-in app's endpoints, for checking workloads that name paths.
-BUILT_IN_PATHS = ("/hello", "/io", "/cpu", "/mixed")
+BUILT_IN_PATHS = ("/hello", "/io", "/cpu", "/mixed", "/upload", "/bytes")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Never part of an app's snapshot: version control, virtualenvs and caches, which can be large
 # and are not the app.

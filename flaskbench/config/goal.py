@@ -1,4 +1,5 @@
-"""`[goal]`: what a recommended target must hold: p99 latency at a concurrency, within budgets."""
+"""`[goal]`: what a recommended target must hold: p99 latency at a concurrency (or, for open-loop
+workloads, at an offered rate), within budgets."""
 
 from __future__ import annotations
 
@@ -19,13 +20,19 @@ class Goal:
     max_rss_mb: float | None
     # Share of requests that may fail (0 to 1).
     max_error_rate: float
+    # The offered rate (requests/s) open-loop workloads must hold the p99 at (None: no goal
+    # for them).
+    rate: int | None = None
 
 
-GOAL_KEYS = {"p99_ms", "users", "max_rss_mb", "max_error_rate"}
+GOAL_KEYS = {"p99_ms", "users", "rate", "max_rss_mb", "max_error_rate"}
 
 
 def parse_goal(
-    data: Mapping[str, Any], steps: tuple[int, ...] | None, problems: Problems
+    data: Mapping[str, Any],
+    steps: tuple[int, ...] | None,
+    rates: tuple[tuple[int, ...], ...],
+    problems: Problems,
 ) -> Goal | None:
     """[goal]: what a recommended target must hold (absent: no recommendation)."""
     if "goal" not in data:
@@ -43,6 +50,7 @@ def parse_goal(
             f"must be one of the staircase's user counts ({', '.join(map(str, steps))}), "
             f"got {users!r}",
         )
+    rate = _rate(table, rates, problems)
     budget = table.get("max_rss_mb")
     if budget is not None and (
         isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0
@@ -56,4 +64,34 @@ def parse_goal(
         )
     if len(problems.items) > before:
         return None
-    return Goal(float(p99), int(users), float(budget) if budget else None, float(errors))  # type: ignore[arg-type]
+    return Goal(
+        float(p99),  # type: ignore[arg-type]
+        int(users),
+        float(budget) if budget else None,
+        float(errors),
+        rate,
+    )
+
+
+def _rate(
+    table: Mapping[str, Any], rates: tuple[tuple[int, ...], ...], problems: Problems
+) -> int | None:
+    """`rate`: one of the rates every open-loop workload offers."""
+    if "rate" not in table:
+        return None
+    rate = table["rate"]
+    if not rates:
+        problems.add(
+            ("goal", "rate"),
+            "applies to open-loop workloads (rates), and this config has none; use users",
+        )
+        return None
+    common = sorted(set.intersection(*(set(r) for r in rates)))
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate not in common:
+        offered = ", ".join(map(str, common)) or "none: the workloads' rates share none"
+        problems.add(
+            ("goal", "rate"),
+            f"must be a rate every open-loop workload offers ({offered}), got {rate!r}",
+        )
+        return None
+    return rate

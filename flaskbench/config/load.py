@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from flaskbench.config.cpus import CPU_KEYS, CpuSplit, parse_cpu_split, requeste
 from flaskbench.config.env import env_values, placeholder_problems
 from flaskbench.config.goal import Goal, parse_goal
 from flaskbench.config.hosts import Hosts, parse_hosts
+from flaskbench.config.openloop import OpenLoop, read_open_loop
 from flaskbench.config.problems import (
     ConfigError,
     KeyLines,
@@ -38,6 +39,8 @@ from flaskbench.config.sweeps import expand_sweep, resolve_counts
 from flaskbench.config.trials import Comparing, Trials, parse_compare, parse_trials
 from flaskbench.config.units import parse_duration
 from flaskbench.config.workloads import Workload, parse_workload
+from flaskbench.proxies.base import PROXY_KEYS, UPSTREAM_OFFSET
+from flaskbench.proxies.registry import parse_proxy, split_settings
 from flaskbench.servers.base import Target
 from flaskbench.servers.registry import SERVERS, resolve_target
 
@@ -46,11 +49,13 @@ LOOPBACK = re.compile(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 
 @dataclass(frozen=True)
 class Staircase:
-    """The user counts one Locust run walks through, and how long each step is held."""
+    """The user counts one Locust run walks through, and how long each step is held; or, with
+    `open_loop` ([load] rates), no users: every workload walks offered rates instead."""
 
     users: tuple[int, ...]
     warmup_s: int
     measure_s: int
+    open_loop: OpenLoop | None = None
 
     @property
     def step_s(self) -> int:
@@ -145,6 +150,8 @@ _RUN_KEYS = {
 }
 _LOAD_KEYS = {
     "users",
+    "rates",
+    "arrival",
     "warmup",
     "measure",
     "repeats",
@@ -154,7 +161,9 @@ _LOAD_KEYS = {
     "request_timeout",
     "stop_when_saturated",
 }
-_QUICK_KEYS = {"users", "warmup", "measure"}
+_QUICK_KEYS = {"users", "rates", "arrival", "warmup", "measure"}
+# The keys that say what a staircase's steps are: users, or an open loop's rates.
+_STEP_KEYS = ("users", "rates", "arrival")
 
 
 def load_config(path: Path, overrides: Overrides = Overrides()) -> Config:
@@ -207,24 +216,19 @@ def _build(
 
     app = parse_app(path, data, problems)
     # With [hosts] and no cpus.target, the target's cores are only known from its engine.
-    targets, dropped = _targets(
-        data, len(split.target) if split and split.target else None, problems
-    )
+    cores = len(split.target) if split and split.target else None
+    targets, dropped = _targets(data, cores, problems)
     services = _services(data, app, targets, problems)
-    workloads = _workloads(path, data, "app" in data, problems)
     staircase = _staircase(load, ("load",), problems)
     if overrides.quick:
-        quick_stairs = _staircase({**load, **quick}, ("quick",), problems)
-        staircase = quick_stairs or staircase
+        staircase = _staircase(_quick_table(load, quick), ("quick",), problems) or staircase
+    workloads = _workloads(
+        path, data, "app" in data, staircase.open_loop if staircase else None, problems
+    )
     stop_when_saturated = flag(load, "stop_when_saturated", ("load",), problems)
 
     host = _host(run, overrides, hosts, problems)
-    port = integer(run, "port", ("run",), problems, default=18080, low=1024, high=65535)
-    master_port = integer(
-        run, "master_port", ("run",), problems, default=15557, low=1024, high=65535
-    )
-    if port == master_port:
-        problems.add(("run", "master_port"), "must differ from run.port")
+    port, master_port = _ports(run, targets, problems)
     ready_timeout = whole_seconds(run, "ready_timeout", ("run",), problems, default=30)
     base_image = run.get("base_image", "python:3.12-slim")
     if not isinstance(base_image, str) or not base_image:
@@ -246,14 +250,14 @@ def _build(
     comparing = parse_compare(data, [t.name for t in targets], problems)
     compares = comparing is not None or ("sweep" in data and "goal" in data)
     trials = parse_trials(load, overrides.repeats, overrides.seed, compares, problems)
-    goal = parse_goal(data, staircase.users if staircase else None, problems)
+    goal = parse_goal(data, staircase.users if staircase else None, _rates(workloads), problems)
     if problems.items or staircase is None or split is None:
         return None
     as_run = {
         **data,
         "load": {
             **load,
-            "users": list(staircase.users),
+            **_steps_as_run(staircase),
             "repeats": "auto" if trials.auto else trials.count,
             "seed": trials.seed,
         },
@@ -292,6 +296,31 @@ def _build(
         comparing=comparing,
         services=services,
     )
+
+
+def _ports(run: Mapping[str, Any], targets: list[Target], problems: Problems) -> tuple[int, int]:
+    """run.port (the target's) and run.master_port (the Locust master's)."""
+    port = integer(run, "port", ("run",), problems, default=18080, low=1024, high=65535)
+    master_port = integer(
+        run, "master_port", ("run",), problems, default=15557, low=1024, high=65535
+    )
+    if port == master_port:
+        problems.add(("run", "master_port"), "must differ from run.port")
+    _upstream_port(targets, port, master_port, problems)
+    return port, master_port
+
+
+def _upstream_port(targets: list[Target], port: int, master_port: int, problems: Problems) -> None:
+    """A server behind a proxy listens one port above the target's (the proxy's)."""
+    if not any(t.proxy for t in targets):
+        return
+    if port + UPSTREAM_OFFSET > 65535:
+        problems.add(("run", "port"), "must leave room for the server behind a proxy, one above")
+    elif master_port == port + UPSTREAM_OFFSET:
+        problems.add(
+            ("run", "master_port"),
+            f"must differ from run.port + {UPSTREAM_OFFSET}, where a server behind a proxy listens",
+        )
 
 
 def _host(
@@ -333,24 +362,59 @@ def _users(value: object, report: Any) -> tuple[int, ...] | None:
 def _staircase(
     table: Mapping[str, Any], prefix: tuple[str, ...], problems: Problems
 ) -> Staircase | None:
+    warmup = whole_seconds(table, "warmup", prefix, problems, default=5)
+    measure = whole_seconds(table, "measure", prefix, problems, default=15)
+    if "users" in table and "rates" in table:
+        problems.add(
+            (*prefix, "rates"),
+            "set users (a closed loop: each user sends its next request when the last "
+            "returned) or rates (an open loop: requests offered at a rate), not both",
+        )
+        return None
+    if "rates" in table or "arrival" in table:
+        open_loop, ok = read_open_loop(table, lambda key, m: problems.add((*prefix, key), m))
+        return Staircase((), warmup, measure, open_loop) if ok and open_loop else None
     users = _users(
         table.get("users", [1, 2, 4, 8, 16, 32, 64, 128]),
         lambda message: problems.add((*prefix, "users"), message),
     )
-    warmup = whole_seconds(table, "warmup", prefix, problems, default=5)
-    measure = whole_seconds(table, "measure", prefix, problems, default=15)
     return Staircase(users, warmup, measure) if users else None
+
+
+def _steps_as_run(staircase: Staircase) -> dict[str, Any]:
+    """The steps that ran, as [load] writes them (overrides and --quick applied)."""
+    if staircase.open_loop is None:
+        return {"users": list(staircase.users)}
+    return {"rates": list(staircase.open_loop.rates), "arrival": staircase.open_loop.arrival}
+
+
+def _quick_table(load: Mapping[str, Any], quick: Mapping[str, Any]) -> dict[str, Any]:
+    """[quick] over [load]: steps written in [quick] (users or rates) replace [load]'s."""
+    steps = any(key in quick for key in _STEP_KEYS)
+    return {k: v for k, v in load.items() if not (steps and k in _STEP_KEYS)} | dict(quick)
+
+
+def _rates(workloads: list[Workload]) -> tuple[tuple[int, ...], ...]:
+    """The offered rates of every open-loop workload, each its own staircase."""
+    return tuple(w.open_loop.rates for w in workloads if w.open_loop)
 
 
 def _override_staircase(
     staircase: Staircase, overrides: Overrides, problems: Problems
 ) -> Staircase:
     users = staircase.users
-    if overrides.users:
+    if overrides.users and staircase.open_loop:
+        problems.cli("--users", "[load] sets rates: every workload walks an open loop, not users")
+    elif overrides.users:
         users = _users(overrides.users, lambda m: problems.cli("--users", m)) or users
     measure = _cli_seconds("--step-time", overrides.step_time, problems)
     warmup = _cli_seconds("--warmup", overrides.warmup, problems)
-    return Staircase(users, warmup or staircase.warmup_s, measure or staircase.measure_s)
+    return replace(
+        staircase,
+        users=users,
+        warmup_s=warmup or staircase.warmup_s,
+        measure_s=measure or staircase.measure_s,
+    )
 
 
 def _cli_seconds(option: str, value: str | None, problems: Problems) -> int | None:
@@ -385,8 +449,11 @@ def _targets(
                 (*key, "server"), f"unknown server {server!r}; use one of {', '.join(SERVERS)}"
             )
             continue
-        settings = {k: v for k, v in raw.items() if k not in ("server", "env")}
-        unknown_keys(settings, set(SERVERS[server].defaults), key, problems)
+        settings, proxy_keys = split_settings(
+            {k: v for k, v in raw.items() if k not in ("server", "env")}
+        )
+        proxy, proxy_ok = parse_proxy(proxy_keys, _reporter(key, problems))
+        unknown_keys(settings, {*SERVERS[server].defaults, *PROXY_KEYS}, key, problems)
         known = {k: v for k, v in settings.items() if k in SERVERS[server].defaults}
         values, expressions, count_problems = resolve_counts(server, known, cores)
         for setting, message in count_problems:
@@ -396,9 +463,9 @@ def _targets(
         target, target_problems = resolve_target(name, server, values)
         for problem in target_problems:
             problems.add((*key, problem.key), problem.message)
-        if target:
+        if target and proxy_ok:
             env = _target_env(raw.get("env", {}), key, problems)
-            targets.append(replace(target, expressions=expressions, env=env))
+            targets.append(replace(target, expressions=expressions, env=env, proxy=proxy))
     dropped: list[str] = []
     if has_sweeps:
         for name, key, raw in named_tables(data, "sweep", "threads", problems):
@@ -446,8 +513,17 @@ def _services(
     return services
 
 
+def _reporter(key: tuple[str, ...], problems: Problems) -> Callable[[str, str], None]:
+    """Problems of the keys below `key` (a table's), reported as (key, message)."""
+    return lambda below, message: problems.add((*key, below), message)
+
+
 def _workloads(
-    path: Path, data: Mapping[str, Any], own_app: bool, problems: Problems
+    path: Path,
+    data: Mapping[str, Any],
+    own_app: bool,
+    open_loop: OpenLoop | None,
+    problems: Problems,
 ) -> list[Workload]:
     workloads = []
     for name, key, raw in named_tables(data, "workloads", "io", problems):
@@ -455,7 +531,7 @@ def _workloads(
         def report(where: tuple[str, ...], message: str, key: tuple[str, ...] = key) -> None:
             problems.add((*key, *where), message)
 
-        workload = parse_workload(name, raw, path.parent, own_app, report)
+        workload = parse_workload(name, raw, path.parent, own_app, report, open_loop)
         if workload is not None:
             workloads.append(workload)
     return workloads

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from flaskbench.config.env import env_values
+from flaskbench.proxies.base import NO_PROXY, PROXY_KEYS
+from flaskbench.proxies.registry import parse_proxy, proxy_name_part, split_settings
 from flaskbench.servers.base import Setting, Target
 from flaskbench.servers.registry import SERVERS, resolve_target
 
@@ -117,7 +119,7 @@ def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Exp
         raw.get("env", {}),
         lambda where, message: result.problems.append((".".join(("env", *where)), message)),
     )
-    known = SERVERS[server].defaults
+    known = {*SERVERS[server].defaults, *PROXY_KEYS}
     for key, values in axes.items():
         if key not in known:
             result.problems.append(
@@ -152,6 +154,16 @@ def _expand_one(
         k.removeprefix(ENV_PREFIX): str(v) for k, v in settings.items() if k.startswith(ENV_PREFIX)
     }
     settings = {k: v for k, v in settings.items() if not k.startswith(ENV_PREFIX)}
+    settings, proxy_settings = split_settings(settings)
+    proxy_problems: list[tuple[str, str]] = []
+    proxy, _ = parse_proxy(
+        _used_proxy_settings(proxy_settings), lambda k, m: proxy_problems.append((k, m))
+    )
+    for found in proxy_problems:
+        if found not in result.problems:
+            result.problems.append(found)
+    if proxy_problems:
+        return
     values, expressions, count_problems = resolve_counts(server, settings, cores)
     for count_problem in count_problems:
         if count_problem not in result.problems:
@@ -161,12 +173,13 @@ def _expand_one(
     unused = SERVERS[server].unused({**SERVERS[server].defaults, **values})
     values = {k: v for k, v in values.items() if k not in unused}
     short = SERVERS[server].short_names
+    named = {**values, **_used_proxy_settings(proxy_settings)}
     parts = [
         _env_part(k.removeprefix(ENV_PREFIX), env[k.removeprefix(ENV_PREFIX)])
         if k.startswith(ENV_PREFIX)
-        else _part(k, values[k], short)
+        else _part(k, named[k], short)
         for k in varying
-        if k in values or k.startswith(ENV_PREFIX)
+        if k in named or k.startswith(ENV_PREFIX)
     ]
     target_name = "-".join([name, *parts])
     if target_name in seen:
@@ -183,7 +196,7 @@ def _expand_one(
                 result.problems.append((problem.key, problem.message))
         return
     kept = {k: v for k, v in expressions.items() if k in values}
-    result.targets.append(replace(target, expressions=kept, sweep=name, env=env))
+    result.targets.append(replace(target, expressions=kept, sweep=name, env=env, proxy=proxy))
 
 
 ENV_PREFIX = "env."
@@ -196,7 +209,17 @@ def _env_part(name: str, value: str) -> str:
     return f"{name.lower()}{text}" if text.isdigit() else f"{name.lower()}-{text}"
 
 
-def _part(key: str, value: Setting, short: Mapping[str, str]) -> str:
+def _used_proxy_settings(settings: Mapping[str, object]) -> dict[str, object]:
+    """The proxy's settings that have an effect: none without a proxy (as a server's unused
+    settings, they neither multiply targets nor show in their names)."""
+    if settings.get("proxy", NO_PROXY) == NO_PROXY:
+        return {k: v for k, v in settings.items() if k == "proxy"}
+    return dict(settings)
+
+
+def _part(key: str, value: object, short: Mapping[str, str]) -> str:
+    if key in PROXY_KEYS:
+        return proxy_name_part(key, value)
     if isinstance(value, bool):
         return key if value else f"no-{key}"
     if isinstance(value, int):

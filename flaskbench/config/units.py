@@ -60,3 +60,52 @@ def parse_share(value: object) -> float:
             "percentage such as 2%"
         )
     return share
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+# Binary multiples whichever way they are written: 64KB and 64KiB are both 65536 bytes.
+_UNIT_BYTES = {
+    None: 1,
+    "B": 1,
+    "KB": 1024,
+    "KiB": 1024,
+    "MB": 1024**2,
+    "MiB": 1024**2,
+    "GB": 1024**3,
+    "GiB": 1024**3,
+}
+
+
+def parse_size(value: object) -> int:
+    """'64KB', '1MB', '512', 4096 -> bytes (KB and KiB both 1024). Raises ValueError with a
+    readable reason."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = float(value)
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = float(match.group(1)) * _UNIT_BYTES[match.group(2)]
+    else:
+        raise ValueError(f"cannot read {value!r} as a size; write it like '64KB' or '1MB'")
+    if size < 1 or size != int(size):
+        raise ValueError(f"{value!r} is not a whole number of bytes, 1 or more")
+    return int(size)
+
+
+def parse_rate(value: object) -> int:
+    """'64KB/s', '1MB/s' -> bytes per second. Raises ValueError with a readable reason."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.endswith("/s"):
+        raise ValueError(f"cannot read {value!r} as a rate; write it like '64KB/s' or '1MB/s'")
+    try:
+        return parse_size(text.removesuffix("/s"))
+    except ValueError:
+        raise ValueError(
+            f"cannot read {value!r} as a rate; write it like '64KB/s' or '1MB/s'"
+        ) from None
+
+
+def format_size(size: float) -> str:
+    """Bytes as the config writes them: 1048576 -> '1MB', 65536 -> '64KB', 1000 -> '1000B'."""
+    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{int(size // factor)}{unit}"
+    return f"{size:g}B"

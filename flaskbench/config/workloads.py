@@ -1,13 +1,16 @@
 """Workloads: what each user of the staircase asks the app for, back to back.
 
 Three forms, one per `[workloads.NAME]` table:
-- the built-in app's endpoints by their work: `io_ms` (sleep) and `cpu_ms` (burn CPU), for which
-  theory knows each request's cost in advance;
+- the built-in app's endpoints by their work: `io_ms` (sleep) and `cpu_ms` (burn CPU), or the
+  bytes it moves: `upload` (a body of that size to /upload) or `download` (/bytes?n= that
+  size), for which theory knows each request's cost in advance;
 - requests to any app: one (`path`, `method`, `headers`, `form` or `json`, `expect`) or a
   weighted mix (`requests = [{ path = "/", weight = 3 }, ...]` with the same keys);
 - a Locust user class of the user's own (`locustfile`, `user_class`).
 Every request is verified once before load, and during load a status it does not expect is a
-failure, never throughput.
+failure, never throughput. Whatever the form but a Locust file, the clients' pace on the wire
+(`client`), their connections (`keepalive`) and an open loop (`rates`, `arrival`) may be set too
+(clients.py, openloop.py).
 """
 
 from __future__ import annotations
@@ -15,19 +18,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from flaskbench.config.app import BUILT_IN_PATHS
+from flaskbench.config.clients import Client, parse_client, parse_keepalive
+from flaskbench.config.openloop import OpenLoop, open_loop_from_meta, read_open_loop
+from flaskbench.config.units import format_size, parse_size
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-MODEL_KEYS = {"io_ms", "cpu_ms"}
-REQUEST_KEYS = {"path", "method", "headers", "form", "json", "expect"}
+MODEL_KEYS = {"io_ms", "cpu_ms", "upload", "download"}
+REQUEST_KEYS = {"path", "method", "headers", "form", "json", "body_size", "expect"}
 MIX_KEYS = {*REQUEST_KEYS, "weight"}
 LOCUST_KEYS = {"locustfile", "user_class"}
-WORKLOAD_KEYS = MODEL_KEYS | REQUEST_KEYS | LOCUST_KEYS | {"requests"}
+# How the clients behave, whatever they ask for (not with a Locust file of the user's own).
+CLIENT_KEYS = {"client", "keepalive", "rates", "arrival"}
+WORKLOAD_KEYS = MODEL_KEYS | REQUEST_KEYS | LOCUST_KEYS | CLIENT_KEYS | {"requests"}
 MAX_WORK_MS = 60_000
+# The built-in app's /upload and /bytes take at most this much.
+MAX_TRANSFER_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Request:
     # Statuses that count as success; empty means any 2xx.
     expect: tuple[int, ...] = ()
     weight: int = 1
+    # A body of this many bytes (application/octet-stream), instead of a form or JSON.
+    body_size: int | None = None
 
     @property
     def expected(self) -> str:
@@ -59,6 +71,14 @@ class Workload:
     # A user's own Locust file (absolute path) and the user class in it.
     locustfile: str | None = None
     user_class: str | None = None
+    # The built-in app's transfers: a body of this many bytes to /upload, or /bytes?n= this many.
+    upload_bytes: int = 0
+    download_bytes: int = 0
+    # How the clients behave on the wire (None: as fast as the network allows), whether they
+    # keep connections alive, and an open loop's offered rates (None: a closed loop of users).
+    client: Client | None = None
+    keepalive: bool = True
+    open_loop: OpenLoop | None = None
 
     @property
     def modelled(self) -> bool:
@@ -71,6 +91,10 @@ class Workload:
             return "locustfile"
         if self.requests:
             return "requests"
+        if self.upload_bytes:
+            return "upload"
+        if self.download_bytes:
+            return "download"
         if self.io_ms and self.cpu_ms:
             return "mixed"
         if self.io_ms:
@@ -82,13 +106,27 @@ class Workload:
         """The requests users send (none for a Locust file: its user class decides)."""
         if self.requests or self.locustfile is not None:
             return self.requests
+        if self.upload_bytes:
+            return (Request("/upload", "POST", expect=(200,), body_size=self.upload_bytes),)
         path = {
             "noop": "/hello",
             "io": f"/io?ms={self.io_ms}",
             "cpu": f"/cpu?ms={self.cpu_ms}",
             "mixed": f"/mixed?io={self.io_ms}&cpu={self.cpu_ms}",
+            "download": f"/bytes?n={self.download_bytes}",
         }[self.kind]
         return (Request(path, expect=(200,)),)
+
+    @property
+    def manner(self) -> str:
+        """How its clients behave where that is not the default (fast, keep-alive, closed loop):
+        for the report's headings, "" when it is."""
+        parts = [self.client.describe()] if self.client else []
+        if not self.keepalive:
+            parts.append("a new connection per request")
+        if self.open_loop:
+            parts.append(self.open_loop.describe())
+        return "; ".join(parts)
 
     @property
     def path(self) -> str:
@@ -98,7 +136,8 @@ class Workload:
         traffic = self.traffic
         if len(traffic) == 1:
             request = traffic[0]
-            return request.path if request.method == "GET" else request.describe()
+            text = request.path if request.method == "GET" else request.describe()
+            return text + (f" ({format_size(request.body_size)})" if request.body_size else "")
         total = sum(r.weight for r in traffic)
         return ", ".join(f"{r.describe()} {r.weight / total:.0%}" for r in traffic)
 
@@ -116,6 +155,7 @@ def request_to_json(request: Request) -> dict[str, Any]:
         "json": request.json,
         "expect": list(request.expect),
         "weight": request.weight,
+        "body_size": request.body_size,
     }
 
 
@@ -136,11 +176,18 @@ def workload_from_meta(spec: Mapping[str, Any]) -> Workload:
                 json=r.get("json"),
                 expect=tuple(int(s) for s in r.get("expect", ())),
                 weight=int(r.get("weight", 1)),
+                body_size=r.get("body_size"),
             )
             for r in spec.get("requests", ())
         ),
         locustfile=spec.get("locustfile"),
         user_class=spec.get("user_class"),
+        # Runs before slow clients and open loops have none of these: fast, kept, closed.
+        upload_bytes=int(spec.get("upload_bytes", 0)),
+        download_bytes=int(spec.get("download_bytes", 0)),
+        client=Client(**client) if isinstance(client := spec.get("client"), dict) else None,
+        keepalive=bool(spec.get("keepalive", True)),
+        open_loop=open_loop_from_meta(spec.get("open_loop")),
     )
 
 
@@ -149,16 +196,70 @@ Report = Callable[[tuple[str, ...], str], None]
 
 
 def parse_workload(
-    name: str, raw: Mapping[str, Any], base: Path, own_app: bool, report: Report
+    name: str,
+    raw: Mapping[str, Any],
+    base: Path,
+    own_app: bool,
+    report: Report,
+    open_loop: OpenLoop | None = None,
 ) -> Workload | None:
-    """One [workloads.NAME] table; relative files are resolved against `base`."""
+    """One [workloads.NAME] table; relative files are resolved against `base`. `open_loop`:
+    [load]'s rates, which a workload of requests walks unless it sets its own."""
     for key in raw:
         if key not in WORKLOAD_KEYS:
             report((key,), f"unknown key; known keys here: {', '.join(sorted(WORKLOAD_KEYS))}")
+    form = _form(name, raw, base, own_app, report)
+    if form is not None and form.locustfile is not None:
+        return _own_clients(form, raw, open_loop, report)
+    # Checked whatever the form, so that every problem is said at once.
+    clients = _clients(raw, open_loop, report)
+    return replace(form, **clients) if form is not None and clients is not None else None
+
+
+def _clients(
+    raw: Mapping[str, Any], default: OpenLoop | None, report: Report
+) -> dict[str, Any] | None:
+    """The clients' keys of a workload of flaskbench's own requests, as Workload's fields."""
+    before = _Counter(report)
+    client = parse_client(raw["client"], before) if "client" in raw else None
+    keepalive = parse_keepalive(raw.get("keepalive", True), before)
+    open_loop, _ = read_open_loop(raw, lambda key, message: before((key,), message), default)
+    if before.count:
+        return None
+    return {"client": client, "keepalive": bool(keepalive), "open_loop": open_loop}
+
+
+def _own_clients(
+    workload: Workload, raw: Mapping[str, Any], open_loop: OpenLoop | None, report: Report
+) -> Workload | None:
+    """A Locust user class of the user's own sends as it does: the clients' keys cannot apply."""
+    keys = sorted(CLIENT_KEYS & set(raw))
+    if keys:
+        report(
+            (keys[0],),
+            "applies to flaskbench's own requests (path, requests, io_ms...), not to a Locust "
+            "user class of your own, which opens its connections and paces itself",
+        )
+        return None
+    if open_loop is not None:
+        report(
+            ("locustfile",),
+            "[load] rates make every workload an open loop, which sends flaskbench's own "
+            "requests; a Locust user class of your own walks users: give it a config of its own",
+        )
+        return None
+    return workload
+
+
+def _form(
+    name: str, raw: Mapping[str, Any], base: Path, own_app: bool, report: Report
+) -> Workload | None:
+    """The workload's requests, in whichever of its forms the table is written."""
     forms = [
         form
         for form, keys in (
-            ("io_ms/cpu_ms", MODEL_KEYS),
+            ("io_ms/cpu_ms", {"io_ms", "cpu_ms"}),
+            ("upload/download", {"upload", "download"}),
             ("path", REQUEST_KEYS),
             ("requests", {"requests"}),
             ("locustfile", LOCUST_KEYS),
@@ -168,12 +269,12 @@ def parse_workload(
     if len(forms) > 1:
         report(
             (),
-            f"mixes {' and '.join(forms)}; a workload is one of: io_ms/cpu_ms (the built-in "
-            "app), path (one request), requests (a weighted mix), locustfile",
+            f"mixes {' and '.join(forms)}; a workload is one of: io_ms/cpu_ms/upload/download "
+            "(the built-in app), path (one request), requests (a weighted mix), locustfile",
         )
         return None
     form = forms[0] if forms else "io_ms/cpu_ms"
-    if form == "io_ms/cpu_ms":
+    if form in ("io_ms/cpu_ms", "upload/download"):
         return _modelled(name, raw, own_app, report)
     if form == "path":
         # Its keys were checked above, with the workload's.
@@ -187,11 +288,14 @@ def parse_workload(
 def _modelled(name: str, raw: Mapping[str, Any], own_app: bool, report: Report) -> Workload | None:
     if own_app:
         report(
-            tuple(k for k in ("io_ms", "cpu_ms") if k in raw)[:1],
-            "io_ms and cpu_ms are endpoints of the built-in app, not of [app]; describe the "
-            'requests instead, e.g. path = "/"',
+            tuple(k for k in ("io_ms", "cpu_ms", "upload", "download") if k in raw)[:1],
+            "io_ms, cpu_ms, upload and download are endpoints of the built-in app, not of "
+            '[app]; describe the requests instead, e.g. path = "/"',
         )
         return None
+    transfers = [key for key in ("upload", "download") if key in raw]
+    if transfers:
+        return _transfer(name, raw, transfers, report)
     values = {}
     for key in ("io_ms", "cpu_ms"):
         value = raw.get(key, 0)
@@ -200,6 +304,27 @@ def _modelled(name: str, raw: Mapping[str, Any], own_app: bool, report: Report) 
             return None
         values[key] = value
     return Workload(name, io_ms=values["io_ms"], cpu_ms=values["cpu_ms"])
+
+
+def _transfer(
+    name: str, raw: Mapping[str, Any], keys: list[str], report: Report
+) -> Workload | None:
+    """`upload` (a body to /upload) or `download` (/bytes?n=): bytes the built-in app moves."""
+    if len(keys) > 1:
+        report((keys[1],), "a workload uploads or downloads, one of them; make two workloads")
+        return None
+    key = keys[0]
+    try:
+        size = parse_size(raw[key])
+    except ValueError as exc:
+        report((key,), str(exc))
+        return None
+    if size > MAX_TRANSFER_BYTES:
+        report((key,), f"must be at most {format_size(MAX_TRANSFER_BYTES)}, got {raw[key]!r}")
+        return None
+    if key == "upload":
+        return Workload(name, upload_bytes=size)
+    return Workload(name, download_bytes=size)
 
 
 def _mix(name: str, value: object, own_app: bool, report: Report) -> Workload | None:
@@ -249,6 +374,7 @@ def _request(
         if "form" in raw:
             before((*where, "json"), "a request has either a form or a JSON body, not both")
         body = json.dumps(raw["json"], sort_keys=True)
+    body_size = _body_size(raw, (*where, "body_size"), before)
     expect = _expect(raw.get("expect"), (*where, "expect"), before)
     weight = raw.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
@@ -258,7 +384,24 @@ def _request(
     assert isinstance(path, str)
     assert isinstance(method, str)
     assert isinstance(weight, int)
-    return Request(path, method.upper(), headers or (), form, body, expect, weight)
+    return Request(path, method.upper(), headers or (), form, body, expect, weight, body_size)
+
+
+def _body_size(raw: Mapping[str, Any], where: tuple[str, ...], report: Report) -> int | None:
+    if "body_size" not in raw:
+        return None
+    if "form" in raw or "json" in raw:
+        report(where, "a request has one body: a form, JSON or body_size bytes")
+        return None
+    try:
+        size = parse_size(raw["body_size"])
+    except ValueError as exc:
+        report(where, str(exc))
+        return None
+    if size > MAX_TRANSFER_BYTES:
+        report(where, f"must be at most {format_size(MAX_TRANSFER_BYTES)}")
+        return None
+    return size
 
 
 class _Counter:

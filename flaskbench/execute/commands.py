@@ -1,5 +1,6 @@
-"""The command lines of a run: each cell's target launcher and its order to the Locust swarm,
-the swarm's master and workers, and the check that the app loads.
+"""The command lines of a run: each cell's target launcher, the proxy in front of it (if any)
+and its order to the Locust swarm, the swarm's master and workers, and the check that the app
+loads.
 
 Both runners use these same command lines; only the paths differ (a checkout on the host, or
 the image's /app, /locust and /results).
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.load import Config
+from flaskbench.config.openloop import LATE_MS
+from flaskbench.config.workloads import Workload
 from flaskbench.execute.swarm import IDLE_TIMEOUT_S, SWARM_STARTUP_S, SwarmKey
 from flaskbench.plan.cells import (
     STOP_FIRST_STEP_FACTOR,
@@ -18,9 +21,13 @@ from flaskbench.plan.cells import (
     Cell,
     ready_budget_s,
 )
+from flaskbench.proxies.base import UPSTREAM_HOST, UPSTREAM_OFFSET
+from flaskbench.proxies.registry import proxy_of
 from flaskbench.results.contract import GAUGE_CSV, SETUP_LOG
 from flaskbench.servers.registry import server_argv, server_of
 
+# Where the proxy's harness finds its config's text (targets/flaskbench_target/proxy.py).
+PROXY_CONF_ENV = "FLASKBENCH_PROXY_CONF"
 # How loadgen.json's verification names the wait for the target's first answer.
 READINESS = "readiness"
 
@@ -60,6 +67,9 @@ class Paths:
     inbox: str = ""
     # Where the target's gauge lives; None lets the launcher pick a fresh file in /dev/shm.
     gauge_file: str | None = None
+    # Behind a proxy: the directory it writes in (its config, pid, temp files), and its binary.
+    proxy_dir: str | None = None
+    proxy_binary: str | None = None
 
 
 def _launcher(
@@ -102,9 +112,61 @@ def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
         gauge += ["--gauge-file", paths.gauge_file]
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
-    server = server_argv(cell.target, config.host, config.port)
+    server = server_argv(cell.target, *server_address(cell, config))
     stop_signal = server_of(cell.target).stop_signal
     return [*_launcher(config, paths, gauge, STOP_GRACE_S, stop_signal), paths.python, *server]
+
+
+def server_address(cell: Cell, config: Config) -> tuple[str, int]:
+    """Where the server listens: the target's address, or behind a proxy, the loopback port
+    above the target's (the proxy's)."""
+    if cell.target.proxy is None:
+        return config.host, config.port
+    return UPSTREAM_HOST, config.port + UPSTREAM_OFFSET
+
+
+def cell_ports(cell: Cell, config: Config) -> tuple[int, ...]:
+    """The ports the cell's target side listens on, which must be free before it starts."""
+    server = server_address(cell, config)[1]
+    return (config.port,) if server == config.port else (config.port, server)
+
+
+def proxy_config(cell: Cell, config: Config, paths: Paths, cpus: int) -> str:
+    """The proxy's config for this cell, as it will be kept in the cell's raw data."""
+    assert cell.target.proxy is not None
+    assert paths.proxy_dir is not None
+    return proxy_of(cell.target.proxy).config_text(
+        cell.target.proxy,
+        (config.host, config.port),
+        server_address(cell, config)[1],
+        paths.proxy_dir,
+        cpus,
+    )
+
+
+def proxy_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
+    """The proxy, started by the harness once the server accepts connections (its config's text
+    in PROXY_CONF_ENV), then in the foreground."""
+    assert cell.target.proxy is not None
+    assert paths.proxy_dir is not None
+    assert paths.proxy_binary is not None
+    conf = f"{paths.proxy_dir}/proxy.conf"
+    host, port = server_address(cell, config)
+    return [
+        paths.python,
+        "-m",
+        f"{TARGET_PACKAGE}.proxy",
+        "--config",
+        conf,
+        "--config-env",
+        PROXY_CONF_ENV,
+        "--upstream",
+        f"{host}:{port}",
+        "--wait",
+        str(ready_budget_s(config)),
+        "--",
+        *proxy_of(cell.target.proxy).argv(paths.proxy_binary, paths.proxy_dir, conf),
+    ]
 
 
 def check_command(config: Config, paths: Paths) -> list[str]:
@@ -122,8 +184,6 @@ def master_command(
         paths.locust_python,
         f"{paths.locustfiles}/master.py",
         *own,
-        "--user-class",
-        key.user_class,
         "--bind-host",
         master_address,
         "--bind-port",
@@ -146,7 +206,8 @@ def worker_command(
     master_address: str = "127.0.0.1",
     clock_skew_s: float = 0.0,
 ) -> list[str]:
-    """`clock_skew_s` (tests only) runs the worker's clock that far off the master's."""
+    """A worker with every user class of its Locust files: each cell's order says which runs.
+    `clock_skew_s` (tests only) runs the worker's clock that far off the master's."""
     files = f"{paths.locustfiles}/locustfile.py"
     if paths.user_locustfile:
         files += f",{paths.user_locustfile}"
@@ -157,7 +218,6 @@ def worker_command(
         "locust",
         "-f",
         files,
-        key.user_class,
         "--worker",
         "--master-host",
         master_address,
@@ -168,7 +228,8 @@ def worker_command(
 
 
 def cell_options(cell: Cell, config: Config) -> list[str]:
-    """A cell's order: where the load goes, its staircase, its requests, when to stop."""
+    """A cell's order: where the load goes, its staircase (users, or an open loop's rates), its
+    requests and how its clients send them, when to stop."""
     stairs = config.staircase
     workload = cell.workload
     requests = [] if workload.locustfile else ["--fb-requests", workload.traffic_json()]
@@ -176,7 +237,7 @@ def cell_options(cell: Cell, config: Config) -> list[str]:
         "--host",
         f"http://{config.host}:{config.port}",
         "--fb-steps",
-        ",".join(str(u) for u in stairs.users),
+        ",".join(str(level) for level in cell.levels(stairs)),
         "--fb-warmup",
         str(stairs.warmup_s),
         "--fb-measure",
@@ -186,6 +247,7 @@ def cell_options(cell: Cell, config: Config) -> list[str]:
         "--fb-ready-timeout",
         str(ready_budget_s(config)),
         *requests,
+        *_client_options(workload),
         *_stop_options(config),
     ]
 
@@ -196,3 +258,18 @@ def _stop_options(config: Config) -> list[str]:
     if config.goal is not None:
         return ["--fb-stop-p99-ms", str(STOP_GOAL_FACTOR * config.goal.p99_ms)]
     return ["--fb-stop-p99-factor", str(STOP_FIRST_STEP_FACTOR)]
+
+
+def _client_options(workload: Workload) -> list[str]:
+    """How the workload's clients behave: their pace, connections and an open loop."""
+    options = []
+    if workload.client and workload.client.send_rate:
+        options += ["--fb-send-rate", str(workload.client.send_rate)]
+    if workload.client and workload.client.receive_rate:
+        options += ["--fb-receive-rate", str(workload.client.receive_rate)]
+    if not workload.keepalive:
+        options.append("--fb-close")
+    if workload.open_loop:
+        options += ["--fb-open-loop", workload.open_loop.arrival]
+        options += ["--fb-open-late-ms", f"{LATE_MS:g}"]
+    return options

@@ -31,6 +31,8 @@ from flaskbench.execute.images import LOCAL_BASE, SOURCE_LABEL
 from flaskbench.execute.leftovers import RUN_LABEL, Leftover, find_leftovers, holders, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT, port_in_use
 from flaskbench.plan.placement import PlacementError, place
+from flaskbench.proxies.base import UPSTREAM_OFFSET
+from flaskbench.proxies.registry import proxy_of
 
 CLEAN_FIX = "run `flaskbench clean` (or make clean-containers); `flaskbench run` also does it first"
 
@@ -67,11 +69,13 @@ def _crashed_runs_containers() -> list[Leftover]:
 
 
 def check_ports(config: Config) -> Check:
-    busy = [p for p in (config.port, config.master_port) if port_in_use(config.host, p)]
+    # A server behind a proxy listens one port above the target's.
+    upstream = (config.port + UPSTREAM_OFFSET,) if any(t.proxy for t in config.targets) else ()
+    ports = (config.port, *upstream, config.master_port)
+    busy = [p for p in ports if port_in_use(config.host, p)]
     if not busy:
-        return Check(
-            "ports", True, f"{config.port} and {config.master_port} on {config.host} are free"
-        )
+        listed = ", ".join(map(str, ports[:-1])) + f" and {ports[-1]}"
+        return Check("ports", True, f"{listed} on {config.host} are free")
     leftovers = _crashed_runs_containers()
     held = {port: found for port in busy if (found := holders(leftovers, port))}
     if held:
@@ -204,12 +208,33 @@ def check_base_image(config: Config) -> Check:
         )
 
 
+def check_proxies(config: Config) -> Check:
+    """The local runner starts the proxies targets name from this host's own packages (the
+    docker runner installs them into the target's image)."""
+    proxies = {t.proxy.name: proxy_of(t.proxy) for t in config.targets if t.proxy}
+    if not proxies:
+        return Check("proxy", True, "no target is served behind a proxy")
+    found = {name: proxy.binary(os.environ.get("PATH")) for name, proxy in proxies.items()}
+    missing = [name for name, binary in found.items() if binary is None]
+    if missing:
+        hints = "; ".join(proxies[name].install_hint() for name in missing)
+        return Check(
+            "proxy",
+            False,
+            f"{', '.join(missing)} is not installed here (the local runner runs the targets' "
+            "proxies from this host)",
+            f"{hints} (or use the docker runner, whose image has it)",
+        )
+    return Check("proxy", True, ", ".join(f"{name} at {binary}" for name, binary in found.items()))
+
+
 LOCAL_CHECKS: list[Callable[[Config], Check]] = [
     check_cpus,
     check_taskset,
     check_services,
     check_ports,
     check_disk,
+    check_proxies,
 ]
 DOCKER_CHECKS: list[Callable[[Config], Check]] = [
     check_cpus,

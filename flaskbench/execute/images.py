@@ -61,11 +61,15 @@ class ImageSpec:
     install_tree: bool = False
     # Left out of the tree's snapshot (say, a results folder inside the app's directory).
     leave_out: tuple[Path, ...] = ()
+    # Debian packages installed beside Python (a proxy's), in the base image's package sources.
+    system_packages: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
-        """What the image is built from; a newer build of the same source replaces it."""
-        return f"{self.name}:{self.tree or ''}"
+        """What the image is built from; a newer build of the same source replaces it (one with
+        other system packages is another image, kept beside it)."""
+        packages = f":{'+'.join(self.system_packages)}" if self.system_packages else ""
+        return f"{self.name}:{self.tree or ''}{packages}"
 
     def build_args(self, base: str) -> dict[str, str]:
         return {
@@ -74,6 +78,7 @@ class ImageSpec:
             "TREE_DIR": self.tree_dir,
             "TREE_REQUIREMENTS": self.tree_requirements or "",
             "INSTALL_TREE": "1" if self.install_tree else "0",
+            "SYSTEM_PACKAGES": " ".join(self.system_packages),
         }
 
 
@@ -88,7 +93,9 @@ class Images:
         return self.loadgen[str(Path(locustfile).parent) if locustfile else None]
 
 
-def target_spec(app: App, leave_out: tuple[Path, ...] = ()) -> ImageSpec:
+def target_spec(
+    app: App, leave_out: tuple[Path, ...] = (), system_packages: tuple[str, ...] = ()
+) -> ImageSpec:
     harness = HARNESS / TARGET_PACKAGE
     if app.builtin:
         assert app.requirements is not None
@@ -98,6 +105,7 @@ def target_spec(app: App, leave_out: tuple[Path, ...] = ()) -> ImageSpec:
             HARNESS_DIR,
             TARGET_PACKAGE,
             (*pinned_requirements(), app.requirements),
+            system_packages=system_packages,
         )
     return ImageSpec(
         "flaskbench-app",
@@ -109,6 +117,7 @@ def target_spec(app: App, leave_out: tuple[Path, ...] = ()) -> ImageSpec:
         tree_requirements=str(app.requirements.relative_to(app.path)) if app.requirements else None,
         install_tree=app.project,
         leave_out=leave_out,
+        system_packages=system_packages,
     )
 
 
@@ -193,16 +202,16 @@ def ensure_images(
     leave_out: tuple[Path, ...] = (),
     roles: frozenset[str] = frozenset({"target", "load"}),
     remote_host: str = "",
+    system_packages: tuple[str, ...] = (),
 ) -> Images:
     """Every image a run needs (or, by `roles`, the target's or the load's only): its app's
-    target image and a Locust image per Locust file directory its workloads use (None:
-    flaskbench's own locustfile only)."""
+    target image (with `system_packages`: a proxy's) and a Locust image per Locust file
+    directory its workloads use (None: flaskbench's own locustfile only)."""
     base = resolve_base(client, base_image, say, remote_host)
     ca_path = extra_ca()
     ca = ca_path.read_bytes() if ca_path else b""
-    target = (
-        ensure(client, target_spec(app, leave_out), base, ca, say, log) if "target" in roles else ""
-    )
+    target_image = target_spec(app, leave_out, system_packages)
+    target = ensure(client, target_image, base, ca, say, log) if "target" in roles else ""
     loadgen = {
         directory: ensure(
             client, loadgen_spec(Path(directory) if directory else None), base, ca, say, log

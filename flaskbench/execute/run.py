@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from types import FrameType
+from typing import cast
 
 import flaskbench
 from flaskbench import PROJECT_ROOT
@@ -28,15 +29,18 @@ from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
 from flaskbench.execute.trials import MoreTrials
 from flaskbench.plan.cells import Cell, Plan, make_plan
 from flaskbench.plan.placement import Placement
+from flaskbench.proxies.base import proxy_record
 from flaskbench.results.contract import (
     CONFIG_COPY,
     META_FORMAT,
     MetaJson,
+    ProxyRecord,
     TargetRecord,
     TrialsRecord,
     iso,
 )
 from flaskbench.results.contract import Goal as GoalRecord
+from flaskbench.results.contract import Staircase as StaircaseRecord
 from flaskbench.results.rundir import CellStatus, RunDir
 from flaskbench.servers.base import Target
 
@@ -113,11 +117,7 @@ def start_meta(
         "goal": goal_record(config.goal) if config.goal else None,
         "stop_when_saturated": config.stop_when_saturated,
         "sweeps_dropped": list(config.dropped),
-        "staircase": {
-            "users": list(config.staircase.users),
-            "warmup_s": config.staircase.warmup_s,
-            "measure_s": config.staircase.measure_s,
-        },
+        "staircase": staircase_record(config),
         "repeats": config.repeats,
         "trials": trials_record(config, make_plan(config)),
         "cells": [],
@@ -148,7 +148,20 @@ def target_record(target: Target) -> TargetRecord:
         "expressions": dict(target.expressions),
         "sweep": target.sweep,
         "env": dict(target.env),
+        "proxy": cast(ProxyRecord | None, proxy_record(target.proxy)),
     }
+
+
+def staircase_record(config: Config) -> StaircaseRecord:
+    stairs = config.staircase
+    record: StaircaseRecord = {
+        "users": list(stairs.users),
+        "warmup_s": stairs.warmup_s,
+        "measure_s": stairs.measure_s,
+    }
+    if stairs.open_loop:
+        record |= {"rates": list(stairs.open_loop.rates), "arrival": stairs.open_loop.arrival}
+    return record
 
 
 def goal_record(goal: Goal) -> GoalRecord:
@@ -157,6 +170,7 @@ def goal_record(goal: Goal) -> GoalRecord:
         "users": goal.users,
         "max_rss_mb": goal.max_rss_mb,
         "max_error_rate": goal.max_error_rate,
+        "rate": goal.rate,
     }
 
 
@@ -186,7 +200,8 @@ def execute(
     interrupted = False
     stopped = ""
     queue = list(todo.cells)
-    progress.begin(len(queue), todo.estimated_seconds(runner.name, 1))
+    # Cells may differ in length (an open loop's own rates): the bar advances by their mean.
+    progress.begin(len(queue), todo.estimated_seconds(runner.name) / max(len(queue), 1))
     try:
         with interrupts_as_keyboard_interrupt():
             index, trial_started = 0, time.monotonic()

@@ -27,22 +27,29 @@ SWARM_STARTUP_S = 30
 IDLE_TIMEOUT_S = 600
 
 
+# The Locust user classes that send a workload's own requests (locustfiles/locustfile.py): a
+# closed loop of users, or an open loop at rates.
+REQUESTS_USER = "RequestsUser"
+OPEN_LOOP_USER = "OpenLoopUser"
+
+
 @dataclass(frozen=True)
 class SwarmKey:
     """What a swarm is started with: cells with another key need another swarm."""
 
-    # A workload's own Locust file (None: only locustfile.py's RequestsUser).
+    # A workload's own Locust file, with its user classes beside locustfile.py's (None: none).
     locustfile: str | None
-    user_class: str
 
 
 def swarm_key(cell: Cell) -> SwarmKey:
+    return SwarmKey(cell.workload.locustfile)
+
+
+def user_class(cell: Cell) -> str:
+    """The Locust user class that runs the cell."""
     workload = cell.workload
-    return SwarmKey(workload.locustfile, workload.user_class or REQUESTS_USER)
-
-
-# The Locust user class that sends a workload's requests (locustfiles/locustfile.py).
-REQUESTS_USER = "RequestsUser"
+    own = OPEN_LOOP_USER if workload.open_loop else REQUESTS_USER
+    return workload.user_class or own
 
 
 class SwarmHandle(Protocol):
@@ -100,6 +107,7 @@ class Swarm:
             "format": SWARM_FORMAT,
             "cell": cell.cell_id,
             "out": self.handle.out_dir(cell.cell_id),
+            "user_class": user_class(cell),
             "argv": argv,
         }
         self.handle.put_order(f"{self._orders:06d}.json", json.dumps(order))

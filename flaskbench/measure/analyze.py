@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flaskbench.config.workloads import Workload
 from flaskbench.measure.collect import CellData, RunData, StepData
@@ -25,7 +25,15 @@ from flaskbench.measure.stats import (
     trials_interval,
     window_replicates,
 )
-from flaskbench.measure.theory import Work, expect, modelled_work
+from flaskbench.measure.theory import (
+    UNBOUNDED_USERS,
+    Work,
+    expect,
+    modelled_work,
+    open_loop_expectation,
+    transfer_of,
+    transfer_times,
+)
 from flaskbench.servers.base import Target
 
 LOADGEN_CPU_LIMIT_PCT = 85.0
@@ -79,6 +87,11 @@ FLAGS = {
         f"{INTERFERENCE_LIMIT_PCT:.0f}%): the machine was shared during this step"
     ),
     "no_requests": "no request completed inside the measured window",
+    "late_sends": (
+        "the open loop's load generator sent more than 1% of the step's requests late (10 ms or "
+        "more after they were due) or not at all (its cap of requests in flight was reached): it "
+        "measured itself, not the server"
+    ),
 }
 
 SUMMARY_COLUMNS = (
@@ -127,6 +140,18 @@ SUMMARY_COLUMNS = (
     "step_status",
     "valid",
     "flags",
+    "proxy",
+    "proxy_cpu_pct",
+    "proxy_rss_mb",
+    "offered_rps",
+    "scheduled",
+    "late_sends",
+    "dropped_sends",
+    "unfinished",
+    "unfinished_oldest_ms",
+    "utilisation",
+    "expected_mean_ms",
+    "transfer_held_ms",
     # With [services] (empty without): measure/services.py.
     *SERVICE_COLUMNS,
 )
@@ -187,6 +212,23 @@ class Row:
     cache_connections_peak: int | None = None
     services_cpu_pct: float | None = None
     services_pss_mb: float | None = None
+    # The proxy in front of the target (None: none), and what it used of the target side.
+    proxy: str | None = None
+    proxy_cpu_pct: float | None = None
+    proxy_rss_mb: float | None = None
+    # An open loop's step (users then holds the offered rate too): the requests due in the
+    # window, those sent late or not at all, those unanswered when it ended (and the oldest's
+    # age); the offered rate over the model's ceiling and the mean latency the model expects.
+    offered_rps: int | None = None
+    scheduled: int | None = None
+    late_sends: int | None = None
+    dropped_sends: int | None = None
+    unfinished: int | None = None
+    unfinished_oldest_ms: float | None = None
+    utilisation: float | None = None
+    expected_mean_ms: float | None = None
+    # A slow client's transfer: how long the model says it holds a slot per request.
+    transfer_held_ms: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -198,6 +240,9 @@ class Row:
         values["flags"] = ";".join(self.flags)
         values["step_status"] = "measured"
         values |= _interval_columns("rps", self.rps_ci) | _interval_columns("p99", self.p99_ci)
+        if self.offered_rps is not None:
+            # An open loop has no users: its steps are offered rates (offered_rps).
+            values["users"] = None
         return {column: _csv_value(values[column]) for column in SUMMARY_COLUMNS}
 
 
@@ -233,6 +278,7 @@ class Skipped:
             "step_status": "skipped",
             "valid": "false",
             "flags": "skipped",
+            "proxy": self.target.proxy.name if self.target.proxy else None,
         }
         return {column: _csv_value(known.get(column)) for column in SUMMARY_COLUMNS}
 
@@ -304,7 +350,25 @@ def step_row(
         target_others_pct=step.target_others_pct,
         load_others_pct=step.load_others_pct,
         **service_columns(step.services),
+        proxy=target.proxy.name if target.proxy else None,
+        proxy_cpu_pct=step.proxy_cpu_pct,
+        proxy_rss_mb=step.proxy_rss_mb,
+        **_offered_fields(step),
     )
+
+
+def _offered_fields(step: StepData) -> dict[str, Any]:
+    offered = step.offered
+    if offered is None:
+        return {}
+    return {
+        "offered_rps": offered.rate,
+        "scheduled": offered.scheduled,
+        "late_sends": offered.late,
+        "dropped_sends": offered.dropped,
+        "unfinished": offered.unfinished,
+        "unfinished_oldest_ms": offered.unfinished_oldest_ms,
+    }
 
 
 def step_replicates(
@@ -314,16 +378,39 @@ def step_replicates(
     return window_replicates(step.window, seed_for(run_id, target, workload, step.users, repeat))
 
 
-def with_expectation(row: Row, target: Target, work: Work | None, cores: int) -> Row:
-    expectation = expect(target, work, row.users, cores)
+def with_expectation(
+    row: Row, target: Target, work: Work | None, cores: int, workload: Workload | None = None
+) -> Row:
+    """The row with what the model expects of it: at its users, or an open loop's offered
+    rate; with a slow client's transfer where the workload knows its sizes."""
+    transfer = transfer_of(workload) if workload else None
+    expectation = expect(target, work, row.users, cores, transfer)
+    open_loop = workload.open_loop if workload else None
+    utilisation = mean_ms = None
+    if open_loop is not None and row.offered_rps is not None:
+        offered = open_loop_expectation(
+            target, work, row.offered_rps, cores, open_loop.arrival, transfer
+        )
+        ceiling = expect(target, work, UNBOUNDED_USERS, cores, transfer)
+        busy = offered.utilisation is not None and offered.utilisation >= 1
+        expectation = replace(ceiling, rps=offered.rps, limit=ceiling.limit if busy else "rate")
+        utilisation, mean_ms = offered.utilisation, offered.mean_ms
+    # Requests wait for a slot when users outnumber the slots (an open loop: near its ceiling).
+    slots = expectation.slots
+    queued = slots is not None and (row.offered_rps is not None or row.users > slots)
+    held_ms = 1000 * transfer_times(target, transfer, queued)[0] if transfer else None
     return replace(
         row,
-        work_ms=work.held_ms if work else None,
+        # A slow client's transfer holds the slot too, where the model says so.
+        work_ms=work.held_ms + (held_ms or 0.0) if work else None,
         expected_slots=expectation.slots,
         expected_rps=expectation.rps,
         rps_vs_expected=row.rps / expectation.rps if expectation.rps else None,
         expected_basis=work.basis if work else None,
         limit=expectation.limit,
+        utilisation=utilisation,
+        expected_mean_ms=mean_ms,
+        transfer_held_ms=held_ms,
     )
 
 
@@ -354,8 +441,10 @@ def step_flags(
     step: StepData, rps: float, cell_status: str, target_cores: int = 1, thinks: bool = False
 ) -> tuple[str, ...]:
     """`thinks`: users wait between requests (a user class's own wait_time), so users are not
-    requests in flight and Little's law says nothing about the load generator."""
+    requests in flight and Little's law says nothing about the load generator; nor does it for
+    an open loop, which has no users."""
     flags = []
+    thinks = thinks or step.offered is not None
     if step.requests == 0:
         flags.append("no_requests")
     load = [v for v in (step.loadgen_cpu_pct, step.loadgen_process_cpu_max_pct) if v is not None]
@@ -385,6 +474,8 @@ def step_flags(
         flags.append("steal")
     if any(loss.others > INTERFERENCE_LIMIT_PCT for loss in losses):
         flags.append("cpu_contention")
+    if step.offered is not None and step.offered.behind:
+        flags.append("late_sends")
     return tuple(flags)
 
 
@@ -437,11 +528,28 @@ def cell_rows(
     works = {
         name: modelled_work(workload)
         if workload.modelled
-        else measure_work([r for r in rows if r.workload == name])
+        else measure_work(_work_rows([r for r in rows if r.workload == name], targets, workload))
         for name, workload in workloads.items()
     }
-    rows = [with_expectation(r, targets[r.target], works[r.workload], cores) for r in rows]
+    rows = [
+        with_expectation(r, targets[r.target], works[r.workload], cores, workloads[r.workload])
+        for r in rows
+    ]
     return rows, works
+
+
+def _work_rows(rows: list[Row], targets: Mapping[str, Target], workload: Workload) -> list[Row]:
+    """Where an app's own work can be measured. When its clients are slow: behind a proxy that
+    buffers both ways, whose server sees fast clients, so the transfer is not in its time; with
+    no such target, every row (the measured work is then an upper bound)."""
+    if workload.client is None:
+        return rows
+
+    def buffered(row: Row) -> bool:
+        proxy = targets[row.target].proxy
+        return proxy is not None and proxy.buffering and proxy.request_buffering
+
+    return [r for r in rows if buffered(r)] or rows
 
 
 def _attribute_cpu_warning(rows: list[Row]) -> list[Row]:
@@ -495,6 +603,18 @@ class Point:
     cache_connections_peak: int | None = None
     services_cpu_pct: float | None = None
     services_pss_mb: float | None = None
+    # As Row's: the proxy's use of the target side, an open loop's step, a slow client's hold.
+    proxy_cpu_pct: float | None = None
+    proxy_rss_mb: float | None = None
+    offered_rps: int | None = None
+    scheduled: int | None = None
+    late_sends: int | None = None
+    dropped_sends: int | None = None
+    unfinished: int | None = None
+    unfinished_oldest_ms: float | None = None
+    utilisation: float | None = None
+    expected_mean_ms: float | None = None
+    transfer_held_ms: float | None = None
 
     @property
     def time_in_app_ms(self) -> float | None:
@@ -557,6 +677,17 @@ def aggregate(
                 cache_connections_peak=_max(r.cache_connections_peak for r in group),
                 services_cpu_pct=_median(r.services_cpu_pct for r in group),
                 services_pss_mb=_max(r.services_pss_mb for r in group),
+                proxy_cpu_pct=_median(r.proxy_cpu_pct for r in group),
+                proxy_rss_mb=_max(r.proxy_rss_mb for r in group),
+                offered_rps=group[0].offered_rps,
+                scheduled=_sum(r.scheduled for r in group),
+                late_sends=_sum(r.late_sends for r in group),
+                dropped_sends=_sum(r.dropped_sends for r in group),
+                unfinished=_max(r.unfinished for r in group),
+                unfinished_oldest_ms=_max(r.unfinished_oldest_ms for r in group),
+                utilisation=group[0].utilisation,
+                expected_mean_ms=group[0].expected_mean_ms,
+                transfer_held_ms=group[0].transfer_held_ms,
             )
         )
     return sorted(points, key=lambda p: (p.workload, p.target, p.users))

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 from flaskbench.config.units import parse_cpus
 from flaskbench.config.workloads import Workload, workload_from_meta
+from flaskbench.measure.openloop import Offered, OpenLoopDataError, offered_steps
 from flaskbench.measure.services import ServiceSample, ServiceUse, parse_samples, service_use
 from flaskbench.measure.stats import Histogram, Window
+from flaskbench.proxies.base import proxy_from_record
 from flaskbench.results.contract import (
     APP_ERROR,
     CELL_HOSTS_JSON,
@@ -27,11 +29,13 @@ from flaskbench.results.contract import (
     LOADGEN_JSON,
     LOCUST_CSV_PREFIX,
     MEMORY_CSV,
+    PROXY_RESOURCE,
     RESOURCES_CSV,
     SERVICES_JSON,
     ContractError,
     LoadgenJson,
     MetaJson,
+    TargetRecord,
     read_hosts,
     read_loadgen,
     read_services,
@@ -63,6 +67,8 @@ class HostUse:
 @dataclass(frozen=True)
 class StepData:
     index: int
+    # What the staircase climbs: users, or an open loop's offered requests per second (then
+    # `offered` holds the rest).
     users: int
     measure_start: float
     measure_end: float
@@ -98,6 +104,12 @@ class StepData:
     hosts: tuple[HostUse, ...] = ()
     # What each service beside the target did in the window (with [services]).
     services: tuple[ServiceUse, ...] = ()
+    # Behind a proxy: its CPU (percent of one core) and memory (RSS, the window's peak), on the
+    # target side but not in target_cpu_pct and target_rss_mb, which are the server's.
+    proxy_cpu_pct: float | None = None
+    proxy_rss_mb: float | None = None
+    # An open loop's step: what it offered and what the load generator could not do.
+    offered: Offered | None = None
 
     @property
     def duration_s(self) -> float:
@@ -189,6 +201,10 @@ def read_cell(
     CPU time is then the target side's own, not another process's), else 0."""
     loadgen = _read_loadgen(cell_dir / LOADGEN_JSON)
     windows = _windows(loadgen, cell_dir / LOADGEN_JSON)
+    try:
+        offered = offered_steps(loadgen, cell_dir / LOADGEN_JSON)
+    except OpenLoopDataError as exc:
+        raise RawDataError(f"{exc}; re-run the cell with --resume") from None
     buckets = _buckets(loadgen, cell_dir / LOADGEN_JSON)
     gauge = _on_master_clock(_read_gauge(cell_dir / GAUGE_CSV), cell_dir / CELL_HOSTS_JSON)
     resources = _read_resources(cell_dir / RESOURCES_CSV)
@@ -197,7 +213,12 @@ def read_cell(
     services = _read_services(cell_dir)
     steps = tuple(
         _with_services(
-            _step(index, users, start, end, buckets, gauge, resources, memory, load_cpus, host_cpu),
+            replace(
+                _step(
+                    index, users, start, end, buckets, gauge, resources, memory, load_cpus, host_cpu
+                ),
+                offered=offered.get(index),
+            ),
             services,
             services_share,
         )
@@ -238,8 +259,14 @@ def _read_loadgen(path: Path) -> LoadgenJson:
 
 def _windows(loadgen: LoadgenJson, path: Path) -> list[tuple[int, int, float, float]]:
     try:
+        # An open loop's steps climb its offered rates (their users are its schedulers).
         return [
-            (int(s["index"]), int(s["users"]), float(s["measure_start"]), float(s["measure_end"]))
+            (
+                int(s["index"]),
+                int(s.get("rate", s["users"])),
+                float(s["measure_start"]),
+                float(s["measure_end"]),
+            )
             for s in loadgen["steps"]
         ]
     except (KeyError, TypeError, ValueError) as exc:
@@ -427,7 +454,9 @@ def _step(
     gauge_in = [r for r in gauge if start + GAUGE_INTERVAL_S - _SLACK_S <= r.t <= end + _SLACK_S]
     server = [r for r in gauge_in if r.pid == 0]
     processes = [r for r in gauge_in if r.pid != 0]
-    target_rows = [r for r in resources if r.side == "target" and _in_window(r.t, start, end)]
+    side_rows = [r for r in resources if r.side == "target" and _in_window(r.t, start, end)]
+    target_rows = [r for r in side_rows if r.name != PROXY_RESOURCE]
+    proxy_rows = [r for r in side_rows if r.name == PROXY_RESOURCE]
     load_cpu = _load_cpu(resources, start, end)
     memory_in = [r for r in memory if _in_window(r.t, start, end)]
     per_sample: dict[float, float] = defaultdict(float)
@@ -460,6 +489,8 @@ def _step(
         target_others_pct=_others(host_cpu, resources, "target", start, end),
         load_others_pct=_others(host_cpu, resources, "load", start, end),
         hosts=_host_use(resources, start, end),
+        proxy_cpu_pct=_mean_by_time(proxy_rows, lambda r: r.cpu_pct),
+        proxy_rss_mb=max((r.rss_mb for r in proxy_rows), default=None),
     )
 
 
@@ -622,10 +653,25 @@ class RunData:
     app_errors: dict[str, str] = field(default_factory=dict)
 
 
+def target_from_record(spec: TargetRecord) -> Target:
+    """A target as meta.json recorded it (run.target_record); older runs lack what came later."""
+    return Target(
+        name=spec["name"],
+        server=spec["server"],
+        worker_class=spec["worker_class"],
+        workers=spec["workers"],
+        threads=spec["threads"],
+        settings=spec.get("settings", {}),
+        expressions=spec.get("expressions", {}),
+        sweep=spec.get("sweep"),
+        proxy=proxy_from_record(spec.get("proxy")),
+    )
+
+
 def load_run(run: RunDir) -> RunData:
     meta = run.read_meta()
     try:
-        targets = {name: Target(**spec) for name, spec in meta["targets"].items()}
+        targets = {name: target_from_record(spec) for name, spec in meta["targets"].items()}
         workloads = {name: workload_from_meta(spec) for name, spec in meta["workloads"].items()}
         cpus = meta["cpus"]
         target_cores = int(cpus.get("target_cores") or len(parse_cpus(cpus["target"])))

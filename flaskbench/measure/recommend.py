@@ -1,7 +1,8 @@
 """Which target to run, per workload, under the config's `[goal]`: the measured answer to "what
 should I run instead?".
 
-Among the targets that hold the goal at the users it names (p99 within the goal, memory within
+Among the targets that hold the goal at the users it names (for an open-loop workload: at the
+offered rate it names; p99 within the goal, memory within
 the budget, failures within the allowed rate) with a valid measurement, the one with the highest
 throughput wins; targets whose throughput intervals (95%, over repeats or the window's seconds)
 overlap the best's are a tie, settled by less memory, then fewer processes. Every other target
@@ -12,7 +13,7 @@ is listed with why it was left out. Where the targets include a server's own rul
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flaskbench.measure.analyze import Analysis, Point
@@ -27,6 +28,23 @@ class GoalSpec:
     users: int
     max_rss_mb: float | None
     max_error_rate: float
+    # The offered rate open-loop workloads are judged at (None: they are not), and what
+    # `users` counts in a spec made for one workload (for_workload).
+    rate: int | None = None
+    unit: str = "users"
+
+    @property
+    def at(self) -> str:
+        return f"{self.users} {self.unit}"
+
+    def for_workload(self, open_loop: bool) -> GoalSpec | None:
+        """The goal as one workload is judged: at the users, or an open loop at the rate
+        (None: the goal names no rate)."""
+        if not open_loop:
+            return self
+        if self.rate is None:
+            return None
+        return replace(self, users=self.rate, unit="req/s offered")
 
     @classmethod
     def from_meta(cls, meta: MetaJson) -> GoalSpec | None:
@@ -34,11 +52,13 @@ class GoalSpec:
         if not goal:
             return None
         budget = goal["max_rss_mb"]
+        rate = goal.get("rate")
         return cls(
             float(goal["p99_ms"]),
             int(goal["users"]),
             float(budget) if budget else None,
             float(goal["max_error_rate"]),
+            int(rate) if rate else None,
         )
 
 
@@ -74,26 +94,23 @@ def exclusion(point: Point | None, goal: GoalSpec, skipped: str | None) -> str |
     by far says more than a flag on the measurement, so it comes first, with the flags."""
     if point is None:
         if skipped:
-            return f"not measured at {goal.users} users: the staircase stopped before ({skipped})"
-        return f"no measurement at {goal.users} users"
+            return f"not measured at {goal.at}: the staircase stopped before ({skipped})"
+        return f"no measurement at {goal.at}"
     flagged = [flag for flag in point.flags if flag != "failures"]
     missed = _missed(point, goal)
     if missed and flagged:
         return f"{missed} (and the measurement is flagged: {', '.join(flagged)})"
     if flagged:
-        return f"invalid measurement at {goal.users} users ({', '.join(flagged)})"
+        return f"invalid measurement at {goal.at} ({', '.join(flagged)})"
     return missed
 
 
 def _missed(point: Point, goal: GoalSpec) -> str | None:
     rate = point.failures / point.requests if point.requests else 0.0
     if point.p99_ms is not None and point.p99_ms > goal.p99_ms:
-        return f"p99 {point.p99_ms:g} ms over the goal of {goal.p99_ms:g} ms at {goal.users} users"
+        return f"p99 {point.p99_ms:g} ms over the goal of {goal.p99_ms:g} ms at {goal.at}"
     if point.failures and rate > goal.max_error_rate:
-        return (
-            f"{rate:.1%} of requests failed at {goal.users} users "
-            f"(allowed {goal.max_error_rate:.1%})"
-        )
+        return f"{rate:.1%} of requests failed at {goal.at} (allowed {goal.max_error_rate:.1%})"
     if (
         goal.max_rss_mb is not None
         and point.target_rss_mb is not None
@@ -101,7 +118,7 @@ def _missed(point: Point, goal: GoalSpec) -> str | None:
     ):
         return f"memory {point.target_rss_mb:.0f} MB over the budget of {goal.max_rss_mb:g} MB"
     if point.p99_ms is None:
-        return f"no latency measured at {goal.users} users"
+        return f"no latency measured at {goal.at}"
     return None
 
 
@@ -123,11 +140,14 @@ def choose(candidates: Sequence[Candidate]) -> tuple[Candidate, Candidate | None
     return pick, runner_up, too_close
 
 
-def recommend(analysis: Analysis, goal: GoalSpec) -> list[dict[str, Any]]:
+def recommend(analysis: Analysis, overall: GoalSpec) -> list[dict[str, Any]]:
     """One recommendation per workload (see the module docstring)."""
     data = analysis.data
     results = []
-    for workload in data.workloads:
+    for workload, spec in data.workloads.items():
+        goal = overall.for_workload(spec.open_loop is not None)
+        if goal is None:
+            continue
         points = {
             p.target: p for p in analysis.points if p.workload == workload and p.users == goal.users
         }
@@ -149,6 +169,7 @@ def recommend(analysis: Analysis, goal: GoalSpec) -> list[dict[str, Any]]:
         result: dict[str, Any] = {
             "workload": workload,
             "users": goal.users,
+            "unit": goal.unit,
             "excluded": [{"target": name, "reason": why} for name, why in excluded.items()],
         }
         if candidates:

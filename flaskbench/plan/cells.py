@@ -36,6 +36,11 @@ class Cell:
     def cell_id(self) -> str:
         return f"{self.target.name}--{self.workload.name}--r{self.repeat}"
 
+    def levels(self, staircase: Staircase) -> tuple[int, ...]:
+        """The steps it climbs: its workload's open-loop rates, or the staircase's users."""
+        open_loop = self.workload.open_loop
+        return open_loop.rates if open_loop else staircase.users
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -43,13 +48,14 @@ class Plan:
     staircase: Staircase
     placement: Placement
 
-    @property
-    def load_seconds_per_cell(self) -> int:
-        return len(self.staircase.users) * self.staircase.step_s
+    def load_seconds(self, cell: Cell) -> int:
+        """How long the cell's staircase takes from its first step to its last window's end."""
+        return len(cell.levels(self.staircase)) * self.staircase.step_s
 
     def estimated_seconds(self, runner: str, cells: int | None = None) -> int:
-        count = len(self.cells) if cells is None else cells
-        return count * (self.load_seconds_per_cell + CELL_OVERHEAD_S.get(runner, 8))
+        """The first `cells` cells' (all of them by default) load and overhead."""
+        chosen = self.cells if cells is None else self.cells[:cells]
+        return sum(self.load_seconds(c) + CELL_OVERHEAD_S.get(runner, 8) for c in chosen)
 
     def without(self, done: set[str]) -> Plan:
         return Plan(

@@ -48,12 +48,14 @@ def _plot(
     band: tuple[Value, Value] | None = None,
     log_y: bool = False,
     dashed_band: tuple[Value, Value] | None = None,
+    xlabel: str = "concurrent users (zero think time)",
 ) -> Chart:
     """One line per target; optionally a dashed twin in the same colour, and a band (a 95%
-    interval) around either."""
+    interval) around either. The x axis is the staircase's steps (`users`: an open loop's
+    offered rates, with its own `xlabel`)."""
     figure, axes = plt.subplots(figsize=(9, 4.5), dpi=100)
     axes.set_title(title)
-    axes.set_xlabel("concurrent users (zero think time)")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_xscale("log", base=2)
     axes.grid(True, which="major", alpha=0.3)
@@ -174,6 +176,52 @@ def workload_charts(points: Sequence[Point], workload: str, directory: Path) -> 
             lambda p: p.target_rss_mb,
             lambda p: p.worker_rss_mb,
             dashed_label="largest process",
+        ),
+    ]
+
+
+OFFERED = "offered requests/s (an open loop: sent at their time, whatever the server does)"
+
+
+def open_loop_charts(points: Sequence[Point], workload: str, directory: Path) -> list[Chart]:
+    """An open-loop workload's charts: latency and throughput against the offered rate."""
+    mine = [p for p in points if p.workload == workload]
+    if not mine:
+        return []
+    return [
+        _plot(
+            mine,
+            directory / f"{workload}-latency.png",
+            f"{workload}: mean latency from when each request was due (dashed: the model's)",
+            "ms (log scale)",
+            lambda p: p.mean_ms,
+            lambda p: p.expected_mean_ms,
+            dashed_label="model",
+            log_y=True,
+            xlabel=OFFERED,
+        ),
+        _plot(
+            mine,
+            directory / f"{workload}-p99.png",
+            f"{workload}: p50 (solid) and p99 (dashed; band: 95% interval) latency",
+            "ms (log scale)",
+            lambda p: p.p50_ms,
+            lambda p: p.p99_ms,
+            dashed_label="p99",
+            log_y=True,
+            dashed_band=_ci_band("p99_ms"),
+            xlabel=OFFERED,
+        ),
+        _plot(
+            mine,
+            directory / f"{workload}-throughput.png",
+            f"{workload}: completed requests/s (dashed: expected, the offered rate up to the "
+            "ceiling)",
+            "requests/s, median of repeats",
+            lambda p: p.rps,
+            lambda p: p.expected_rps,
+            band=_ci_band("rps"),
+            xlabel=OFFERED,
         ),
     ]
 

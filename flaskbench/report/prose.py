@@ -160,6 +160,12 @@ def shortfall_cause(point: Point, target: Target, cores: int) -> str:
     work_ms = point.work_ms
     if work_ms is None:
         return "no measured cause"
+    if point.transfer_held_ms and inside is not None and inside > SLOW_INSIDE * work_ms:
+        return (
+            f"each request was in the app {number(inside, 0)} ms, where the model has its slot "
+            f"held {number(work_ms, 0)} ms, nearly all by its slow client's transfer: the kernel "
+            "buffered less of it than the model says"
+        )
     if point.limit == "users" and point.mean_ms and point.mean_ms > SLOW_INSIDE * work_ms:
         return (
             f"each request took {number(point.mean_ms, 1)} ms end to end for "

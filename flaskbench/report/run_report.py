@@ -45,7 +45,14 @@ from flaskbench.report.blocks import (
     render_markdown,
     with_interval,
 )
-from flaskbench.report.charts import Chart, headline_chart, workload_charts
+from flaskbench.report.charts import Chart, headline_chart, open_loop_charts, workload_charts
+from flaskbench.report.production import (
+    cpu_cell,
+    open_loop_blocks,
+    proxy_comparison,
+    proxy_notes_blocks,
+    transfer_notes,
+)
 from flaskbench.report.prose import (
     counted,
     per_process_cap,
@@ -82,9 +89,11 @@ def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:
     charts_dir = run.path / CHARTS_DIR
     charts_dir.mkdir(exist_ok=True)
     charts = {
-        workload: workload_charts(analysis.points, workload, charts_dir)
-        + [c for c in [services_chart(analysis.points, workload, charts_dir)] if c]
-        for workload in analysis.data.workloads
+        name: (open_loop_charts if workload.open_loop else workload_charts)(
+            analysis.points, name, charts_dir
+        )
+        + [c for c in [services_chart(analysis.points, name, charts_dir)] if c]
+        for name, workload in analysis.data.workloads.items()
     }
     goal = GoalSpec.from_meta(analysis.data.meta)
     picks = recommend(analysis, goal) if goal else []
@@ -144,9 +153,12 @@ def document(
 
 
 def headline_workload(analysis: Analysis) -> str | None:
-    """The workload the first screen answers on: the I/O one, where worker models differ most."""
+    """The workload the first screen answers on: the I/O one, where worker models differ most
+    (a closed loop: an open loop's steps are rates, not users)."""
     measured = {p.workload for p in analysis.points}
-    names = [w for w in analysis.data.workloads if w in measured]
+    names = [
+        w for w, found in analysis.data.workloads.items() if w in measured and not found.open_loop
+    ]
     io = [w for w in names if analysis.data.workloads[w].kind == "io"]
     return next(iter(io or names), None)
 
@@ -213,6 +225,7 @@ def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block
         ),
         *_code_basis_notes(analysis),
         *_server_notes(analysis),
+        *proxy_notes_blocks(analysis),
     ]
     first = headline_workload(analysis)
     for workload in analysis.data.workloads.values():
@@ -220,17 +233,30 @@ def _workloads(analysis: Analysis, charts: dict[str, list[Chart]]) -> list[Block
         if not points:
             continue
         images = tuple(Image(chart.path, chart.title) for chart in charts.get(workload.name, []))
+        gallery = [Gallery(images)] if images else []
+        if workload.open_loop:
+            parts: list[Block] = [
+                *_workload_notes(analysis, workload.name),
+                *open_loop_blocks(analysis, workload, points),
+                *proxy_comparison(analysis, workload),
+                *gallery,
+            ]
+        else:
+            parts = [
+                *_workload_notes(analysis, workload.name),
+                _answer_table(analysis, workload.name, points),
+                _sentences(analysis, workload.name, points),
+                *transfer_notes(analysis, workload),
+                *proxy_comparison(analysis, workload),
+                *gallery,
+                _step_table(analysis, points),
+                *services_table(points, list(analysis.data.targets)),
+            ]
+        manner = f"; {workload.manner}" if workload.manner else ""
         blocks.append(
             Group(
-                f"{workload.name} ({workload.path})",
-                (
-                    *_workload_notes(analysis, workload.name),
-                    _answer_table(analysis, workload.name, points),
-                    _sentences(analysis, workload.name, points),
-                    *([Gallery(images)] if images else []),
-                    _step_table(analysis, points),
-                    *services_table(points, list(analysis.data.targets)),
-                ),
+                f"{workload.name} ({workload.path}{manner})",
+                tuple(parts),
                 open=workload.name == first,
             )
         )
@@ -332,7 +358,8 @@ def _recommendation(analysis: Analysis, goal: GoalSpec, picks: list[dict[str, An
     blocks: list[Block] = [
         Heading(2, "Recommendation"),
         Paragraph(
-            f"Goal: p99 latency within {goal.p99_ms:g} ms at {users_text(goal.users)}{budget}, "
+            f"Goal: p99 latency within {goal.p99_ms:g} ms at {users_text(goal.users)}"
+            f"{f' (open loops: at {goal.rate} req/s offered)' if goal.rate else ''}{budget}, "
             f"{errors}; among the targets that hold it with a valid measurement, the one with "
             "the highest throughput (a tie within the measurements' spread goes to less "
             "memory, then fewer processes). Also in recommendation.json."
@@ -365,7 +392,7 @@ def _pick_sentence(
     memory = f", {pick['rss_mb']:.0f} MB" if pick["rss_mb"] is not None else ""
     text = (
         f"**{workload}**: run **{target.name}** ({describe(target)}): {number(pick['rps'])} req/s "
-        f"with p99 {number(pick['p99_ms'], 0)} ms at {users_text(pick['users'])}{memory}."
+        f"with p99 {number(pick['p99_ms'], 0)} ms at {_pick_level(pick)}{memory}."
     )
     runner_up = pick["runner_up"]
     if runner_up:
@@ -396,6 +423,12 @@ def _pick_sentence(
                 "pick."
             )
     return text
+
+
+def _pick_level(pick: dict[str, Any]) -> str:
+    """Where a pick was judged: at its users, or an open loop's offered rate."""
+    unit = pick.get("unit", "users")
+    return users_text(pick["users"]) if unit == "users" else f"{pick['users']} {unit}"
 
 
 def _revision(git: GitRevision | None) -> str:
@@ -636,7 +669,7 @@ def _step_table(analysis: Analysis, points: Sequence[Point]) -> Table:
             number(p.p50_ms),
             with_interval(p.p99_ms, p.p99_ci),
             f"{number(p.peak_inflight_process)} / {number(p.peak_inflight_server)}",
-            number(p.target_cpu_pct, 0),
+            cpu_cell(p),
             number(p.target_rss_mb, 0),
             number(p.loadgen_cpu_pct, 0),
             ", ".join(p.flags) or "-",

@@ -23,7 +23,7 @@ the same files for people.
       swarm/               the run's Locust swarms (one, unless workloads need others): each
                            process's output over the whole run, master-N.log, worker-N-M.log
         gauge.csv, resources.csv, memory.csv, host_cpu.csv, the processes' logs and Locust's
-        CSVs, setup.log, app-error.txt, error.txt
+        CSVs, setup.log, app-error.txt, error.txt; behind a proxy, proxy.conf and proxy.log
         services.json      ServicesJson (with [services]): where the cell's services ran
         service-NAME.csv, service-NAME.log: each service's samples and its log
 
@@ -39,13 +39,21 @@ History of formats:
   `repeats` is the number of trials planned from the start.
 - cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
-  `clocks` were added without a format change: readers treat them as optional).
+  `clocks` were added without a format change: readers treat them as optional). 2: open loops:
+  `open_loop` and `arrivals`, and each step's `rate` (its `users` then count the load
+  generator's schedulers, not users); a format 1 file is a closed loop of users. Closed loops
+  write the same as before, but a reader of format 1 would take an open loop's schedulers for
+  its users, so it must refuse format 2.
+- meta.json 2 gained, without a format change (absent: what runs before them did): a target's
+  `proxy` (null: none), a workload's `upload_bytes`, `download_bytes`, `client`, `keepalive`
+  and `open_loop`, the staircase's `rates` and `arrival` and the goal's `rate`.
 - hosts.json 1: as docs/raw-data.md describes it.
 
 Between processes (never in a run directory): the orders the orchestrator sends the Locust
 master, and the events it answers with (SwarmOrder, SwarmEvent; locustfiles/master.py).
-- swarm format 1: an order per cell `format, cell, out, argv`; events `ready` (`workers`),
-  `measured`, `done` (`ok`, `error` when the order could not run), `error` (`message`).
+- swarm format 1: an order per cell `format, cell, out, user_class, argv`; events `ready`
+  (`workers`), `measured`, `done` (`ok`, `error` when the order could not run), `error`
+  (`message`).
 - services.json 1: as docs/raw-data.md describes it. meta.json took `services`, `cpus.services`
   and `runner.details.services` without a format change (a run without them had no services).
 """
@@ -89,6 +97,11 @@ LOCUST_CSV_PREFIX = "locust"
 SETUP_LOG = "setup.log"
 # The app's first traceback, when it raised while serving.
 APP_ERROR = "app-error.txt"
+# Behind a proxy: how resources.csv names its processes (on the target side, apart from the
+# server's), its config as generated for the cell, and its output (its error log).
+PROXY_RESOURCE = "proxy"
+PROXY_CONF = "proxy.conf"
+PROXY_LOG = f"{PROXY_RESOURCE}.log"
 # flaskbench's own traceback, when a cell broke in a way it did not foresee.
 ERROR_TXT = "error.txt"
 # With [services]: where the cell's services ran, and per service its samples and its log.
@@ -109,7 +122,7 @@ SWARM_DIR = "swarm"
 
 META_FORMAT = 3
 CELL_FORMAT = 1
-LOADGEN_FORMAT = 1
+LOADGEN_FORMAT = 2
 HOSTS_FORMAT = 1
 SWARM_FORMAT = 1
 SERVICES_FORMAT = 1
@@ -251,6 +264,15 @@ class HostRecord(TypedDict):
     clock_uncertainty_s: float
 
 
+class ProxyRecord(TypedDict):
+    """A target's proxy (proxies/base.py's ProxySpec)."""
+
+    name: str
+    buffering: bool
+    request_buffering: bool
+    keepalive: bool
+
+
 class TargetRecord(TypedDict):
     """A target as meta.json records it (servers/base.py's Target)."""
 
@@ -264,12 +286,17 @@ class TargetRecord(TypedDict):
     sweep: str | None
     # The app's environment of its own (a sweep's env); absent in runs before it existed.
     env: NotRequired[dict[str, str]]
+    # Runs before proxies have none: the target was served directly.
+    proxy: NotRequired[ProxyRecord | None]
 
 
 class Staircase(TypedDict):
     users: list[int]
     warmup_s: int
     measure_s: int
+    # With [load] rates: every workload's open loop (users is then empty).
+    rates: NotRequired[list[int]]
+    arrival: NotRequired[str]
 
 
 class Goal(TypedDict):
@@ -277,6 +304,8 @@ class Goal(TypedDict):
     users: int
     max_rss_mb: float | None
     max_error_rate: float
+    # The offered rate open-loop workloads must hold the p99 at (absent or null: none).
+    rate: NotRequired[int | None]
 
 
 class AppRecord(TypedDict):
@@ -388,10 +417,13 @@ class Verification(TypedDict):
 
 class StepRecord(TypedDict):
     index: int
+    # An open loop's: its schedulers (one per load-generating process).
     users: int
     start: float
     measure_start: float
     measure_end: float
+    # An open loop's offered requests per second.
+    rate: NotRequired[int]
 
 
 class SkippedRecord(TypedDict):
@@ -422,6 +454,38 @@ class ClockRecord(TypedDict):
     applied_s: float
 
 
+class OpenLoopRecord(TypedDict):
+    # "poisson" or "fixed"
+    arrival: str
+    rates: list[int]
+    # A request sent this long after it was due counts as late.
+    late_ms: float
+
+
+class ArrivalSecond(TypedDict):
+    """An open loop's requests that were due in second `t`."""
+
+    t: int
+    scheduled: int
+    late: int
+    # Not sent: every in-flight slot of the load generator was taken.
+    dropped: int
+    max_lag_ms: float
+
+
+class UnfinishedRecord(TypedDict):
+    """Requests due by the end of step `step`'s window and still unanswered then."""
+
+    step: int
+    count: int
+    oldest_ms: float
+
+
+class ArrivalsRecord(TypedDict):
+    seconds: list[ArrivalSecond]
+    unfinished: list[UnfinishedRecord]
+
+
 class LoadgenJson(TypedDict):
     format: int
     bucket_s: int
@@ -435,6 +499,9 @@ class LoadgenJson(TypedDict):
     cpu_warnings: list[str]
     workers: int
     clocks: NotRequired[dict[str, ClockRecord]]
+    # Format 2, an open loop only.
+    open_loop: NotRequired[OpenLoopRecord]
+    arrivals: NotRequired[ArrivalsRecord]
 
 
 # -- the swarm's orders and events ---------------------------------------------------------------
@@ -447,6 +514,8 @@ class SwarmOrder(TypedDict):
     cell: str
     # Where the master writes the cell's loadgen.json, log and CSVs, as the master sees it.
     out: str
+    # The Locust user class that runs the cell (the master's workers have every one).
+    user_class: str
     # The cell's Locust options: --host and locustfile.py's --fb-* (execute/commands.py).
     argv: list[str]
 

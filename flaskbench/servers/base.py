@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from flaskbench.proxies.base import ProxySpec
+
 Setting = int | bool | str
 
 PINS_DIR = Path(__file__).resolve().parent / "pins"
@@ -43,6 +45,8 @@ class Target:
     sweep: str | None = None
     # Environment variables of its own for the app, beside [app] env (a sweep may vary them).
     env: Mapping[str, str] = field(default_factory=dict)
+    # The reverse proxy it is served behind (None: clients talk to the server directly).
+    proxy: ProxySpec | None = None
 
     def setting(self, key: str) -> int | None:
         """An integer setting, or None where the target has no such setting."""
@@ -75,6 +79,33 @@ class RuleOfThumb:
     # Whose advice ("gunicorn"), and what it says for these cores ("2 x 1 cores + 1 = 3 ...").
     by: str
     rule: str
+
+
+@dataclass(frozen=True)
+class TransferHold:
+    """What a slow client's transfer holds of the server's slots (a worker, a thread; flaskbench's
+    theory, measure/theory.py, turns it into seconds): whether the slot reads the request body
+    as it arrives (`upload`), and how long it is held by the response: "kernel" (until the
+    kernel's send buffer took it: nothing, for responses that fit) or "client" (until the client
+    has read it all and closed, at most `close_wait_s`)."""
+
+    upload: bool
+    download: str
+    # Where this is known from (the server's code), for the report.
+    why: str
+    close_wait_s: float = 0.0
+    # False: flaskbench's default model, not checked in this server's code.
+    verified: bool = True
+
+
+# A thread that reads the request as it comes and writes the response with blocking sends.
+DEFAULT_TRANSFER_HOLD = TransferHold(
+    upload=True,
+    download="kernel",
+    why="modelled as a slot that reads the request body as it arrives and is done once the "
+    "kernel took its response (flaskbench's default model, not checked in this server's code)",
+    verified=False,
+)
 
 
 Resolved = tuple[Target | None, list[Problem]]
@@ -135,6 +166,17 @@ class Server:
     def parallel_processes(self, target: Target) -> int:
         """Processes that can run Python at once (threads and greenlets share one GIL)."""
         return target.workers
+
+    def transfer_hold(self, target: Target) -> TransferHold:
+        """What a slow client's transfer holds of this target's slots."""
+        return DEFAULT_TRANSFER_HOLD
+
+    def takes_connections_while_full(self, target: Target) -> bool:
+        """Whether a worker process accepts a connection while all its slots are busy (and
+        queues it there), rather than leaving it to a worker with a free slot. Then
+        connections land on workers at random, and with several workers some wait while
+        another has slots free (theory.random_spread_busy)."""
+        return False
 
     def code_basis(self, target: Target) -> str | None:
         """Where the slots come from when the server's documentation does not say: the files of

@@ -27,6 +27,7 @@ from flaskbench.servers.base import (
     Server,
     Setting,
     Target,
+    TransferHold,
     WorkerTrouble,
     counted,
     integer,
@@ -35,6 +36,34 @@ from flaskbench.servers.base import (
 )
 
 CLASSES = ("sync", "gthread", "gevent")
+# util.close_graceful: after a response, a closing worker reads until the client hangs up, for
+# at most this long (gunicorn/util.py).
+CLOSE_GRACEFUL_S = 2.0
+TRANSFER_HOLDS = {
+    "sync": TransferHold(
+        upload=True,
+        download="client",
+        close_wait_s=CLOSE_GRACEFUL_S,
+        why="a sync worker reads the request body itself as the app reads it, and after the "
+        "response closes the connection with util.close_graceful, reading until the client has "
+        "read everything and hung up, for up to 2 s (gunicorn/workers/sync.py, util.py)",
+    ),
+    "gthread": TransferHold(
+        upload=True,
+        download="kernel",
+        why="gthread hands a connection to a thread as soon as it is accepted (or has data), "
+        "and that thread reads the body as the app reads it; the response is done once the "
+        "kernel took it, and a kept-alive connection goes back to the worker's poller "
+        "(gunicorn/workers/gthread.py: accept, handle, finish_request)",
+    ),
+    "gevent": TransferHold(
+        upload=True,
+        download="kernel",
+        why="a gevent worker's greenlet reads the body as it arrives and is done once the "
+        "kernel took the response; a greenlet is one of worker_connections slots, so slow "
+        "clients only count against that (gunicorn/workers/base_async.py)",
+    ),
+}
 
 
 class Gunicorn(Server):
@@ -191,6 +220,16 @@ class Gunicorn(Server):
             per_worker = min(integer(target.threads or 1), _worker_connections(target))
             return target.workers * per_worker
         return target.workers
+
+    def transfer_hold(self, target: Target) -> TransferHold:
+        return TRANSFER_HOLDS[target.worker_class]
+
+    def takes_connections_while_full(self, target: Target) -> bool:
+        # gthread's main thread accepts while it holds fewer than worker_connections
+        # connections, whatever its threads are doing, and queues the request for its own pool
+        # (gunicorn/workers/gthread.py: accept, enqueue_req); a sync worker accepts only when
+        # it is free.
+        return target.worker_class == "gthread"
 
     def notes(self, target: Target, top_users: int) -> tuple[str, ...]:
         if target.worker_class != "gthread" or target.threads is None:

@@ -9,6 +9,7 @@ import pkgutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from flaskbench.proxies.registry import describe_proxy
 from flaskbench.servers import base
 from flaskbench.servers.base import Problem, RuleOfThumb, Server, Setting, Target
 
@@ -53,7 +54,8 @@ def describe(target: Target) -> str:
     the app's environment of its own)."""
     written = ", ".join(f"{k} = {v}" for k, v in target.expressions.items())
     env = "".join(f", {k}={v}" for k, v in target.env.items())
-    return server_of(target).describe(target) + (f" ({written})" if written else "") + env
+    proxy = f", {describe_proxy(target.proxy)}" if target.proxy else ""
+    return server_of(target).describe(target) + (f" ({written})" if written else "") + env + proxy
 
 
 def slots_rules() -> str:

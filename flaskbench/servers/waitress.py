@@ -16,6 +16,7 @@ from flaskbench.servers.base import (
     Server,
     Setting,
     Target,
+    TransferHold,
     counted,
     in_process,
     integer,
@@ -24,6 +25,17 @@ from flaskbench.servers.base import (
 
 # The listening socket and the trigger pipe count against connection_limit.
 OWN_SOCKETS = 2
+# waitress's channel reads a whole request, body included (spooled to a file past
+# inbuf_overflow), before a thread gets it, and buffers the response (a thread blocks only past
+# outbuf_high_watermark, 16 MB): slow clients hold no thread (waitress/channel.py:
+# received, write_soon).
+TRANSFER_HOLD = TransferHold(
+    upload=False,
+    download="kernel",
+    why="waitress's event loop reads the whole request, body included, before a thread gets "
+    "it, and buffers the response (up to 16 MB) for the loop to send, so a slow client holds no "
+    "thread (waitress/channel.py: received, write_soon)",
+)
 
 
 class Waitress(Server):
@@ -89,6 +101,9 @@ class Waitress(Server):
 
     def describe(self, target: Target) -> str:
         return f"waitress, 1 process x {counted(target.threads or 1, 'thread')}"
+
+    def transfer_hold(self, target: Target) -> TransferHold:
+        return TRANSFER_HOLD
 
 
 def clients(settings: Mapping[str, Setting]) -> int:

@@ -1,11 +1,11 @@
 """What every runner does for one cell, whatever starts the processes.
 
 A runner keeps the run's Locust swarm up (execute/swarm.py) and, for each cell, starts a target
-and a resource sampler and sends the swarm the cell's order: its master waits until the target
-answers (as seen from where the load comes from), checks every request of the workload before
-any load, and walks the staircase. The runner follows the cell to its end and tears the target
-down, whatever happens. It reports how the cell ended; the raw files it leaves are read later
-by `collect`.
+(its services first, and the proxy in front of it, if it has one) and a resource sampler and
+sends the swarm the cell's order: its master waits until the target answers (as seen from where
+the load comes from), checks every request of the workload before any load, and walks the
+staircase. The runner follows the cell to its end and tears the target down, whatever happens.
+It reports how the cell ended; the raw files it leaves are read later by `collect`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Protocol
 from flaskbench.config.app import TARGET_PACKAGE
 from flaskbench.config.hosts import DEFAULT_ENGINE, engine_label
 from flaskbench.config.load import Config
-from flaskbench.execute.commands import READINESS, cell_options
+from flaskbench.execute.commands import READINESS, cell_options, cell_ports
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
@@ -52,6 +52,7 @@ from flaskbench.results.contract import (
     LOADGEN_JSON,
     MASTER_LOG,
     MEMORY_CSV,
+    PROXY_LOG,
     SETUP_LOG,
     TARGET_LOG,
     CellState,
@@ -108,13 +109,14 @@ class CellContext:
 
 @dataclass
 class CellParts:
-    """What a cell starts before its load: its services, then its target (the next cell's
-    start during the cell before). `ctx` carries the services' addresses in its app once they
-    answer."""
+    """What a cell starts before its load: its services, then its target and the proxy in
+    front of it (the next cell's start during the cell before). `ctx` carries the services'
+    addresses in its app once they answer."""
 
     ctx: CellContext
     services: CellServices | None = None
     target: Service | None = None
+    proxy: Service | None = None
 
 
 class ResourceSampler(ABC):
@@ -293,8 +295,13 @@ class Runner(ABC):
         run's swarm directory."""
 
     @abstractmethod
+    def start_proxy(self, ctx: CellContext) -> Service:
+        """The proxy in front of the cell's target (it has one), its config written into the
+        cell (PROXY_CONF), its output into PROXY_LOG."""
+
+    @abstractmethod
     def start_sampler(
-        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle, proxy: Service | None
     ) -> ResourceSampler: ...
 
     def _swarm_for(self, cell: Cell) -> Swarm:
@@ -342,8 +349,8 @@ class Runner(ABC):
                 self._start_parts(parts)
             assert parts.target is not None
             ctx = parts.ctx
-            sampler = self.start_sampler(ctx, parts.target, swarm.handle).start()
-            self._follow(ctx, parts.target, swarm, parts.services)
+            sampler = self.start_sampler(ctx, parts.target, swarm.handle, parts.proxy).start()
+            self._follow(ctx, swarm, parts)
         except (CellFailed, HostLost, SwarmFailed, ServiceFailed) as exc:
             failure = str(exc)
         except Exception as exc:  # one broken cell must not end the run
@@ -391,6 +398,8 @@ class Runner(ABC):
         )
         parts.ctx = replace(ctx, config=replace(ctx.config, app=parts.services.cell_app()))
         parts.target = self.start_target(parts.ctx)
+        if ctx.cell.target.proxy is not None:
+            parts.proxy = self.start_proxy(parts.ctx)
 
     def _start_next(self, ctx: CellContext) -> None:
         """Start the next cell's services and target now; if that fails, what started stops
@@ -423,20 +432,22 @@ class Runner(ABC):
         # The previous cell's processes were killed a moment ago: a loaded machine may take a
         # few seconds to reap them and let go of the port.
         deadline = time.monotonic() + PORT_RELEASE_S
-        while port_in_use(ctx.config.host, ctx.config.port):
-            if time.monotonic() > deadline:
-                raise CellFailed(
-                    f"port {ctx.config.port} on {ctx.config.host} is already in use by another "
-                    "process; free it or set run.port"
-                )
-            time.sleep(0.2)
+        for port in cell_ports(ctx.cell, ctx.config):
+            while port_in_use(ctx.config.host, port):
+                if time.monotonic() > deadline:
+                    behind = " (the server's, behind the proxy)" if port != ctx.config.port else ""
+                    raise CellFailed(
+                        f"port {port}{behind} on {ctx.config.host} is already in use by another "
+                        "process; free it or set run.port"
+                    )
+                time.sleep(0.2)
 
-    def _follow(
-        self, ctx: CellContext, target: Service, swarm: Swarm, services: CellServices | None
-    ) -> None:
-        """Send the cell's order and follow it to its last window: the target and its services
-        must live that long."""
-        planned = ctx.plan.load_seconds_per_cell
+    def _follow(self, ctx: CellContext, swarm: Swarm, parts: CellParts) -> None:
+        """Send the cell's order and follow it to its last window: its target, its services
+        and its proxy must live that long."""
+        target, services, proxy = parts.target, parts.services, parts.proxy
+        assert target is not None
+        planned = ctx.plan.load_seconds(ctx.cell)
         begun = time.monotonic()
 
         def check() -> None:
@@ -450,6 +461,8 @@ class Runner(ABC):
                     startup_failure(_read_log(ctx.cell_dir / TARGET_LOG))
                     or f"target {target.exit_description()} {elapsed:.0f}s into the staircase" + see
                 )
+            if proxy is not None and proxy.returncode() is not None:
+                raise CellFailed(proxy_failure(proxy, self.proxy_log(ctx, proxy)))
 
         swarm.order(ctx.cell, cell_options(ctx.cell, ctx.config))
         allowed = planned + ready_budget_s(ctx.config) + ctx.config.request_timeout_s
@@ -458,6 +471,10 @@ class Runner(ABC):
         except SwarmFailed as exc:
             raise SwarmFailed(f"{exc} (planned {planned}s of steps)") from None
         ctx.on_progress(planned)
+
+    def proxy_log(self, ctx: CellContext, proxy: Service) -> str:
+        """What the proxy has written so far (its error log)."""
+        return _read_log(ctx.cell_dir / PROXY_LOG)
 
     def _loadgen_files(self, ctx: CellContext, swarm: Swarm) -> str:
         """Once the master wrote the cell's files, they come home; why not, or ""."""
@@ -497,6 +514,17 @@ def _fresh_dir(cell_dir: Path) -> None:
     if cell_dir.exists():
         shutil.rmtree(cell_dir)
     cell_dir.mkdir(parents=True)
+
+
+def proxy_failure(proxy: Service, log: str) -> str:
+    """Why the proxy in front of the target ended: its own last words (its error log)."""
+    said = [
+        line.strip()
+        for line in log.splitlines()
+        if re.search(r"\[(emerg|alert|crit|error)\]|^proxy: error: ", line)
+    ]
+    words = " | ".join(said[-3:]) or "it said nothing"
+    return f"the proxy {proxy.exit_description()}: {words}; see {PROXY_LOG}"
 
 
 def startup_failure(log: str) -> str:
@@ -555,24 +583,21 @@ def verification_failure(loadgen_json: Path) -> str:
 def cell_deadline_s(ctx: CellContext) -> int:
     """How long anything a cell starts may live: the longest the orchestrator waits for the
     target to answer and for Locust to walk the staircase, plus the teardown."""
-    return _deadline_s(ctx.config, ctx.plan)
+    return _deadline_s(ctx.config, ctx.plan.load_seconds(ctx.cell))
 
 
-def _deadline_s(config: Config, plan: Plan) -> int:
-    return (
-        ready_budget_s(config)
-        + config.request_timeout_s
-        + plan.load_seconds_per_cell
-        + TEARDOWN_MARGIN_S
-    )
+def _deadline_s(config: Config, load_s: int) -> int:
+    return ready_budget_s(config) + config.request_timeout_s + load_s + TEARDOWN_MARGIN_S
 
 
 def run_deadline_s(config: Config, placement: Placement) -> int:
     """How long a service of the whole run may live: every cell at its longest, each after
     its services' start, and the app's check before them."""
     plan = make_plan(config, placement)
-    per_cell = _deadline_s(config, plan) + config.ready_timeout_s
-    return len(plan.cells) * per_cell + 3 * ready_budget_s(config) + TEARDOWN_MARGIN_S
+    cells = sum(
+        _deadline_s(config, plan.load_seconds(cell)) + config.ready_timeout_s for cell in plan.cells
+    )
+    return cells + 3 * ready_budget_s(config) + TEARDOWN_MARGIN_S
 
 
 def _stop_parts(
@@ -580,11 +605,12 @@ def _stop_parts(
     sampler: ResourceSampler | None,
     parts: CellParts,
     host_cpu: HostCpuSampler | None,
+    proxy: Service | None = None,
 ) -> list[str]:
     """Stop what a cell started, all at once, which keeps the time between cells short, and
     its services after its target (its app's connections end before they do); say what could
     not be stopped."""
-    started = [s for s in (sampler, parts.target, host_cpu) if s is not None]
+    started = [s for s in (sampler, parts.target, host_cpu, parts.proxy) if s is not None]
     with ThreadPoolExecutor(max_workers=max(len(started), 1)) as pool:
         found = list(pool.map(lambda service: _stop(service, cell_dir), started))
     problems = [problem for problem in found if problem]

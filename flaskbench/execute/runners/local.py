@@ -29,17 +29,21 @@ from flaskbench.config.load import Config
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
 from flaskbench.execute.commands import (
+    PROXY_CONF_ENV,
     STOP_GRACE_S,
     Paths,
     check_command,
     harness_env,
     master_command,
+    proxy_command,
+    proxy_config,
     target_command,
     worker_command,
 )
 from flaskbench.execute.provenance import package_versions
 from flaskbench.execute.runners.base import (
     CellContext,
+    CellFailed,
     ResourceSampler,
     Runner,
     Service,
@@ -48,14 +52,18 @@ from flaskbench.execute.runners.base import (
 )
 from flaskbench.execute.services.lifecycle import Backend
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
+from flaskbench.proxies.registry import proxy_of
 from flaskbench.results.contract import (
+    PROXY_CONF,
+    PROXY_LOG,
+    PROXY_RESOURCE,
     RAW_DIR,
     RESOURCES_CSV,
     SWARM_DIR,
     TARGET_LOG,
     RunnerDetails,
 )
-from flaskbench.results.rundir import CellStatus
+from flaskbench.results.rundir import CellStatus, atomic_write_text
 
 _PR_SET_PDEATHSIG = 1
 # Only what the processes need: no WEB_CONCURRENCY, GUNICORN_CMD_ARGS or LOCUST_* from the
@@ -230,6 +238,12 @@ def _gauge_file(ctx: CellContext) -> Path:
     return MEMORY / f"flaskbench-{os.getpid()}-{ctx.cell.cell_id}.gauge"
 
 
+def _proxy_dir(ctx: CellContext) -> Path:
+    """Where the proxy writes (its pid, the temp files of buffered bodies): in memory, as the
+    docker runner's tmpfs, so that spilling a response costs no disk writes."""
+    return MEMORY / f"flaskbench-{os.getpid()}-{ctx.cell.cell_id}.proxy"
+
+
 def remove_stale_files(memory: Path = MEMORY) -> None:
     """A run killed outright cannot remove its gauge files, app copies and services' data, and
     in memory they would stay until the next boot: remove those of runs (the pid in their name)
@@ -286,6 +300,7 @@ class LocalRunner(Runner):
         finally:
             # A launcher killed outright cannot remove its gauge file; this can.
             _gauge_file(ctx).unlink(missing_ok=True)
+            shutil.rmtree(_proxy_dir(ctx), ignore_errors=True)
             if self._scratch:
                 shutil.rmtree(self._scratch / ctx.cell.cell_id, ignore_errors=True)
 
@@ -361,6 +376,29 @@ class LocalRunner(Runner):
             env=self._target_env(paths, ctx.config.app),
         )
 
+    def start_proxy(self, ctx: CellContext) -> Service:
+        spec = ctx.cell.target.proxy
+        assert spec is not None
+        proxy = proxy_of(spec)
+        binary = proxy.binary(os.environ.get("PATH"))
+        if binary is None:
+            raise CellFailed(f"{proxy.name} is not installed here; {proxy.install_hint()}")
+        directory = _proxy_dir(ctx)
+        directory.mkdir(exist_ok=True)
+        # Run as root, the proxy's workers drop to an unprivileged user, who must reach it.
+        directory.chmod(0o755)
+        paths = replace(self._cell_paths(ctx), proxy_dir=str(directory), proxy_binary=binary)
+        text = proxy_config(ctx.cell, ctx.config, paths, len(ctx.config.cpus.target))
+        atomic_write_text(ctx.cell_dir / PROXY_CONF, text)
+        return LocalProcess(
+            proxy_command(ctx.cell, ctx.config, paths),
+            cwd=directory,
+            log=ctx.cell_dir / PROXY_LOG,
+            cpus=ctx.config.cpus.target,
+            grace_s=5,
+            env={**harness_env(paths), PROXY_CONF_ENV: text},
+        )
+
     def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:
         config = self.config
         directory = self.run_dir / SWARM_DIR
@@ -400,12 +438,14 @@ class LocalRunner(Runner):
         return swarm
 
     def start_sampler(
-        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle, proxy: Service | None
     ) -> ResourceSampler:
         assert isinstance(target, LocalProcess)
         assert isinstance(swarm, LocalSwarm)
         assert swarm.master is not None
         roots = {"target": ("target", target.pid), "locust-master": ("loadgen", swarm.master.pid)}
+        if isinstance(proxy, LocalProcess):
+            roots[PROXY_RESOURCE] = ("target", proxy.pid)
         for index, worker in enumerate(swarm.workers, start=1):
             roots[f"locust-worker-{index}"] = ("loadgen", worker.pid)
         return LocalSampler(ctx.cell_dir / RESOURCES_CSV, roots)

@@ -18,6 +18,7 @@ from flaskbench.execute.engines import (
 )
 from flaskbench.execute.images import Images, copy_image, ensure_images
 from flaskbench.plan.placement import Placement
+from flaskbench.proxies.registry import debian_packages
 from flaskbench.results.contract import IMAGE_BUILD_LOG, ImagesRecord
 
 # The images a host runs, by side.
@@ -80,6 +81,7 @@ class ImageDistribution:
             (config.results_dir,),
             roles,
             remote_host="" if spec == DEFAULT_ENGINE else engine.label,
+            system_packages=debian_packages([t.proxy for t in config.targets]),
         )
         return {tag: str(engine.client.images.get(tag).id) for tag in _tags(images, roles)}
 

@@ -39,9 +39,13 @@ from flaskbench.config.services import ServiceSpec
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
+    PROXY_CONF_ENV,
     Paths,
+    cell_ports,
     check_command,
     master_command,
+    proxy_command,
+    proxy_config,
     target_command,
     worker_command,
 )
@@ -92,10 +96,14 @@ from flaskbench.execute.runners.docker.distribution import ImageDistribution, an
 from flaskbench.execute.runners.docker.sampling import DockerSampler
 from flaskbench.execute.services.lifecycle import Backend
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
+from flaskbench.proxies.base import SYSTEM_DIRS
+from flaskbench.proxies.registry import proxy_of
 from flaskbench.results.contract import (
     CELL_HOSTS_JSON,
     HOSTS_FORMAT,
     IMAGE_BUILD_LOG,
+    PROXY_CONF,
+    PROXY_RESOURCE,
     RAW_DIR,
     RESOURCES_CSV,
     SWARM_DIR,
@@ -109,6 +117,8 @@ from flaskbench.results.rundir import CellStatus, atomic_write_text
 NOBODY = f"{NOBODY_ID}:{NOBODY_ID}"
 # A host that stopped answering gets this long to come back before the next cell.
 HOST_RETURN_S = 30
+# Where the proxy container writes (a tmpfs).
+PROXY_DIR = "/tmp/proxy"
 # Test-only: run every Locust worker's clock this many seconds off (see locustfile.py).
 CLOCK_SKEW_ENV = "FLASKBENCH_TEST_WORKER_CLOCK_SKEW"
 CPU_MODEL_SCRIPT = (
@@ -134,8 +144,9 @@ class DockerRunner(Runner):
         self._cpu_models: dict[str, str] = {}
         # The current cell's stacks, and those a lost host kept: taken down as soon as it
         # answers again.
-        # Each cell's target stack (the next cell's starts during the cell before).
-        self._target_stacks: dict[str, ComposeStack] = {}
+        # Each cell's stacks, its target's and its proxy's (the next cell's start during the cell
+        # before).
+        self._cell_stacks: dict[str, list[ComposeStack]] = {}
         self._swarm_stacks: list[ComposeStack] = []
         self._pending: list[ComposeStack] = []
         self._clocks = CellClocks(0.0, 0.0, {})
@@ -354,8 +365,12 @@ class DockerRunner(Runner):
         if placement.target == DEFAULT_ENGINE:
             super()._check_port(ctx)
             return
+        for port in cell_ports(ctx.cell, ctx.config):
+            self._check_remote_port(placement.target_address, port)
+
+    def _check_remote_port(self, host: str, port: int) -> None:
+        placement = self.placement
         engine = self.engines[placement.target]
-        host, port = placement.target_address, ctx.config.port
         code, _, err = self._once(
             placement.target,
             self.images[placement.target].target,
@@ -426,7 +441,7 @@ class DockerRunner(Runner):
 
     # -- the cell's stacks -----------------------------------------------------------------
 
-    def _labels_env(self, name: str, port: int) -> dict[str, str]:
+    def _labels_env(self, name: str, port: int | str) -> dict[str, str]:
         """`name`: the cell, or the swarm, the stack belongs to."""
         owner = this_process()
         return {
@@ -445,7 +460,7 @@ class DockerRunner(Runner):
         spec: str,
         stack: str,
         main: str,
-        port: int,
+        port: int | str,
         env: dict[str, str],
         name_of: Callable[[str, int], str],
         log_dir: Path,
@@ -472,7 +487,8 @@ class DockerRunner(Runner):
             placement.target,
             "target",
             "target",
-            ctx.config.port,
+            # The ports its containers listen on, for finding a crashed run's that hold one.
+            ",".join(map(str, cell_ports(ctx.cell, ctx.config))),
             {
                 **app_env,
                 "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
@@ -485,8 +501,46 @@ class DockerRunner(Runner):
             ctx.cell_dir,
             self._env_names(sorted(app_env)),
         )
-        self._target_stacks[ctx.cell.cell_id] = stack
+        self._cell_stacks.setdefault(ctx.cell.cell_id, []).append(stack)
         return started_stack(stack)
+
+    def start_proxy(self, ctx: CellContext) -> Service:
+        """The proxy's own stack (compose/proxy.yml) on the target's host and CPUs, from the
+        target's image, which holds it."""
+        spec = ctx.cell.target.proxy
+        assert spec is not None
+        placement = self.placement
+        binary = f"{SYSTEM_DIRS[0]}/{proxy_of(spec).binary_name}"
+        paths = replace(self._paths(None), proxy_dir=PROXY_DIR, proxy_binary=binary)
+        text = proxy_config(ctx.cell, ctx.config, paths, len(placement.target_cpus))
+        atomic_write_text(ctx.cell_dir / PROXY_CONF, text)
+        stack = self._stack(
+            ctx.cell.cell_id,
+            placement.target,
+            "proxy",
+            "proxy",
+            ctx.config.port,
+            {
+                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
+                "FLASKBENCH_TARGET_CPUS": format_cpus(placement.target_cpus),
+                "FLASKBENCH_PROXY_COMMAND": with_deadline(
+                    proxy_command(ctx.cell, ctx.config, paths), cell_deadline_s(ctx)
+                ),
+                PROXY_CONF_ENV: text,
+            },
+            lambda service, number: PROXY_RESOURCE,
+            ctx.cell_dir,
+        )
+        self._cell_stacks.setdefault(ctx.cell.cell_id, []).append(stack)
+        return started_stack(stack)
+
+    def proxy_log(self, ctx: CellContext, proxy: Service) -> str:
+        """Its container's output so far (it comes home with the cell's files only at the end)."""
+        assert isinstance(proxy, ComposeStack)
+        return "".join(
+            container.logs(stdout=True, stderr=True).decode(errors="replace")
+            for container in proxy.containers("proxy")
+        )
 
     def _env_names(self, names: list[str]) -> tuple[Path, ...]:
         """A compose file that hands the app's variables to the target by name only: compose
@@ -563,7 +617,7 @@ class DockerRunner(Runner):
         return swarm
 
     def start_sampler(
-        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle, proxy: Service | None
     ) -> ResourceSampler:
         assert isinstance(target, ComposeStack)
         assert isinstance(swarm, DockerSwarm)
@@ -573,6 +627,9 @@ class DockerRunner(Runner):
         containers: dict[str, tuple[str, Any, str]] = {
             "target": ("target", found[0], target.engine.name)
         }
+        if isinstance(proxy, ComposeStack):
+            for container in proxy.containers("proxy"):
+                containers[PROXY_RESOURCE] = ("target", container, proxy.engine.name)
         for stack in swarm.stacks:
             for container in stack.containers():
                 containers[_sampled_name(stack.process_name(container))] = (
@@ -596,10 +653,9 @@ class DockerRunner(Runner):
         try:
             return super().run_cell(ctx)
         finally:
-            # A target its host kept (the host stopped answering) goes once it answers again.
-            stack = self._target_stacks.pop(ctx.cell.cell_id, None)
-            if stack is not None and not stack.removed:
-                self._pending.append(stack)
+            # What its host kept (the host stopped answering) goes once it answers again.
+            stacks = self._cell_stacks.pop(ctx.cell.cell_id, [])
+            self._pending += [stack for stack in stacks if not stack.removed]
             self._write_cell_hosts(ctx)
 
     def _write_cell_hosts(self, ctx: CellContext) -> None:
