@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from swarmrun import Swarm, one_cell
 
 pytestmark = pytest.mark.load
 
-LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfiles" / "locustfile.py"
-RUN_TIMEOUT_S = 60
 # One request at a time, this long each: a server an open loop can overload.
 SERIAL_S = 0.05
 
@@ -99,46 +95,14 @@ def server() -> Iterator[_Seen]:
         httpd.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_locust(
-    directory: Path, url: str, user_class: str, options: dict[str, object], workers: int = 0
+    directory: Path, url: str, user_class: str, options: dict[str, object], workers: int = 1
 ) -> dict[str, Any]:
-    """A headless run (a master and `workers` workers, or one process); its loadgen.json."""
-    port = _free_port()
+    """One cell on a swarm of `workers` workers; its loadgen.json."""
     fb = [a for name, value in options.items() for a in (f"--fb-{name}", str(value)) if a != ""]
-    main = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user_class, "--headless",
-        "--host", url, "--fb-out", str(directory / "loadgen.json"), "--fb-tail", "0", *fb,
-    ]  # fmt: skip
-    if workers:
-        main += ["--master", "--master-bind-port", str(port), "--expect-workers", str(workers)]
-    started = [
-        subprocess.Popen(main, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ]
-    for _ in range(workers):
-        worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user_class, "--worker"]
-        worker += ["--master-port", str(port)]
-        started.append(
-            subprocess.Popen(
-                worker, cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-    try:
-        _, errors = started[0].communicate(timeout=RUN_TIMEOUT_S)
-        for process in started[1:]:
-            process.wait(timeout=10)
-    finally:
-        for process in started:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert started[0].returncode == 0, errors.decode()[-2000:]
-    return dict(json.loads((directory / "loadgen.json").read_text()))
+    done, _, _ = one_cell(directory, user_class, workers, ["--host", url, *fb])
+    assert done["ok"], done
+    return dict(json.loads((directory / "cell" / "loadgen.json").read_text()))
 
 
 def requests(*items: dict[str, object]) -> str:
@@ -276,14 +240,15 @@ def test_an_open_loop_sends_at_its_rate_whatever_the_server_does(
         (["--fb-send-rate", "-5"], "expected bytes per second, 0 or more"),
     ],
 )
-def test_bad_options_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert message in result.stderr
+def test_bad_options_are_one_line(
+    tmp_path: Path, server: _Seen, args: list[str], message: str
+) -> None:
+    swarm = Swarm(tmp_path, workers=1)
+    try:
+        swarm.next_event("ready")
+        refused = swarm.order("cell", "RequestsUser", ["--host", server.url, *args])
+    finally:
+        swarm.close()
+    assert refused["ok"] is False
+    assert message in refused["error"]
+    assert len(refused["error"].splitlines()) == 1

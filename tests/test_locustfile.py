@@ -11,8 +11,6 @@ import http.server
 import json
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,16 +20,12 @@ from typing import Any
 
 import pytest
 from stepstats import quantise_ms
+from swarmrun import Swarm, one_cell
 
 pytestmark = pytest.mark.load
 
-LOCUSTFILES = Path(__file__).resolve().parents[1] / "locustfiles"
-LOCUSTFILE = LOCUSTFILES / "locustfile.py"
-MASTER = LOCUSTFILES / "master.py"
 SERVER_DELAY_S = 0.01
 PATHS = {"/hello", "/io", "/cpu", "/mixed", "/form", "/redirect", "/serial"}
-RUN_TIMEOUT_S = 40
-WORKER_EXIT_TIMEOUT_S = 10
 
 
 @dataclass
@@ -129,97 +123,6 @@ class _Run:
     server: _Server
 
 
-class _Swarm:
-    """master.py and its workers, started as the local runner starts them."""
-
-    def __init__(
-        self, directory: Path, user_class: str, workers: int, extra: Path | None = None
-    ) -> None:
-        self.directory = directory
-        self.inbox = directory / "inbox"
-        self.inbox.mkdir()
-        port = _free_port()
-        own = ["--locustfile", str(extra)] if extra else []
-        self.master = subprocess.Popen(
-            [
-                sys.executable,
-                str(MASTER),
-                *own,
-                "--user-class",
-                user_class,
-                "--bind-port",
-                str(port),
-                "--expect-workers",
-                str(workers),
-                "--expect-workers-max-wait",
-                "20",
-                "--inbox",
-                str(self.inbox),
-                "--idle-timeout",
-                str(RUN_TIMEOUT_S),
-            ],
-            cwd=directory,
-            stdout=subprocess.PIPE,
-            stderr=(directory / "master.err").open("wb"),
-        )
-        files = f"{LOCUSTFILE},{extra}" if extra else str(LOCUSTFILE)
-        self.workers = [
-            subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "locust", "-f", files, user_class),
-                    *("--worker", "--master-host", "127.0.0.1", "--master-port", str(port)),
-                ],
-                cwd=directory,
-                stdout=(directory / f"worker-{index}.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-            for index in range(workers)
-        ]
-        self.events: list[dict[str, Any]] = []
-        self._orders = 0
-
-    def next_event(self, wanted: str) -> dict[str, Any]:
-        assert self.master.stdout is not None
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.master.stdout.readline()
-            if not line:
-                break
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            self.events.append(event)
-            if event["event"] in (wanted, "error"):
-                return dict(event)
-        raise AssertionError(f"no {wanted!r} from the master: {self.events}")
-
-    def order(self, cell: str, argv: list[str]) -> dict[str, Any]:
-        """Run one cell; its "done" event."""
-        self._orders += 1
-        order = {"format": 1, "cell": cell, "out": str(self.directory / cell), "argv": argv}
-        partial = self.inbox / ".order"
-        partial.write_text(json.dumps(order))
-        partial.rename(self.inbox / f"{self._orders:06d}.json")
-        return self.next_event("done")
-
-    def close(self) -> tuple[int, list[int]]:
-        """SIGTERM to the master, as the orchestrator ends a run; exit codes."""
-        processes = [self.master, *self.workers]
-        try:
-            if self.master.poll() is None:
-                self.master.terminate()
-            return (
-                self.master.wait(timeout=WORKER_EXIT_TIMEOUT_S),
-                [w.wait(timeout=WORKER_EXIT_TIMEOUT_S) for w in self.workers],
-            )
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(timeout=WORKER_EXIT_TIMEOUT_S)
-
-
 def _argv(server: _Server, fb: dict[str, object]) -> list[str]:
     """A cell's options: fb holds the --fb-* ones, without their prefix."""
     return ["--host", server.url, *(a for k, v in fb.items() for a in (f"--fb-{k}", str(v)))]
@@ -234,12 +137,9 @@ def _run(
     extra: Path | None = None,
 ) -> _Run:
     """One cell on a swarm of its own; `extra` is a locustfile of the user's."""
-    swarm = _Swarm(directory, user_class, workers, extra)
-    try:
-        assert swarm.next_event("ready")["event"] == "ready"
-        done = swarm.order("cell", _argv(server, fb))
-    finally:
-        master_code, worker_codes = swarm.close()
+    done, master_code, worker_codes = one_cell(
+        directory, user_class, workers, _argv(server, fb), extra
+    )
     return _cell_run(directory / "cell", done, master_code, worker_codes, server)
 
 
@@ -565,11 +465,13 @@ def test_a_cell_with_bad_options_is_refused_in_one_line_and_the_next_runs(
     tmp_path: Path, fb: dict[str, object], message: str
 ) -> None:
     httpd, server = _start_server(failing=set())
-    swarm = _Swarm(tmp_path, "RequestsUser", workers=1)
+    swarm = Swarm(tmp_path, workers=1)
     try:
         swarm.next_event("ready")
-        refused = swarm.order("bad", _argv(server, fb))
-        good = swarm.order("good", _argv(server, {"steps": "1", "warmup": 1, "measure": 1}))
+        refused = swarm.order("bad", "RequestsUser", _argv(server, fb))
+        good = swarm.order(
+            "good", "RequestsUser", _argv(server, {"steps": "1", "warmup": 1, "measure": 1})
+        )
     finally:
         swarm.close()
         httpd.shutdown()
@@ -580,27 +482,31 @@ def test_a_cell_with_bad_options_is_refused_in_one_line_and_the_next_runs(
     assert good["ok"] is True
 
 
-def test_a_user_class_that_is_nowhere_stops_the_master_saying_so(tmp_path: Path) -> None:
-    swarm = _Swarm(tmp_path, "Nobody", workers=0)
+def test_a_cell_naming_a_user_class_that_is_nowhere_is_refused(tmp_path: Path) -> None:
+    httpd, server = _start_server(failing=set())
+    swarm = Swarm(tmp_path, workers=1)
     try:
-        error = swarm.next_event("ready")
-        code = swarm.master.wait(timeout=WORKER_EXIT_TIMEOUT_S)
+        swarm.next_event("ready")
+        refused = swarm.order("cell", "Nobody", _argv(server, {"steps": "1"}))
     finally:
         swarm.close()
-    assert error["event"] == "error"
-    assert error["message"].startswith("no user class Nobody in locustfile.py; found: ")
-    assert code == 2
+        httpd.shutdown()
+        httpd.server_close()
+    assert refused["ok"] is False
+    assert refused["error"].startswith("no user class Nobody (known: OpenLoopUser, RequestsUser")
+    assert server.sent == []
 
 
 def test_cells_one_after_the_other_on_one_swarm_keep_apart(tmp_path: Path) -> None:
     httpd, server = _start_server(failing=set())
-    swarm = _Swarm(tmp_path, "RequestsUser", workers=2)
+    swarm = Swarm(tmp_path, workers=2)
     cells = {"first": "/io?ms=1", "second": "/hello"}
     try:
         swarm.next_event("ready")
         done = {
             cell: swarm.order(
                 cell,
+                "RequestsUser",
                 _argv(
                     server,
                     {"requests": requests_option({"path": path}), "steps": "2", "measure": 1},

@@ -225,8 +225,11 @@ class SyntheticRunner(Runner):
     def start_swarm(self, key: SwarmKey, number: int) -> SwarmHandle:
         raise NotImplementedError
 
+    def start_proxy(self, ctx: CellContext) -> Service:
+        raise NotImplementedError
+
     def start_sampler(
-        self, ctx: CellContext, target: Service, swarm: SwarmHandle
+        self, ctx: CellContext, target: Service, swarm: SwarmHandle, proxy: Service | None
     ) -> ResourceSampler:
         raise NotImplementedError
 
