@@ -20,12 +20,12 @@ from typing import Any
 from flaskbench.config.load import Config, Overrides, load_config
 from flaskbench.config.problems import ConfigError
 from flaskbench.config.units import format_cpus
+from flaskbench.execute.auto_trials import MoreTrials
 from flaskbench.execute.doctor import all_checks, run_checks
 from flaskbench.execute.leftovers import Leftover, remove_leftovers
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.run import RunOutcome, execute, start_meta
 from flaskbench.execute.runners import choose_runner
-from flaskbench.execute.trials import MoreTrials
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
 from flaskbench.plan.cells import make_plan
@@ -456,7 +456,7 @@ def _remove_leftovers(config: Config | None) -> list[Leftover]:
     local run's files in memory (gauges, app copies, services' data) go too."""
     from flaskbench.config.hosts import DEFAULT_ENGINE
     from flaskbench.execute.engines import HostLost, connect
-    from flaskbench.execute.runners.local import remove_stale_files
+    from flaskbench.execute.runners.local_runner import remove_stale_files
 
     remove_stale_files()
 
@@ -486,7 +486,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
     from flaskbench.execute.engines import docker_client, docker_unavailable
     from flaskbench.execute.images import ImageError, ensure_images
-    from flaskbench.proxies.registry import debian_packages
+    from flaskbench.proxies.proxy_registry import debian_packages
 
     if problem := docker_unavailable():
         raise UsageError(f"cannot build images: {problem}")
@@ -503,7 +503,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
         )
         services = []
         if config.services:
-            from flaskbench.execute.services.image import ensure_services_image
+            from flaskbench.execute.services.services_image import ensure_services_image
 
             log = config.results_dir / IMAGE_BUILD_LOG
             services = [

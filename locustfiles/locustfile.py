@@ -5,7 +5,7 @@ workload before any load, and the workers' per-second request buckets, which the
 Workers run `locust --worker -f locustfile.py[,theirs.py]` and have every user class of those
 files; each cell's order to the master (master.py) says which runs: RequestsUser with the
 workload's requests (--fb-requests), OpenLoopUser with them offered at rates (--fb-open-loop:
---fb-steps are then requests per second, see openloop.py), or a user class of the user's own,
+--fb-steps are then requests per second, see scheduler.py), or a user class of the user's own,
 whose requests are recorded the same way. flaskbench's own requests may come from slow clients
 (--fb-send-rate, --fb-receive-rate: paced.py) and on a new connection each (--fb-close). The
 --fb-* options are the master's, one set per cell: Locust ships them to the workers in every
@@ -38,9 +38,9 @@ from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import Runner, WorkerRunner
-from openloop import ARRIVALS, OpenLoopContext, OpenLoopScheduler, attach
 from paced import Answer, Pace, http_client
 from paced import send as send_paced
+from scheduler import ARRIVALS, OpenLoopContext, OpenLoopScheduler, attach
 from stepstats import (
     Buckets,
     ClockSync,
@@ -301,7 +301,7 @@ class RequestsUser(FastHttpUser):
 
 
 class OpenLoopUser(OpenLoopScheduler):
-    """Offers the workload's requests at the staircase's rates (see openloop.py), picked by
+    """Offers the workload's requests at the staircase's rates (see scheduler.py), picked by
     weight, from clients of the workload's pace; a status a request does not expect is a
     failure."""
 

@@ -417,7 +417,7 @@ class Master:
     def _schedule(self, options: argparse.Namespace, now: float) -> Schedule:
         """The cell's staircase from now. An open loop runs a scheduler per worker, which gets
         its start and their number with the options of its first spawn message, and works
-        out the same schedule (see openloop.py)."""
+        out the same schedule (see scheduler.py)."""
         schedulers = None
         if options.fb_open_loop:
             schedulers = self.runner.worker_count

@@ -1,6 +1,6 @@
 """Requests sent with geventhttpclient directly, timed from a given moment to the last byte of the
 response: for slow clients (a request body sent and a response read at a limited rate) and for
-the open loop, which times each request from when it was due (openloop.py).
+the open loop, which times each request from when it was due (scheduler.py).
 
 A slow client must be slow on the wire, not only in the program: a paced sender whose socket
 has the kernel's default send buffer (autotuned up to megabytes) only fills that buffer slowly,

@@ -3,8 +3,8 @@ command line."""
 
 from __future__ import annotations
 
-from flaskbench.servers.base import Setting, Target
 from flaskbench.servers.registry import resolve_target, server_argv
+from flaskbench.servers.server import Setting, Target
 
 
 def resolved(server: str, **settings: Setting) -> Target:

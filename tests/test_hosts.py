@@ -32,7 +32,7 @@ from test_faults import served, the_run_dir
 
 from flaskbench.execute.engines import list_containers
 from flaskbench.execute.leftovers import controller_id
-from flaskbench.execute.runners.docker.runner import CLOCK_SKEW_ENV
+from flaskbench.execute.runners.docker.docker_runner import CLOCK_SKEW_ENV
 from flaskbench.measure.analyze import SUMMARY_COLUMNS
 from flaskbench.results.contract import HOSTS_FORMAT
 

@@ -31,8 +31,8 @@ from test_faults import target_port, the_run_dir, traffic_started
 from flaskbench.execute.engines import list_containers
 from flaskbench.execute.leftovers import controller_id
 from flaskbench.execute.probes import port_in_use
-from flaskbench.execute.runners.base import TEARDOWN_MARGIN_S
 from flaskbench.execute.runners.docker.compose import DEADLINE_KILL_AFTER_S
+from flaskbench.execute.runners.runner import TEARDOWN_MARGIN_S
 
 pytestmark = [pytest.mark.docker, pytest.mark.load]
 

@@ -12,7 +12,7 @@ from flaskbench.config.load import Config, Overrides, load_config
 from flaskbench.config.problems import ConfigError
 from flaskbench.config.sweeps import expand_sweep
 from flaskbench.config.units import format_size, parse_rate, parse_size
-from flaskbench.proxies.base import ProxySpec
+from flaskbench.proxies.reverse_proxy import ProxySpec
 from flaskbench.servers.registry import describe
 
 PROJECT = Path(__file__).resolve().parent.parent

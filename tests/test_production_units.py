@@ -18,7 +18,7 @@ from flaskbench.config.load import load_config
 from flaskbench.config.openloop import OpenLoop
 from flaskbench.config.workloads import Workload
 from flaskbench.execute import doctor
-from flaskbench.measure.openloop import OpenLoopDataError, offered_steps
+from flaskbench.measure.offered import OpenLoopDataError, offered_steps
 from flaskbench.measure.recommend import GoalSpec, exclusion
 from flaskbench.measure.theory import (
     Work,
@@ -30,10 +30,10 @@ from flaskbench.measure.theory import (
     transfer_times,
 )
 from flaskbench.proxies import base
-from flaskbench.proxies.base import ProxySpec
-from flaskbench.proxies.registry import PROXIES, debian_packages
-from flaskbench.servers.base import Setting, Target
+from flaskbench.proxies.proxy_registry import PROXIES, debian_packages
+from flaskbench.proxies.reverse_proxy import ProxySpec
 from flaskbench.servers.registry import resolve_target
+from flaskbench.servers.server import Setting, Target
 
 PROJECT = Path(__file__).resolve().parent.parent
 NGINX = PROXIES["nginx"]

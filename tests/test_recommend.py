@@ -14,8 +14,8 @@ from flaskbench.measure.analyze import Analysis, Point, Skipped
 from flaskbench.measure.collect import RunData
 from flaskbench.measure.recommend import GoalSpec, recommend
 from flaskbench.measure.stats import Interval
-from flaskbench.servers.base import Target
 from flaskbench.servers.registry import resolve_target
+from flaskbench.servers.server import Target
 
 GOAL = GoalSpec(p99_ms=250, users=32, max_rss_mb=None, max_error_rate=0.0)
 

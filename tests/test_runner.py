@@ -11,8 +11,8 @@ from benchrun import ALL_TARGETS, flaskbench, processes_mentioning, summary, wri
 
 from flaskbench.config.load import load_config
 from flaskbench.execute import commands
-from flaskbench.execute.runners.base import CellContext, worker_troubles
-from flaskbench.execute.runners.local import LocalProcess, LocalRunner, remove_stale_files
+from flaskbench.execute.runners.local_runner import LocalProcess, LocalRunner, remove_stale_files
+from flaskbench.execute.runners.runner import CellContext, worker_troubles
 from flaskbench.plan.cells import make_plan
 from flaskbench.servers.registry import SERVERS
 

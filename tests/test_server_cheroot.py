@@ -10,7 +10,7 @@ import pytest
 from servertests import argv, option, problems_of, resolved
 from test_launch import concurrent_gets, free_port, launch, wait_for_port
 
-from flaskbench.execute.runners.base import app_errors
+from flaskbench.execute.runners.runner import app_errors
 from flaskbench.measure.theory import expected_slots
 from flaskbench.servers.registry import SERVERS, describe, server_argv, server_of
 

@@ -25,8 +25,8 @@ from test_launch import (
 )
 
 from flaskbench.measure.theory import expected_slots
-from flaskbench.servers.base import Setting, Target
 from flaskbench.servers.registry import SERVERS, resolve_target, server_argv
+from flaskbench.servers.server import Setting, Target
 
 pytestmark = pytest.mark.load
 

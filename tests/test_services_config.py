@@ -10,8 +10,8 @@ from test_config import MINIMAL, problems, write
 
 from flaskbench.config.env import fill
 from flaskbench.config.load import load_config
-from flaskbench.execute.services.base import Address
 from flaskbench.execute.services.kinds import KINDS
+from flaskbench.execute.services.service import Address
 
 APP = """
 [app]

@@ -20,10 +20,10 @@ import pytest
 from benchrun import live_run_stand_in, require_docker
 
 from flaskbench.config.services import ServiceSpec
-from flaskbench.execute.services.base import ServiceFailed
-from flaskbench.execute.services.docker import DockerServices
+from flaskbench.execute.services.docker_services import DockerServices
 from flaskbench.execute.services.lifecycle import Backend, start_services
-from flaskbench.execute.services.local import LocalServices, free_port
+from flaskbench.execute.services.local_services import LocalServices, free_port
+from flaskbench.execute.services.service import ServiceFailed
 
 pytestmark = pytest.mark.load
 
@@ -40,7 +40,7 @@ def docker_backend(
     from flaskbench.execute.images import resolve_base
     from flaskbench.execute.leftovers import Owner, controller_id
     from flaskbench.execute.services import docker
-    from flaskbench.execute.services.image import ensure_services_image
+    from flaskbench.execute.services.services_image import ensure_services_image
 
     require_docker()
     # Its containers' owner: a live process that says flaskbench, as a run's does (any run on

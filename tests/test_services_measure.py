@@ -11,11 +11,11 @@ from fakerun import MEASURE, T0, WARMUP, Step, make_point, make_run
 
 from flaskbench.measure.analyze import SUMMARY_COLUMNS, analyze_run
 from flaskbench.measure.collect import load_run
-from flaskbench.measure.services import ServiceSample, connections_capped, service_use
+from flaskbench.measure.service_use import ServiceSample, connections_capped, service_use
 from flaskbench.report.prose import shortfall_cause
 from flaskbench.report.run_report import write_outputs
-from flaskbench.report.services import pool_clause
-from flaskbench.servers.base import Target
+from flaskbench.report.service_blocks import pool_clause
+from flaskbench.servers.server import Target
 
 GTHREAD = Target("gthread", "gunicorn", "gthread", 1, 8, {})
 CELL = "gthread--io--r1"

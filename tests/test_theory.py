@@ -12,8 +12,8 @@ from flaskbench.measure.theory import (
     modelled_work,
     parallel_processes,
 )
-from flaskbench.servers.base import Target
 from flaskbench.servers.registry import resolve_target, server_of
+from flaskbench.servers.server import Target
 
 IO = Work(io_ms=100, cpu_ms=0)
 CPU = Work(io_ms=0, cpu_ms=10)

@@ -1,4 +1,4 @@
-"""Trials (flaskbench/config/trials.py, plan/cells.py, measure/trials.py): every trial runs
+"""Trials (flaskbench/config/trials.py, plan/cells.py, measure/judgement.py): every trial runs
 every cell once in its own shuffled order, reproducible from the seed; verdicts come from the
 variation between trials, paired by trial within a run; "auto" adds trials until decided."""
 
@@ -13,16 +13,16 @@ from fakerun import Step, make_run, write_cell
 from flaskbench.config.load import Config, Overrides, load_config
 from flaskbench.config.problems import ConfigError
 from flaskbench.config.trials import Comparing
+from flaskbench.execute.auto_trials import MoreTrials
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.run import execute, start_meta
-from flaskbench.execute.runners.base import CellContext, ResourceSampler, Runner, Service
+from flaskbench.execute.runners.runner import CellContext, ResourceSampler, Runner, Service
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
-from flaskbench.execute.trials import MoreTrials
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
 from flaskbench.measure.compare import compare_within
+from flaskbench.measure.judgement import judge
 from flaskbench.measure.stats import paired_ratio, trials_interval, unpaired_ratio
-from flaskbench.measure.trials import judge
 from flaskbench.plan.cells import make_plan
 from flaskbench.plan.placement import single_host
 from flaskbench.results.contract import MetaJson, RunnerDetails

@@ -18,8 +18,8 @@ from leftovers_guard import guard_labels
 
 from flaskbench.execute.engines import Engine, docker_client
 from flaskbench.execute.leftovers import OWNER_LABEL, find_leftovers
-from flaskbench.execute.runners.base import REMOVED
 from flaskbench.execute.runners.docker.compose import ComposeStack
+from flaskbench.execute.runners.runner import REMOVED
 
 pytestmark = pytest.mark.docker
 

@@ -39,10 +39,10 @@ from flaskbench.config.sweeps import expand_sweep, resolve_counts
 from flaskbench.config.trials import Comparing, Trials, parse_compare, parse_trials
 from flaskbench.config.units import parse_duration
 from flaskbench.config.workloads import Workload, parse_workload
-from flaskbench.proxies.base import PROXY_KEYS, UPSTREAM_OFFSET
-from flaskbench.proxies.registry import parse_proxy, split_settings
-from flaskbench.servers.base import Target
+from flaskbench.proxies.proxy_registry import parse_proxy, split_settings
+from flaskbench.proxies.reverse_proxy import PROXY_KEYS, UPSTREAM_OFFSET
 from flaskbench.servers.registry import SERVERS, resolve_target
+from flaskbench.servers.server import Target
 
 LOOPBACK = re.compile(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flaskbench.config.problems import Problems, flag, named_tables, unknown_keys
-from flaskbench.execute.services.base import SETTING_NAME, Setting
 from flaskbench.execute.services.kinds import KINDS
+from flaskbench.execute.services.service import SETTING_NAME, Setting
 
 SERVICE_KEYS = {"kind", "version", "per_cell", "settings"}
 _VERSION = re.compile(r"\d+(\.\d+)*")

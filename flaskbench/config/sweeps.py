@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from flaskbench.config.env import env_values
-from flaskbench.proxies.base import NO_PROXY, PROXY_KEYS
-from flaskbench.proxies.registry import parse_proxy, proxy_name_part, split_settings
-from flaskbench.servers.base import Setting, Target
+from flaskbench.proxies.proxy_registry import parse_proxy, proxy_name_part, split_settings
+from flaskbench.proxies.reverse_proxy import NO_PROXY, PROXY_KEYS
 from flaskbench.servers.registry import SERVERS, resolve_target
+from flaskbench.servers.server import Setting, Target
 
 
 class CountError(ValueError):

@@ -21,8 +21,8 @@ from flaskbench.plan.cells import (
     Cell,
     ready_budget_s,
 )
-from flaskbench.proxies.base import UPSTREAM_HOST, UPSTREAM_OFFSET
-from flaskbench.proxies.registry import proxy_of
+from flaskbench.proxies.proxy_registry import proxy_of
+from flaskbench.proxies.reverse_proxy import UPSTREAM_HOST, UPSTREAM_OFFSET
 from flaskbench.results.contract import GAUGE_CSV, SETUP_LOG
 from flaskbench.servers.registry import server_argv, server_of
 

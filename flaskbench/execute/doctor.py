@@ -31,8 +31,8 @@ from flaskbench.execute.images import LOCAL_BASE, SOURCE_LABEL
 from flaskbench.execute.leftovers import RUN_LABEL, Leftover, find_leftovers, holders, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT, port_in_use
 from flaskbench.plan.placement import PlacementError, place
-from flaskbench.proxies.base import UPSTREAM_OFFSET
-from flaskbench.proxies.registry import proxy_of
+from flaskbench.proxies.proxy_registry import proxy_of
+from flaskbench.proxies.reverse_proxy import UPSTREAM_OFFSET
 
 CLEAN_FIX = "run `flaskbench clean` (or make clean-containers); `flaskbench run` also does it first"
 
@@ -134,7 +134,7 @@ def check_taskset(config: Config) -> Check:
 
 def check_services(config: Config) -> Check:
     """The local runner starts Debian's servers: they must be installed here."""
-    from flaskbench.execute.services.local import missing_service
+    from flaskbench.execute.services.local_services import missing_service
 
     if not config.services:
         return Check("services", True, "none in the config")

@@ -23,13 +23,13 @@ from flaskbench.config.app import git_revision
 from flaskbench.config.goal import Goal
 from flaskbench.config.load import Config, Overrides
 from flaskbench.config.units import format_cpus
+from flaskbench.execute.auto_trials import MoreTrials
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.provenance import machine, package_versions
-from flaskbench.execute.runners.base import CellContext, Runner, RunStopped
-from flaskbench.execute.trials import MoreTrials
+from flaskbench.execute.runners.runner import CellContext, Runner, RunStopped
 from flaskbench.plan.cells import Cell, Plan, make_plan
 from flaskbench.plan.placement import Placement
-from flaskbench.proxies.base import proxy_record
+from flaskbench.proxies.reverse_proxy import proxy_record
 from flaskbench.results.contract import (
     CONFIG_COPY,
     META_FORMAT,
@@ -42,7 +42,7 @@ from flaskbench.results.contract import (
 from flaskbench.results.contract import Goal as GoalRecord
 from flaskbench.results.contract import Staircase as StaircaseRecord
 from flaskbench.results.rundir import CellStatus, RunDir
-from flaskbench.servers.base import Target
+from flaskbench.servers.server import Target
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from flaskbench.config.workloads import Workload
 from flaskbench.measure.collect import CellData, RunData, StepData
-from flaskbench.measure.services import SERVICE_COLUMNS, service_columns
+from flaskbench.measure.service_use import SERVICE_COLUMNS, service_columns
 from flaskbench.measure.stats import (
     Interval,
     Replicates,
@@ -34,7 +34,7 @@ from flaskbench.measure.theory import (
     transfer_of,
     transfer_times,
 )
-from flaskbench.servers.base import Target
+from flaskbench.servers.server import Target
 
 LOADGEN_CPU_LIMIT_PCT = 85.0
 LITTLE_TOLERANCE = 0.10
@@ -152,7 +152,7 @@ SUMMARY_COLUMNS = (
     "utilisation",
     "expected_mean_ms",
     "transfer_held_ms",
-    # With [services] (empty without): measure/services.py.
+    # With [services] (empty without): measure/service_use.py.
     *SERVICE_COLUMNS,
 )
 
@@ -205,7 +205,7 @@ class Row:
     load_steal_pct: float | None = None
     target_others_pct: float | None = None
     load_others_pct: float | None = None
-    # The services beside the target (see measure/services.py).
+    # The services beside the target (see measure/service_use.py).
     db_busy_peak: int | None = None
     db_busy_mean: float | None = None
     db_connections_peak: int | None = None

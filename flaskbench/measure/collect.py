@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 from flaskbench.config.units import parse_cpus
 from flaskbench.config.workloads import Workload, workload_from_meta
-from flaskbench.measure.openloop import Offered, OpenLoopDataError, offered_steps
-from flaskbench.measure.services import ServiceSample, ServiceUse, parse_samples, service_use
+from flaskbench.measure.offered import Offered, OpenLoopDataError, offered_steps
+from flaskbench.measure.service_use import ServiceSample, ServiceUse, parse_samples, service_use
 from flaskbench.measure.stats import Histogram, Window
-from flaskbench.proxies.base import proxy_from_record
+from flaskbench.proxies.reverse_proxy import proxy_from_record
 from flaskbench.results.contract import (
     APP_ERROR,
     CELL_HOSTS_JSON,
@@ -41,7 +41,7 @@ from flaskbench.results.contract import (
     read_services,
 )
 from flaskbench.results.rundir import CellStatus, RunDir, RunDirError
-from flaskbench.servers.base import Target
+from flaskbench.servers.server import Target
 
 GAUGE_INTERVAL_S = 0.1
 _Row = TypeVar("_Row")

@@ -18,8 +18,8 @@ from typing import Any
 
 from flaskbench.measure.analyze import Analysis, Point
 from flaskbench.results.contract import MetaJson
-from flaskbench.servers.base import Target
 from flaskbench.servers.registry import rule_of_thumb
+from flaskbench.servers.server import Target
 
 
 @dataclass(frozen=True)

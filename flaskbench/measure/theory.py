@@ -40,8 +40,8 @@ import re
 from dataclasses import dataclass
 
 from flaskbench.config.workloads import Workload
-from flaskbench.servers.base import Target, TransferHold
 from flaskbench.servers.registry import server_of
+from flaskbench.servers.server import Target, TransferHold
 
 # What Linux buffers of a connection by default: the receive buffer a connection starts with
 # (tcp_rmem's default) and the send buffer autotuning grows to (tcp_wmem's maximum), and a

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from flaskbench.config.load import Config, Staircase
 from flaskbench.config.workloads import Workload
 from flaskbench.plan.placement import Placement, single_host
-from flaskbench.servers.base import Target
+from flaskbench.servers.server import Target
 
 # With stop_when_saturated, a cell stops climbing once a step's p99 passes this many times the
 # goal's p99, or, without a goal, this many times its first step's p99.

@@ -22,7 +22,7 @@ Connection header, as nginx's documentation of the keepalive directive says).
 
 from __future__ import annotations
 
-from flaskbench.proxies.base import UPSTREAM_HOST, Proxy, ProxySpec, on_off
+from flaskbench.proxies.reverse_proxy import UPSTREAM_HOST, Proxy, ProxySpec, on_off
 
 KEEPALIVE_POOL = 32
 WORKER_CONNECTIONS = 4096

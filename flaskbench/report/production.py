@@ -14,11 +14,11 @@ from flaskbench.config.openloop import LATE_MS, LATE_SHARE
 from flaskbench.config.workloads import Workload
 from flaskbench.measure.analyze import Analysis, Point
 from flaskbench.measure.theory import random_spread_busy, transfer_of
-from flaskbench.proxies.base import ProxySpec
-from flaskbench.proxies.registry import proxy_notes
+from flaskbench.proxies.proxy_registry import proxy_notes
+from flaskbench.proxies.reverse_proxy import ProxySpec
 from flaskbench.report.blocks import Block, Bullets, Paragraph, Table, number, with_interval
-from flaskbench.servers.base import Target
 from flaskbench.servers.registry import describe, server_of
+from flaskbench.servers.server import Target
 
 
 def proxy_notes_blocks(analysis: Analysis) -> list[Block]:

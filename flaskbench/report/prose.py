@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from flaskbench.measure.analyze import Knee, Point
-from flaskbench.measure.services import connections_capped
+from flaskbench.measure.service_use import connections_capped
 from flaskbench.measure.theory import expected_slots, parallel_processes
 from flaskbench.report.blocks import number
-from flaskbench.servers.base import Target
 from flaskbench.servers.registry import describe
+from flaskbench.servers.server import Target
 
 SHORTFALL = 0.90
 

@@ -61,7 +61,7 @@ from flaskbench.report.prose import (
     slots_text,
     users_text,
 )
-from flaskbench.report.services import (
+from flaskbench.report.service_blocks import (
     pool_clause,
     services_chart,
     services_provenance,
@@ -79,8 +79,8 @@ from flaskbench.results.contract import (
     TrialsRecord,
 )
 from flaskbench.results.rundir import RunDir, atomic_write_json, atomic_write_text
-from flaskbench.servers.base import Target
 from flaskbench.servers.registry import describe, server_of, slots_rules
+from flaskbench.servers.server import Target
 
 
 def write_outputs(run: RunDir, analysis: Analysis) -> list[Path]:

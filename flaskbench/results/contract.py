@@ -10,7 +10,7 @@ the same files for people.
       config.toml          the config file as it was
       app-check.log        what loading the app once before any cell printed
       summary.csv          one row per target x workload x users x repeat (measure/analyze.py)
-      services.csv         with [services]: the same per service (report/services.py)
+      services.csv         with [services]: the same per service (report/service_blocks.py)
       recommendation.json  with a [goal]: the pick per workload (measure/recommend.py)
       report.md, report.html, charts/
       raw/<cell_id>/       one cell: a target x workload x repeat walking the staircase
@@ -265,7 +265,7 @@ class HostRecord(TypedDict):
 
 
 class ProxyRecord(TypedDict):
-    """A target's proxy (proxies/base.py's ProxySpec)."""
+    """A target's proxy (proxies/reverse_proxy.py's ProxySpec)."""
 
     name: str
     buffering: bool
@@ -274,7 +274,7 @@ class ProxyRecord(TypedDict):
 
 
 class TargetRecord(TypedDict):
-    """A target as meta.json records it (servers/base.py's Target)."""
+    """A target as meta.json records it (servers/server.py's Target)."""
 
     name: str
     server: str

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar
 
-from flaskbench.servers.base import (
+from flaskbench.servers.server import (
     Problem,
     Resolved,
     Server,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from flaskbench.servers.base import (
+from flaskbench.servers.server import (
     APP,
     Resolved,
     Server,

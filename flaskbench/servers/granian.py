@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar
 
-from flaskbench.servers.base import (
+from flaskbench.servers.server import (
     APP,
     Problem,
     Resolved,

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from flaskbench.servers.base import (
+from flaskbench.servers.server import (
     APP,
     Problem,
     Resolved,

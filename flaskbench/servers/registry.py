@@ -9,16 +9,16 @@ import pkgutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flaskbench.proxies.registry import describe_proxy
-from flaskbench.servers import base
-from flaskbench.servers.base import Problem, RuleOfThumb, Server, Setting, Target
+from flaskbench.proxies.proxy_registry import describe_proxy
+from flaskbench.servers import server as server_module
+from flaskbench.servers.server import Problem, RuleOfThumb, Server, Setting, Target
 
-_NOT_SERVERS = ("base", "registry")
+_NOT_SERVERS = ("server", "registry")
 
 
 def _discover() -> dict[str, Server]:
     found: dict[str, Server] = {}
-    package = Path(base.__file__).parent
+    package = Path(server_module.__file__).parent
     for module in pkgutil.iter_modules([str(package)]):
         if module.name in _NOT_SERVERS:
             continue

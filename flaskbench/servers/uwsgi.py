@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import ClassVar
 
-from flaskbench.servers.base import (
+from flaskbench.servers.server import (
     APP,
     Problem,
     Resolved,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from flaskbench.servers.base import (
+from flaskbench.servers.server import (
     Problem,
     Resolved,
     Server,

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from flaskbench.config.load import Config
 from flaskbench.execute.engines import compose_command, docker_unavailable
-from flaskbench.execute.runners.base import Runner
-from flaskbench.execute.runners.docker.runner import DockerRunner
-from flaskbench.execute.runners.local import LocalRunner
+from flaskbench.execute.runners.docker.docker_runner import DockerRunner
+from flaskbench.execute.runners.local_runner import LocalRunner
+from flaskbench.execute.runners.runner import Runner
 
 
 def choose_runner(config: Config, say: Callable[[str], None]) -> tuple[Runner, str]:

@@ -5,6 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flaskbench.execute.services import postgres, redis
-from flaskbench.execute.services.base import Kind
+from flaskbench.execute.services.service import Kind
 
 KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (postgres.KIND, redis.KIND)}

@@ -22,8 +22,8 @@ from flaskbench.config.app import App
 from flaskbench.config.env import fill
 from flaskbench.config.load import Config
 from flaskbench.config.services import ServiceSpec
-from flaskbench.execute.services.base import Address, ServiceFailed, last_lines
 from flaskbench.execute.services.kinds import KINDS
+from flaskbench.execute.services.service import Address, ServiceFailed, last_lines
 from flaskbench.results.contract import (
     SERVICES_FORMAT,
     SERVICES_JSON,
@@ -33,7 +33,7 @@ from flaskbench.results.contract import (
     service_log,
 )
 from flaskbench.results.rundir import atomic_write_text
-from flaskbench.servers.base import Target
+from flaskbench.servers.server import Target
 
 # How often a cell asks its services whether they still run (a container's answer is an API call).
 CHECK_EVERY_S = 1.0

@@ -8,7 +8,7 @@ import re
 import signal
 from collections.abc import Mapping
 
-from flaskbench.execute.services.base import Address, Kind, Setting, setting_text
+from flaskbench.execute.services.service import Address, Kind, Setting, setting_text
 
 # The login and database the app gets; the password is made per run.
 USER = "bench"

@@ -16,7 +16,7 @@ from typing import Any
 
 from flaskbench import PROJECT_ROOT
 from flaskbench.execute.engines import Engine, is_connection_error, is_gone, list_containers
-from flaskbench.execute.runners.base import REMOVED, describe_exit
+from flaskbench.execute.runners.runner import REMOVED, describe_exit
 
 COMPOSE_DIR = PROJECT_ROOT / "compose"
 

@@ -18,7 +18,7 @@ from flaskbench.execute.engines import (
 )
 from flaskbench.execute.images import Images, copy_image, ensure_images
 from flaskbench.plan.placement import Placement
-from flaskbench.proxies.registry import debian_packages
+from flaskbench.proxies.proxy_registry import debian_packages
 from flaskbench.results.contract import IMAGE_BUILD_LOG, ImagesRecord
 
 # The images a host runs, by side.

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flaskbench.execute.runners.base import ResourceSampler, is_server_process
+from flaskbench.execute.runners.runner import ResourceSampler, is_server_process
 
 
 class DockerSampler(ResourceSampler):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from flaskbench.proxies.base import ProxySpec
+from flaskbench.proxies.reverse_proxy import ProxySpec
 
 Setting = int | bool | str
 

@@ -20,17 +20,17 @@ from flaskbench.config.services import ServiceSpec
 from flaskbench.config.units import format_cpus
 from flaskbench.execute.engines import Engine, is_connection_error, is_gone
 from flaskbench.execute.leftovers import CELL_LABEL, PORTS_LABEL, RUN_LABEL, this_process
-from flaskbench.execute.runners.base import REMOVED, describe_exit
 from flaskbench.execute.runners.docker.compose import DEADLINE_KILL_AFTER_S
-from flaskbench.execute.runners.docker.runner import NOBODY
-from flaskbench.execute.services.base import (
+from flaskbench.execute.runners.docker.docker_runner import NOBODY
+from flaskbench.execute.runners.runner import REMOVED, describe_exit
+from flaskbench.execute.services.kinds import KINDS
+from flaskbench.execute.services.local_services import PROBE_S, STOP_GRACE_S
+from flaskbench.execute.services.service import (
     LOOPBACK,
     Address,
     ServiceFailed,
     last_lines,
 )
-from flaskbench.execute.services.kinds import KINDS
-from flaskbench.execute.services.local import PROBE_S, STOP_GRACE_S
 from flaskbench.results.contract import ServiceDetails, service_csv
 
 # Which service a container is (beside the run's labels).

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from flaskbench.measure.analyze import Analysis, Point
-from flaskbench.measure.services import connections_capped
+from flaskbench.measure.service_use import connections_capped
 from flaskbench.report.blocks import Block, Paragraph, Table, number
 from flaskbench.report.charts import Chart, _plot
 from flaskbench.report.prose import users_text
 from flaskbench.results.contract import SERVICES_CSV, MetaJson
 from flaskbench.results.rundir import atomic_write_text
-from flaskbench.servers.base import Target
+from flaskbench.servers.server import Target
 
 SERVICES_COLUMNS = (
     "run_id",

@@ -2,7 +2,7 @@
 host, started by fb-service.sh as an unprivileged user (`nobody` when flaskbench runs as root,
 else as whoever runs it), pinned with taskset, their data in memory (/dev/shm), and killed by the
 kernel if flaskbench dies (PR_SET_PDEATHSIG). A killed run's data directories carry its pid in
-their name, so the next run removes them (runners/local.py, remove_stale_files).
+their name, so the next run removes them (runners/local_runner.py, remove_stale_files).
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ from pathlib import Path
 
 from flaskbench.config.services import ServiceSpec
 from flaskbench.config.units import format_cpus
-from flaskbench.execute.runners.base import describe_exit
-from flaskbench.execute.runners.local import MEMORY, LocalProcess, die_with_parent, kill_session
-from flaskbench.execute.services.base import (
+from flaskbench.execute.runners.local_runner import (
+    MEMORY,
+    LocalProcess,
+    die_with_parent,
+    kill_session,
+)
+from flaskbench.execute.runners.runner import describe_exit
+from flaskbench.execute.services.kinds import KINDS
+from flaskbench.execute.services.service import (
     LOOPBACK,
     SAMPLER,
     SCRIPT,
@@ -32,7 +38,6 @@ from flaskbench.execute.services.base import (
     ServiceFailed,
     last_lines,
 )
-from flaskbench.execute.services.kinds import KINDS
 from flaskbench.results.contract import ServiceDetails, service_csv
 
 # What a service gets to stop (SIGINT or SIGTERM) before it is killed.

@@ -32,8 +32,8 @@ from flaskbench.execute.commands import READINESS, cell_options, cell_ports
 from flaskbench.execute.engines import HostLost
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
-from flaskbench.execute.services.base import ServiceFailed
 from flaskbench.execute.services.lifecycle import Backend, CellServices, Services
+from flaskbench.execute.services.service import ServiceFailed
 from flaskbench.execute.swarm import (
     SWARM_STARTUP_S,
     Swarm,
@@ -62,8 +62,8 @@ from flaskbench.results.contract import (
     read_loadgen,
 )
 from flaskbench.results.rundir import CellStatus, atomic_write_text
-from flaskbench.servers.base import Server
 from flaskbench.servers.registry import server_of
+from flaskbench.servers.server import Server
 
 # Beyond everything a cell may take, before its containers stop themselves: stopping the
 # stacks and saving their logs.

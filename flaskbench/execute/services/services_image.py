@@ -16,9 +16,9 @@ from flaskbench import PROJECT_ROOT
 from flaskbench.config.app import tree_digest
 from flaskbench.config.services import ServiceSpec
 from flaskbench.execute.images import _build, _remove_older
-from flaskbench.execute.services.base import SAMPLER, SCRIPT
 from flaskbench.execute.services.kinds import KINDS
 from flaskbench.execute.services.postgres import DEBIAN_VERSION
+from flaskbench.execute.services.service import SAMPLER, SCRIPT
 
 DOCKERFILE = PROJECT_ROOT / "compose" / "services.Dockerfile"
 NAME = "flaskbench-services"

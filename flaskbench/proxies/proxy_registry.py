@@ -9,15 +9,15 @@ import pkgutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from flaskbench.proxies import base
-from flaskbench.proxies.base import NO_PROXY, PROXY_KEYS, Proxy, ProxySpec
+from flaskbench.proxies import reverse_proxy
+from flaskbench.proxies.reverse_proxy import NO_PROXY, PROXY_KEYS, Proxy, ProxySpec
 
-_NOT_PROXIES = ("base", "registry")
+_NOT_PROXIES = ("reverse_proxy", "proxy_registry")
 
 
 def _discover() -> dict[str, Proxy]:
     found: dict[str, Proxy] = {}
-    for module in pkgutil.iter_modules([str(Path(base.__file__).parent)]):
+    for module in pkgutil.iter_modules([str(Path(reverse_proxy.__file__).parent)]):
         if module.name in _NOT_PROXIES:
             continue
         proxy = importlib.import_module(f"flaskbench.proxies.{module.name}").PROXY

@@ -1,5 +1,5 @@
 """More trials for a run whose `repeats` is "auto": after each trial, the run's comparisons are
-judged (measure/trials.py); the next trial starts only if some are undecided and the budget
+judged (measure/judgement.py); the next trial starts only if some are undecided and the budget
 leaves time for it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from flaskbench.config.load import Config
 from flaskbench.measure.analyze import analyze_run
 from flaskbench.measure.collect import load_run
-from flaskbench.measure.trials import Judgement, judge
+from flaskbench.measure.judgement import Judgement, judge
 from flaskbench.plan.cells import Cell, trial_cells
 from flaskbench.results.rundir import RunDir
 

@@ -41,7 +41,7 @@ from flaskbench.execute.commands import (
     worker_command,
 )
 from flaskbench.execute.provenance import package_versions
-from flaskbench.execute.runners.base import (
+from flaskbench.execute.runners.runner import (
     CellContext,
     CellFailed,
     ResourceSampler,
@@ -52,7 +52,7 @@ from flaskbench.execute.runners.base import (
 )
 from flaskbench.execute.services.lifecycle import Backend
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
-from flaskbench.proxies.registry import proxy_of
+from flaskbench.proxies.proxy_registry import proxy_of
 from flaskbench.results.contract import (
     PROXY_CONF,
     PROXY_LOG,
@@ -339,7 +339,7 @@ class LocalRunner(Runner):
 
     def service_backend(self) -> Backend:
         # Imported here: the services' module imports this one.
-        from flaskbench.execute.services.local import LocalServices
+        from flaskbench.execute.services.local_services import LocalServices
 
         return LocalServices(self.config.cpus.services or self.config.cpus.target)
 

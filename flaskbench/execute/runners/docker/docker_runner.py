@@ -71,15 +71,6 @@ from flaskbench.execute.images import (
 )
 from flaskbench.execute.leftovers import RUN_LABEL, this_process
 from flaskbench.execute.probes import NOT_HERE, PORT_BUSY, PORT_FREE_SCRIPT
-from flaskbench.execute.runners.base import (
-    CellContext,
-    CellFailed,
-    ResourceSampler,
-    Runner,
-    RunStopped,
-    Service,
-    cell_deadline_s,
-)
 from flaskbench.execute.runners.docker.clocks import CellClocks, measure_clocks
 from flaskbench.execute.runners.docker.compose import (
     COMPOSE_DIR,
@@ -94,10 +85,19 @@ from flaskbench.execute.runners.docker.compose import (
 )
 from flaskbench.execute.runners.docker.distribution import ImageDistribution, any_image
 from flaskbench.execute.runners.docker.sampling import DockerSampler
+from flaskbench.execute.runners.runner import (
+    CellContext,
+    CellFailed,
+    ResourceSampler,
+    Runner,
+    RunStopped,
+    Service,
+    cell_deadline_s,
+)
 from flaskbench.execute.services.lifecycle import Backend
 from flaskbench.execute.swarm import SwarmHandle, SwarmKey
-from flaskbench.proxies.base import SYSTEM_DIRS
-from flaskbench.proxies.registry import proxy_of
+from flaskbench.proxies.proxy_registry import proxy_of
+from flaskbench.proxies.reverse_proxy import SYSTEM_DIRS
 from flaskbench.results.contract import (
     CELL_HOSTS_JSON,
     HOSTS_FORMAT,
@@ -395,7 +395,7 @@ class DockerRunner(Runner):
 
     def service_backend(self) -> Backend:
         # Imported here: the services' module imports this one.
-        from flaskbench.execute.services.docker import DockerServices
+        from flaskbench.execute.services.docker_services import DockerServices
 
         target = self.placement.target
         return DockerServices(
@@ -410,7 +410,7 @@ class DockerRunner(Runner):
     def _services_image(self, specs: tuple[ServiceSpec, ...]) -> str:
         """Built where the run's other images were (this machine's engine, when it has one) on
         their base, and copied to the target's host if that is another."""
-        from flaskbench.execute.services.image import ensure_services_image
+        from flaskbench.execute.services.services_image import ensure_services_image
 
         target = self.placement.target
         source = DEFAULT_ENGINE if DEFAULT_ENGINE in self.images else target
@@ -429,7 +429,7 @@ class DockerRunner(Runner):
         """A port nobody listens on, on the target's host."""
         target = self.placement.target
         if target == DEFAULT_ENGINE:
-            from flaskbench.execute.services.local import free_port
+            from flaskbench.execute.services.local_services import free_port
 
             return free_port()
         code, out, err = self._once(
