@@ -29,7 +29,7 @@ from flaskbench.measure.theory import (
     transfer_of,
     transfer_times,
 )
-from flaskbench.proxies import base
+from flaskbench.proxies import reverse_proxy
 from flaskbench.proxies.proxy_registry import PROXIES, debian_packages
 from flaskbench.proxies.reverse_proxy import ProxySpec
 from flaskbench.servers.registry import resolve_target
@@ -79,7 +79,7 @@ def test_a_missing_proxy_is_one_line_with_its_install_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config(PROJECT / "examples" / "production.toml")
-    monkeypatch.setattr(base, "SYSTEM_DIRS", ())
+    monkeypatch.setattr(reverse_proxy, "SYSTEM_DIRS", ())
     monkeypatch.setenv("PATH", str(tmp_path))
     check = doctor.check_proxies(config)
     assert not check.ok

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from servertests import argv, in_process, option, problems_of, resolved
 
-from flaskbench.servers import base
+from flaskbench.servers import server
 from flaskbench.servers.registry import describe, server_of
 
 
@@ -52,9 +52,9 @@ def test_bad_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     }
     somaxconn = tmp_path / "somaxconn"
     somaxconn.write_text("512\n")
-    monkeypatch.setattr(base, "SOMAXCONN", somaxconn)
+    monkeypatch.setattr(server, "SOMAXCONN", somaxconn)
     assert "net.core.somaxconn (512 on this host)" in problems_of("uwsgi", listen=1024)["listen"]
     assert resolved("uwsgi", listen=512).settings["listen"] == 512
     # Where the limit cannot be read, uWSGI itself is the judge.
-    monkeypatch.setattr(base, "SOMAXCONN", tmp_path / "missing")
+    monkeypatch.setattr(server, "SOMAXCONN", tmp_path / "missing")
     assert resolved("uwsgi", listen=1024).settings["listen"] == 1024

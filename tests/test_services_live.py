@@ -39,14 +39,15 @@ def docker_backend(
     from flaskbench.execute.engines import connect
     from flaskbench.execute.images import resolve_base
     from flaskbench.execute.leftovers import Owner, controller_id
-    from flaskbench.execute.services import docker
+    from flaskbench.execute.services import docker_services
     from flaskbench.execute.services.services_image import ensure_services_image
 
     require_docker()
     # Its containers' owner: a live process that says flaskbench, as a run's does (any run on
     # this machine removes containers whose owner is not one, taking them for a crashed run's).
     started = f"{psutil.Process(owner.pid).create_time():.2f}"
-    monkeypatch.setattr(docker, "this_process", lambda: Owner(owner.pid, started, controller_id()))
+    owned = Owner(owner.pid, started, controller_id())
+    monkeypatch.setattr(docker_services, "this_process", lambda: owned)
     engine = connect(DEFAULT_ENGINE)
     base = resolve_base(engine.client, "python:3.12-slim", print)
     tag = ensure_services_image(
