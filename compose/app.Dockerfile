@@ -1,8 +1,7 @@
-# The one image recipe: the target (the harness package flaskbench_target, in /harness) and the
-# Locust swarm (locustfiles/, run from /locust). flaskbench/execute/images.py assembles each build
-# context: code/ (the package, or the folder's *.py), requirements.txt (the pins of what serves or generates load, combined), this
-# file, extra-ca.pem (maybe empty) and tree/, a snapshot of a user's app or Locust files (maybe
-# empty). Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
+# The Locust swarm's image (locustfiles/, run from /locust; target images have their own recipe,
+# target.Dockerfile). flaskbench/execute/images.py assembles each build context: code/ (the
+# folder's *.py), requirements.txt (the pins of what generates load), this file, extra-ca.pem
+# (maybe empty) and tree/, a snapshot of a user's Locust files (maybe empty). Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
 # Containers run with a read-only root filesystem, so everything is installed here.
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}

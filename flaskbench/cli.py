@@ -413,6 +413,7 @@ def cmd_clean(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
     from flaskbench.execute.engines import docker_client, docker_unavailable
+    from flaskbench.execute.environments import plan_environments
     from flaskbench.execute.images import ImageError, ensure_images
 
     if problem := docker_unavailable():
@@ -421,7 +422,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
         images = ensure_images(
             docker_client(),
             config.base_image,
-            config.app,
+            plan_environments(config.app, config.targets).environments,
             [w.locustfile for w in config.workloads],
             progress.say,
             config.results_dir / IMAGE_BUILD_LOG,
@@ -432,7 +433,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps(asdict(images), indent=2))
     else:
-        print("\n".join([images.target, *images.loadgen.values()]))
+        print("\n".join([*images.targets, *images.loadgen.values()]))
     return EXIT_OK
 
 

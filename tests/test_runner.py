@@ -14,6 +14,7 @@ from flaskbench.execute import commands
 from flaskbench.execute.runners.base import CellContext, worker_troubles
 from flaskbench.execute.runners.local import LocalProcess, LocalRunner, remove_stale_files
 from flaskbench.plan.cells import make_plan
+from flaskbench.servers.registry import SERVERS
 
 pytestmark = pytest.mark.load
 
@@ -64,12 +65,13 @@ def test_worker_troubles_are_read_from_gunicorn_logs() -> None:
             "[2026-01-01 00:00:03 +0000] [7] [INFO] Booting worker with pid: 13",
         ]
     )
-    assert worker_troubles(log) == [
+    gunicorn = SERVERS["gunicorn"]
+    assert worker_troubles(gunicorn, log) == [
         "gunicorn worker 9 timed out and was killed",
         "gunicorn worker 9 was killed (SIGKILL; out of memory?)",
         "gunicorn worker 12 was killed (SIGKILL; out of memory?)",
     ]
-    assert worker_troubles("[INFO] Booting worker with pid: 13") == []
+    assert worker_troubles(gunicorn, "[INFO] Booting worker with pid: 13") == []
 
 
 def test_stopping_a_local_process_ends_what_it_orphaned(tmp_path: Path) -> None:
@@ -130,25 +132,38 @@ INFO:     Stopping parent process [2725]
 
 
 def test_worker_troubles_are_read_from_uwsgi_granian_and_uvicorn_logs() -> None:
-    assert worker_troubles(UWSGI_LOG) == [
+    assert worker_troubles(SERVERS["uwsgi"], UWSGI_LOG) == [
         "uWSGI worker 2501 was killed by signal 9",
         "uWSGI worker 2503 passed its harakiri timeout and was killed",
         "uWSGI worker 2503 died",
     ]
-    assert worker_troubles(GRANIAN_LOG) == ["granian worker-1 died and was respawned"]
-    assert worker_troubles(UVICORN_LOG) == ["uvicorn worker 2728 died and was replaced"]
+    assert worker_troubles(SERVERS["granian"], GRANIAN_LOG) == [
+        "granian worker-1 died and was respawned"
+    ]
+    assert worker_troubles(SERVERS["asgi"], UVICORN_LOG) == [
+        "uvicorn worker 2728 died and was replaced"
+    ]
 
 
 def test_a_clean_stop_of_every_server_is_no_trouble() -> None:
     stops = [
-        UWSGI_LOG.split("SIGINT/SIGTERM")[1],
-        GRANIAN_LOG.split("Stopped old")[1],
-        UVICORN_LOG.split("Received SIGTERM")[1],
+        ("uwsgi", UWSGI_LOG.split("SIGINT/SIGTERM")[1]),
+        ("granian", GRANIAN_LOG.split("Stopped old")[1]),
+        ("asgi", UVICORN_LOG.split("Received SIGTERM")[1]),
         # A granian worker stopping on the group's SIGTERM before the main process asked it to.
-        "[ERROR] Unexpected exit from worker-2\n[INFO] Shutting down granian",
-        "spawned uWSGI worker 1 (pid: 2501, cores: 2)\nRespawned uWSGI worker 1 (new pid: 2519)",
+        ("granian", "[ERROR] Unexpected exit from worker-2\n[INFO] Shutting down granian"),
+        (
+            "uwsgi",
+            "spawned uWSGI worker 1 (pid: 2501, cores: 2)\n"
+            "Respawned uWSGI worker 1 (new pid: 2519)",
+        ),
+        # gunicorn 20.x, for every worker at a normal stop.
+        (
+            "gunicorn",
+            "[INFO] Handling signal: term\nWorker with pid 12 was terminated due to signal 15",
+        ),
     ]
-    assert [worker_troubles(log) for log in stops] == [[]] * len(stops)
+    assert [worker_troubles(SERVERS[name], log) for name, log in stops] == [[]] * len(stops)
 
 
 def test_a_killed_runs_files_in_memory_are_removed_by_the_next(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from flaskbench.config.problems import (
     unknown_keys,
     whole_seconds,
 )
-from flaskbench.config.sweeps import expand_sweep, resolve_counts
+from flaskbench.config.sweeps import VERSION, asked_version, expand_sweep, resolve_counts
 from flaskbench.config.units import parse_duration
 from flaskbench.config.workloads import Workload, parse_workload
 from flaskbench.servers.base import Target
@@ -361,7 +361,7 @@ def _targets(
                 (*key, "server"), f"unknown server {server!r}; use one of {', '.join(SERVERS)}"
             )
             continue
-        settings = {k: v for k, v in raw.items() if k != "server"}
+        settings = {k: v for k, v in raw.items() if k not in ("server", VERSION)}
         unknown_keys(settings, set(SERVERS[server].defaults), key, problems)
         known = {k: v for k, v in settings.items() if k in SERVERS[server].defaults}
         values, expressions, count_problems = resolve_counts(server, known, cores)
@@ -372,6 +372,10 @@ def _targets(
         target, target_problems = resolve_target(name, server, values)
         for problem in target_problems:
             problems.add((*key, problem.key), problem.message)
+        if target and VERSION in raw:
+            target, refused = asked_version(target, raw[VERSION])
+            if refused:
+                problems.add((*key, VERSION), refused)
         if target:
             targets.append(replace(target, expressions=expressions))
     dropped: list[str] = []

@@ -6,6 +6,8 @@ A combination that makes no sense is not an error: a setting that has no effect 
 cannot be (Werkzeug's threads with processes) is dropped and said once. Names are generated from
 the values that vary, in the table's order: `NAME-gthread-w2-t4`. Counts may be written as
 expressions of `cores` ("cores", "2*cores+1"); the target records the expression beside its value.
+`version` (a server version, or a list of them) is a key of every target and sweep: each version
+runs as a target of its own, named `NAME-v23.0.0`, in an environment of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from flaskbench.servers.base import Setting, Target
-from flaskbench.servers.registry import SERVERS, resolve_target
+from flaskbench.servers.registry import SERVERS, resolve_target, server_of
+
+# Every target's and sweep's key beside its server's settings.
+VERSION = "version"
 
 
 class CountError(ValueError):
@@ -67,6 +72,18 @@ def _evaluate(node: ast.expr, cores: int, expression: str) -> int:
     )
 
 
+def asked_version(target: Target, version: object) -> tuple[Target | None, str | None]:
+    """The target with the server version it asks for, or the problem with that version: not
+    one (PEP 440), older than its server supports, or one its settings cannot run on."""
+    server = server_of(target)
+    problem = server.version_problem(version) or server.installed_problem(
+        target, {server.package: str(version)}
+    )
+    if problem:
+        return None, problem
+    return replace(target, version=str(version)), None
+
+
 def resolve_counts(
     server: str, settings: Mapping[str, object], cores: int | None
 ) -> tuple[dict[str, Setting], dict[str, str], list[tuple[str, str]]]:
@@ -111,9 +128,9 @@ def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Exp
     axes = {k: v if isinstance(v, list) else [v] for k, v in raw.items() if k != "server"}
     known = SERVERS[server].defaults
     for key, values in axes.items():
-        if key not in known:
+        if key not in known and key != VERSION:
             result.problems.append(
-                (key, f"unknown key; known keys here: {', '.join(sorted(known))}")
+                (key, f"unknown key; known keys here: {', '.join(sorted([*known, VERSION]))}")
             )
         elif not values:
             result.problems.append((key, "lists at least one value"))
@@ -138,6 +155,7 @@ def _expand_one(
     result: Expansion,
     seen: set[str],
 ) -> None:
+    version = settings.pop(VERSION, None)
     values, expressions, count_problems = resolve_counts(server, settings, cores)
     for count_problem in count_problems:
         if count_problem not in result.problems:
@@ -147,7 +165,8 @@ def _expand_one(
     unused = SERVERS[server].unused({**SERVERS[server].defaults, **values})
     values = {k: v for k, v in values.items() if k not in unused}
     short = SERVERS[server].short_names
-    target_name = "-".join([name, *(_part(k, values[k], short) for k in varying if k in values)])
+    named: dict[str, object] = {**values, VERSION: version}
+    target_name = "-".join([name, *(_part(k, named[k], short) for k in varying if k in named)])
     if target_name in seen:
         return
     seen.add(target_name)
@@ -162,10 +181,20 @@ def _expand_one(
                 result.problems.append((problem.key, problem.message))
         return
     kept = {k: v for k, v in expressions.items() if k in values}
-    result.targets.append(replace(target, expressions=kept, sweep=name))
+    target = replace(target, expressions=kept, sweep=name)
+    if version is not None:
+        found, refused = asked_version(target, version)
+        if refused and (VERSION, refused) not in result.problems:
+            result.problems.append((VERSION, refused))
+        if found is None:
+            return
+        target = found
+    result.targets.append(target)
 
 
-def _part(key: str, value: Setting, short: Mapping[str, str]) -> str:
+def _part(key: str, value: object, short: Mapping[str, str]) -> str:
+    if key == VERSION:
+        return f"v{value}"
     if isinstance(value, bool):
         return key if value else f"no-{key}"
     if isinstance(value, int):

@@ -127,6 +127,7 @@ def target_record(target: Target) -> TargetRecord:
         "settings": dict(target.settings),
         "expressions": dict(target.expressions),
         "sweep": target.sweep,
+        "version": target.version,
     }
 
 
@@ -152,9 +153,15 @@ def execute(
         raise
     if hosts := runner.hosts():
         meta["hosts"] = hosts
+    left_out = _record_environments(meta, runner)
+    for name, why in left_out.items():
+        progress.warn(f"flaskbench: target {name} left out: {why}")
+    skipped = {c.cell_id for c in plan.cells if c.target.name in left_out}
+    meta["cells"] = [c for c in meta["cells"] if c not in skipped]
     run.write_meta(meta)
 
-    todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
+    done = {cid for cid, s in run.statuses().items() if s.status != "failed"}
+    todo = plan.without(done | skipped)
     interrupted = False
     stopped = ""
     progress.begin(len(todo.cells), todo.estimated_seconds(runner.name, 1))
@@ -188,6 +195,24 @@ def execute(
         meta["files"] = run.manifest()
         run.write_meta(meta)
     return RunOutcome(run, run.statuses(), interrupted, stopped)
+
+
+def _record_environments(meta: MetaJson, runner: Runner) -> dict[str, str]:
+    """Which server version each target got, where it came from, the targets left out (their
+    cells leave the plan) and every environment; returns the targets left out."""
+    outcome = runner.outcome
+    meta["server_versions"] = outcome.versions
+    meta["targets_left_out"] = outcome.left_out
+    environments = runner.environments
+    meta["environments"] = {
+        key: built.record(environment)
+        for key, built, environment in zip(
+            runner.keys, runner.built, environments.environments, strict=True
+        )
+    }
+    first = runner.runnable()[0]
+    meta["app_python"] = runner.built[environments.of_target[first.name]].python
+    return outcome.left_out
 
 
 def _discard_partial(cell_dir: Path) -> None:

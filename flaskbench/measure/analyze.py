@@ -129,6 +129,10 @@ SUMMARY_COLUMNS = (
     "step_status",
     "valid",
     "flags",
+    # Which version of its server the target ran with, and where it came from (a key of
+    # results/contract.py's VERSION_SOURCES); empty for runs that did not record it.
+    "server_version",
+    "server_version_source",
 )
 
 
@@ -180,6 +184,8 @@ class Row:
     load_steal_pct: float | None = None
     target_others_pct: float | None = None
     load_others_pct: float | None = None
+    server_version: str | None = None
+    server_version_source: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -211,6 +217,8 @@ class Skipped:
     users: int
     repeat: int
     reason: str
+    server_version: str | None = None
+    server_version_source: str | None = None
 
     def as_csv(self) -> dict[str, object]:
         known = {
@@ -226,6 +234,8 @@ class Skipped:
             "step_status": "skipped",
             "valid": "false",
             "flags": "skipped",
+            "server_version": self.server_version,
+            "server_version_source": self.server_version_source,
         }
         return {column: _csv_value(known.get(column)) for column in SUMMARY_COLUMNS}
 
@@ -629,6 +639,12 @@ def analyze_run(data: RunData) -> Analysis:
     rows, works = cell_rows(
         data.run_id, data.cells, data.targets, data.workloads, data.target_cores
     )
+    versions = server_versions(data)
+    rows = [
+        replace(r, server_version=version, server_version_source=source)
+        for r in rows
+        for version, source in [versions.get(r.target, (None, None))]
+    ]
     rows.sort(key=lambda r: (r.workload, r.target, r.users, r.repeat))
     replicates = run_replicates(data)
     points = aggregate(rows, replicates)
@@ -637,7 +653,16 @@ def analyze_run(data: RunData) -> Analysis:
     )
 
 
+def server_versions(data: RunData) -> dict[str, tuple[str | None, str | None]]:
+    """{target: (its server's version, where it came from)}, as meta.json recorded them."""
+    return {
+        name: (record["version"], record["source"])
+        for name, record in data.meta.get("server_versions", {}).items()
+    }
+
+
 def skipped_steps(data: RunData) -> tuple[Skipped, ...]:
+    versions = server_versions(data)
     found = []
     for cell in data.cells:
         target, workload, repeat = cell.cell_id.split("--")
@@ -649,6 +674,7 @@ def skipped_steps(data: RunData) -> tuple[Skipped, ...]:
                 step.users,
                 int(repeat.removeprefix("r")),
                 step.reason,
+                *versions.get(target, (None, None)),
             )
             for step in cell.skipped
         ]

@@ -242,6 +242,20 @@ def _ordered_keys(side: Side, keys: Iterable[StepKey]) -> list[StepKey]:
     )
 
 
+def step_change(
+    baseline: Point,
+    other: Point,
+    replicates: tuple[Replicates | None, Replicates | None],
+    metric: str,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[float | None, Interval | None, str]:
+    """One metric of two steps: the ratio other / baseline, its interval from both steps'
+    replicates, and the verdict."""
+    ratio = _ratio(_metric(baseline, metric), _metric(other, metric))
+    ci = _ratio_ci(*replicates, metric)
+    return ratio, ci, verdict(metric, ratio, ci, threshold)
+
+
 def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepComparison]:
     mine, theirs = _points(baseline), _points(other)
     found = []
@@ -251,10 +265,8 @@ def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepCom
         for metric in METRICS:
             base_value = _metric(base_point, metric)
             other_value = _metric(other_point, metric)
-            ratio = _ratio(base_value, other_value)
-            ci = _ratio_ci(
-                baseline.analysis.replicates.get(key), other.analysis.replicates.get(key), metric
-            )
+            replicates = (baseline.analysis.replicates.get(key), other.analysis.replicates.get(key))
+            ratio, ci, said = step_change(base_point, other_point, replicates, metric, threshold)
             found.append(
                 StepComparison(
                     target=key[0],
@@ -269,7 +281,7 @@ def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepCom
                     other_ci=other_point.rps_ci if metric == "rps" else other_point.p99_ci,
                     ratio=ratio,
                     ci=ci,
-                    verdict=verdict(metric, ratio, ci, threshold),
+                    verdict=said,
                     flags=flags,
                 )
             )

@@ -50,6 +50,7 @@ from flaskbench.report.prose import (
     slots_text,
     users_text,
 )
+from flaskbench.report.versions import left_out_notes, versions_section
 from flaskbench.results.contract import (
     CHARTS_DIR,
     RECOMMENDATION_JSON,
@@ -121,7 +122,9 @@ def document(
         *recommendation,
         *_headline(analysis, headline),
         *_status_notes(analysis),
+        *left_out_notes(analysis),
         *_workloads(analysis, charts),
+        *versions_section(analysis),
         *_flagged(analysis),
         *_hosts(analysis),
         *_method(analysis),
@@ -392,9 +395,11 @@ def _app_line(meta: MetaJson) -> str:
         for name, version in sorted(packages.items())
         if name.lower() in ("flask", "werkzeug")
     )
+    python = meta.get("app_python", "?")
+    under = f" under Python {python}" if python != "?" else ""
     return (
         f"App: `{app.get('wsgi')}` from {app.get('path')}{revision}"
-        f"{f'; it ran with {versions}' if versions else ''}."
+        f"{f'; it ran with {versions}' if versions else ''}{under}."
     )
 
 

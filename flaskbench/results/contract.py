@@ -26,7 +26,11 @@ History of formats:
 - meta.json 1: every run made before format numbers were written. 2: `format` itself; the
   servers' packages among `packages` follow the servers (one module each); a target's
   `settings` hold what its server derives from the others where the config left a setting out
-  (as passed to the server); `git` is null outside a checkout.
+  (as passed to the server); `git` is null outside a checkout. Added within format 2 (runs
+  before them read as their absence meant, see _LATER_DEFAULTS): a target's `version` (the
+  server version it asked for), `app.servers`, `server_versions` (per target, which version of
+  its server ran and where that version came from), `targets_left_out`, `app_python` and
+  `environments`.
 - cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
   `clocks` were added without a format change: readers treat them as optional).
@@ -35,6 +39,7 @@ History of formats:
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from pathlib import Path
@@ -202,6 +207,46 @@ class TargetRecord(TypedDict):
     settings: dict[str, int | bool | str]
     expressions: dict[str, str]
     sweep: str | None
+    # The server version it asked for (None: whichever fits the app).
+    version: NotRequired[str | None]
+
+
+# Where the version of a target's server came from (ServerVersionRecord's `source`), as the
+# report says it.
+VERSION_SOURCES = {
+    "target": "asked for by the target",
+    "app": "pinned by the app",
+    "flaskbench": "flaskbench's pin",
+    "resolved": "the newest that fits the app's pins",
+    "with-app": "the app's own",
+}
+
+
+class ServerVersionRecord(TypedDict):
+    """Which version of its server a target ran with, and where that version came from."""
+
+    server: str
+    # The distribution whose version is the server's (gunicorn, pyuwsgi, uvicorn...).
+    package: str
+    version: str | None
+    # A key of VERSION_SOURCES.
+    source: str
+    # The app's own exact pin of that distribution, if it has one.
+    app_pin: str | None
+    # The key of the environment it ran in (`environments`).
+    environment: str
+
+
+class EnvironmentRecord(TypedDict):
+    """One environment targets were served from: a virtualenv, or an image."""
+
+    # Where: the virtualenv's directory, or the image's tag.
+    where: str
+    python: str
+    # {server: the version targets asked for, or None} of what it was built for.
+    servers: dict[str, str | None]
+    # {distribution: version} of everything installed.
+    packages: dict[str, str]
 
 
 class Staircase(TypedDict):
@@ -228,6 +273,9 @@ class AppRecord(TypedDict):
     env: dict[str, str]
     setup: str | None
     git: GitRevision | None
+    # "app" (the app's server pins, else versions that fit beside them) or "flaskbench" (its own
+    # pins); runs before it have none and ran flaskbench's.
+    servers: NotRequired[str]
 
 
 class MetaJson(TypedDict):
@@ -268,6 +316,12 @@ class MetaJson(TypedDict):
     files: NotRequired[dict[str, str]]
     # The same for what `flaskbench report` wrote (the report, summary.csv, config.toml).
     outputs: NotRequired[dict[str, str]]
+    # {target: ServerVersionRecord}, {target: why it was left out} (no cell of it ran), the
+    # Python version the app ran under, and {key: EnvironmentRecord}.
+    server_versions: NotRequired[dict[str, ServerVersionRecord]]
+    targets_left_out: NotRequired[dict[str, str]]
+    app_python: NotRequired[str]
+    environments: NotRequired[dict[str, EnvironmentRecord]]
 
 
 # -- cell.json ----------------------------------------------------------------------------------
@@ -408,7 +462,19 @@ def read_meta(path: Path) -> MetaJson:
     data = _checked_format(path, read_json_object(path), META_FORMAT)
     if data["format"] == 1:
         data = _meta_from_format_1(data)
+    for key, default in _LATER_DEFAULTS.items():
+        data.setdefault(key, copy.deepcopy(default))
     return cast(MetaJson, data)
+
+
+# Keys added within format 2; a run made before one did what its absence says: no target left
+# out, its versions and Python not recorded (apart from the packages lists).
+_LATER_DEFAULTS: dict[str, Any] = {
+    "server_versions": {},
+    "targets_left_out": {},
+    "app_python": "?",
+    "environments": {},
+}
 
 
 # What a reader finds in a meta.json of format 1 where that run did not write a key: runs made

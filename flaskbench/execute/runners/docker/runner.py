@@ -32,7 +32,6 @@ from typing import Any
 
 from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
 from flaskbench.config.units import format_cpus
-from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
     Paths,
     check_command,
@@ -49,8 +48,10 @@ from flaskbench.execute.engines import (
     is_connection_error,
     survey,
 )
+from flaskbench.execute.environments import built_from
 from flaskbench.execute.images import (
     APP_TREE_DIR,
+    ENVIRONMENT_RESULT,
     HARNESS_DIR,
     LOCUST_DIR,
     USER_LOCUST_DIR,
@@ -138,7 +139,14 @@ class DockerRunner(Runner):
             except HostLost as exc:
                 raise RuntimeError(f"{exc}; check it with `flaskbench doctor`") from None
             self.engines[spec] = engine
-        distribution = ImageDistribution(self.config, placement, self.engines, self.facts, self.say)
+        distribution = ImageDistribution(
+            self.config,
+            placement,
+            self.engines,
+            self.facts,
+            self.say,
+            self.environments.environments,
+        )
         try:
             self.images, self._image_report = distribution.distribute()
         except ImageError as exc:
@@ -148,13 +156,18 @@ class DockerRunner(Runner):
                 spec, self._any_image(spec), ["python", "-c", CPU_MODEL_SCRIPT]
             )[1].strip()
         target = self.images[placement.target]
-        python = self._once(placement.target, target.target, ["python", "--version"])[1]
+        for tag in target.targets:
+            code, out, err = self._once(placement.target, tag, ["cat", ENVIRONMENT_RESULT])
+            if code != 0:
+                raise RuntimeError(f"{tag} has no {ENVIRONMENT_RESULT}: {err.strip()[-200:]}")
+            self.built.append(built_from(json.loads(out), tag))
+        python = self._once(placement.target, target.targets[0], ["python", "--version"])[1]
         master = self.images[placement.master]
         return {
             "docker_engine": self.facts[placement.target].engine_version,
             "compose": compose_version(compose),
             "base_image": target.base,
-            "target_image": target.target,
+            "target_image": target.targets[0],
             "loadgen_images": {k or "flaskbench": v for k, v in master.loadgen.items()},
             "container_python": python.strip(),
             **({"images": self._image_report} if self._image_report else {}),
@@ -297,26 +310,18 @@ class DockerRunner(Runner):
                 container.remove(force=True, v=True)
         return code, out, err
 
-    def run_check(self, log: Path) -> tuple[int, str]:
+    def run_check(self, log: Path, environment: int) -> tuple[int, str]:
         paths = replace(self._paths(self._app_copy()), cell="/tmp")
         target = self.placement.target
         code, out, err = self._once(
             target,
-            self.images[target].target,
+            self.images[target].targets[environment],
             check_command(self.config, paths),
             self.config.app.resolved_env(),
         )
         with log.open("a") as handle:
             handle.write(err + out)
         return code, out
-
-    def app_packages(self) -> dict[str, str]:
-        target = self.placement.target
-        code, out, _ = self._once(
-            target, self.images[target].target, ["python", "-c", PACKAGES_SCRIPT]
-        )
-        packages: dict[str, str] = json.loads(out) if code == 0 else {}
-        return packages
 
     def _check_port(self, ctx: CellContext) -> None:
         """The target's port must be free on the target's host, and its address one of that
@@ -330,7 +335,7 @@ class DockerRunner(Runner):
         host, port = placement.target_address, ctx.config.port
         code, _, err = self._once(
             placement.target,
-            self.images[placement.target].target,
+            self.images[placement.target].targets[0],
             ["python", "-c", PORT_FREE_SCRIPT, host, str(port)],
             network="host",
         )
@@ -390,6 +395,8 @@ class DockerRunner(Runner):
         placement = self.placement
         app_env = ctx.config.app.resolved_env()
         paths = self._paths(self._app_copy())
+        environment = self.environments.of_target[ctx.cell.target.name]
+        version = self.server_version(ctx.cell.target)
         stack = self._stack(
             ctx,
             placement.target,
@@ -398,10 +405,10 @@ class DockerRunner(Runner):
             ctx.config.port,
             {
                 **app_env,
-                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
+                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].targets[environment],
                 "FLASKBENCH_TARGET_CPUS": format_cpus(placement.target_cpus),
                 "FLASKBENCH_TARGET_COMMAND": with_deadline(
-                    target_command(ctx.cell, ctx.config, paths), cell_deadline_s(ctx)
+                    target_command(ctx.cell, ctx.config, paths, version), cell_deadline_s(ctx)
                 ),
             },
             lambda service, number: "target",
