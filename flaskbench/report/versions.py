@@ -28,8 +28,8 @@ def left_out_notes(analysis: Analysis) -> list[Block]:
 
 
 def source_text(record: ServerVersionRecord) -> str:
-    """ "gunicorn 21.2.0, pinned by the app", and what the app pins when a target asked for
-    another version."""
+    """The server's distribution and version and where that version came from ("... 21.2.0,
+    pinned by the app"), and what the app pins when a target asked for another version."""
     text = (
         f"{record['package']} {record['version'] or '?'}, "
         f"{VERSION_SOURCES.get(record['source'], record['source'])}"

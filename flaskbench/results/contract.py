@@ -226,7 +226,7 @@ class ServerVersionRecord(TypedDict):
     """Which version of its server a target ran with, and where that version came from."""
 
     server: str
-    # The distribution whose version is the server's (gunicorn, pyuwsgi, uvicorn...).
+    # The distribution whose version is the server's (its module's first package).
     package: str
     version: str | None
     # A key of VERSION_SOURCES.
