@@ -5,6 +5,7 @@ where each target's version came from or why it is left out."""
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fakerun import Step, make_run
 from servertests import resolved
 from test_config import MINIMAL, problems, write
 
-from flaskbench.config.app import App, built_in_app
+from flaskbench.config.app import App, built_in_app, requirement_files
 from flaskbench.config.load import load_config
 from flaskbench.config.sweeps import expand_sweep
 from flaskbench.execute import envbuild
@@ -25,6 +26,7 @@ from flaskbench.execute.environments import (
     outcomes,
     plan_environments,
 )
+from flaskbench.execute.images import _assemble, target_spec
 from flaskbench.execute.runners.base import worker_troubles
 from flaskbench.measure.analyze import SUMMARY_COLUMNS, analyze_run
 from flaskbench.measure.collect import load_run
@@ -382,3 +384,30 @@ def test_what_holds_for_an_apps_flaskenv_and_env(tmp_path: Path) -> None:
     assert "`flask` commands in app.setup read it" in with_it
     assert "the servers do not, so what the app needs while serving goes in app.env" in with_it
     assert "not-for-the-log" not in without + with_it
+
+
+def test_what_an_image_installs_from_is_only_what_pip_reads(tmp_path: Path) -> None:
+    """Requirement files (and what they include) go before the app's code in a target image,
+    so that a change to the code reuses the installed layer; a project needs its whole tree."""
+    app = own_app(tmp_path, "Flask==3.0.3\n-r deps/more.txt\n")
+    (tmp_path / "deps").mkdir()
+    (tmp_path / "deps" / "more.txt").write_text("-c pins.txt\nwaitress\n")
+    (tmp_path / "deps" / "pins.txt").write_text("waitress==3.0.2\n")
+    (tmp_path / "app.py").write_text("app = None\n")
+    assert requirement_files(app) == (
+        tmp_path / "requirements.txt",
+        tmp_path / "deps" / "more.txt",
+        tmp_path / "deps" / "pins.txt",
+    )
+    assert set(app.install_files) >= set(requirement_files(app) or ())
+    spec = target_spec(Environment(app, (("waitress", None),)))
+    with tempfile.TemporaryDirectory() as directory:
+        _assemble(spec, Path(directory), b"")
+        reqs = Path(directory) / "reqs"
+        assert sorted(str(p.relative_to(reqs)) for p in reqs.rglob("*.*")) == [
+            "deps/more.txt",
+            "deps/pins.txt",
+            "requirements.txt",
+        ]
+    (tmp_path / "deps" / "pins.txt").write_text("-e .\n")
+    assert requirement_files(app) is None

@@ -85,10 +85,11 @@ class App:
 
     @property
     def install_files(self) -> tuple[Path, ...]:
-        """Requirement files whose content decides what the app's environment holds."""
+        """Requirement files whose content decides what the app's environment holds (those its
+        requirements file includes too)."""
         files = list(pinned_requirements())
         if self.requirements is not None:
-            files.append(self.requirements)
+            files += requirement_files(self) or [self.requirements]
         elif self.project:
             files.append(self.path / "pyproject.toml")
         return tuple(files)
@@ -239,6 +240,33 @@ def pin_conflicts(wanted: Iterator[Wanted], ours: Mapping[str, tuple[str, Path]]
 
 def app_pin_conflicts(app: App) -> list[str]:
     return pin_conflicts(wanted(app), server_pins())
+
+
+_INCLUDE = re.compile(r"(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
+
+
+def requirement_files(app: App) -> tuple[Path, ...] | None:
+    """The files pip reads for the app's requirements file (it and what it includes, -r and -c),
+    all inside the app's directory; None when pip reads more of the app's tree than those (a
+    project, a local path, an editable install) or a file outside it."""
+    if app.requirements is None:
+        return None if app.project else ()
+    found: list[Path] = []
+    todo = [app.requirements.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        if not path.is_file() or not path.is_relative_to(app.path):
+            return None
+        found.append(path)
+        for line in path.read_text().splitlines():
+            text = line.split(" #", 1)[0].strip()
+            if include := _INCLUDE.match(text):
+                todo.append((path.parent / include.group(1)).resolve())
+            elif text.startswith(("-e", "--editable", ".", "/")) or "file:" in text:
+                return None
+    return tuple(found)
 
 
 def wanted(app: App) -> Iterator[Wanted]:

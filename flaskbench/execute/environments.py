@@ -34,6 +34,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from flaskbench.config.app import SERVERS_FLASKBENCH, App, exact_pins
+from flaskbench.config.app import pins as pinned_versions
 from flaskbench.results.contract import VERSION_SOURCES, EnvironmentRecord, ServerVersionRecord
 from flaskbench.servers.base import Server, Target
 from flaskbench.servers.registry import SERVERS, server_of
@@ -148,9 +149,6 @@ class EnvironmentPlan:
 
     environments: tuple[Environment, ...]
     of_target: dict[str, int]
-
-    def environment(self, target: str) -> Environment:
-        return self.environments[self.of_target[target]]
 
 
 def plan_environments(app: App, targets: Sequence[Target]) -> EnvironmentPlan:
@@ -301,15 +299,11 @@ def _source(
         return "flaskbench"
     if app_pin is not None:
         return "app"
-    pinned = dict(_pinned_version(line) for line in pin_lines(server))
-    if built.chosen.get(server.name) == 0 and pinned.get(server.package) == version:
+    assert server.pins is not None
+    ours = pinned_versions(server.pins).get(server.package)
+    if built.chosen.get(server.name) == 0 and ours == version:
         return "flaskbench"
     return "resolved"
-
-
-def _pinned_version(line: str) -> tuple[str, str]:
-    name, _, version = line.partition("==")
-    return canonicalize_name(name), version.strip()
 
 
 def dotenv_notes(app: App, packages: Mapping[str, str]) -> list[str]:

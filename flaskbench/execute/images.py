@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import HARNESS, TARGET_PACKAGE, snapshot, tree_digest
+from flaskbench.config.app import (
+    HARNESS,
+    TARGET_PACKAGE,
+    requirement_files,
+    snapshot,
+    tree_digest,
+)
 from flaskbench.execute.environments import ENVBUILD, RESULT_NAME, Environment
 from flaskbench.servers.registry import SERVERS
 
@@ -74,6 +80,10 @@ class ImageSpec:
     build_files: tuple[tuple[str, bytes], ...] = ()
     # What else tells this image from others of the same tree (its environment's servers).
     variant: str = ""
+    # The files of the tree a target image's installation reads, for reqs/ of the context (None:
+    # all of it): with only those copied before the tree, a change to the app's code reuses the
+    # installed layer, and so do apps with the same requirements.
+    install_from: tuple[Path, ...] | None = ()
 
     @property
     def source(self) -> str:
@@ -127,6 +137,7 @@ def target_spec(environment: Environment, leave_out: tuple[Path, ...] = ()) -> I
         (),
         tree=None if app.builtin else app.path,
         leave_out=leave_out,
+        install_from=() if app.builtin else requirement_files(app),
         dockerfile=TARGET_DOCKERFILE,
         build_files=tuple(files),
         variant=environment.describe() if environment.asked else "",
@@ -307,8 +318,16 @@ def _assemble(spec: ImageSpec, context: Path, ca: bytes) -> None:
     )
     tree = context / "tree"
     tree.mkdir()
+    reqs = context / "reqs"
+    reqs.mkdir()
     if spec.tree is not None:
         snapshot(spec.tree, tree, spec.leave_out)
+        if spec.install_from is None:
+            shutil.copytree(tree, reqs, symlinks=True, dirs_exist_ok=True)
+        for path in spec.install_from or ():
+            inside = reqs / path.relative_to(spec.tree)
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, inside)
 
 
 def _remove_older(client: Any, source: str, current: str) -> None:
