@@ -161,7 +161,6 @@ class DockerRunner(Runner):
             if code != 0:
                 raise RuntimeError(f"{tag} has no {ENVIRONMENT_RESULT}: {err.strip()[-200:]}")
             self.built.append(built_from(json.loads(out), tag))
-        python = self._once(placement.target, target.targets[0], ["python", "--version"])[1]
         master = self.images[placement.master]
         return {
             "docker_engine": self.facts[placement.target].engine_version,
@@ -169,7 +168,8 @@ class DockerRunner(Runner):
             "base_image": target.base,
             "target_image": target.targets[0],
             "loadgen_images": {k or "flaskbench": v for k, v in master.loadgen.items()},
-            "container_python": python.strip(),
+            # As `python --version` says it (the environments' builds recorded it).
+            "container_python": f"Python {self.built[0].python}",
             **({"images": self._image_report} if self._image_report else {}),
         }
 
