@@ -5,8 +5,8 @@
   gunicorn sync never above one request in flight per process, each gunicorn at the version the
   app pins (or flaskbench's where it pins none), and nothing of the host's environment in them;
 - an app whose top-level modules are named after every module of the harness (tests/apps/shadow),
-  under the dev server, an in-process server (waitress, through flaskbench_target.serve) and
-  uvicorn (asgiserve);
+  under gunicorn, the dev server, an in-process server (waitress, through flaskbench_target.serve)
+  and uvicorn (asgiserve);
 - a sweep over two gunicorn versions of one target, on an app that pins one of them, compared
   side by side in the report;
 - a real conflict between a version a target asks for and the app's pins, which leaves out only
@@ -137,6 +137,7 @@ env = {{ PASSED = "through app.env" }}
 path = "/"
 """
 SHADOW_TARGETS: dict[str, dict[str, Any]] = {
+    "sync": SYNC,
     "dev": {"server": "werkzeug", "threaded": True},
     "waitress": {"server": "waitress", "threads": 2},
     "a2wsgi": {"server": "asgi", "adapter": "a2wsgi", "threads": 2},
