@@ -1,8 +1,7 @@
-# The one image recipe: the target (the harness package flaskbench_target, in /harness) and the
-# Locust swarm (locustfiles/, run from /locust). flaskbench/execute/images.py assembles each build
-# context: code/ (the package, or the folder's *.py), requirements.txt (the pins of what serves or generates load, combined), this
-# file, extra-ca.pem (maybe empty) and tree/, a snapshot of a user's app or Locust files (maybe
-# empty). Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
+# The Locust swarm's image (locustfiles/, run from /locust; target images have their own recipe,
+# target.Dockerfile). flaskbench/execute/images.py assembles each build context: code/ (the
+# folder's *.py), requirements.txt (the pins of what generates load), this file, extra-ca.pem
+# (maybe empty) and tree/, a snapshot of a user's Locust files (maybe empty). Works on python:3.12-slim and on a debootstrapped Debian with python3 and python3-venv.
 # Containers run with a read-only root filesystem, so everything is installed here.
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
@@ -49,18 +48,6 @@ RUN set -eu; \
         cd /; rm -rf /tmp/tree; \
     fi; \
     chmod -R a+rX "$TREE_DIR"
-
-# Debian packages a run needs beside Python (a reverse proxy in front of a target: its module
-# in flaskbench/proxies/ names them), installed from the base image's own package sources, never
-# started here (no init: Debian's scripts leave the service alone). Declared here, after the
-# Python layers, so that an image with them shares those layers with one without.
-ARG SYSTEM_PACKAGES=
-RUN set -eu; \
-    if [ -n "$SYSTEM_PACKAGES" ]; then \
-        apt-get update -q; \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SYSTEM_PACKAGES; \
-        rm -rf /var/lib/apt/lists/*; \
-    fi
 
 COPY code/ ${CODE_DIR}/
 # Readable by the unprivileged user whatever modes the build context had. /results is where a

@@ -485,6 +485,7 @@ def cmd_clean(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     config = load_config(args.config, Overrides(runner="docker"))
     from flaskbench.execute.engines import docker_client, docker_unavailable
+    from flaskbench.execute.environments import plan_environments
     from flaskbench.execute.images import ImageError, ensure_images
     from flaskbench.proxies.proxy_registry import debian_packages
 
@@ -494,7 +495,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
         images = ensure_images(
             docker_client(),
             config.base_image,
-            config.app,
+            plan_environments(config.app, config.targets).environments,
             [w.locustfile for w in config.workloads],
             progress.say,
             config.results_dir / IMAGE_BUILD_LOG,
@@ -516,7 +517,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     if args.json:
         print(json.dumps(asdict(images) | {"services": services}, indent=2))
     else:
-        print("\n".join([images.target, *images.loadgen.values(), *services]))
+        print("\n".join([*images.targets, *images.loadgen.values(), *services]))
     return EXIT_OK
 
 

@@ -279,6 +279,9 @@ class RequestsUser(FastHttpUser):
             status = int(response.status_code or 0)
             if not request.accepts(status):
                 response.failure(f"HTTP {status}, expected {request.expected}")
+            else:
+                # Locust fails a 4xx or 5xx by itself unless told it was the one expected.
+                response.success()
             return status, (response.text or "")[:BODY_SHOWN]
 
     def _send_paced(self, request: _Request) -> tuple[int, str]:

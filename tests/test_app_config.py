@@ -105,6 +105,7 @@ def test_a_pyproject_is_installed_when_there_is_no_requirements_file(project: Pa
         ),
         ('path = "shop"\nwsgi = "shop:app"\nsetup = ""', "app.setup", "must be a shell command"),
         ('path = "shop"\nwsgi = "shop:app"\nport = 80', "app.port", "unknown key"),
+        ('path = "shop"\nwsgi = "shop:app"\nservers = 1', "app.servers", "must be"),
     ],
 )
 def test_bad_app_keys_are_one_line_each(project: Path, table: str, key: str, message: str) -> None:
@@ -114,31 +115,51 @@ def test_bad_app_keys_are_one_line_each(project: Path, table: str, key: str, mes
     assert message in found[0]
 
 
-def test_an_app_pin_that_contradicts_a_servers_pin_names_both(project: Path) -> None:
+SHOP = 'path = "shop"\nwsgi = "shop:create_app()"\nrequirements = "requirements.txt"'
+FLASKBENCH_PINS = SHOP + '\nservers = "flaskbench"'
+
+
+def test_an_app_may_pin_the_servers_it_deploys_with(project: Path) -> None:
+    """By default the app's own pins decide (pip's resolver, when its environment is built)."""
+    (project / "shop" / "requirements.txt").write_text("Flask==3.0.3\ngunicorn==20.1.0\n")
+    config = load_config(write(project, app_config()))
+    assert config.app.servers == "app"
+    assert config.app.describe()["servers"] == "app"
+
+
+def test_with_flaskbenchs_pins_an_app_pin_that_contradicts_one_names_both(project: Path) -> None:
     ours, _ = server_pins()["gunicorn"]
     (project / "shop" / "requirements.txt").write_text(
         "Flask==3.0.3\n-r more.txt\n# gunicorn is ours\n"
     )
     (project / "shop" / "more.txt").write_text("gunicorn==20.1.0\ngevent>=1.0\n")
-    (found,) = problems(project, app_config())
+    (found,) = problems(project, app_config(FLASKBENCH_PINS))
     assert "app.requirements" in found
     assert "more.txt:1 asks for gunicorn==20.1.0" in found
     assert (
-        f"flaskbench measures with gunicorn=={ours} (flaskbench/servers/pins/gunicorn.txt)" in found
+        f"flaskbench measures with gunicorn=={ours} (flaskbench/servers/pins/gunicorn.txt) with "
+        'app.servers = "flaskbench"' in found
     )
+    assert found.endswith("leave out app.servers to measure the versions the app pins")
 
 
-def test_a_pyproject_dependency_that_contradicts_a_servers_pin(project: Path) -> None:
+def test_with_flaskbenchs_pins_a_pyproject_dependency_that_contradicts_one(project: Path) -> None:
     (project / "shop" / "pyproject.toml").write_text(
         '[project]\nname = "shop"\ndependencies = ["flask", "gevent<20"]\n'
     )
-    (found,) = problems(project, app_config('path = "shop"\nwsgi = "shop:app"'))
+    table = 'path = "shop"\nwsgi = "shop:app"\nservers = "flaskbench"'
+    (found,) = problems(project, app_config(table))
     assert "[project] dependencies asks for gevent<20" in found
 
 
-def test_compatible_ranges_of_server_packages_are_fine(project: Path) -> None:
+def test_with_flaskbenchs_pins_compatible_ranges_are_fine(project: Path) -> None:
     (project / "shop" / "requirements.txt").write_text("gunicorn>=21\ngevent\n")
-    load_config(write(project, app_config()))
+    assert load_config(write(project, app_config(FLASKBENCH_PINS))).app.servers == "flaskbench"
+
+
+def test_app_servers_takes_two_values(project: Path) -> None:
+    (found,) = problems(project, app_config(SHOP + '\nservers = "mine"'))
+    assert ': app.servers: must be "app"' in found
 
 
 WORKLOADS = [

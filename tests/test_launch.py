@@ -85,13 +85,16 @@ class Launched:
 
 
 @contextlib.contextmanager
-def launch(tmp_path: Path, server: list[str], *options: str) -> Iterator[Launched]:
-    """Run the launcher from targets/ with `server`; whatever happens, leave no process behind."""
+def launch(
+    tmp_path: Path, server: list[str], *options: str, python: str = sys.executable
+) -> Iterator[Launched]:
+    """Run the launcher from targets/ with `server` (in `python`, as the target's environment
+    runs it); whatever happens, leave no process behind."""
     log = tmp_path / "target.log"
     gauge_csv = tmp_path / "gauge.csv"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flaskbench_target.launch", *options, "--", *server],
+            [python, "-m", "flaskbench_target.launch", *options, "--", *server],
             cwd=TARGETS,
             stdout=log_file,
             stderr=subprocess.STDOUT,

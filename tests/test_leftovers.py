@@ -21,6 +21,7 @@ from flaskbench.execute.leftovers import (
     flaskbench_alive,
     holders,
     owner_alive,
+    remove_leftovers,
 )
 
 HERE = "box/1234abcd"
@@ -125,6 +126,44 @@ def test_find_leftovers_keeps_live_runs_and_foreign_containers(
         ("dead-target", True, (18080,)),
         ("dead-worker", False, (18080,)),
     ]
+
+
+class RemovingContainers(FakeContainers):
+    """An engine on which something else is removing every container already."""
+
+    def __init__(self, containers: list[FakeContainer], answer: Exception) -> None:
+        super().__init__(containers)
+        self.answer = answer
+
+    def get(self, container_id: str) -> RemovingContainers:
+        return self
+
+    def remove(self, force: bool, v: bool) -> None:
+        raise self.answer
+
+
+def conflict(explanation: str) -> Exception:
+    import docker.errors
+    import requests
+
+    response = requests.Response()
+    response.status_code = 409
+    return docker.errors.APIError("409 Client Error", response, explanation)
+
+
+def test_a_leftover_another_run_is_removing_counts_as_removed() -> None:
+    """Runs starting at once each remove what a crashed run left: the engine refuses all but
+    one removal of a container."""
+    here = controller_id()
+    dead = [FakeContainer("dead-target", labels("41", controller=here))]
+    client = FakeClient(dead)
+    busy = conflict("removal of container abc is already in progress")
+    client.containers = RemovingContainers(dead, busy)
+    removed = remove_leftovers(client, alive=alive_pids())  # type: ignore[arg-type]
+    assert [leftover.container for leftover in removed] == ["dead-target"]
+    client.containers = RemovingContainers(dead, conflict("container is paused"))
+    with pytest.raises(Exception, match="paused"):
+        remove_leftovers(client, alive=alive_pids())  # type: ignore[arg-type]
 
 
 def test_only_running_leftovers_hold_ports() -> None:

@@ -159,8 +159,13 @@ def test_a_clean_stop_of_every_server_is_no_trouble() -> None:
             "spawned uWSGI worker 1 (pid: 2501, cores: 2)\n"
             "Respawned uWSGI worker 1 (new pid: 2519)",
         ),
+        # gunicorn 20.x, for every worker at a normal stop.
+        (
+            "gunicorn",
+            "[INFO] Handling signal: term\nWorker with pid 12 was terminated due to signal 15",
+        ),
     ]
-    assert [worker_troubles(SERVERS[server], log) for server, log in stops] == [[]] * len(stops)
+    assert [worker_troubles(SERVERS[name], log) for name, log in stops] == [[]] * len(stops)
 
 
 def test_a_killed_runs_files_in_memory_are_removed_by_the_next(tmp_path: Path) -> None:

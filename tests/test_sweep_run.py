@@ -83,6 +83,9 @@ def test_the_recommendation_agrees_with_the_summary(run: tuple[Path, float]) -> 
         "users": 4,
         "max_rss_mb": None,
         "max_error_rate": 0.0,
+        # A closed loop's goal: judged at a number of users, not at an offered rate.
+        "rate": None,
+        "unit": "users",
     }
     (pick,) = recommendation["workloads"]
     found = rows(run_dir)

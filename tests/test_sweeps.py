@@ -102,7 +102,7 @@ def test_bad_values_are_errors_not_drops() -> None:
             "speed",
             "unknown key; known keys here: backlog, graceful_timeout, keepalive, "
             "max_requests, proxy, proxy_buffering, proxy_keepalive, proxy_request_buffering, "
-            "threads, timeout, worker_class, worker_connections, workers",
+            "threads, timeout, version, worker_class, worker_connections, workers",
         ),
     ]
     expansion = expand_sweep("s", {"server": "gunicorn", "workers": [0, 2]}, 1)

@@ -5,6 +5,7 @@ variation between trials, paired by trial within a run; "auto" adds trials until
 from __future__ import annotations
 
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from flaskbench.config.load import Config, Overrides, load_config
 from flaskbench.config.problems import ConfigError
 from flaskbench.config.trials import Comparing
 from flaskbench.execute.auto_trials import MoreTrials
+from flaskbench.execute.environments import Built
 from flaskbench.execute.progress import Progress
 from flaskbench.execute.run import execute, start_meta
 from flaskbench.execute.runners.runner import CellContext, ResourceSampler, Runner, Service
@@ -204,13 +206,13 @@ class SyntheticRunner(Runner):
         self.rps = rps
 
     def setup(self) -> RunnerDetails:
+        # Every environment has the gunicorn flaskbench runs with.
+        packages = {"gunicorn": version("gunicorn")}
+        self.built = [Built("here", "3.11", packages) for _ in self.environments.environments]
         return {}
 
-    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
+    def run_check(self, log: Path, config: Config, environment: int) -> tuple[int, str]:
         return 0, ""
-
-    def app_packages(self) -> dict[str, str]:
-        return {}
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
         values = self.rps[ctx.cell.target.name]

@@ -3,10 +3,14 @@
 The config's `[app]` table names the app's directory and what to serve in it (gunicorn's
 `module:variable` or `module:factory(...)`), how to install what it needs, its environment and
 a setup command run before each cell's server. Everything here is checked before anything starts:
-the `wsgi` spec's syntax, that the environment's `${NAME}` references resolve, and that the app's
-own pins agree with the servers' pins flaskbench measures with. Values taken from the host's
-environment stay out of every file flaskbench writes: only what the config wrote (the `${NAME}`)
-is recorded.
+the `wsgi` spec's syntax and that the environment's `${NAME}` references resolve. Values taken
+from the host's environment stay out of every file flaskbench writes: only what the config wrote
+(the `${NAME}`) is recorded.
+
+Which server versions an app runs with, `servers`: "app" (the default) measures a server the app
+pins at the app's version and installs the others at a version that fits beside the app's pins
+(flaskbench/execute/environments.py); "flaskbench" installs flaskbench's pins whatever the app
+says, and an app pin that contradicts one is an error naming both.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class App:
     env: tuple[tuple[str, str], ...]
     setup: str | None
     builtin: bool
+    # "app" or "flaskbench" (see above).
+    servers: str = "app"
 
     def resolved_env(self, host: Mapping[str, str] | None = None) -> dict[str, str]:
         """The app's environment with host references filled in (never to be written down)."""
@@ -79,10 +85,11 @@ class App:
 
     @property
     def install_files(self) -> tuple[Path, ...]:
-        """Requirement files whose content decides what the app's environment holds."""
+        """Requirement files whose content decides what the app's environment holds (those its
+        requirements file includes too)."""
         files = list(pinned_requirements())
         if self.requirements is not None:
-            files.append(self.requirements)
+            files += requirement_files(self) or [self.requirements]
         elif self.project:
             files.append(self.path / "pyproject.toml")
         return tuple(files)
@@ -98,11 +105,12 @@ class App:
             "env": dict(self.env),
             "setup": self.setup,
             "git": git_revision(self.path),
+            "servers": self.servers,
         }
 
 
 def built_in_app() -> App:
-    return App(HARNESS, BUILT_IN_SPEC, BUILT_IN_PINS, False, (), None, True)
+    return App(HARNESS, BUILT_IN_SPEC, BUILT_IN_PINS, False, (), None, True, SERVERS_FLASKBENCH)
 
 
 def fill_references(value: str, host: Mapping[str, str]) -> str:
@@ -223,19 +231,64 @@ def pin_conflicts(wanted: Iterator[Wanted], ours: Mapping[str, tuple[str, Path]]
         if not requirement.specifier.contains(version, prereleases=True):
             problems.append(
                 f"{item.where} asks for {requirement} but flaskbench measures with "
-                f"{requirement.name}=={version} ({where.relative_to(PROJECT_ROOT)}); "
-                "loosen or remove the app's pin"
+                f"{requirement.name}=={version} ({where.relative_to(PROJECT_ROOT)}) with "
+                f'app.servers = "{SERVERS_FLASKBENCH}"; loosen or remove the app\'s pin, or '
+                "leave out app.servers to measure the versions the app pins"
             )
     return problems
 
 
 def app_pin_conflicts(app: App) -> list[str]:
-    ours = server_pins()
+    return pin_conflicts(wanted(app), server_pins())
+
+
+_INCLUDE = re.compile(r"(?:-r|--requirement|-c|--constraint)[\s=]+(\S+)")
+
+
+def requirement_files(app: App) -> tuple[Path, ...] | None:
+    """The files pip reads for the app's requirements file (it and what it includes, -r and -c),
+    all inside the app's directory; None when pip reads more of the app's tree than those (a
+    project, a local path, an editable install) or a file outside it."""
+    if app.requirements is None:
+        return None if app.project else ()
+    found: list[Path] = []
+    todo = [app.requirements.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in found:
+            continue
+        if not path.is_file() or not path.is_relative_to(app.path):
+            return None
+        found.append(path)
+        for line in path.read_text().splitlines():
+            text = line.split(" #", 1)[0].strip()
+            if include := _INCLUDE.match(text):
+                todo.append((path.parent / include.group(1)).resolve())
+            elif text.startswith(("-e", "--editable", ".", "/")) or "file:" in text:
+                return None
+    return tuple(found)
+
+
+def wanted(app: App) -> Iterator[Wanted]:
+    """What the app's requirements file (or its pyproject's dependencies) asks for."""
     if app.requirements is not None:
-        return pin_conflicts(requirement_lines(app.requirements), ours)
-    if app.project:
-        return pin_conflicts(project_requirements(app.path / "pyproject.toml"), ours)
-    return []
+        yield from requirement_lines(app.requirements)
+    elif app.project:
+        yield from project_requirements(app.path / "pyproject.toml")
+
+
+def exact_pins(app: App) -> dict[str, str]:
+    """{canonical name: version} of what the app pins exactly (`name==version`), for this
+    interpreter (environment markers evaluated)."""
+    found: dict[str, str] = {}
+    for item in wanted(app):
+        requirement = item.requirement
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        exact = [s for s in requirement.specifier if s.operator in ("==", "===")]
+        if exact and "*" not in exact[0].version:
+            found[canonicalize_name(requirement.name)] = exact[0].version
+    return found
 
 
 def git_revision(path: Path) -> GitRevision | None:
@@ -282,7 +335,9 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-APP_KEYS = {"path", "wsgi", "requirements", "env", "setup"}
+APP_KEYS = {"path", "wsgi", "requirements", "env", "setup", "servers"}
+SERVERS_APP = "app"
+SERVERS_FLASKBENCH = "flaskbench"
 
 
 def parse_app(config_path: Path, data: Mapping[str, Any], problems: Problems) -> App:
@@ -325,6 +380,13 @@ def parse_app(config_path: Path, data: Mapping[str, Any], problems: Problems) ->
     setup = table.get("setup")
     if setup is not None and (not isinstance(setup, str) or not setup.strip()):
         problems.add(("app", "setup"), 'must be a shell command, e.g. "flask --app app init-db"')
+    servers = table.get("servers", SERVERS_APP)
+    if servers not in (SERVERS_APP, SERVERS_FLASKBENCH):
+        problems.add(
+            ("app", "servers"),
+            f'must be "{SERVERS_APP}" (the versions the app pins, else ones that fit beside its '
+            f'pins) or "{SERVERS_FLASKBENCH}" (flaskbench\'s pins whatever the app says)',
+        )
     if len(problems.items) > before:
         return built_in_app()
     app = App(
@@ -335,9 +397,11 @@ def parse_app(config_path: Path, data: Mapping[str, Any], problems: Problems) ->
         env=env,
         setup=setup,
         builtin=False,
+        servers=str(servers),
     )
-    for conflict in app_pin_conflicts(app):
-        problems.add(("app", "requirements"), conflict)
+    if app.servers == SERVERS_FLASKBENCH:
+        for conflict in app_pin_conflicts(app):
+            problems.add(("app", "requirements"), conflict)
     return app
 
 

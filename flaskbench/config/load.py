@@ -35,7 +35,7 @@ from flaskbench.config.problems import (
     whole_seconds,
 )
 from flaskbench.config.services import ServiceSpec, parse_services
-from flaskbench.config.sweeps import expand_sweep, resolve_counts
+from flaskbench.config.sweeps import VERSION, asked_version, expand_sweep, resolve_counts
 from flaskbench.config.trials import Comparing, Trials, parse_compare, parse_trials
 from flaskbench.config.units import parse_duration
 from flaskbench.config.workloads import Workload, parse_workload
@@ -450,7 +450,7 @@ def _targets(
             )
             continue
         settings, proxy_keys = split_settings(
-            {k: v for k, v in raw.items() if k not in ("server", "env")}
+            {k: v for k, v in raw.items() if k not in ("server", "env", VERSION)}
         )
         proxy, proxy_ok = parse_proxy(proxy_keys, _reporter(key, problems))
         unknown_keys(settings, {*SERVERS[server].defaults, *PROXY_KEYS}, key, problems)
@@ -463,6 +463,10 @@ def _targets(
         target, target_problems = resolve_target(name, server, values)
         for problem in target_problems:
             problems.add((*key, problem.key), problem.message)
+        if target and VERSION in raw:
+            target, refused = asked_version(target, raw[VERSION])
+            if refused:
+                problems.add((*key, VERSION), refused)
         if target and proxy_ok:
             env = _target_env(raw.get("env", {}), key, problems)
             targets.append(replace(target, expressions=expressions, env=env, proxy=proxy))

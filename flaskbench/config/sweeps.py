@@ -6,6 +6,8 @@ A combination that makes no sense is not an error: a setting that has no effect 
 cannot be (Werkzeug's threads with processes) is dropped and said once. Names are generated from
 the values that vary, in the table's order: `NAME-gthread-w2-t4`. Counts may be written as
 expressions of `cores` ("cores", "2*cores+1"); the target records the expression beside its value.
+`version` (a server version, or a list of them) is a key of every target and sweep: each version
+runs as a target of its own, named `NAME-v23.0.0`, in an environment of its own.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from dataclasses import dataclass, field, replace
 from flaskbench.config.env import env_values
 from flaskbench.proxies.proxy_registry import parse_proxy, proxy_name_part, split_settings
 from flaskbench.proxies.reverse_proxy import NO_PROXY, PROXY_KEYS
-from flaskbench.servers.registry import SERVERS, resolve_target
+from flaskbench.servers.registry import SERVERS, resolve_target, server_of
 from flaskbench.servers.server import Setting, Target
+
+# Every target's and sweep's key beside its server's settings.
+VERSION = "version"
 
 
 class CountError(ValueError):
@@ -69,6 +74,18 @@ def _evaluate(node: ast.expr, cores: int, expression: str) -> int:
     raise CountError(
         f'cannot read {expression!r}: use whole numbers, `cores`, + - * and //, like "2*cores+1"'
     )
+
+
+def asked_version(target: Target, version: object) -> tuple[Target | None, str | None]:
+    """The target with the server version it asks for, or the problem with that version: not
+    one (PEP 440), older than its server supports, or one its settings cannot run on."""
+    server = server_of(target)
+    problem = server.version_problem(version) or server.installed_problem(
+        target, {server.package: str(version)}
+    )
+    if problem:
+        return None, problem
+    return replace(target, version=str(version)), None
 
 
 def resolve_counts(
@@ -121,9 +138,9 @@ def expand_sweep(name: str, raw: Mapping[str, object], cores: int | None) -> Exp
     )
     known = {*SERVERS[server].defaults, *PROXY_KEYS}
     for key, values in axes.items():
-        if key not in known:
+        if key not in known and key != VERSION:
             result.problems.append(
-                (key, f"unknown key; known keys here: {', '.join(sorted(known))}")
+                (key, f"unknown key; known keys here: {', '.join(sorted([*known, VERSION]))}")
             )
         elif not values:
             result.problems.append((key, "lists at least one value"))
@@ -150,6 +167,7 @@ def _expand_one(
     result: Expansion,
     seen: set[str],
 ) -> None:
+    version = settings.pop(VERSION, None)
     env = {
         k.removeprefix(ENV_PREFIX): str(v) for k, v in settings.items() if k.startswith(ENV_PREFIX)
     }
@@ -159,9 +177,9 @@ def _expand_one(
     proxy, _ = parse_proxy(
         _used_proxy_settings(proxy_settings), lambda k, m: proxy_problems.append((k, m))
     )
-    for found in proxy_problems:
-        if found not in result.problems:
-            result.problems.append(found)
+    for proxy_problem in proxy_problems:
+        if proxy_problem not in result.problems:
+            result.problems.append(proxy_problem)
     if proxy_problems:
         return
     values, expressions, count_problems = resolve_counts(server, settings, cores)
@@ -173,7 +191,7 @@ def _expand_one(
     unused = SERVERS[server].unused({**SERVERS[server].defaults, **values})
     values = {k: v for k, v in values.items() if k not in unused}
     short = SERVERS[server].short_names
-    named = {**values, **_used_proxy_settings(proxy_settings)}
+    named = {**values, **_used_proxy_settings(proxy_settings), VERSION: version}
     parts = [
         _env_part(k.removeprefix(ENV_PREFIX), env[k.removeprefix(ENV_PREFIX)])
         if k.startswith(ENV_PREFIX)
@@ -196,7 +214,15 @@ def _expand_one(
                 result.problems.append((problem.key, problem.message))
         return
     kept = {k: v for k, v in expressions.items() if k in values}
-    result.targets.append(replace(target, expressions=kept, sweep=name, env=env, proxy=proxy))
+    target = replace(target, expressions=kept, sweep=name, env=env, proxy=proxy)
+    if version is not None:
+        asked, refused = asked_version(target, version)
+        if refused and (VERSION, refused) not in result.problems:
+            result.problems.append((VERSION, refused))
+        if asked is None:
+            return
+        target = asked
+    result.targets.append(target)
 
 
 ENV_PREFIX = "env."
@@ -218,6 +244,8 @@ def _used_proxy_settings(settings: Mapping[str, object]) -> dict[str, object]:
 
 
 def _part(key: str, value: object, short: Mapping[str, str]) -> str:
+    if key == VERSION:
+        return f"v{value}"
     if key in PROXY_KEYS:
         return proxy_name_part(key, value)
     if isinstance(value, bool):

@@ -1,10 +1,7 @@
-"""The local runner's Python for an app: flaskbench's own for the built-in app; for a user's app a
-virtualenv with the servers' pins and the app's own requirements (or the project itself),
-built once per set of requirements and reused by later runs.
-
-The servers keep flaskbench's pins: the app's requirements are installed under them as
-constraints, so a conflict the config check could not see (a dependency of a dependency) makes
-pip fail, and that failure is reported in one line with pip's own reason.
+"""The local runner's Pythons for a run's environments (environments.py): flaskbench's own for the
+built-in app with flaskbench's pins; otherwise a virtualenv under .venv-apps/, built once per
+content (the Python, the app's requirement files, the servers and their versions) by
+envbuild.py and reused by later runs.
 """
 
 from __future__ import annotations
@@ -21,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import App, snapshot
-from flaskbench.servers.registry import pinned_requirements
+from flaskbench.config.app import snapshot
+from flaskbench.execute.environments import ENVBUILD, RESULT_NAME, Built, Environment, built_from
+from flaskbench.servers.registry import SERVERS
 
 VENVS = PROJECT_ROOT / ".venv-apps"
 # Prints {distribution: version} of the environment it runs in, as meta.json records it.
@@ -36,45 +34,45 @@ class AppEnvError(Exception):
     """The app's environment cannot be built; the message says why and what to do."""
 
 
-def app_python(app: App, say: Callable[[str], None]) -> str:
-    """The Python that serves `app` locally, its virtualenv built first if need be."""
-    if app.builtin:
-        return sys.executable
-    key = hashlib.sha256(platform.python_version().encode())
-    for path in app.install_files:
-        key.update(path.name.encode() + b"\0" + path.read_bytes())
+def environment_python(environment: Environment, say: Callable[[str], None]) -> tuple[str, Built]:
+    """The Python that serves `environment` locally, built first if need be, and what is in it."""
+    if environment.pinned and environment.app.builtin:
+        packages = installed_packages(sys.executable)
+        return sys.executable, Built("flaskbench's own", platform.python_version(), packages)
+    key = hashlib.sha256(f"{platform.python_version()}\0{environment.key()}".encode())
     venv = VENVS / key.hexdigest()[:16]
-    python = venv / "bin" / "python"
-    ready = venv / ".installed"
+    ready = venv / RESULT_NAME
     VENVS.mkdir(exist_ok=True)
     with (VENVS / f"{venv.name}.lock").open("w") as lock:
         # Two runs building the same environment at once would break each other's.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not ready.is_file():
-            say(f"installing the app's requirements into {venv} (once; later runs reuse it)")
-            _build(app, venv, venv.with_suffix(".log"))
-            ready.touch()
-    return str(python)
+            say(f"installing {environment.describe()} into {venv} (once; later runs reuse it)")
+            _build(environment, venv, venv.with_suffix(".log"))
+    return str(venv / "bin" / "python"), built_from(json.loads(ready.read_text()), str(venv))
 
 
-def _build(app: App, venv: Path, log: Path) -> None:
+def _build(environment: Environment, venv: Path, log: Path) -> None:
     if venv.exists():
         shutil.rmtree(venv)
+    log.unlink(missing_ok=True)
     _run([sys.executable, "-m", "venv", str(venv)], log, Path.cwd())
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    _run([*pip, *_each("-r", pinned_requirements())], log, Path.cwd())
-    if app.requirements is None and not app.project:
-        return
+    app = environment.app
+    pins = {s.pins: str(s.pins) for s in SERVERS.values() if s.pins is not None}
     with tempfile.TemporaryDirectory(prefix="flaskbench-install-") as directory:
-        # From a copy: pip builds a project in its own tree, which is the user's.
+        # From a copy: pip builds a project in its own tree, and a version a target asks for
+        # leaves the app's own pin of it out of the copy's requirements, never the user's.
         tree = Path(directory) / "app"
-        snapshot(app.path, tree)
-        wanted = ["-r", str(app.requirements.relative_to(app.path))] if app.requirements else ["."]
-        _run([*pip, *_each("-c", pinned_requirements()), *wanted], log, tree)
-
-
-def _each(option: str, files: tuple[Path, ...]) -> list[str]:
-    return [part for path in files for part in (option, str(path))]
+        if app.builtin:
+            tree.mkdir()
+            args = ["-r", str(app.requirements)] if app.requirements else []
+        else:
+            snapshot(app.path, tree)
+            args = ["-r", str(app.requirements.relative_to(app.path))] if app.requirements else []
+            args = args or (["."] if app.project else [])
+        spec = Path(directory) / "spec.json"
+        spec.write_text(json.dumps(environment.spec(args, pins, str(venv / RESULT_NAME))))
+        _run([str(venv / "bin" / "python"), str(ENVBUILD), str(spec)], log, tree)
 
 
 def _run(argv: list[str], log: Path, cwd: Path) -> None:

@@ -105,14 +105,17 @@ def _launcher(
     return [*argv, "--"]
 
 
-def target_command(cell: Cell, config: Config, paths: Paths) -> list[str]:
-    """The launcher samples the gauge and supervises the server."""
+def target_command(
+    cell: Cell, config: Config, paths: Paths, version: str | None = None
+) -> list[str]:
+    """The launcher samples the gauge and supervises the server (`version`: the server's
+    installed version, which its command line follows; None: the pinned one)."""
     gauge = [] if config.gauge == "off" else ["--gauge-out", f"{paths.cell}/{GAUGE_CSV}"]
     if gauge and paths.gauge_file:
         gauge += ["--gauge-file", paths.gauge_file]
     if config.gauge == "alternate":
         gauge += ["--alternate", str(ALTERNATE_S)]
-    server = server_argv(cell.target, *server_address(cell, config))
+    server = server_argv(cell.target, *server_address(cell, config), version)
     stop_signal = server_of(cell.target).stop_signal
     return [*_launcher(config, paths, gauge, STOP_GRACE_S, stop_signal), paths.python, *server]
 

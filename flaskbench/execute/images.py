@@ -1,10 +1,12 @@
 """Build the target and Locust images, from a base image that this host can actually get.
 
-The target image holds the servers (their pins, flaskbench/servers/pins/), the harness (the
-flaskbench_target package, at /harness, on the import path after the app) and
-the app: the built-in one with its pins, or a snapshot of a user's app at /srv/app with what it
-needs installed. The Locust image holds Locust and locustfiles/, plus, for a workload with a
-Locust file of its own, a snapshot of that file's directory at /locust/user. Images are tagged
+A target image is one environment (execute/environments.py): the app's requirements and its
+servers, installed by envbuild.py while the image is built (compose/target.Dockerfile), which
+leaves what it found in /opt/venv/flaskbench-env.json; the harness (the flaskbench_target
+package, at /harness, on the import path after the app); and the app: the built-in one, or a
+snapshot of a user's app at /srv/app. A run has one per environment. The Locust image holds
+Locust and locustfiles/, plus, for a workload with a Locust file of its own, a snapshot of that
+file's directory at /locust/user. Images are tagged
 by a hash of everything that goes into them (files, base image, extra CA, build arguments), so
 they are rebuilt exactly when something changed. Builds run with host networking and trust an
 extra CA bundle (FLASKBENCH_EXTRA_CA, else PIP_CERT) for hosts behind TLS-inspecting proxies.
@@ -14,22 +16,31 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flaskbench import PROJECT_ROOT
-from flaskbench.config.app import HARNESS, TARGET_PACKAGE, App, snapshot, tree_digest
-from flaskbench.servers.registry import pinned_requirements
+from flaskbench.config.app import (
+    HARNESS,
+    TARGET_PACKAGE,
+    requirement_files,
+    snapshot,
+    tree_digest,
+)
+from flaskbench.execute.environments import ENVBUILD, RESULT_NAME, Environment
+from flaskbench.servers.registry import SERVERS
 
 LOCAL_BASE = "flaskbench-base:bookworm"
 BASE_SCRIPT = PROJECT_ROOT / "scripts" / "build-base-image.sh"
 DOCKERFILE = PROJECT_ROOT / "compose" / "app.Dockerfile"
+TARGET_DOCKERFILE = PROJECT_ROOT / "compose" / "target.Dockerfile"
 LOCUST_PINS = PROJECT_ROOT / "locustfiles" / "requirements.txt"
 PASSED_BUILD_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 SOURCE_LABEL = "flaskbench.source"
@@ -38,6 +49,9 @@ HARNESS_DIR = "/harness"
 LOCUST_DIR = "/locust"
 APP_TREE_DIR = "/srv/app"
 USER_LOCUST_DIR = "/locust/user"
+# Where a target image's build inputs are (see compose/target.Dockerfile), and its result.
+BUILD_DIR = "/opt/build"
+ENVIRONMENT_RESULT = f"/opt/venv/{RESULT_NAME}"
 
 
 class ImageError(Exception):
@@ -61,15 +75,25 @@ class ImageSpec:
     install_tree: bool = False
     # Left out of the tree's snapshot (say, a results folder inside the app's directory).
     leave_out: tuple[Path, ...] = ()
+    dockerfile: Path = DOCKERFILE
+    # Files for build/ of the context, by name (a target image's environment).
+    build_files: tuple[tuple[str, bytes], ...] = ()
+    # What else tells this image from others of the same tree (its environment's servers).
+    variant: str = ""
+    # The files of the tree a target image's installation reads, for reqs/ of the context (None:
+    # all of it): with only those copied before the tree, a change to the app's code reuses the
+    # installed layer, and so do apps with the same requirements.
+    install_from: tuple[Path, ...] | None = ()
     # Debian packages installed beside Python (a proxy's), in the base image's package sources.
     system_packages: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
-        """What the image is built from; a newer build of the same source replaces it (one with
-        other system packages is another image, kept beside it)."""
+        """What the image is built from; a newer build of the same source replaces it (one of
+        another environment, or with other system packages, is another image, kept beside it)."""
+        variant = f":{self.variant}" if self.variant else ""
         packages = f":{'+'.join(self.system_packages)}" if self.system_packages else ""
-        return f"{self.name}:{self.tree or ''}{packages}"
+        return f"{self.name}:{self.tree or ''}{variant}{packages}"
 
     def build_args(self, base: str) -> dict[str, str]:
         return {
@@ -85,7 +109,8 @@ class ImageSpec:
 @dataclass(frozen=True)
 class Images:
     base: str
-    target: str
+    # One per environment, in the plan's order (none where the host runs no target).
+    targets: tuple[str, ...]
     # Per user Locust file directory (None: only flaskbench's own locustfile).
     loadgen: dict[str | None, str] = field(default_factory=dict)
 
@@ -94,29 +119,39 @@ class Images:
 
 
 def target_spec(
-    app: App, leave_out: tuple[Path, ...] = (), system_packages: tuple[str, ...] = ()
+    environment: Environment,
+    leave_out: tuple[Path, ...] = (),
+    system_packages: tuple[str, ...] = (),
 ) -> ImageSpec:
-    harness = HARNESS / TARGET_PACKAGE
+    """The image of one environment: its build inputs in build/ (envbuild.py, its spec, every
+    server's pins and, for the built-in app, its requirements), the app's tree, and
+    `system_packages` (a proxy's)."""
+    app = environment.app
+    pins = {s.pins: f"{BUILD_DIR}/pins/{s.pins.name}" for s in SERVERS.values() if s.pins}
+    files = [("envbuild.py", ENVBUILD.read_bytes())]
+    files += [(f"pins/{path.name}", path.read_bytes()) for path in pins]
     if app.builtin:
         assert app.requirements is not None
-        return ImageSpec(
-            "flaskbench-target",
-            harness,
-            HARNESS_DIR,
-            TARGET_PACKAGE,
-            (*pinned_requirements(), app.requirements),
-            system_packages=system_packages,
-        )
+        files.append(("app-requirements.txt", app.requirements.read_bytes()))
+        args = ["-r", f"{BUILD_DIR}/app-requirements.txt"]
+    elif app.requirements is not None:
+        args = ["-r", str(app.requirements.relative_to(app.path))]
+    else:
+        args = ["."] if app.project else []
+    spec = environment.spec(args, pins, ENVIRONMENT_RESULT) | {"pip": ["--no-cache-dir"]}
+    files.append(("spec.json", json.dumps(spec, indent=1, sort_keys=True).encode()))
     return ImageSpec(
-        "flaskbench-app",
-        harness,
+        "flaskbench-target" if app.builtin else "flaskbench-app",
+        HARNESS / TARGET_PACKAGE,
         HARNESS_DIR,
         TARGET_PACKAGE,
-        pinned_requirements(),
-        tree=app.path,
-        tree_requirements=str(app.requirements.relative_to(app.path)) if app.requirements else None,
-        install_tree=app.project,
+        (),
+        tree=None if app.builtin else app.path,
         leave_out=leave_out,
+        install_from=() if app.builtin else requirement_files(app),
+        dockerfile=TARGET_DOCKERFILE,
+        build_files=tuple(files),
+        variant=environment.describe() if environment.asked else "",
         system_packages=system_packages,
     )
 
@@ -195,7 +230,7 @@ def build_local_base(image: str) -> None:
 def ensure_images(
     client: Any,
     base_image: str,
-    app: App,
+    environments: Sequence[Environment],
     locustfiles: Iterable[str | None],
     say: Callable[[str], None],
     log: Path,
@@ -204,14 +239,17 @@ def ensure_images(
     remote_host: str = "",
     system_packages: tuple[str, ...] = (),
 ) -> Images:
-    """Every image a run needs (or, by `roles`, the target's or the load's only): its app's
-    target image (with `system_packages`: a proxy's) and a Locust image per Locust file
-    directory its workloads use (None: flaskbench's own locustfile only)."""
+    """Every image a run needs (or, by `roles`, the target's or the load's only): a target
+    image per environment (with `system_packages`: a proxy's) and a Locust image per Locust
+    file directory its workloads use (None: flaskbench's own locustfile only)."""
     base = resolve_base(client, base_image, say, remote_host)
     ca_path = extra_ca()
     ca = ca_path.read_bytes() if ca_path else b""
-    target_image = target_spec(app, leave_out, system_packages)
-    target = ensure(client, target_image, base, ca, say, log) if "target" in roles else ""
+    targets = tuple(
+        ensure(client, target_spec(environment, leave_out, system_packages), base, ca, say, log)
+        for environment in environments
+        if "target" in roles
+    )
     loadgen = {
         directory: ensure(
             client, loadgen_spec(Path(directory) if directory else None), base, ca, say, log
@@ -221,7 +259,7 @@ def ensure_images(
         )
         if "load" in roles
     }
-    return Images(base, target, loadgen)
+    return Images(base, targets, loadgen)
 
 
 def copy_image(
@@ -283,15 +321,26 @@ def _assemble(spec: ImageSpec, context: Path, ca: bytes) -> None:
     code.mkdir(parents=True)
     for path in _code_files(spec.code):
         shutil.copy(path, code)
-    shutil.copy(DOCKERFILE, context / "Dockerfile")
+    shutil.copy(spec.dockerfile, context / "Dockerfile")
+    for name, content in spec.build_files:
+        (context / "build" / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / "build" / name).write_bytes(content)
     (context / "extra-ca.pem").write_bytes(ca)
     (context / "requirements.txt").write_text(
         "\n".join(path.read_text().rstrip("\n") for path in spec.requirements) + "\n"
     )
     tree = context / "tree"
     tree.mkdir()
+    reqs = context / "reqs"
+    reqs.mkdir()
     if spec.tree is not None:
         snapshot(spec.tree, tree, spec.leave_out)
+        if spec.install_from is None:
+            shutil.copytree(tree, reqs, symlinks=True, dirs_exist_ok=True)
+        for path in spec.install_from or ():
+            inside = reqs / path.relative_to(spec.tree)
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, inside)
 
 
 def _remove_older(client: Any, source: str, current: str) -> None:

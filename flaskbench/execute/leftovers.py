@@ -25,6 +25,8 @@ OWNER_STARTED_LABEL = "flaskbench.owner_started"
 CONTROLLER_LABEL = "flaskbench.controller"
 # The ports a container listens on (host networking publishes nothing Docker could tell).
 PORTS_LABEL = "flaskbench.ports"
+# The engine's answer to a removal while another is under way.
+CONFLICT = 409
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,19 @@ def remove_leftovers(
 
     removed = []
     for leftover in find_leftovers(client, alive, host):
-        # Gone already (a concurrent clean): as good as removed.
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             client.containers.get(leftover.container_id).remove(force=True, v=True)
+        except docker.errors.APIError as exc:
+            # Gone already, or going: runs starting at once each remove what a crashed one left.
+            if not (isinstance(exc, docker.errors.NotFound) or being_removed(exc)):
+                raise
         removed.append(leftover)
     return removed
+
+
+def being_removed(exc: Any) -> bool:
+    """Whether the engine refused a removal because another is under way."""
+    return exc.status_code == CONFLICT and "already in progress" in str(exc.explanation)
 
 
 def holders(leftovers: list[Leftover], port: int) -> list[Leftover]:

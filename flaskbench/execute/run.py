@@ -149,6 +149,7 @@ def target_record(target: Target) -> TargetRecord:
         "sweep": target.sweep,
         "env": dict(target.env),
         "proxy": cast(ProxyRecord | None, proxy_record(target.proxy)),
+        "version": target.version,
     }
 
 
@@ -194,9 +195,11 @@ def execute(
         raise
     if hosts := runner.hosts():
         meta["hosts"] = hosts
+    plan, left_out = _leave_out(meta, plan, runner, progress)
     run.write_meta(meta)
 
-    todo = plan.without({cid for cid, s in run.statuses().items() if s.status != "failed"})
+    done = {cid for cid, s in run.statuses().items() if s.status != "failed"}
+    todo = plan.without(done)
     interrupted = False
     stopped = ""
     queue = list(todo.cells)
@@ -212,7 +215,8 @@ def execute(
                 _run_cell(cell, following, index, index + len(queue), plan, runner, run, progress)
                 if not queue and more is not None:
                     trial = max(plan.trials, cell.repeat)
-                    queue = more.after(trial, time.monotonic() - trial_started)
+                    added = more.after(trial, time.monotonic() - trial_started)
+                    queue = [c for c in added if c.target.name not in left_out]
                     trial_started = time.monotonic()
                     if queue:
                         plan = plan.with_cells(queue)
@@ -299,3 +303,36 @@ def _orders(plan: Plan) -> list[list[str]]:
 
 def _no_progress(_seconds: float) -> None:
     """A cell's progress is shown once it runs."""
+
+
+def _leave_out(
+    meta: MetaJson, plan: Plan, runner: Runner, progress: Progress
+) -> tuple[Plan, dict[str, str]]:
+    """The plan without the cells of the targets the runner left out (each said), meta.json's
+    cells and trials' orders without them too; and those targets, with why."""
+    left_out = _record_environments(meta, runner)
+    for name, why in left_out.items():
+        progress.warn(f"flaskbench: target {name} left out: {why}")
+    skipped = {c.cell_id for c in plan.cells if c.target.name in left_out}
+    meta["cells"] = [c for c in meta["cells"] if c not in skipped]
+    plan = plan.without(skipped)
+    meta["trials"]["order"] = _orders(plan)
+    return plan, left_out
+
+
+def _record_environments(meta: MetaJson, runner: Runner) -> dict[str, str]:
+    """Which server version each target got, where it came from, the targets left out (their
+    cells leave the plan) and every environment; returns the targets left out."""
+    outcome = runner.outcome
+    meta["server_versions"] = outcome.versions
+    meta["targets_left_out"] = outcome.left_out
+    environments = runner.environments
+    meta["environments"] = {
+        key: built.record(environment)
+        for key, built, environment in zip(
+            runner.keys, runner.built, environments.environments, strict=True
+        )
+    }
+    first = runner.runnable()[0]
+    meta["app_python"] = runner.built[environments.of_target[first.name]].python
+    return outcome.left_out

@@ -154,6 +154,10 @@ SUMMARY_COLUMNS = (
     "transfer_held_ms",
     # With [services] (empty without): measure/service_use.py.
     *SERVICE_COLUMNS,
+    # Which version of its server the target ran with, and where it came from (a key of
+    # results/contract.py's VERSION_SOURCES); empty for runs that did not record it.
+    "server_version",
+    "server_version_source",
 )
 
 
@@ -229,6 +233,8 @@ class Row:
     expected_mean_ms: float | None = None
     # A slow client's transfer: how long the model says it holds a slot per request.
     transfer_held_ms: float | None = None
+    server_version: str | None = None
+    server_version_source: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -263,6 +269,8 @@ class Skipped:
     users: int
     repeat: int
     reason: str
+    server_version: str | None = None
+    server_version_source: str | None = None
 
     def as_csv(self) -> dict[str, object]:
         known = {
@@ -279,6 +287,8 @@ class Skipped:
             "valid": "false",
             "flags": "skipped",
             "proxy": self.target.proxy.name if self.target.proxy else None,
+            "server_version": self.server_version,
+            "server_version_source": self.server_version_source,
         }
         return {column: _csv_value(known.get(column)) for column in SUMMARY_COLUMNS}
 
@@ -819,6 +829,12 @@ def analyze_run(data: RunData) -> Analysis:
     rows, works = cell_rows(
         data.run_id, data.cells, data.targets, data.workloads, data.target_cores
     )
+    versions = server_versions(data)
+    rows = [
+        replace(r, server_version=version, server_version_source=source)
+        for r in rows
+        for version, source in [versions.get(r.target, (None, None))]
+    ]
     rows.sort(key=lambda r: (r.workload, r.target, r.users, r.repeat))
     replicates = run_replicates(data)
     points = aggregate(rows, replicates)
@@ -827,7 +843,16 @@ def analyze_run(data: RunData) -> Analysis:
     )
 
 
+def server_versions(data: RunData) -> dict[str, tuple[str | None, str | None]]:
+    """{target: (its server's version, where it came from)}, as meta.json recorded them."""
+    return {
+        name: (record["version"], record["source"])
+        for name, record in data.meta.get("server_versions", {}).items()
+    }
+
+
 def skipped_steps(data: RunData) -> tuple[Skipped, ...]:
+    versions = server_versions(data)
     found = []
     for cell in data.cells:
         target, workload, repeat = cell.cell_id.split("--")
@@ -839,6 +864,7 @@ def skipped_steps(data: RunData) -> tuple[Skipped, ...]:
                 step.users,
                 int(repeat.removeprefix("r")),
                 step.reason,
+                *versions.get(target, (None, None)),
             )
             for step in cell.skipped
         ]

@@ -266,6 +266,20 @@ def _ordered_keys(side: Side, keys: Iterable[StepKey]) -> list[StepKey]:
     )
 
 
+def step_change(
+    baseline: Point,
+    other: Point,
+    replicates: tuple[Replicates | None, Replicates | None],
+    metric: str,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[float | None, Interval | None, str]:
+    """One metric of two steps: the ratio other / baseline, its interval from both steps'
+    replicates, and the verdict."""
+    ratio = _ratio(_metric(baseline, metric), _metric(other, metric))
+    ci = _ratio_ci(*replicates, metric)
+    return ratio, ci, verdict(metric, ratio, ci, threshold)
+
+
 def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepComparison]:
     """Two runs, step by step: over their trials when both have several (not paired: they ran
     at different times), else from the bootstrap of the seconds."""
@@ -281,16 +295,17 @@ def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepCom
             other_value = _metric(other_point, metric)
             if len(a) > 1 and len(b) > 1:
                 ratio, ci = unpaired_ratio(_of(a, metric), _of(b, metric))
+                judged = verdict(metric, ratio, ci, threshold)
                 basis, trials = "trials", min(len(a), len(b))
             else:
-                ratio = _ratio(base_value, other_value)
-                ci = _ratio_ci(
+                replicates = (
                     baseline.analysis.replicates.get(key),
                     other.analysis.replicates.get(key),
-                    metric,
+                )
+                ratio, ci, judged = step_change(
+                    base_point, other_point, replicates, metric, threshold
                 )
                 basis, trials = "seconds", 1
-            judged = verdict(metric, ratio, ci, threshold)
             found.append(
                 StepComparison(
                     target=key[0],

@@ -68,6 +68,7 @@ from flaskbench.report.service_blocks import (
     services_table,
     write_services_csv,
 )
+from flaskbench.report.versions import left_out_notes, versions_section
 from flaskbench.results.contract import (
     CHARTS_DIR,
     RECOMMENDATION_JSON,
@@ -143,8 +144,10 @@ def document(
         *recommendation,
         *_headline(analysis, headline),
         *_status_notes(analysis),
+        *left_out_notes(analysis),
         *_workloads(analysis, charts),
         *_within(analysis),
+        *versions_section(analysis),
         *_flagged(analysis),
         *_hosts(analysis),
         *_method(analysis),
@@ -450,9 +453,11 @@ def _app_line(meta: MetaJson) -> str:
         for name, version in sorted(packages.items())
         if name.lower() in ("flask", "werkzeug")
     )
+    python = meta.get("app_python", "?")
+    under = f" under Python {python}" if python != "?" else ""
     return (
         f"App: `{app.get('wsgi')}` from {app.get('path')}{revision}"
-        f"{f'; it ran with {versions}' if versions else ''}."
+        f"{f'; it ran with {versions}' if versions else ''}{under}."
     )
 
 

@@ -36,7 +36,11 @@ History of formats:
   `settings` hold what its server derives from the others where the config left a setting out
   (as passed to the server); `git` is null outside a checkout. 3: `trials` (the seed of the
   trials' shuffled orders, the orders, and with repeats = "auto" why no further trial ran);
-  `repeats` is the number of trials planned from the start.
+  `repeats` is the number of trials planned from the start. Added within format 3 (runs before
+  them read as their absence meant, see _LATER_DEFAULTS): a target's `version` (the server
+  version it asked for), `app.servers`, `server_versions` (per target, which version of its
+  server ran and where that version came from), `targets_left_out`, `app_python` and
+  `environments`.
 - cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
   `clocks` were added without a format change: readers treat them as optional). 2: open loops:
@@ -60,6 +64,7 @@ master, and the events it answers with (SwarmOrder, SwarmEvent; locustfiles/mast
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from pathlib import Path
@@ -288,6 +293,46 @@ class TargetRecord(TypedDict):
     env: NotRequired[dict[str, str]]
     # Runs before proxies have none: the target was served directly.
     proxy: NotRequired[ProxyRecord | None]
+    # The server version it asked for (None: whichever fits the app).
+    version: NotRequired[str | None]
+
+
+# Where the version of a target's server came from (ServerVersionRecord's `source`), as the
+# report says it.
+VERSION_SOURCES = {
+    "target": "asked for by the target",
+    "app": "pinned by the app",
+    "flaskbench": "flaskbench's pin",
+    "resolved": "the newest that fits the app's pins",
+    "with-app": "the app's own",
+}
+
+
+class ServerVersionRecord(TypedDict):
+    """Which version of its server a target ran with, and where that version came from."""
+
+    server: str
+    # The distribution whose version is the server's (its module's first package).
+    package: str
+    version: str | None
+    # A key of VERSION_SOURCES.
+    source: str
+    # The app's own exact pin of that distribution, if it has one.
+    app_pin: str | None
+    # The key of the environment it ran in (`environments`).
+    environment: str
+
+
+class EnvironmentRecord(TypedDict):
+    """One environment targets were served from: a virtualenv, or an image."""
+
+    # Where: the virtualenv's directory, or the image's tag.
+    where: str
+    python: str
+    # {server: the version targets asked for, or None} of what it was built for.
+    servers: dict[str, str | None]
+    # {distribution: version} of everything installed.
+    packages: dict[str, str]
 
 
 class Staircase(TypedDict):
@@ -319,6 +364,9 @@ class AppRecord(TypedDict):
     env: dict[str, str]
     setup: str | None
     git: GitRevision | None
+    # "app" (the app's server pins, else versions that fit beside them) or "flaskbench" (its own
+    # pins); runs before it have none and ran flaskbench's.
+    servers: NotRequired[str]
 
 
 class TrialsRecord(TypedDict):
@@ -379,6 +427,12 @@ class MetaJson(TypedDict):
     outputs: NotRequired[dict[str, str]]
     # [services], as the config asked for them (absent: the run had none).
     services: NotRequired[dict[str, ServiceRecord]]
+    # {target: ServerVersionRecord}, {target: why it was left out} (no cell of it ran), the
+    # Python version the app ran under, and {key: EnvironmentRecord}.
+    server_versions: NotRequired[dict[str, ServerVersionRecord]]
+    targets_left_out: NotRequired[dict[str, str]]
+    app_python: NotRequired[str]
+    environments: NotRequired[dict[str, EnvironmentRecord]]
 
 
 # -- cell.json ----------------------------------------------------------------------------------
@@ -609,7 +663,19 @@ def read_meta(path: Path) -> MetaJson:
     data = _checked_format(path, read_json_object(path), META_FORMAT)
     if data["format"] == 1:
         data = _meta_from_format_1(data)
+    for key, default in _LATER_DEFAULTS.items():
+        data.setdefault(key, copy.deepcopy(default))
     return cast(MetaJson, data)
+
+
+# Keys added within format 3; a run made before one did what its absence says: no target left
+# out, its versions and Python not recorded (apart from the packages lists).
+_LATER_DEFAULTS: dict[str, Any] = {
+    "server_versions": {},
+    "targets_left_out": {},
+    "app_python": "?",
+    "environments": {},
+}
 
 
 # What a reader finds in a meta.json of format 1 where that run did not write a key: runs made

@@ -11,6 +11,10 @@ took in its own pool, so requests can queue in one worker while another idles. W
 workers its supervisor binds the socket itself and asyncio leaves TCP_NODELAY off on the
 connections (Kludex/uvicorn#3149): a response written in two parts waits for the client's
 delayed ACK, about 40 ms per keep-alive request.
+
+Versions: uvicorn from 0.30 (before it, a worker that dies is neither noticed nor replaced, and
+an app that cannot load leaves the supervisor running); `reset_contextvars` exists from 0.45,
+so a target asking for it needs 0.45 or later, and it is passed only there.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from flaskbench.servers.server import (
     Setting,
     Target,
     WorkerTrouble,
+    at_least,
     boolean,
     counted,
     integer,
@@ -34,6 +39,8 @@ from flaskbench.servers.server import (
 )
 
 ADAPTERS = ("a2wsgi", "asgiref")
+# The first uvicorn with reset_contextvars (checked in each wheel from 0.40 to 0.47).
+RESET_CONTEXTVARS = "0.45.0"
 
 
 class Asgi(Server):
@@ -56,6 +63,11 @@ class Asgi(Server):
         WorkerTrouble(
             re.compile(r"Child process \[(\d+)\] died"), "uvicorn worker {0} died and was replaced"
         ),
+    )
+    oldest = "0.30.0"
+    older_refused = (
+        "before 0.30 uvicorn neither notices nor replaces a worker that died, and its "
+        "supervisor runs on when the app cannot load"
     )
 
     def resolve(
@@ -83,9 +95,29 @@ class Asgi(Server):
         workers = integer(settings["workers"])
         return Target(name, self.name, str(adapter), workers, threads, dict(settings)), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def requirements(self, version: str | None) -> tuple[tuple[str, ...], ...]:
+        (uvicorn,) = super().requirements(version)[0]
+        return ((uvicorn, "a2wsgi", "asgiref"),)
+
+    def needs(self, target: Target) -> tuple[str, ...]:
+        return ("uvicorn", target.worker_class)
+
+    def installed_problem(self, target: Target, installed: Mapping[str, str]) -> str | None:
+        version = installed.get(self.package)
+        if target.settings.get("reset_contextvars") and not at_least(version, RESET_CONTEXTVARS):
+            return self.reset_problem(str(version))
+        return super().installed_problem(target, installed)
+
+    def reset_problem(self, version: str) -> str:
+        return (
+            f"reset_contextvars needs uvicorn {RESET_CONTEXTVARS} or later, not {version}; "
+            "ask for a newer version or set reset_contextvars = false"
+        )
+
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         s = target.settings
         pool = ["--threads", str(s["threads"])] if target.worker_class == "a2wsgi" else []
+        reset = "--reset-contextvars" if s["reset_contextvars"] else "--no-reset-contextvars"
         return [
             "-m",
             "flaskbench_target.asgiserve",
@@ -100,7 +132,8 @@ class Asgi(Server):
             host,
             "--port",
             str(port),
-            "--reset-contextvars" if s["reset_contextvars"] else "--no-reset-contextvars",
+            # Older uvicorns have no such keyword (and then no reset, as reset = false says).
+            *([reset] if at_least(version, RESET_CONTEXTVARS) else []),
         ]
 
     def describe(self, target: Target) -> str:

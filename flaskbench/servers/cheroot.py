@@ -6,6 +6,9 @@ most 10 of them (`keep_alive_conn_limit`, cheroot/server.py; no option changes i
 responses close their connections. It installs no signal handler: SIGTERM kills it at once,
 dropping the requests in flight, while SIGINT stops it cleanly (and its command line then
 re-raises the interrupt, which ends in a KeyboardInterrupt traceback in the target's log).
+
+Versions: from 8.6.0, whose command line takes every option flaskbench passes; 8.x imports
+pkg_resources (setuptools before 82), 9.0 and later do not.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from flaskbench.servers.server import (
     Server,
     Setting,
     Target,
+    VersionNeed,
     counted,
     integer,
     positive_ints,
@@ -47,6 +51,11 @@ class Cheroot(Server):
     packages = ("cheroot",)
     stop_signal = "INT"
     slots_rule = "cheroot threads (one process)"
+    oldest = "8.6.0"
+    older_refused = "older releases were never checked with flaskbench's launcher"
+    version_needs = (
+        VersionNeed("cheroot", "9", ("setuptools<82",), "cheroot 8.x imports pkg_resources"),
+    )
 
     def resolve(
         self, name: str, settings: Mapping[str, Setting], explicit: frozenset[str]
@@ -58,7 +67,7 @@ class Cheroot(Server):
             name, self.name, "threads", 1, integer(settings["threads"]), dict(settings)
         ), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         s = target.settings
         return [
             "-m",

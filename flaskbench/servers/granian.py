@@ -12,6 +12,15 @@ them the same way when the config leaves them out, and passes them explicitly.
 On Linux every worker listens on a socket of its own (SO_REUSEPORT) with the whole backlog, and
 the kernel spreads connections over workers by a hash, not by load: requests can queue in one
 worker while another idles.
+
+Versions: from 1.4 (the first with --backpressure; 1.0 to 1.2 have a command line that reads
+GRANIAN_* variables and log no "Respawning" line for a dead worker). 1.x has none of 2.0's
+runtime options (--runtime-threads, --runtime-blocking-threads, --runtime-mode,
+--blocking-threads-idle-timeout); there, one runtime thread per worker (--threads 1
+--threading-mode workers) runs the app in its pool of --blocking-threads threads, which also
+serves the runtime's own blocking work, so a worker serves blocking_threads requests at once as
+in 2.x. 1.4 to 1.6 sometimes hang on SIGTERM with a worker parked in the runtime; the launcher's
+SIGKILL after the grace period ends them.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from flaskbench.servers.server import (
     Setting,
     Target,
     WorkerTrouble,
+    at_least,
     counted,
     in_process,
     integer,
@@ -36,6 +46,8 @@ from flaskbench.servers.server import (
 )
 
 MIN_BACKLOG = 128
+# The first granian with the runtime options flaskbench passes.
+RUNTIME_OPTIONS = "2.0.0"
 
 
 class Granian(Server):
@@ -65,6 +77,11 @@ class Granian(Server):
             re.compile(r"Respawning worker-(\d+)"), "granian worker-{0} died and was respawned"
         ),
     )
+    oldest = "1.4.0"
+    older_refused = (
+        "granian before 1.4 has no --backpressure, and before 1.3 a command line that reads "
+        "GRANIAN_* variables and logs no line for a worker it respawns"
+    )
 
     def resolve(
         self, name: str, settings: Mapping[str, Setting], explicit: frozenset[str]
@@ -91,8 +108,21 @@ class Granian(Server):
         workers, threads = integer(settings["workers"]), integer(settings["blocking_threads"])
         return Target(name, self.name, "wsgi", workers, threads, dict(settings)), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         s = target.settings
+        if at_least(version, RUNTIME_OPTIONS):
+            threading = [
+                "--blocking-threads-idle-timeout",
+                "30",
+                "--runtime-threads",
+                "1",
+                "--runtime-blocking-threads",
+                "512",
+                "--runtime-mode",
+                "mt",
+            ]
+        else:
+            threading = ["--threads", "1", "--threading-mode", "workers"]
         args = [
             "--interface",
             "wsgi",
@@ -104,18 +134,11 @@ class Granian(Server):
             str(s["workers"]),
             "--blocking-threads",
             str(s["blocking_threads"]),
-            "--blocking-threads-idle-timeout",
-            "30",
             "--backlog",
             str(s["backlog"]),
             "--backpressure",
             str(s["backpressure"]),
-            "--runtime-threads",
-            "1",
-            "--runtime-blocking-threads",
-            "512",
-            "--runtime-mode",
-            "mt",
+            *threading,
             "--loop",
             "asyncio",
             "--http",

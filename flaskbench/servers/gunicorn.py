@@ -11,6 +11,15 @@
 
 Slots: W for sync, W x min(T, worker_connections) for gthread, W x worker_connections for
 gevent; gunicorn's docs say so for sync and gthread, its code for the connection cap.
+
+Versions (each checked through the launcher, sync, gthread and gevent, a killed worker, a stop):
+from 20.1.0. `--no-control-socket` exists from 25.1.0 (no control socket before it). 20.x
+imports pkg_resources at start-up (setuptools before 82), logs a killed worker as "Worker with
+pid N was terminated due to signal 9" (and signal 15 for every worker at each normal stop);
+21.0 and later as "Worker (pid:N) was sent SIGKILL!". The gevent worker: gunicorn 24 and later
+refuse gevent before 24.10.1 (their `gevent` extra says so); gevent 22.10 loads its plugins
+through pkg_resources and needs setuptools 75.9.1 up to 82; gevent before 22.10 is not
+supported.
 """
 
 from __future__ import annotations
@@ -28,8 +37,11 @@ from flaskbench.servers.server import (
     Setting,
     Target,
     TransferHold,
+    VersionNeed,
     WorkerTrouble,
+    at_least,
     counted,
+    exactly_or_from,
     integer,
     non_negative_ints,
     positive_ints,
@@ -64,6 +76,9 @@ TRANSFER_HOLDS = {
         "clients only count against that (gunicorn/workers/base_async.py)",
     ),
 }
+# The first gunicorn with --no-control-socket (checked in --help of 25.0.3 and 25.1.0).
+CONTROL_SOCKET = "25.1.0"
+OLDEST_GEVENT = "22.10"
 
 
 class Gunicorn(Server):
@@ -115,6 +130,22 @@ class Gunicorn(Server):
             re.compile(r"Worker \(pid:(\d+)\) exited with code (\d+)"),
             "gunicorn worker {0} exited with code {1}",
         ),
+        # gunicorn 20.x; signal 15 is every worker's at a normal stop.
+        WorkerTrouble(
+            re.compile(r"Worker with pid (\d+) was terminated due to signal (?!15\b)(\d+)"),
+            "gunicorn worker {0} was killed by signal {1}",
+        ),
+    )
+    oldest = "20.1.0"
+    older_refused = "older releases were never checked with flaskbench's launcher"
+    version_needs = (
+        VersionNeed("gunicorn", "21", ("setuptools<82",), "gunicorn 20.x imports pkg_resources"),
+        VersionNeed(
+            "gevent",
+            "23.9",
+            ("setuptools>=75.9.1,<82",),
+            "gevent 22.10 loads its plugins through pkg_resources",
+        ),
     )
 
     def resolve(
@@ -147,8 +178,31 @@ class Gunicorn(Server):
         workers, threads = integer(settings["workers"]), integer(settings["threads"])
         return Target(name, self.name, str(worker_class), workers, threads, dict(settings)), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def requirements(self, version: str | None) -> tuple[tuple[str, ...], ...]:
+        """With the gevent worker class's packages as gunicorn's own extra asks for them (24
+        and later need gevent 24.10.1), else gunicorn alone: its gevent targets are then left
+        out, the others run."""
+        gunicorn = "gunicorn" + exactly_or_from(version, self.oldest)
+        return (
+            (gunicorn.replace("gunicorn", "gunicorn[gevent]", 1), f"gevent>={OLDEST_GEVENT}"),
+            (gunicorn,),
+        )
+
+    def needs(self, target: Target) -> tuple[str, ...]:
+        return ("gunicorn", "gevent") if target.worker_class == "gevent" else ("gunicorn",)
+
+    def installed_problem(self, target: Target, installed: Mapping[str, str]) -> str | None:
+        gevent = installed.get("gevent")
+        if target.worker_class == "gevent" and gevent and not at_least(gevent, OLDEST_GEVENT):
+            return (
+                f"gevent {gevent} is older than the oldest flaskbench supports for the gevent "
+                f"worker, {OLDEST_GEVENT}"
+            )
+        return super().installed_problem(target, installed)
+
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         s = target.settings
+        control = ["--no-control-socket"] if at_least(version, CONTROL_SOCKET) else []
         return [
             "-m",
             "gunicorn",
@@ -183,7 +237,7 @@ class Gunicorn(Server):
             # root filesystem of the container.
             "--worker-tmp-dir",
             "/dev/shm",
-            "--no-control-socket",
+            *control,
             # No access log, gunicorn's default: a line per request would cost throughput.
             "--log-level",
             "info",

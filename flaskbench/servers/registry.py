@@ -44,9 +44,10 @@ def resolve_target(
     return spec.resolve(name, {**spec.defaults, **overrides}, frozenset(overrides))
 
 
-def server_argv(target: Target, host: str, port: int) -> list[str]:
-    """Arguments after `python` that serve the app (flaskbench_target.appload)."""
-    return server_of(target).argv(target, host, port)
+def server_argv(target: Target, host: str, port: int, version: str | None = None) -> list[str]:
+    """Arguments after `python` that serve the app (flaskbench_target.appload), for `version` of
+    the server (None: the pinned one)."""
+    return server_of(target).argv(target, host, port, version)
 
 
 def describe(target: Target) -> str:

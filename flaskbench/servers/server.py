@@ -10,6 +10,11 @@ its settings; `Server.resolve` turns them into a `Target`.
 
 `Target.workers` is the number of processes serving requests and `Target.threads` what one of
 them serves at once (None: a thread per connection).
+
+Versions: a module says the oldest version of its server flaskbench supports (and why older ones
+are refused), what some versions need installed beside them, what to install when its pins do
+not fit beside an app's, and how its command line differs by version: `argv` gets the version
+installed in the target's environment.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
+
+from packaging.version import InvalidVersion, Version
 
 from flaskbench.proxies.reverse_proxy import ProxySpec
 
@@ -47,6 +54,9 @@ class Target:
     env: Mapping[str, str] = field(default_factory=dict)
     # The reverse proxy it is served behind (None: clients talk to the server directly).
     proxy: ProxySpec | None = None
+    # The server version the target asked for (`version = "23.0.0"`); None: whichever fits the
+    # app (its own pin, flaskbench's, or the newest that fits its pins).
+    version: str | None = None
 
     def setting(self, key: str) -> int | None:
         """An integer setting, or None where the target has no such setting."""
@@ -108,6 +118,17 @@ DEFAULT_TRANSFER_HOLD = TransferHold(
 )
 
 
+@dataclass(frozen=True)
+class VersionNeed:
+    """What the versions of one of a server's packages below `below` need installed beside
+    them (a setuptools that still has pkg_resources, say), and why."""
+
+    package: str
+    below: str
+    requirements: tuple[str, ...]
+    why: str
+
+
 Resolved = tuple[Target | None, list[Problem]]
 
 
@@ -129,12 +150,63 @@ class Server:
     # How many requests it serves at once, per model, for the report's method section.
     slots_rule: ClassVar[str]
     worker_troubles: ClassVar[tuple[WorkerTrouble, ...]] = ()
+    # The oldest version of its first package flaskbench supports (None: the server comes with
+    # the app, and has no version of its own to ask for), and why older ones are refused.
+    oldest: ClassVar[str | None] = None
+    older_refused: ClassVar[str] = "flaskbench has not been checked with them"
+    version_needs: ClassVar[tuple[VersionNeed, ...]] = ()
 
     @property
     def pins(self) -> Path | None:
         """The pinned requirements of its packages (None: the app brings what it needs)."""
         path = PINS_DIR / f"{self.name}.txt"
         return path if path.is_file() else None
+
+    @property
+    def package(self) -> str:
+        """The distribution whose version is the server's."""
+        return self.packages[0]
+
+    def version_problem(self, version: object) -> str | None:
+        """Why a target cannot ask for this version of the server, or None."""
+        if self.oldest is None:
+            return (
+                f"{self.name} comes with the app (its {self.package}): pin {self.package} in "
+                "the app's requirements instead"
+            )
+        if not isinstance(version, str) or not version:
+            return f'must be a version, e.g. "{self.oldest}"'
+        try:
+            asked = Version(version)
+        except InvalidVersion:
+            return f'{version!r} is not a version (PEP 440); write it like "{self.oldest}"'
+        if asked < Version(self.oldest):
+            return self.too_old(version)
+        return None
+
+    def too_old(self, version: str) -> str:
+        return (
+            f"{self.package} {version} is older than the oldest flaskbench supports, "
+            f"{self.oldest}: {self.older_refused}"
+        )
+
+    def installed_problem(self, target: Target, installed: Mapping[str, str]) -> str | None:
+        """Why `target` cannot run with the versions installed in its environment ({canonical
+        distribution name: version}), or None."""
+        version = installed.get(self.package)
+        if self.oldest is not None and version and not at_least(version, self.oldest):
+            return self.too_old(version)
+        return None
+
+    def requirements(self, version: str | None) -> tuple[tuple[str, ...], ...]:
+        """What pip installs the server from when its pins do not fit beside an app's, most
+        wanted first: exactly `version` when a target asks for one, else the newest supported
+        version that fits."""
+        return ((self.package + exactly_or_from(version, self.oldest),),)
+
+    def needs(self, target: Target) -> tuple[str, ...]:
+        """The distributions `target` needs installed to run at all."""
+        return (self.package,)
 
     def resolve(
         self, name: str, settings: Mapping[str, Setting], explicit: frozenset[str]
@@ -143,9 +215,10 @@ class Server:
         set), or the problems with them."""
         raise NotImplementedError
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         """The arguments after `python` that serve flaskbench_target.appload:application (the
-        harness's package is on the import path, after the app's directory)."""
+        harness's package is on the import path, after the app's directory), for `version` of
+        the server (None: the pinned one)."""
         raise NotImplementedError
 
     def describe(self, target: Target) -> str:
@@ -191,6 +264,23 @@ class Server:
     def rule_of_thumb(self, targets: Sequence[Target], cores: int) -> RuleOfThumb | None:
         """The target among these that follows the server's own advice for `cores`, if any."""
         return None
+
+
+def at_least(version: str | None, floor: str) -> bool:
+    """Whether an installed version is `floor` or newer; None, the pinned version, always is."""
+    if version is None:
+        return True
+    try:
+        return Version(version) >= Version(floor)
+    except InvalidVersion:
+        return True
+
+
+def exactly_or_from(version: str | None, oldest: str | None) -> str:
+    """A version specifier: exactly the version asked for, or the oldest supported and newer."""
+    if version is not None:
+        return f"=={version}"
+    return f">={oldest}" if oldest else ""
 
 
 def positive_int(value: object) -> bool:

@@ -6,6 +6,9 @@ With `--http-socket` (keepalive = false, the default) it closes every connection
 response; with `--http11-socket` (keepalive = true) it keeps connections open, and a thread stays
 with its connection, idle or not, until the client closes it or `--socket-timeout` (4 s by
 default) passes, so an idle keep-alive client holds a slot (core/socket.c, proto/http.c).
+
+Versions: pyuwsgi from 2.0.21, the first with a wheel for CPython 3.11 (2.0.20's source does not
+compile against it); its command line and log lines are the same in every one since.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class Uwsgi(Server):
             "uWSGI worker {0} passed its harakiri timeout and was killed",
         ),
     )
+    oldest = "2.0.21"
+    older_refused = "pyuwsgi 2.0.20 and older do not build on Python 3.11"
 
     def resolve(
         self, name: str, settings: Mapping[str, Setting], explicit: frozenset[str]
@@ -90,7 +95,7 @@ class Uwsgi(Server):
         processes, threads = integer(settings["processes"]), integer(settings["threads"])
         return Target(name, self.name, "prefork", processes, threads, dict(settings)), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         s = target.settings
         if s["keepalive"]:
             socket = ["--http11-socket", f"{host}:{port}"]

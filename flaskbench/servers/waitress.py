@@ -2,6 +2,9 @@
 threads (waitress/task.py), which is the documented meaning of threads. It holds at most
 `connection_limit` sockets, and counts among them its listening socket and the pipe that wakes
 its loop (waitress/server.py, wasyncore's socket map), so connection_limit - 2 clients fit.
+
+Versions: from 2.1.0; its command line, the options flaskbench passes and the logger of its
+queue warning are the same in every one since.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class Waitress(Server):
     }
     packages = ("waitress",)
     slots_rule = "waitress threads (one process)"
+    oldest = "2.1.0"
+    older_refused = "older releases were never checked with flaskbench's launcher"
 
     def resolve(
         self, name: str, settings: Mapping[str, Setting], explicit: frozenset[str]
@@ -78,7 +83,7 @@ class Waitress(Server):
         threads = integer(settings["threads"])
         return Target(name, self.name, "threads", 1, threads, dict(settings)), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         s = target.settings
         args = [
             f"--listen={host}:{port}",

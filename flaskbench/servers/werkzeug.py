@@ -57,7 +57,7 @@ class Werkzeug(Server):
             return Target(name, self.name, "processes", processes, 1, dict(settings)), []
         return Target(name, self.name, "single", 1, 1, dict(settings)), []
 
-    def argv(self, target: Target, host: str, port: int) -> list[str]:
+    def argv(self, target: Target, host: str, port: int, version: str | None = None) -> list[str]:
         argv = ["-m", "flaskbench_target.devserver", "--host", host, "--port", str(port)]
         argv.append("--threaded" if target.settings["threaded"] else "--no-threaded")
         return [*argv, "--processes", str(target.settings["processes"])]

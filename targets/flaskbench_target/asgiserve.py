@@ -2,7 +2,7 @@
 run by uvicorn.
 
     python -m flaskbench_target.asgiserve --adapter a2wsgi|asgiref [--threads N] --workers W \\
-        --backlog B --host 127.0.0.1 --port P --[no-]reset-contextvars
+        --backlog B --host 127.0.0.1 --port P [--[no-]reset-contextvars]
 
 What one process can have in flight is the adapter's doing, not uvicorn's:
 
@@ -21,7 +21,8 @@ does the moment run_wsgi_app's loop ends.
 
 uvicorn runs with every setting that changes results given explicitly (plain asyncio and h11,
 no access log, no proxy headers, no lifespan: WSGI apps have none). --reset-contextvars is
-uvicorn's opt-in (off by default) to start each request's task in a fresh context. Without it,
+uvicorn's opt-in (off by default) to start each request's task in a fresh context; without
+either flag it is not passed at all (uvicorns older than the option). Without it,
 a request that arrives on a keep-alive connection while the previous response is being sent
 starts in that send's context, which for asgiref holds the previous request's executor
 (AsyncToSync.executors, asgiref/sync.py, a context-local): asgiref submits the new request to
@@ -64,7 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--reset-contextvars", action=argparse.BooleanOptionalAction, required=True)
+    parser.add_argument("--reset-contextvars", action=argparse.BooleanOptionalAction)
     args = parser.parse_args(argv)
     if args.adapter == "a2wsgi" and args.threads is None:
         parser.error("--adapter a2wsgi needs --threads")
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ[SETTINGS_ENV] = json.dumps({"adapter": args.adapter, "threads": args.threads})
     import uvicorn
 
+    reset = {} if args.reset_contextvars is None else {"reset_contextvars": args.reset_contextvars}
     uvicorn.run(
         "flaskbench_target.asgiserve:application",
         host=args.host,
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         limit_max_requests=None,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
-        reset_contextvars=args.reset_contextvars,
+        **reset,
     )
 
 

@@ -27,7 +27,7 @@ from flaskbench import PROJECT_ROOT
 from flaskbench.config.app import HARNESS, App, snapshot
 from flaskbench.config.load import Config
 from flaskbench.config.units import format_cpus
-from flaskbench.execute.appenv import AppEnvError, app_python, installed_packages
+from flaskbench.execute.appenv import AppEnvError, environment_python
 from flaskbench.execute.commands import (
     PROXY_CONF_ENV,
     STOP_GRACE_S,
@@ -263,15 +263,16 @@ class LocalRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._python = sys.executable
+        # Each environment's Python, in the plan's order (flaskbench's own until setup).
+        self._pythons = [sys.executable] * len(self.environments.environments)
         # A user's app: a snapshot per run (what every cell copies from) and a copy per cell,
         # under one private directory removed at the end.
         self._scratch: Path | None = None
 
-    def _paths(self, cell_dir: Path, app_dir: Path | None) -> Paths:
+    def _paths(self, cell_dir: Path, app_dir: Path | None, environment: int) -> Paths:
         harness = str(HARNESS)
         return Paths(
-            python=self._python,
+            python=self._pythons[environment],
             locust_python=sys.executable,
             harness=harness,
             locustfiles=str(PROJECT_ROOT / "locustfiles"),
@@ -282,8 +283,9 @@ class LocalRunner(Runner):
 
     def _cell_paths(self, ctx: CellContext) -> Paths:
         app_dir = self._scratch / ctx.cell.cell_id if self._scratch else None
+        environment = self.environments.of_target[ctx.cell.target.name]
         return replace(
-            self._paths(ctx.cell_dir, app_dir),
+            self._paths(ctx.cell_dir, app_dir, environment),
             gauge_file=str(_gauge_file(ctx)),
             user_locustfile=ctx.cell.workload.locustfile,
         )
@@ -291,7 +293,7 @@ class LocalRunner(Runner):
     def _target_env(self, paths: Paths, app: App) -> dict[str, str]:
         """The app's own environment, with its virtualenv's commands first (for app.setup), and
         what starts the launcher."""
-        path = f"{Path(self._python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        path = f"{Path(paths.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         return {**app.resolved_env(), "PATH": path, **harness_env(paths)}
 
     def run_cell(self, ctx: CellContext) -> CellStatus:
@@ -312,7 +314,9 @@ class LocalRunner(Runner):
         remove_stale_files()
         app = self.config.app
         try:
-            self._python = app_python(app, self.say)
+            for index, environment in enumerate(self.environments.environments):
+                self._pythons[index], built = environment_python(environment, self.say)
+                self.built.append(built)
         except AppEnvError as exc:
             raise RuntimeError(str(exc)) from None
         if not app.builtin:
@@ -328,7 +332,7 @@ class LocalRunner(Runner):
         return {
             "python": sys.executable,
             "packages": package_versions(),
-            "app_python": self._python,
+            "app_python": self._pythons[0],
         }
 
     def close(self) -> None:
@@ -343,10 +347,11 @@ class LocalRunner(Runner):
 
         return LocalServices(self.config.cpus.services or self.config.cpus.target)
 
-    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
+    def run_check(self, log: Path, config: Config, environment: int) -> tuple[int, str]:
         with tempfile.TemporaryDirectory(prefix="flaskbench-check-") as directory:
             scratch = Path(directory)
-            paths = self._paths(scratch, scratch / "app" if self._scratch else None)
+            app_dir = scratch / "app" if self._scratch else None
+            paths = self._paths(scratch, app_dir, environment)
             with log.open("ab") as errors:
                 done = subprocess.run(
                     check_command(config, paths),
@@ -361,13 +366,11 @@ class LocalRunner(Runner):
                 handle.write(done.stdout)
         return done.returncode, done.stdout
 
-    def app_packages(self) -> dict[str, str]:
-        return installed_packages(self._python)
-
     def start_target(self, ctx: CellContext) -> Service:
         paths = self._cell_paths(ctx)
+        version = self.server_version(ctx.cell.target)
         return LocalProcess(
-            target_command(ctx.cell, ctx.config, paths),
+            target_command(ctx.cell, ctx.config, paths, version),
             cwd=HARNESS,
             log=ctx.cell_dir / TARGET_LOG,
             cpus=ctx.config.cpus.target,
@@ -409,7 +412,7 @@ class LocalRunner(Runner):
             )
         )
         paths = replace(
-            self._paths(directory, None), user_locustfile=key.locustfile, inbox=str(inbox)
+            self._paths(directory, None, 0), user_locustfile=key.locustfile, inbox=str(inbox)
         )
         workers = config.locust_workers
         swarm = LocalSwarm(self.run_dir, inbox)

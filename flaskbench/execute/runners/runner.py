@@ -30,6 +30,13 @@ from flaskbench.config.hosts import DEFAULT_ENGINE, engine_label
 from flaskbench.config.load import Config
 from flaskbench.execute.commands import READINESS, cell_options, cell_ports
 from flaskbench.execute.engines import HostLost
+from flaskbench.execute.environments import (
+    Built,
+    Outcome,
+    dotenv_notes,
+    outcomes,
+    plan_environments,
+)
 from flaskbench.execute.hostcpu import HostCpuSampler
 from flaskbench.execute.probes import port_in_use
 from flaskbench.execute.services.lifecycle import Backend, CellServices, Services
@@ -63,7 +70,7 @@ from flaskbench.results.contract import (
 )
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 from flaskbench.servers.registry import server_of
-from flaskbench.servers.server import Server
+from flaskbench.servers.server import Server, Target
 
 # Beyond everything a cell may take, before its containers stop themselves: stopping the
 # stacks and saving their logs.
@@ -217,24 +224,48 @@ class Runner(ABC):
         self._swarms = 0
         # The next cell's target and services, started as the previous cell's stopped.
         self._next: CellParts | None = None
+        # The environments targets are served from, what each build reported (setup fills it,
+        # in the plan's order), and each target's server version or why it is left out.
+        self.environments = plan_environments(config.app, config.targets)
+        self.built: list[Built] = []
+        self.keys = [environment.key() for environment in self.environments.environments]
+        self.outcome = Outcome({}, {})
 
     def prepare(self, run_dir: Path, placement: Placement) -> RunnerDetails:
-        """Get ready to run cells where `placement` says and check that the app loads (against
-        its services, when it has any), before any cell starts; return what meta.json should
-        record. Raises RuntimeError with one line on failure."""
+        """Get ready to run cells where `placement` says (the environments built, each target's
+        server version known or the target left out) and check that the app loads (against its
+        services, when it has any), before any cell starts; return what meta.json should
+        record. Raises RuntimeError with one line on failure, or when no target can run."""
         self.run_id = run_dir.name
         self.run_dir = run_dir
         self.placement = placement
         details = self.setup()
+        self.outcome = outcomes(self.config.targets, self.environments, self.built, self.keys)
+        runnable = self.runnable()
+        if not runnable:
+            reasons = "; ".join(f"{n}: {why}" for n, why in self.outcome.left_out.items())
+            raise RuntimeError(f"no target can run: {reasons}")
+        first = self.environments.of_target[runnable[0].name]
+        for note in dotenv_notes(self.config.app, self.built[first].packages):
+            self.say(note)
         if self.config.services:
             self.services = Services(
                 self.config, self.service_backend(), run_deadline_s(self.config, placement)
             )
             details["services"] = self.services.prepare()
         with self.services.for_check() as checked:
-            self._check_app(run_dir / APP_CHECK_LOG, checked)
-        details["app_packages"] = self.app_packages()
+            self._check_app(run_dir / APP_CHECK_LOG, checked, first)
+        details["app_packages"] = self.built[first].packages
         return details
+
+    def runnable(self) -> list[Target]:
+        """The targets whose environment has their server, at a version they can run on."""
+        return [t for t in self.config.targets if t.name not in self.outcome.left_out]
+
+    def server_version(self, target: Target) -> str | None:
+        """The installed version of a target's server, which its command line follows."""
+        record = self.outcome.versions.get(target.name)
+        return record["version"] if record else None
 
     def hosts(self) -> list[HostRecord]:
         """Every host the run uses, for meta.json (none: everything ran here)."""
@@ -256,24 +287,21 @@ class Runner(ABC):
 
     @abstractmethod
     def setup(self) -> RunnerDetails:
-        """Build what cells need (images, the app's environment); what meta.json records."""
+        """Build what cells need (images, the environments, filling `built`); what meta.json
+        records."""
 
     @abstractmethod
-    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
+    def run_check(self, log: Path, config: Config, environment: int) -> tuple[int, str]:
         """Set the app up (as `config` has it: its services' addresses filled in) and load it
-        once where targets run (commands.check_command); (exit code, its stdout), with
-        everything it printed appended to `log`."""
+        once where targets run, from that environment (commands.check_command); (exit code, its
+        stdout), with everything it printed appended to `log`."""
 
-    @abstractmethod
-    def app_packages(self) -> dict[str, str]:
-        """{distribution: version} of the environment the app is served from."""
-
-    def _check_app(self, log: Path, config: Config) -> None:
+    def _check_app(self, log: Path, config: Config, environment: int) -> None:
         app = config.app
         self.say(
             f"flaskbench: checking that {app.wsgi} loads{' after app.setup' * bool(app.setup)}"
         )
-        code, out = self.run_check(log, config)
+        code, out = self.run_check(log, config, environment)
         if code == 0:
             return
         text = log.read_text(errors="replace") if log.is_file() else ""

@@ -16,6 +16,7 @@ from flaskbench.execute.engines import (
     connect,
     daemon_identity,
 )
+from flaskbench.execute.environments import Environment
 from flaskbench.execute.images import Images, copy_image, ensure_images
 from flaskbench.plan.placement import Placement
 from flaskbench.proxies.proxy_registry import debian_packages
@@ -33,8 +34,10 @@ class ImageDistribution:
         engines: dict[str, Engine],
         facts: dict[str, HostFacts],
         say: Callable[[str], None],
+        environments: tuple[Environment, ...],
     ) -> None:
         self.config = config
+        self.environments = environments
         self.placement = placement
         # Shared with the runner: the build engine, when it is none of the run's, joins it.
         self.engines = engines
@@ -74,7 +77,7 @@ class ImageDistribution:
         self.images[spec] = images = ensure_images(
             client_for(spec, TRANSFER_TIMEOUT_S),
             config.base_image,
-            config.app,
+            self.environments,
             [w.locustfile for w in config.workloads],
             self.say,
             Path(config.results_dir) / IMAGE_BUILD_LOG,
@@ -131,5 +134,5 @@ def _image_roles(roles: tuple[str, ...]) -> frozenset[str]:
 
 
 def _tags(images: Images, roles: frozenset[str]) -> list[str]:
-    tags = [images.target] if "target" in roles and images.target else []
+    tags = list(images.targets) if "target" in roles else []
     return tags + (list(images.loadgen.values()) if "load" in roles else [])

@@ -37,7 +37,6 @@ from flaskbench.config.hosts import DEFAULT_ENGINE, HostFacts
 from flaskbench.config.load import Config
 from flaskbench.config.services import ServiceSpec
 from flaskbench.config.units import format_cpus
-from flaskbench.execute.appenv import PACKAGES_SCRIPT
 from flaskbench.execute.commands import (
     PROXY_CONF_ENV,
     Paths,
@@ -60,8 +59,10 @@ from flaskbench.execute.engines import (
     is_connection_error,
     survey,
 )
+from flaskbench.execute.environments import built_from
 from flaskbench.execute.images import (
     APP_TREE_DIR,
+    ENVIRONMENT_RESULT,
     HARNESS_DIR,
     LOCUST_DIR,
     USER_LOCUST_DIR,
@@ -168,7 +169,14 @@ class DockerRunner(Runner):
             except HostLost as exc:
                 raise RuntimeError(f"{exc}; check it with `flaskbench doctor`") from None
             self.engines[spec] = engine
-        distribution = ImageDistribution(self.config, placement, self.engines, self.facts, self.say)
+        distribution = ImageDistribution(
+            self.config,
+            placement,
+            self.engines,
+            self.facts,
+            self.say,
+            self.environments.environments,
+        )
         try:
             self.images, self._image_report = distribution.distribute()
         except ImageError as exc:
@@ -178,15 +186,20 @@ class DockerRunner(Runner):
                 spec, self._any_image(spec), ["python", "-c", CPU_MODEL_SCRIPT]
             )[1].strip()
         target = self.images[placement.target]
-        python = self._once(placement.target, target.target, ["python", "--version"])[1]
+        for tag in target.targets:
+            code, out, err = self._once(placement.target, tag, ["cat", ENVIRONMENT_RESULT])
+            if code != 0:
+                raise RuntimeError(f"{tag} has no {ENVIRONMENT_RESULT}: {err.strip()[-200:]}")
+            self.built.append(built_from(json.loads(out), tag))
         master = self.images[placement.master]
         return {
             "docker_engine": self.facts[placement.target].engine_version,
             "compose": compose_version(compose),
             "base_image": target.base,
-            "target_image": target.target,
+            "target_image": target.targets[0],
             "loadgen_images": {k or "flaskbench": v for k, v in master.loadgen.items()},
-            "container_python": python.strip(),
+            # As `python --version` says it (the environments' builds recorded it).
+            "container_python": f"Python {self.built[0].python}",
             **({"images": self._image_report} if self._image_report else {}),
         }
 
@@ -334,12 +347,12 @@ class DockerRunner(Runner):
                 container.remove(force=True, v=True)
         return code, out, err
 
-    def run_check(self, log: Path, config: Config) -> tuple[int, str]:
+    def run_check(self, log: Path, config: Config, environment: int) -> tuple[int, str]:
         paths = replace(self._paths(self._app_copy()), cell="/tmp")
         target = self.placement.target
         code, out, err = self._once(
             target,
-            self.images[target].target,
+            self.images[target].targets[environment],
             check_command(config, paths),
             config.app.resolved_env(),
             # Its setup and the app reach their services on the host's loopback.
@@ -348,14 +361,6 @@ class DockerRunner(Runner):
         with log.open("a") as handle:
             handle.write(err + out)
         return code, out
-
-    def app_packages(self) -> dict[str, str]:
-        target = self.placement.target
-        code, out, _ = self._once(
-            target, self.images[target].target, ["python", "-c", PACKAGES_SCRIPT]
-        )
-        packages: dict[str, str] = json.loads(out) if code == 0 else {}
-        return packages
 
     def _check_port(self, ctx: CellContext) -> None:
         """The target's port must be free on the target's host, and its address one of that
@@ -373,7 +378,7 @@ class DockerRunner(Runner):
         engine = self.engines[placement.target]
         code, _, err = self._once(
             placement.target,
-            self.images[placement.target].target,
+            self.images[placement.target].targets[0],
             ["python", "-c", PORT_FREE_SCRIPT, host, str(port)],
             network="host",
         )
@@ -433,7 +438,10 @@ class DockerRunner(Runner):
 
             return free_port()
         code, out, err = self._once(
-            target, self.images[target].target, ["python", "-c", FREE_PORT_SCRIPT], network="host"
+            target,
+            self.images[target].targets[0],
+            ["python", "-c", FREE_PORT_SCRIPT],
+            network="host",
         )
         if code != 0:
             raise CellFailed(f"finding a free port on {self.engines[target].label}: {err[-200:]}")
@@ -482,6 +490,8 @@ class DockerRunner(Runner):
         placement = self.placement
         app_env = ctx.config.app.resolved_env()
         paths = self._paths(self._app_copy())
+        environment = self.environments.of_target[ctx.cell.target.name]
+        version = self.server_version(ctx.cell.target)
         stack = self._stack(
             ctx.cell.cell_id,
             placement.target,
@@ -491,10 +501,10 @@ class DockerRunner(Runner):
             ",".join(map(str, cell_ports(ctx.cell, ctx.config))),
             {
                 **app_env,
-                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
+                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].targets[environment],
                 "FLASKBENCH_TARGET_CPUS": format_cpus(placement.target_cpus),
                 "FLASKBENCH_TARGET_COMMAND": with_deadline(
-                    target_command(ctx.cell, ctx.config, paths), cell_deadline_s(ctx)
+                    target_command(ctx.cell, ctx.config, paths, version), cell_deadline_s(ctx)
                 ),
             },
             lambda service, number: "target",
@@ -521,7 +531,9 @@ class DockerRunner(Runner):
             "proxy",
             ctx.config.port,
             {
-                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].target,
+                "FLASKBENCH_TARGET_IMAGE": self.images[placement.target].targets[
+                    self.environments.of_target[ctx.cell.target.name]
+                ],
                 "FLASKBENCH_TARGET_CPUS": format_cpus(placement.target_cpus),
                 "FLASKBENCH_PROXY_COMMAND": with_deadline(
                     proxy_command(ctx.cell, ctx.config, paths), cell_deadline_s(ctx)

@@ -1,0 +1,4 @@
+"""The app's own module named like one of the harness's (bench_gauge): the app must get this
+one, and the harness its own."""
+
+OWNER = "shadow"
