@@ -262,6 +262,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
             }
         )
         config = load_config(run.path / CONFIG_COPY, overrides)
+        _same_revisions(meta["app"].get("revisions", {}), config)
     else:
         overrides = _overrides(args)
         config = load_config(args.config, overrides)
@@ -294,6 +295,16 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         raise UsageError(str(exc)) from None
     _build_report(outcome.run, progress)
     return _finish(outcome, args, progress)
+
+
+def _same_revisions(began: dict[str, str], config: Config) -> None:
+    """A resumed run serves the commits it began with: a branch that moved since is refused."""
+    for name, app in config.revision_apps.items():
+        if began.get(name, app.commit) != app.commit:
+            raise UsageError(
+                f"app.revision: {name} is at {str(app.commit)[:12]} now but the run began at "
+                f"{began[name][:12]}; start a new run to measure it"
+            )
 
 
 def _placement(config: Config) -> Placement:
@@ -495,7 +506,7 @@ def cmd_images(args: argparse.Namespace, progress: Progress) -> int:
         images = ensure_images(
             docker_client(),
             config.base_image,
-            plan_environments(config.app, config.targets).environments,
+            plan_environments(config.app, config.targets, config.revision_apps).environments,
             [w.locustfile for w in config.workloads],
             progress.say,
             config.results_dir / IMAGE_BUILD_LOG,

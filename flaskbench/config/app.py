@@ -77,6 +77,10 @@ class App:
     builtin: bool
     # "app" or "flaskbench" (see above).
     servers: str = "app"
+    # The app as committed at a revision (config/revisions.py): its name and commit; None: the
+    # app's directory as it is.
+    revision: str | None = None
+    commit: str | None = None
 
     def resolved_env(self, host: Mapping[str, str] | None = None) -> dict[str, str]:
         """The app's environment with host references filled in (never to be written down)."""
@@ -335,7 +339,7 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-APP_KEYS = {"path", "wsgi", "requirements", "env", "setup", "servers"}
+APP_KEYS = {"path", "wsgi", "requirements", "env", "setup", "servers", "revision"}
 SERVERS_APP = "app"
 SERVERS_FLASKBENCH = "flaskbench"
 

@@ -34,6 +34,13 @@ from flaskbench.config.problems import (
     unknown_keys,
     whole_seconds,
 )
+from flaskbench.config.revisions import (
+    Revision,
+    RevisionError,
+    parse_revisions,
+    revision_app,
+    with_revisions,
+)
 from flaskbench.config.services import ServiceSpec, parse_services
 from flaskbench.config.sweeps import VERSION, asked_version, expand_sweep, resolve_counts
 from flaskbench.config.trials import Comparing, Trials, parse_compare, parse_trials
@@ -96,6 +103,8 @@ class Config:
     comparing: Comparing | None = None
     # [services]: Postgres, Redis... started beside the target for the app.
     services: tuple[ServiceSpec, ...] = ()
+    # app.revision: the app as committed at each revision its targets serve, by name.
+    revision_apps: Mapping[str, App] = field(default_factory=dict)
 
     @property
     def repeats(self) -> int:
@@ -215,9 +224,10 @@ def _build(
     split = requested_cpus(cpus, problems) if hosts else parse_cpu_split(cpus, problems)
 
     app = parse_app(path, data, problems)
+    revisions = _revisions(data, app, problems)
     # With [hosts] and no cpus.target, the target's cores are only known from its engine.
     cores = len(split.target) if split and split.target else None
-    targets, dropped = _targets(data, cores, problems)
+    targets, dropped = _targets(data, cores, revisions, problems)
     services = _services(data, app, targets, problems)
     staircase = _staircase(load, ("load",), problems)
     if overrides.quick:
@@ -252,6 +262,9 @@ def _build(
     trials = parse_trials(load, overrides.repeats, overrides.seed, compares, problems)
     goal = parse_goal(data, staircase.users if staircase else None, _rates(workloads), problems)
     if problems.items or staircase is None or split is None:
+        return None
+    revision_apps = _revision_apps(app, revisions, problems)
+    if problems.items:
         return None
     as_run = {
         **data,
@@ -295,7 +308,26 @@ def _build(
         hosts=hosts,
         comparing=comparing,
         services=services,
+        revision_apps=revision_apps,
     )
+
+
+def _revisions(data: Mapping[str, Any], app: App, problems: Problems) -> tuple[Revision, ...]:
+    table = data.get("app")
+    if not isinstance(table, dict) or "revision" not in table:
+        return ()
+    return parse_revisions(table["revision"], app, problems)
+
+
+def _revision_apps(app: App, revisions: tuple[Revision, ...], problems: Problems) -> dict[str, App]:
+    """Each revision's tree, exported once per commit."""
+    found = {}
+    for revision in revisions:
+        try:
+            found[revision.name] = revision_app(app, revision)
+        except RevisionError as exc:
+            problems.add(("app", "revision"), str(exc).removeprefix("app.revision: "))
+    return found
 
 
 def _ports(run: Mapping[str, Any], targets: list[Target], problems: Problems) -> tuple[int, int]:
@@ -432,9 +464,10 @@ def _cli_seconds(option: str, value: str | None, problems: Problems) -> int | No
 
 
 def _targets(
-    data: Mapping[str, Any], cores: int | None, problems: Problems
+    data: Mapping[str, Any], cores: int | None, revisions: tuple[Revision, ...], problems: Problems
 ) -> tuple[list[Target], list[str]]:
-    """[targets.*], then the targets each [sweep.*] expands into; and what sweeps dropped."""
+    """[targets.*], then the targets each [sweep.*] expands into, each at every revision of
+    app.revision; and what sweeps dropped."""
     targets = []
     has_sweeps = isinstance(data.get("sweep"), dict) and bool(data["sweep"])
     tables = (
@@ -478,6 +511,8 @@ def _targets(
                 problems.add((*key, *setting.split(".")), message)
             targets += expansion.targets
             dropped += expansion.dropped
+    if revisions:
+        targets = with_revisions(targets, revisions)
     names = [t.name for t in targets]
     for duplicate in sorted({n for n in names if names.count(n) > 1}):
         problems.add(("sweep",), f"two targets are named {duplicate}; rename a sweep or target")

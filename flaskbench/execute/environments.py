@@ -151,7 +151,26 @@ class EnvironmentPlan:
     of_target: dict[str, int]
 
 
-def plan_environments(app: App, targets: Sequence[Target]) -> EnvironmentPlan:
+def plan_environments(
+    app: App, targets: Sequence[Target], revision_apps: Mapping[str, App] | None = None
+) -> EnvironmentPlan:
+    """The environments of the targets that serve the app as it is, then of those that serve
+    each revision of it (app.revision: each revision's app is another app)."""
+    by_revision: dict[str | None, list[Target]] = {}
+    for target in targets:
+        by_revision.setdefault(target.revision, []).append(target)
+    environments: list[Environment] = []
+    of_target: dict[str, int] = {}
+    for revision, members in by_revision.items() or [(None, [])]:
+        found = _app_environments(
+            revision_apps[revision] if revision and revision_apps else app, members
+        )
+        of_target |= {name: len(environments) + i for name, i in found.of_target.items()}
+        environments += found.environments
+    return EnvironmentPlan(tuple(environments), of_target)
+
+
+def _app_environments(app: App, targets: Sequence[Target]) -> EnvironmentPlan:
     """The app's environment first (with every server's pins when they are flaskbench's, so
     one environment serves every config), then one per version asked for, shared by targets
     of different servers."""

@@ -33,6 +33,7 @@ from flaskbench.proxies.reverse_proxy import proxy_record
 from flaskbench.results.contract import (
     CONFIG_COPY,
     META_FORMAT,
+    AppRecord,
     MetaJson,
     ProxyRecord,
     TargetRecord,
@@ -113,7 +114,7 @@ def start_meta(
         "overrides": asdict(overrides),
         "targets": {t.name: target_record(t) for t in config.targets},
         "workloads": {w.name: asdict(w) | {"path": w.path} for w in config.workloads},
-        "app": config.app.describe(),
+        "app": app_record(config),
         "goal": goal_record(config.goal) if config.goal else None,
         "stop_when_saturated": config.stop_when_saturated,
         "sweeps_dropped": list(config.dropped),
@@ -137,6 +138,14 @@ def start_meta(
     return meta
 
 
+def app_record(config: Config) -> AppRecord:
+    """The app as the config has it, and with app.revision the commit of each revision."""
+    record = config.app.describe()
+    if config.revision_apps:
+        record["revisions"] = {n: a.commit or "" for n, a in config.revision_apps.items()}
+    return record
+
+
 def target_record(target: Target) -> TargetRecord:
     return {
         "name": target.name,
@@ -150,6 +159,7 @@ def target_record(target: Target) -> TargetRecord:
         "env": dict(target.env),
         "proxy": cast(ProxyRecord | None, proxy_record(target.proxy)),
         "version": target.version,
+        "revision": target.revision,
     }
 
 

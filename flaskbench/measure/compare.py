@@ -280,6 +280,27 @@ def step_change(
     return ratio, ci, verdict(metric, ratio, ci, threshold)
 
 
+def within_change(
+    analysis: Analysis,
+    baseline: StepKey,
+    other: StepKey,
+    metric: str,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[float | None, Interval | None, str]:
+    """One metric of two steps of one run: paired by trial where both ran in two trials or
+    more (what a trial did to both cancels out), else from the steps' seconds."""
+    trials = trial_rows(analysis)
+    a, b = trials.get(baseline, {}), trials.get(other, {})
+    if len(a) > 1 and len(b) > 1:
+        ratio, ci, _ = paired_ratio(
+            dict(zip(a, _of(a, metric), strict=True)), dict(zip(b, _of(b, metric), strict=True))
+        )
+        return ratio, ci, verdict(metric, ratio, ci, threshold)
+    points = {(p.target, p.workload, p.users): p for p in analysis.points}
+    replicates = (analysis.replicates.get(baseline), analysis.replicates.get(other))
+    return step_change(points[baseline], points[other], replicates, metric, threshold)
+
+
 def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepComparison]:
     """Two runs, step by step: over their trials when both have several (not paired: they ran
     at different times), else from the bootstrap of the seconds."""

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from flaskbench.measure.analyze import Analysis, Point
-from flaskbench.measure.compare import step_change
+from flaskbench.measure.compare import within_change
 from flaskbench.report.blocks import Block, Bullets, Heading, Paragraph, Table, with_interval
 from flaskbench.results.contract import VERSION_SOURCES, ServerVersionRecord
 from flaskbench.servers.registry import describe
@@ -88,8 +88,9 @@ def _side_by_side(
         Paragraph(
             f"**{describe(first)}** with {package} "
             + ", ".join(versions)
-            + " side by side (each version against the first; faster or slower only where the "
-            "95% interval of the ratio excludes no change):"
+            + " side by side (each version against the first, trial by trial where the run has "
+            "several; faster or slower only where the 95% interval of the ratio excludes no "
+            "change):"
         )
     ]
     for workload in analysis.data.workloads:
@@ -131,11 +132,9 @@ def _row(
             continue
         said = []
         for metric, what in (("rps", "req/s"), ("p99_ms", "p99")):
-            replicates = (
-                analysis.replicates.get((names[0], workload, users)),
-                analysis.replicates.get((name, workload, users)),
+            ratio, _, verdict = within_change(
+                analysis, (names[0], workload, users), (name, workload, users), metric
             )
-            ratio, _, verdict = step_change(base, point, replicates, metric)
             if ratio is not None:
                 said.append(f"{what} {ratio - 1:+.1%} ({verdict})")
         changes.append(", ".join(said) or "-")

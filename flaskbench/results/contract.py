@@ -40,7 +40,7 @@ History of formats:
   them read as their absence meant, see _LATER_DEFAULTS): a target's `version` (the server
   version it asked for), `app.servers`, `server_versions` (per target, which version of its
   server ran and where that version came from), `targets_left_out`, `app_python` and
-  `environments`.
+  `environments`; a target's `revision` and `app.revisions` (app.revision).
 - cell.json 1: `cell_id, status, reason, started, ended`, and from December 2026 `format`.
 - loadgen.json 1: as docs/raw-data.md describes it (`workload`, `verification`, `skipped` and
   `clocks` were added without a format change: readers treat them as optional). 2: open loops:
@@ -295,6 +295,8 @@ class TargetRecord(TypedDict):
     proxy: NotRequired[ProxyRecord | None]
     # The server version it asked for (None: whichever fits the app).
     version: NotRequired[str | None]
+    # The app's git revision it served (app.revision; None: the app's directory as it was).
+    revision: NotRequired[str | None]
 
 
 # Where the version of a target's server came from (ServerVersionRecord's `source`), as the
@@ -367,6 +369,8 @@ class AppRecord(TypedDict):
     # "app" (the app's server pins, else versions that fit beside them) or "flaskbench" (its own
     # pins); runs before it have none and ran flaskbench's.
     servers: NotRequired[str]
+    # app.revision: {revision as the config named it: its commit}; absent: the app's directory.
+    revisions: NotRequired[dict[str, str]]
 
 
 class TrialsRecord(TypedDict):

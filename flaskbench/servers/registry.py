@@ -56,7 +56,14 @@ def describe(target: Target) -> str:
     written = ", ".join(f"{k} = {v}" for k, v in target.expressions.items())
     env = "".join(f", {k}={v}" for k, v in target.env.items())
     proxy = f", {describe_proxy(target.proxy)}" if target.proxy else ""
-    return server_of(target).describe(target) + (f" ({written})" if written else "") + env + proxy
+    revision = f", the app at {target.revision}" if target.revision else ""
+    return (
+        server_of(target).describe(target)
+        + (f" ({written})" if written else "")
+        + env
+        + proxy
+        + revision
+    )
 
 
 def slots_rules() -> str:

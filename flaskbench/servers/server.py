@@ -57,6 +57,8 @@ class Target:
     # The server version the target asked for (`version = "23.0.0"`); None: whichever fits the
     # app (its own pin, flaskbench's, or the newest that fits its pins).
     version: str | None = None
+    # The app's git revision it serves (config/revisions.py); None: the app's directory as is.
+    revision: str | None = None
 
     def setting(self, key: str) -> int | None:
         """An integer setting, or None where the target has no such setting."""

@@ -265,9 +265,11 @@ class LocalRunner(Runner):
         super().__init__(*args, **kwargs)
         # Each environment's Python, in the plan's order (flaskbench's own until setup).
         self._pythons = [sys.executable] * len(self.environments.environments)
-        # A user's app: a snapshot per run (what every cell copies from) and a copy per cell,
-        # under one private directory removed at the end.
+        # A user's app: a snapshot per run (what every cell copies from; one per revision with
+        # app.revision), by environment, and a copy per cell, under one private directory
+        # removed at the end.
         self._scratch: Path | None = None
+        self._sources: list[Path] = []
 
     def _paths(self, cell_dir: Path, app_dir: Path | None, environment: int) -> Paths:
         harness = str(HARNESS)
@@ -278,7 +280,7 @@ class LocalRunner(Runner):
             locustfiles=str(PROJECT_ROOT / "locustfiles"),
             cell=str(cell_dir.resolve()),
             app_dir=str(app_dir) if app_dir else harness,
-            app_src=str(self._scratch / "app") if app_dir and self._scratch else None,
+            app_src=str(self._sources[environment]) if app_dir and self._sources else None,
         )
 
     def _cell_paths(self, ctx: CellContext) -> Paths:
@@ -312,14 +314,13 @@ class LocalRunner(Runner):
                 "taskset is missing; install util-linux (apt-get install util-linux)"
             )
         remove_stale_files()
-        app = self.config.app
         try:
             for index, environment in enumerate(self.environments.environments):
                 self._pythons[index], built = environment_python(environment, self.say)
                 self.built.append(built)
         except AppEnvError as exc:
             raise RuntimeError(str(exc)) from None
-        if not app.builtin:
+        if not self.config.app.builtin:
             # In memory where the system has it, as the docker runner's tmpfs: what the app
             # writes (SQLite files, instance folders) then costs no journal or writeback work by
             # kernel threads, which would run beside the target and count as other processes.
@@ -328,12 +329,22 @@ class LocalRunner(Runner):
                     prefix=f"flaskbench-{os.getpid()}-", dir=MEMORY if MEMORY.is_dir() else None
                 )
             )
-            snapshot(app.path, self._scratch / "app", (self.config.results_dir,))
+            self._sources = self._snapshots(self._scratch)
         return {
             "python": sys.executable,
             "packages": package_versions(),
             "app_python": self._pythons[0],
         }
+
+    def _snapshots(self, scratch: Path) -> list[Path]:
+        """Each environment's app as every cell starts from it, one snapshot per app tree."""
+        trees: dict[Path, Path] = {}
+        for environment in self.environments.environments:
+            path = environment.app.path
+            if path not in trees:
+                trees[path] = scratch / f"app-{len(trees)}"
+                snapshot(path, trees[path], (self.config.results_dir,))
+        return [trees[e.app.path] for e in self.environments.environments]
 
     def close(self) -> None:
         super().close()

@@ -226,7 +226,7 @@ class Runner(ABC):
         self._next: CellParts | None = None
         # The environments targets are served from, what each build reported (setup fills it,
         # in the plan's order), and each target's server version or why it is left out.
-        self.environments = plan_environments(config.app, config.targets)
+        self.environments = plan_environments(config.app, config.targets, config.revision_apps)
         self.built: list[Built] = []
         self.keys = [environment.key() for environment in self.environments.environments]
         self.outcome = Outcome({}, {})
