@@ -1,11 +1,11 @@
 """The app the targets serve: the built-in one, or a user's own WSGI app from its project directory.
 
-The config's `[app]` table names the app's directory and what to serve in it (gunicorn's
-`module:variable` or `module:factory(...)`), how to install what it needs, its environment and
-a setup command run before each cell's server. Everything here is checked before anything starts:
-the `wsgi` spec's syntax and that the environment's `${NAME}` references resolve. Values taken
-from the host's environment stay out of every file flaskbench writes: only what the config wrote
-(the `${NAME}`) is recorded.
+The config's `[app]` table names the app's directory and what to serve in it (as WSGI
+servers' command lines take it: `module:variable` or `module:factory(...)`), how to install
+what it needs, its environment and a setup command run before each cell's server. Everything
+here is checked before anything starts: the `wsgi` spec's syntax and that the environment's
+`${NAME}` references resolve. Values taken from the host's environment stay out of every file
+flaskbench writes: only what the config wrote (the `${NAME}`) is recorded.
 
 Which server versions an app runs with, `servers`: "app" (the default) measures a server the app
 pins at the app's version and installs the others at a version that fits beside the app's pins
@@ -138,7 +138,7 @@ def missing_references(value: str, host: Mapping[str, str]) -> list[str]:
 
 
 def wsgi_problem(spec: str) -> str | None:
-    """Why `spec` is not gunicorn's `module:variable` or `module:factory(literals)`, or None."""
+    """Why `spec` is not `module:variable` or `module:factory(literals)`, or None."""
     module, colon, expression = spec.partition(":")
     if not module or not all(part.isidentifier() for part in module.split(".")):
         return f"{module!r} is not a module name; write it like 'package.module:app'"

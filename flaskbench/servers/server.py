@@ -88,7 +88,8 @@ class RuleOfThumb:
     """A server's own advice on its settings, and the target of a run that follows it."""
 
     target: Target
-    # Whose advice ("gunicorn"), and what it says for these cores ("2 x 1 cores + 1 = 3 ...").
+    # Whose advice (the server's documentation), and what it says for these cores ("2 x 1 cores
+    # + 1 = 3 ...").
     by: str
     rule: str
 

@@ -1,7 +1,7 @@
 """The WSGI app every server serves: the one FLASKBENCH_APP names, wrapped in the gauge.
 
 Every server is pointed at `flaskbench_target.appload:application`, so the app is loaded the
-same way whatever serves it. FLASKBENCH_APP is written as gunicorn reads an app:
+same way whatever serves it. FLASKBENCH_APP is written as WSGI servers' command lines take an app:
 `module:variable`, or `module:factory(...)` with literal arguments, e.g. `flaskr:create_app()`;
 a module alone means `module:application`. It defaults to the built-in app,
 `flaskbench_target.builtin_app:app`. The module is imported from the app's directory, which the

@@ -66,8 +66,8 @@ from flaskbench.results.contract import (
 from flaskbench.results.rundir import CellStatus, atomic_write_text
 
 _PR_SET_PDEATHSIG = 1
-# Only what the processes need: no WEB_CONCURRENCY, GUNICORN_CMD_ARGS or LOCUST_* from the
-# caller's shell can change a result.
+# Only what the processes need: no server's or Locust's settings variables from the caller's
+# shell (WEB_CONCURRENCY, LOCUST_*...) can change a result.
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE")
 
 
@@ -129,8 +129,8 @@ class LocalProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=self._grace_s)
         # The leader may be gone while something it forked lingers, even in a group of its own:
-        # a server's workers can outlive a killed launcher and master (gunicorn's for up to half
-        # their timeout), holding the port the next cell needs.
+        # a server's workers can outlive a killed launcher and master (for up to half their
+        # timeout, with a forking server's master gone), holding the port the next cell needs.
         kill_session(self.popen.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
