@@ -18,8 +18,9 @@ flaskbench/execute/swarm.py; both sides' types are in flaskbench/results/contrac
 
 Between cells no user runs. A cell's files in `out`: loadgen.json (stepstats.Record), the
 master's log while the cell ran, and Locust's CSVs of the cell's requests, failures and
-exceptions. After `--idle-timeout` seconds without an order (nobody is left to send one) the
-master tells its workers to quit, and exits.
+exceptions. After `--idle-timeout` seconds without an order or a heartbeat (the orchestrator
+rewrites a file in the inbox every few seconds while it lives: without it, nobody is left to
+send an order) the master tells its workers to quit, and exits.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ from stepstats import (
 # image carries no flaskbench; a test checks that they agree).
 FORMAT = 1
 INBOX_POLL_S = 0.02
+# The file the orchestrator rewrites in the inbox every few seconds while it lives (the name is
+# flaskbench/execute/swarm.py's HEARTBEAT_FILE): each new content counts as activity.
+HEARTBEAT_FILE = "heartbeat"
 # A step is judged for a stop rule once the workers' reports for its last second are in (they
 # report every second).
 REPORT_LAG_S = 1.1
@@ -256,6 +260,14 @@ class Order:
     argv: list[str]
 
 
+def _read_text(path: Path) -> str:
+    """A small file's text, or "" where there is none (yet)."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def read_order(path: Path) -> Order | None:
     """The order in a file of the inbox; None while the file is still being written (it does
     not parse yet)."""
@@ -325,9 +337,11 @@ class Master:
         return True
 
     def serve(self) -> None:
-        """Take orders until none comes for --idle-timeout seconds."""
+        """Take orders until neither an order nor a heartbeat comes for --idle-timeout seconds
+        (the orchestrator is gone then)."""
         idle_since = time.monotonic()
         inbox = Path(self.args.inbox)
+        beat = ""
         while time.monotonic() - idle_since < self.args.idle_timeout:
             for path in sorted(inbox.glob("*.json")):
                 order = read_order(path)
@@ -336,6 +350,9 @@ class Master:
                 path.unlink()
                 self.run_cell(order)
                 idle_since = time.monotonic()
+            latest = _read_text(inbox / HEARTBEAT_FILE)
+            if latest != beat:
+                beat, idle_since = latest, time.monotonic()
             gevent.sleep(INBOX_POLL_S)
 
     def run_cell(self, order: Order) -> None:

@@ -30,7 +30,13 @@ def free_port() -> int:
 class Swarm:
     """master.py and its workers, started as the local runner starts them."""
 
-    def __init__(self, directory: Path, workers: int, extra: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        workers: int,
+        extra: Path | None = None,
+        idle_timeout_s: float = RUN_TIMEOUT_S,
+    ) -> None:
         self.directory = directory
         self.inbox = directory / "inbox"
         self.inbox.mkdir()
@@ -50,7 +56,7 @@ class Swarm:
                 "--inbox",
                 str(self.inbox),
                 "--idle-timeout",
-                str(RUN_TIMEOUT_S),
+                str(idle_timeout_s),
             ],
             cwd=directory,
             stdout=subprocess.PIPE,

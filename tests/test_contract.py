@@ -12,9 +12,12 @@ import pytest
 import stepstats
 from fakerun import Step, make_run
 
+from flaskbench import PROJECT_ROOT
+from flaskbench.execute.swarm import HEARTBEAT_FILE
 from flaskbench.results.contract import (
     CELL_FORMAT,
     LOADGEN_FORMAT,
+    SWARM_FORMAT,
     ContractError,
     read_cell,
     read_hosts,
@@ -67,6 +70,21 @@ def test_a_newer_format_is_refused_in_one_line(tmp_path: Path, reader: object) -
 
 def test_the_load_generator_writes_the_format_the_contract_reads() -> None:
     assert stepstats.FORMAT == LOADGEN_FORMAT
+
+
+def test_the_locust_master_speaks_the_swarm_format_and_knows_the_heartbeat() -> None:
+    """master.py cannot be imported here (Locust would patch this process): its constants are
+    read from its source."""
+    tree = ast.parse((PROJECT_ROOT / "locustfiles" / "master.py").read_text())
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert constants["FORMAT"] == SWARM_FORMAT
+    assert constants["HEARTBEAT_FILE"] == HEARTBEAT_FILE
 
 
 def test_what_is_not_a_json_object_is_named(tmp_path: Path) -> None:

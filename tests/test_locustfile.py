@@ -22,6 +22,8 @@ import pytest
 from stepstats import quantise_ms
 from swarmrun import Swarm, one_cell
 
+from flaskbench.execute.swarm import HEARTBEAT_FILE
+
 pytestmark = pytest.mark.load
 
 SERVER_DELAY_S = 0.01
@@ -569,3 +571,23 @@ def test_a_saturated_staircase_stops_climbing_and_says_why(tmp_path: Path) -> No
     # No user of a skipped step was ever started.
     last_window = run.loadgen["steps"][-1]["measure_end"]
     assert all(b["t"] < last_window + 3 for b in run.loadgen["buckets"])
+
+
+def test_a_swarm_lives_while_heartbeats_come_and_ends_without_them(tmp_path: Path) -> None:
+    """A killed orchestrator sends no more heartbeats: its swarm ends by itself, workers too."""
+    idle_s = 4.0
+    swarm = Swarm(tmp_path, 1, idle_timeout_s=idle_s)
+    try:
+        assert swarm.next_event("ready")["event"] == "ready"
+        beats_until = time.monotonic() + 2 * idle_s
+        beat = 0
+        while time.monotonic() < beats_until:
+            beat += 1
+            (tmp_path / "inbox" / HEARTBEAT_FILE).write_text(str(beat))
+            time.sleep(0.5)
+        # Twice its idle timeout without an order: the heartbeats kept it.
+        assert swarm.master.poll() is None
+        assert swarm.master.wait(timeout=idle_s + 20) == 0
+        assert [worker.wait(timeout=20) for worker in swarm.workers] == [0]
+    finally:
+        swarm.close()

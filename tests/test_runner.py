@@ -36,7 +36,12 @@ def test_a_target_that_never_answers_fails_its_cell(
     plan = make_plan(config)
     cell_dir = tmp_path / "raw" / plan.cells[0].cell_id
     runner = LocalRunner(config, print)
-    status = runner.run_cell(CellContext(plan.cells[0], cell_dir, config, plan, lambda _: None))
+    # What prepare() would set: the run's directory, where the swarm keeps its logs.
+    runner.run_dir = tmp_path
+    try:
+        status = runner.run_cell(CellContext(plan.cells[0], cell_dir, config, plan, lambda _: None))
+    finally:
+        runner.close()
     assert status.status == "failed"
     assert status.reason == ("target did not answer within 2s (run.ready_timeout); see target.log")
     assert f"starting {marker}" in (cell_dir / "target.log").read_text()

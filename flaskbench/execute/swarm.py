@@ -9,6 +9,7 @@ Both sides' messages are typed in flaskbench/results/contract.py (SwarmOrder, Sw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -22,9 +23,13 @@ from flaskbench.results.contract import SWARM_FORMAT, SwarmEvent, SwarmOrder
 
 # How long a swarm may take for its workers to connect.
 SWARM_STARTUP_S = 30
-# How long the master goes on without an order before it takes its workers with it: nobody is
-# left to send one. Longer than any pause between two cells of a run.
-IDLE_TIMEOUT_S = 600
+# While a swarm lives, the orchestrator drops a heartbeat into its master's inbox this often;
+# without an order or a heartbeat for IDLE_TIMEOUT_S, the orchestrator is gone (killed, say), and
+# the master ends and takes its workers with it: a killed run's swarm does not outlive it by
+# more than that, whatever the pause between two cells of a live run.
+HEARTBEAT_S = 5
+HEARTBEAT_FILE = "heartbeat"
+IDLE_TIMEOUT_S = 30
 
 
 # The Locust user classes that send a workload's own requests (locustfiles/locustfile.py): a
@@ -86,8 +91,21 @@ class Swarm:
         self.handle = handle
         self._events: queue.Queue[SwarmEvent | None] = queue.Queue()
         self._orders = 0
+        # Orders and heartbeats go through the handle one at a time.
+        self._inbox = threading.Lock()
+        self._stopped = threading.Event()
         self._reader = threading.Thread(target=self._read, name="swarm-events", daemon=True)
         self._reader.start()
+        threading.Thread(target=self._beat, name="swarm-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        """Tell the master the orchestrator lives; a beat that cannot be delivered (its host is
+        gone) is left: the master ends by itself then."""
+        beats = 0
+        while not self._stopped.wait(HEARTBEAT_S):
+            beats += 1
+            with self._inbox, contextlib.suppress(Exception):
+                self.handle.put_order(HEARTBEAT_FILE, str(beats))
 
     def _read(self) -> None:
         try:
@@ -110,7 +128,8 @@ class Swarm:
             "user_class": user_class(cell),
             "argv": argv,
         }
-        self.handle.put_order(f"{self._orders:06d}.json", json.dumps(order))
+        with self._inbox:
+            self.handle.put_order(f"{self._orders:06d}.json", json.dumps(order))
 
     def next_event(
         self, deadline: float, wanted: str, check: Callable[[], None] = lambda: None
@@ -137,7 +156,9 @@ class Swarm:
         return self.handle.returncode() is None
 
     def stop(self) -> None:
-        self.handle.stop()
+        self._stopped.set()
+        with self._inbox:
+            self.handle.stop()
         self._reader.join(timeout=5)
 
 

@@ -57,7 +57,8 @@ Between processes (never in a run directory): the orders the orchestrator sends 
 master, and the events it answers with (SwarmOrder, SwarmEvent; locustfiles/master.py).
 - swarm format 1: an order per cell `format, cell, out, user_class, argv`; events `ready`
   (`workers`), `measured`, `done` (`ok`, `error` when the order could not run), `error`
-  (`message`).
+  (`message`); and a `heartbeat` file the orchestrator rewrites every few seconds while it
+  lives (its content: a count), without which the master ends once idle.
 - services.json 1: as docs/raw-data.md describes it. meta.json took `services`, `cpus.services`
   and `runner.details.services` without a format change (a run without them had no services).
 """
