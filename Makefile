@@ -49,7 +49,7 @@ report: $(STAMP) ## rebuild a run's summary and report from its raw data: make r
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run directory>" >&2; exit 2; }
 	$(BIN)/flaskbench report $(RUN)
 
-compare-check: $(STAMP) ## measure compare's false positives (A/A) and its power (13 to 18 minutes)
+compare-check: $(STAMP) ## measure verdicts on this machine: false positives (A/A), power, valid steps (under 30 minutes)
 	$(BIN)/python -m flaskbench.selfcheck.compare_check --config $(CONFIG) --runner $(RUNNER)
 
 publish: $(STAMP) ## write a static site of runs and comparisons: make publish [RUNS="..."] [SITE=site]
@@ -61,8 +61,9 @@ doctor: $(STAMP) ## check that this host can run the benchmark
 clean-containers: $(STAMP) ## remove the containers of crashed runs (only those)
 	$(BIN)/flaskbench clean
 
+# The slowest tests are listed at the end, to keep CI's time in view.
 test: lint ## lint, type-check and run every test (docker tests need a daemon)
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25
 
 # The markers are declared in pyproject.toml: load starts real servers and Locust, docker needs a
 # daemon, hosts emulates separate hosts.

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,7 +93,7 @@ def name_part(revision: str) -> str:
 def revision_app(app: App, revision: Revision) -> App:
     """The app as it was at `revision`: its tree exported (once per commit), the app's
     directory and requirements file at the same place inside it."""
-    top = Path(_git(app.path, "rev-parse", "--show-toplevel") or app.path)
+    top = Path(_git(app.path, "rev-parse", "--show-toplevel") or app.path).resolve()
     tree = export(top, revision.commit) / app.path.relative_to(top)
     requirements = (
         tree / app.requirements.relative_to(app.path) if app.requirements is not None else None
@@ -132,8 +131,15 @@ def export(repository: Path, commit: str) -> Path:
             reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise RevisionError(f"app.revision: cannot export {commit[:12]}: {reason}")
         tree = Path(scratch) / "tree"
-        with tarfile.open(archive) as handle:
-            handle.extractall(tree, filter="tar")
+        tree.mkdir()
+        # git's own archive of its own commit: tar, not Python's extractor, whose filters (which
+        # this needs none of) differ between 3.11 releases.
+        untar = subprocess.run(
+            ["tar", "-x", "-f", str(archive), "-C", str(tree)], capture_output=True, text=True
+        )
+        if untar.returncode != 0:
+            reason = (untar.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RevisionError(f"app.revision: cannot unpack {commit[:12]}: {reason}")
         os.chmod(tree, 0o755)
         # Another run exporting the same commit at once may have finished first: same content.
         try:
