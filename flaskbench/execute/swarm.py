@@ -156,9 +156,10 @@ class Swarm:
         return self.handle.returncode() is None
 
     def stop(self) -> None:
+        # Not behind the inbox's lock: a heartbeat under way to a host that is gone must not
+        # hold the stop up (it fails on its own once the swarm is gone).
         self._stopped.set()
-        with self._inbox:
-            self.handle.stop()
+        self.handle.stop()
         self._reader.join(timeout=5)
 
 
