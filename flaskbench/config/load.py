@@ -326,7 +326,7 @@ def _revision_apps(app: App, revisions: tuple[Revision, ...], problems: Problems
         try:
             found[revision.name] = revision_app(app, revision)
         except RevisionError as exc:
-            problems.add(("app", "revision"), str(exc).removeprefix("app.revision: "))
+            problems.add(("app", "revision"), str(exc))
     return found
 
 

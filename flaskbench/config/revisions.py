@@ -37,7 +37,7 @@ class Revision:
 
 
 class RevisionError(Exception):
-    """A revision cannot be exported; the message says why."""
+    """A revision cannot be exported; the message (for app.revision) says why."""
 
 
 def parse_revisions(value: object, app: App, problems: Problems) -> tuple[Revision, ...]:
@@ -100,7 +100,7 @@ def revision_app(app: App, revision: Revision) -> App:
     )
     if not tree.is_dir() or (requirements is not None and not requirements.is_file()):
         raise RevisionError(
-            f"app.revision: {revision.name} ({revision.commit[:12]}) has no app at "
+            f"{revision.name} ({revision.commit[:12]}) has no app at "
             f"{app.path} or no app.requirements there; check both against that revision"
         )
     return replace(
@@ -129,7 +129,7 @@ def export(repository: Path, commit: str) -> Path:
         )
         if done.returncode != 0:
             reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RevisionError(f"app.revision: cannot export {commit[:12]}: {reason}")
+            raise RevisionError(f"cannot export {commit[:12]}: {reason}")
         tree = Path(scratch) / "tree"
         tree.mkdir()
         # git's own archive of its own commit: tar, not Python's extractor, whose filters (which
@@ -139,7 +139,7 @@ def export(repository: Path, commit: str) -> Path:
         )
         if untar.returncode != 0:
             reason = (untar.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RevisionError(f"app.revision: cannot unpack {commit[:12]}: {reason}")
+            raise RevisionError(f"cannot unpack {commit[:12]}: {reason}")
         os.chmod(tree, 0o755)
         # Another run exporting the same commit at once may have finished first: same content.
         try:

@@ -282,23 +282,31 @@ def step_change(
 
 def within_change(
     analysis: Analysis,
-    baseline: StepKey,
-    other: StepKey,
+    trials: Mapping[StepKey, dict[int, Row]],
+    baseline: Point,
+    other: Point,
     metric: str,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> tuple[float | None, Interval | None, str]:
-    """One metric of two steps of one run: paired by trial where both ran in two trials or
-    more (what a trial did to both cancels out), else from the steps' seconds."""
-    trials = trial_rows(analysis)
-    a, b = trials.get(baseline, {}), trials.get(other, {})
+    """One metric of two steps of one run (`trials`: its trial_rows): paired by trial where
+    both ran in two trials or more (what a trial did to both cancels out), else from the
+    steps' seconds."""
+    keys = [(p.target, p.workload, p.users) for p in (baseline, other)]
+    a, b = trials.get(keys[0], {}), trials.get(keys[1], {})
     if len(a) > 1 and len(b) > 1:
-        ratio, ci, _ = paired_ratio(
-            dict(zip(a, _of(a, metric), strict=True)), dict(zip(b, _of(b, metric), strict=True))
-        )
+        ratio, ci, _ = _paired(a, b, metric)
         return ratio, ci, verdict(metric, ratio, ci, threshold)
-    points = {(p.target, p.workload, p.users): p for p in analysis.points}
-    replicates = (analysis.replicates.get(baseline), analysis.replicates.get(other))
-    return step_change(points[baseline], points[other], replicates, metric, threshold)
+    replicates = (analysis.replicates.get(keys[0]), analysis.replicates.get(keys[1]))
+    return step_change(baseline, other, replicates, metric, threshold)
+
+
+def _paired(
+    a: Mapping[int, Row], b: Mapping[int, Row], metric: str
+) -> tuple[float | None, Interval | None, int]:
+    """The ratio b / a of one metric over the trials both ran, paired by trial."""
+    return paired_ratio(
+        dict(zip(a, _of(a, metric), strict=True)), dict(zip(b, _of(b, metric), strict=True))
+    )
 
 
 def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepComparison]:
@@ -365,9 +373,7 @@ def compare_within(analysis: Analysis, baseline: str, threshold: float) -> list[
         flags = tuple(dict.fromkeys((*base_point.flags, *point.flags)))
         a, b = trials[(baseline, workload, users)], trials[(target, workload, users)]
         for metric in METRICS:
-            ratio, ci, count = paired_ratio(
-                dict(zip(a, _of(a, metric), strict=True)), dict(zip(b, _of(b, metric), strict=True))
-            )
+            ratio, ci, count = _paired(a, b, metric)
             judged = verdict(metric, ratio, ci, threshold)
             found.append(
                 StepComparison(

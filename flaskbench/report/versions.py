@@ -8,8 +8,8 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from flaskbench.measure.analyze import Analysis, Point
-from flaskbench.measure.compare import within_change
+from flaskbench.measure.analyze import Analysis, Point, Row, StepKey
+from flaskbench.measure.compare import trial_rows, within_change
 from flaskbench.report.blocks import Block, Bullets, Heading, Paragraph, Table, with_interval
 from flaskbench.results.contract import VERSION_SOURCES, ServerVersionRecord
 from flaskbench.servers.registry import describe
@@ -93,6 +93,7 @@ def _side_by_side(
             "change):"
         )
     ]
+    trials = trial_rows(analysis)
     for workload in analysis.data.workloads:
         points = {
             (p.target, p.users): p
@@ -102,7 +103,7 @@ def _side_by_side(
         users = sorted({u for (_, u) in points})
         if not users:
             continue
-        rows = tuple(_row(analysis, workload, u, names, points) for u in users)
+        rows = tuple(_row(analysis, trials, u, names, points) for u in users)
         headers = (
             "users",
             *(f"{v} req/s" for v in versions),
@@ -116,7 +117,7 @@ def _side_by_side(
 
 def _row(
     analysis: Analysis,
-    workload: str,
+    trials: Mapping[StepKey, dict[int, Row]],
     users: int,
     names: Sequence[str],
     points: Mapping[tuple[str, int], Point],
@@ -126,15 +127,13 @@ def _row(
     p99 = [with_interval(p.p99_ms, p.p99_ci) if p else "-" for p in found]
     changes = []
     base = found[0]
-    for name, point in zip(names[1:], found[1:], strict=True):
+    for point in found[1:]:
         if base is None or point is None:
             changes.append("-")
             continue
         said = []
         for metric, what in (("rps", "req/s"), ("p99_ms", "p99")):
-            ratio, _, verdict = within_change(
-                analysis, (names[0], workload, users), (name, workload, users), metric
-            )
+            ratio, _, verdict = within_change(analysis, trials, base, point, metric)
             if ratio is not None:
                 said.append(f"{what} {ratio - 1:+.1%} ({verdict})")
         changes.append(", ".join(said) or "-")
