@@ -15,8 +15,8 @@ from flaskbench.selfcheck.compare_check import (
     BASE,
     MORE,
     false_positives,
-    halves,
     power,
+    splits,
     valid_steps,
 )
 
@@ -40,11 +40,14 @@ def analysis(tmp_path: Path, cells: dict[str, list[Step]]) -> Analysis:
     return analyze_run(load_run(run))
 
 
-def test_the_halves_are_the_odd_and_the_even_trials(tmp_path: Path) -> None:
-    cells = {f"sync--io--r{t}": [step(4, 40)] for t in TRIALS}
-    odd, even = halves(analysis(tmp_path, cells))
-    assert {r.repeat for r in odd.analysis.rows} == {1, 3}
-    assert {r.repeat for r in even.analysis.rows} == {2, 4}
+def test_every_four_trials_split_into_their_odd_and_their_even(tmp_path: Path) -> None:
+    cells = {f"sync--io--r{t}": [step(4, 40)] for t in range(1, 11)}
+    found = [
+        tuple(sorted({r.repeat for r in side.analysis.rows}) for side in pair)
+        for pair in splits(analysis(tmp_path, cells))
+    ]
+    # Trials 9 and 10 make no split of their own: two against two needs four.
+    assert found == [([1, 3], [2, 4]), ([5, 7], [6, 8])]
 
 
 def test_alike_halves_hold_and_halves_apart_do_not(tmp_path: Path) -> None:

@@ -114,6 +114,25 @@ def test_an_open_loop_offers_its_rates(run: Path) -> None:
     assert (run / "charts" / "open-latency.png").is_file()
 
 
+def test_a_comparison_names_an_open_loops_steps_by_their_rate(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "comparison"
+    result = subprocess.run(
+        [sys.executable, "-m", "flaskbench", "compare", str(run), str(run), "--out", str(out)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with (out / "comparison.csv").open() as file:
+        found = {(r["workload"], r["users"], r["offered_rps"]) for r in csv.DictReader(file)}
+    assert ("open", "5", "5") in found
+    assert ("upload", "4", "") in found
+    table = (out / "comparison.md").read_text()
+    assert "| 10 req/s offered |" in table
+    assert "| 4 users |" in table
+
+
 def test_nginx_failing_to_start_fails_its_cell_with_its_error_log(tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "nginx"
     fake.parent.mkdir()

@@ -127,6 +127,13 @@ class StepComparison:
     # A cause the harness measured that differs between the sides (connections spread
     # differently over workers), said beside the verdict.
     note: str = ""
+    # An open loop's step: `users` holds the rate offered (requests per second).
+    offered: bool = False
+
+    @property
+    def load(self) -> str:
+        """The step as a reader names it: its users, or an open loop's offered rate."""
+        return f"{self.users} req/s offered" if self.offered else f"{self.users} users"
 
     @property
     def valid(self) -> bool:
@@ -354,6 +361,7 @@ def compare_steps(baseline: Side, other: Side, threshold: float) -> list[StepCom
                     basis=basis,
                     trials=trials,
                     note=spread_note(base_point, other_point, judged),
+                    offered=base_point.offered_rps is not None,
                 )
             )
     return found
@@ -394,6 +402,7 @@ def compare_within(analysis: Analysis, baseline: str, threshold: float) -> list[
                     basis="paired",
                     trials=count,
                     note=spread_note(base_point, point, judged),
+                    offered=base_point.offered_rps is not None,
                 )
             )
     order = {name: i for i, name in enumerate(analysis.data.targets)}

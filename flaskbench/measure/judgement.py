@@ -60,7 +60,7 @@ def _pick_against_runner_up(analysis: Analysis, goal: Goal) -> list[StepComparis
 def _judged(comparisons: Sequence[StepComparison], threshold: float) -> Judgement:
     judged = [c for c in comparisons if c.metric == "rps" and c.valid]
     undecided = tuple(
-        f"{c.other_label} against {c.baseline_label}, {c.workload} at {c.users} users"
+        f"{c.other_label} against {c.baseline_label}, {c.workload} at {c.load}"
         for c in judged
         if not c.decided(threshold)
     )

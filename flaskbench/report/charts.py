@@ -291,7 +291,13 @@ def overlay_chart(
             axes.set_ylim(bottom=0)
     handles, labels = grid.flat[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small")
-    figure.supxlabel("concurrent users", y=0.06, fontsize="small")
+    open_loop = any(
+        p.offered_rps is not None
+        for points in runs.values()
+        for p in points
+        if p.workload == workload
+    )
+    figure.supxlabel(OFFERED if open_loop else "concurrent users", y=0.06, fontsize="small")
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(figure, path, title)
 

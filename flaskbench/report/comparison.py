@@ -65,6 +65,9 @@ CSV_COLUMNS = (
     "basis",
     "trials",
     "note",
+    # An open loop's step: the rate offered (requests per second; `users` holds it too). Last,
+    # so the columns before it stay where readers of earlier comparisons found them.
+    "offered_rps",
 )
 _METRIC_NAMES = {"rps": "req/s", "p99_ms": "p99 ms"}
 
@@ -147,6 +150,7 @@ def comparison_csv(comparison: Comparison) -> str:
                 "target": step.target,
                 "workload": step.workload,
                 "users": step.users,
+                "offered_rps": step.users if step.offered else "",
                 "metric": step.metric,
                 "baseline": _csv(step.baseline),
                 "other": _csv(step.other),
@@ -319,7 +323,7 @@ def _step_table(steps: Sequence[StepComparison]) -> Table:
     return Table(
         (
             "target",
-            "users",
+            "load",
             "metric",
             "baseline",
             "other",
@@ -331,7 +335,7 @@ def _step_table(steps: Sequence[StepComparison]) -> Table:
         tuple(
             (
                 s.target,
-                str(s.users),
+                s.load,
                 _METRIC_NAMES[s.metric],
                 with_interval(s.baseline, s.baseline_ci),
                 with_interval(s.other, s.other_ci),
@@ -355,11 +359,22 @@ def _charts(charts: Sequence[Chart]) -> list[Block]:
 def _unmatched(comparison: Comparison) -> list[Block]:
     if not comparison.unmatched:
         return [Heading(2, "Only in one run"), Paragraph("Every step was matched.")]
+    offered = {
+        (p.target, p.workload, p.users)
+        for side in comparison.sides
+        for p in side.analysis.points
+        if p.offered_rps is not None
+    }
+
+    def step(key: tuple[str, str, int]) -> str:
+        target, workload, users = key
+        return f"{target} {workload} {users} " + ("req/s offered" if key in offered else "users")
+
     return [
         Heading(2, "Only in one run"),
         Bullets(
             tuple(
-                f"**{label}**: " + ", ".join(f"{t} {w} {u} users" for t, w, u in keys)
+                f"**{label}**: " + ", ".join(step(k) for k in keys)
                 for label, keys in comparison.unmatched.items()
             )
         ),

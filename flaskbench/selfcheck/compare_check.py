@@ -3,14 +3,14 @@
 One run of a reduced config with interleaved trials (every trial runs every cell once, in its
 own shuffled order) answers three questions:
 
-1. False positives (A/A). The trials split into halves, odd against even, and every step of
-   one half is compared with the same step of the other over their trials, as `flaskbench
-   compare` compares two runs. Nothing differs between the halves, so every valid comparison
-   (neither half's step flagged) judged faster or slower is a false positive: at most 5% of at
-   least 200.
+1. False positives (A/A). Every four trials in a row split into two runs of two, their odd
+   trials against their even ones, and every step of one is compared with the same step of the
+   other over their trials, as `flaskbench compare` compares two runs. Nothing differs between
+   the two, so every valid comparison (neither side's step flagged) judged faster or slower is a
+   false positive: at most 5% of at least 200.
 2. Power. /cpu?ms=10 against /cpu?ms=10.5 (5% more CPU per request, so about 4.8% less
-   throughput where the target's CPU is saturated) on every target, paired by trial, at the
-   steps where the target's CPU was saturated: found (judged slower) in at least 80%.
+   throughput where the target's CPU is saturated) on every target, paired over all the trials,
+   at the steps where the target's CPU was saturated: found (judged slower) in at least 80%.
 3. Valid steps: at least 80% of all measured steps unflagged.
 
 Then neighbours: one target run briefly twice, alone and beside a CPU hog pinned to the target's
@@ -49,8 +49,9 @@ MIN_COMPARISONS = 200
 POWER_NEEDED = 0.80
 VALID_NEEDED = 0.80
 TIME_LIMIT_S = 30 * 60
-# Five worker models, three workloads, eight user steps: 120 steps, 240 comparisons (throughput
-# and p99) between the halves; four trials, so two against two.
+# Five worker models, three workloads, four user steps: 60 steps. Eight trials: each step's
+# ratio over eight pairs finds a 5% difference where trials vary by 3 to 4% (four did not), and
+# two A/A splits of two trials against two give 240 comparisons (throughput and p99).
 TARGETS: dict[str, dict[str, Any]] = {
     "sync": {"server": "gunicorn", "worker_class": "sync", "workers": 2},
     "gthread": {"server": "gunicorn", "worker_class": "gthread", "workers": 2, "threads": 4},
@@ -65,13 +66,15 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     MORE: {"path": "/cpu?ms=10.5"},
 }
 EXPECTED_RATIO = 10 / 10.5
-LOAD = {"users": [1, 2, 3, 4, 6, 8, 12, 16], "warmup": "1s", "measure": "2s", "repeats": 4}
+LOAD = {"users": [2, 4, 8, 16], "warmup": "1s", "measure": "2s", "repeats": 8}
+# Trials per A/A split: two against two.
+SPLIT = 4
 # A step whose target used at least this share of its CPUs had them saturated.
 SATURATED = 0.9
 # Neighbours: one target, an I/O-bound and a CPU-bound workload, alone and beside a hog.
 HOG_TARGET = {"sync": {"server": "gunicorn", "worker_class": "sync", "workers": 1}}
 HOG_WORKLOADS = {"io": {"io_ms": 20}, "cpu": {"cpu_ms": 10}}
-HOG_LOAD = {"users": [1, 4], "warmup": "1s", "measure": "3s", "repeats": 2}
+HOG_LOAD = {"users": [1, 4], "warmup": "1s", "measure": "3s", "repeats": 1}
 HOG_LIFETIME_S = 600
 
 
@@ -84,15 +87,22 @@ class Figure:
         print(f"{self.line}: {'holds' if self.holds else 'DOES NOT HOLD'}")
 
 
-def halves(analysis: Analysis) -> list[Side]:
-    """The run's odd and even trials as two runs: interleaved, so drift falls on both."""
+def splits(analysis: Analysis) -> list[tuple[Side, Side]]:
+    """Every SPLIT trials in a row as two runs, their odd trials against their even ones:
+    interleaved, so drift falls on both."""
     data = analysis.data
-    sides = []
-    for label, parity in (("odd trials", 1), ("even trials", 0)):
-        cells = tuple(c for c in data.cells if _trial(c.cell_id) % 2 == parity)
-        half = replace(data, run_id=f"{data.run_id} {label}", cells=cells)
-        sides.append(Side(Path(data.run_id), label, analyze_run(half)))
-    return sides
+    trials = sorted({_trial(c.cell_id) for c in data.cells})
+    found = []
+    for start in range(0, len(trials) - SPLIT + 1, SPLIT):
+        block = trials[start : start + SPLIT]
+        sides = []
+        for chosen in (block[0::2], block[1::2]):
+            name = f"trials {' and '.join(map(str, chosen))}"
+            cells = tuple(c for c in data.cells if _trial(c.cell_id) in chosen)
+            half = replace(data, run_id=f"{data.run_id} {name}", cells=cells)
+            sides.append(Side(Path(data.run_id), name, analyze_run(half)))
+        found.append((sides[0], sides[1]))
+    return found
 
 
 def _trial(cell_id: str) -> int:
@@ -100,8 +110,12 @@ def _trial(cell_id: str) -> int:
 
 
 def false_positives(analysis: Analysis, minimum: int = MIN_COMPARISONS) -> Figure:
-    comparison = compare(halves(analysis), DEFAULT_THRESHOLD)
-    steps = [s for s in comparison.steps if s.workload in WORKLOADS]
+    steps = [
+        step
+        for pair in splits(analysis)
+        for step in compare(pair, DEFAULT_THRESHOLD).steps
+        if step.workload in WORKLOADS
+    ]
     valid = [s for s in steps if s.valid]
     wrong = [s for s in valid if s.verdict != "same"]
     for metric in ("rps", "p99_ms"):
@@ -112,7 +126,8 @@ def false_positives(analysis: Analysis, minimum: int = MIN_COMPARISONS) -> Figur
         interval = f"{step.ci.low:.3f}-{step.ci.high:.3f}" if step.ci else "-"
         print(
             f"   {step.target:<9}{step.workload:<9}{step.users:>3} users  {step.metric:<7}"
-            f"{step.ratio or 0:.3f} ({interval}) {step.verdict}"
+            f"{step.ratio or 0:.3f} ({interval}) {step.verdict}, "
+            f"{step.other_label} against {step.baseline_label}"
         )
     share = len(wrong) / len(valid) if valid else 1.0
     return Figure(
@@ -236,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         run, alone, beside = _runs(tomllib.loads(args.config.read_text()), args.runner)
     analysis = _analysis(run)
-    print("A/A: odd trials against even trials, every step and metric")
+    print(f"A/A: in every {SPLIT} trials, the odd against the even, every step and metric")
     figures = [false_positives(analysis)]
     figures[-1].show()
     print("power: /cpu?ms=10.5 against /cpu?ms=10 where the target's CPU was saturated")
