@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -46,6 +47,52 @@ def test_a_target_that_never_answers_fails_its_cell(
     assert status.reason == ("target did not answer within 2s (run.ready_timeout); see target.log")
     assert f"starting {marker}" in (cell_dir / "target.log").read_text()
     assert processes_mentioning(marker) == []
+
+
+def test_every_cell_after_the_first_was_started_during_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workloads = {"a": {"io_ms": 10}, "b": {"io_ms": 10}, "c": {"io_ms": 10}}
+    config = load_config(
+        write_config(tmp_path, {"sync": ALL_TARGETS["sync"]}, workloads, users=[1], measure="1s")
+    )
+    plan = make_plan(config)
+    cells = list(plan.cells)
+    runner = LocalRunner(config, print)
+    runner.run_dir = tmp_path
+    ahead: list[str] = []
+    start_next = LocalRunner._start_next
+
+    def recorded(self: LocalRunner, ctx: CellContext) -> None:
+        ahead.append(ctx.cell.cell_id)
+        start_next(self, ctx)
+
+    monkeypatch.setattr(LocalRunner, "_start_next", recorded)
+    progress: dict[str, list[float]] = {}
+
+    def context(index: int, following: CellContext | None = None) -> CellContext:
+        cell = cells[index]
+        seen = progress.setdefault(cell.cell_id, [])
+        return CellContext(
+            cell, tmp_path / "raw" / cell.cell_id, config, plan, seen.append, following
+        )
+
+    def cell_context(index: int) -> CellContext:
+        # As the run makes them: the cell after knows no cell after it, nor the progress bar.
+        after = None
+        if index + 1 < len(cells):
+            after = replace(context(index + 1), on_progress=lambda _: None)
+        return context(index, after)
+
+    try:
+        statuses = [runner.run_cell(cell_context(i)) for i in range(len(cells))]
+    finally:
+        runner.close()
+    assert [s.status for s in statuses] == ["ok"] * 3
+    # Each cell's target started while the one before it wrote its files, the third too.
+    assert ahead == [cell.cell_id for cell in cells[1:]]
+    # A cell started ahead still moves the progress bar as its staircase goes.
+    assert all(progress[cell.cell_id] for cell in cells)
 
 
 def test_a_worker_timeout_is_named_in_the_cell(tmp_path: Path) -> None:

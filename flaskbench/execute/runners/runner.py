@@ -447,6 +447,9 @@ class Runner(ABC):
         for another cell stop)."""
         if self._next is not None and self._next.ctx.cell.cell_id == ctx.cell.cell_id:
             parts, self._next = self._next, None
+            # Started ahead, its context knew neither the cell after it (whose start it
+            # overlaps in turn) nor the progress bar: this cell's do.
+            parts.ctx = replace(parts.ctx, on_progress=ctx.on_progress, following=ctx.following)
             return parts
         self._drop_next()
         return None
