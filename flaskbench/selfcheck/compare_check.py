@@ -49,9 +49,10 @@ MIN_COMPARISONS = 200
 POWER_NEEDED = 0.80
 VALID_NEEDED = 0.80
 TIME_LIMIT_S = 30 * 60
-# Five worker models, three workloads, four user steps: 60 steps. Eight trials: each step's
-# ratio over eight pairs finds a 5% difference where trials vary by 3 to 4% (four did not), and
-# two A/A splits of two trials against two give 240 comparisons (throughput and p99).
+# Five worker models, three workloads, four user steps: 60 steps. Eight trials, as a saturated
+# step's ratio varies by 3 to 4% from trial to trial here: over four pairs (3 degrees of freedom)
+# a 5% difference was found at 12 of 39 steps, over eight at 13 of 18. Two A/A splits of two
+# trials against two give up to 240 comparisons (throughput and p99). About 28 minutes.
 TARGETS: dict[str, dict[str, Any]] = {
     "sync": {"server": "gunicorn", "worker_class": "sync", "workers": 2},
     "gthread": {"server": "gunicorn", "worker_class": "gthread", "workers": 2, "threads": 4},
