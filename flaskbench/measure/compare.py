@@ -100,6 +100,12 @@ class Side:
         return self.analysis.data.run_id
 
 
+def step_load(users: int, offered: bool) -> str:
+    """A step as a reader names it: its users, or an open loop's offered rate (which `users`
+    holds)."""
+    return f"{users} req/s offered" if offered else f"{users} users"
+
+
 @dataclass(frozen=True)
 class StepComparison:
     """One metric of one matched step: baseline against one other run."""
@@ -132,8 +138,7 @@ class StepComparison:
 
     @property
     def load(self) -> str:
-        """The step as a reader names it: its users, or an open loop's offered rate."""
-        return f"{self.users} req/s offered" if self.offered else f"{self.users} users"
+        return step_load(self.users, self.offered)
 
     @property
     def valid(self) -> bool:

@@ -18,6 +18,7 @@ from flaskbench.measure.compare import (
     Side,
     StepComparison,
     significant_share,
+    step_load,
 )
 from flaskbench.measure.stats import DRAWS
 from flaskbench.report.blocks import (
@@ -366,15 +367,12 @@ def _unmatched(comparison: Comparison) -> list[Block]:
         if p.offered_rps is not None
     }
 
-    def step(key: tuple[str, str, int]) -> str:
-        target, workload, users = key
-        return f"{target} {workload} {users} " + ("req/s offered" if key in offered else "users")
-
     return [
         Heading(2, "Only in one run"),
         Bullets(
             tuple(
-                f"**{label}**: " + ", ".join(step(k) for k in keys)
+                f"**{label}**: "
+                + ", ".join(f"{t} {w} {step_load(u, (t, w, u) in offered)}" for t, w, u in keys)
                 for label, keys in comparison.unmatched.items()
             )
         ),
