@@ -98,7 +98,15 @@ def test_power_counts_the_saturated_steps_found_slower(
     assert (figure.line.split(" (")[0], figure.holds) == ("power: found 1 of 2", False)
 
 
-def test_valid_steps_count_every_trials_step(tmp_path: Path) -> None:
-    cells = {f"sync--io--r{t}": [step(4, 40, failures=40 if t == 1 else 0)] for t in TRIALS}
+def test_valid_steps_are_the_reports_each_over_its_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = {
+        # Failed requests in one trial of four make the step wrong.
+        **{f"sync--io--r{t}": [step(4, 40, failures=40 if t == 1 else 0)] for t in TRIALS},
+        **{f"gthread--io--r{t}": [step(4, 40), step(8, 80)] for t in TRIALS},
+    }
     figure = valid_steps(analysis(tmp_path, cells))
-    assert (figure.line.split(" (")[0], figure.holds) == ("valid: 3 of 4 steps", False)
+    line = "valid: 2 of 3 steps, each over 4 trials"
+    assert (figure.line.split(" (")[0], figure.holds) == (line, False)
+    assert "trials' measurements unflagged: 11 of 12; flags: failures 1" in capsys.readouterr().out

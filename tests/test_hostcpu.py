@@ -50,19 +50,32 @@ def test_side_usage_is_percent_of_the_sides_cpus(tmp_path: Path) -> None:
 
 
 def sample_window(
-    tmp_path: Path, cell_dir: Path, steal_ticks_per_second: int, busy_ticks_per_second: int
+    tmp_path: Path,
+    cell_dir: Path,
+    steal_ticks_per_second: int,
+    busy_ticks_per_second: int,
+    load: tuple[int, int] | None = None,
 ) -> None:
-    """The sampler over one step's measured window, fed a fake /proc/stat (100 ticks/s)."""
+    """The sampler over one step's measured window, fed a fake /proc/stat (100 ticks/s): the
+    target's CPU busy and stolen as given, the load generator's busy as much and never stolen,
+    or `load`'s (busy, steal) ticks per second."""
     proc = tmp_path / "proc"
     proc.mkdir()
     stat = proc / "stat"
     sampler = HostCpuSampler(cell_dir / "host_cpu.csv", {"target": [0], "load": [1]}, proc)
     start = T0 + WARMUP
+    per_second = {
+        0: (busy_ticks_per_second, steal_ticks_per_second),
+        1: load or (busy_ticks_per_second, 0),
+    }
     for second in range(MEASURE + 1):
-        busy = second * busy_ticks_per_second
-        steal = second * steal_ticks_per_second
-        idle = second * 100 - busy - steal
-        proc_stat(stat, {0: (busy, idle, steal), 1: (busy, idle, 0)})
+        proc_stat(
+            stat,
+            {
+                cpu: (second * busy, second * (100 - busy - steal), second * steal)
+                for cpu, (busy, steal) in per_second.items()
+            },
+        )
         sampler.sample(start + second + 0.01)
     sampler.stop()
 
@@ -95,6 +108,31 @@ def test_steal_is_flagged_where_the_side_needed_its_cpus(
     assert row.load_steal_pct == 0
     assert ("steal" in row.flags) is flagged
     assert row.as_csv()["target_steal_pct"] == float(steal)
+
+
+@pytest.mark.parametrize(
+    ("target_cpu", "inflight", "flagged"),
+    [
+        # The target's CPU mostly idle and one of its two slots free: it waited for the load
+        # generator, whose stolen sixth (8% of the time) it lost too.
+        (20, 1, True),
+        # A CPU-saturated target never waited for the load generator.
+        (100, 1, False),
+        # Nor did one whose slots were all busy, with users queued behind them.
+        (20, 2, False),
+    ],
+)
+def test_the_load_generators_steal_counts_only_where_the_target_waited_for_it(
+    tmp_path: Path, target_cpu: int, inflight: int, flagged: bool
+) -> None:
+    # 16 users on gunicorn sync's 2 workers, the load generator at half its CPU.
+    servers = [(101 + n, 1, 50) for n in range(inflight)]
+    step = Step(16, 100, 160, processes=servers, target_cpu=target_cpu, loadgen_cpu=50)
+    run = make_run(tmp_path / "run", {"sync--io--r1": [step]})
+    sample_window(tmp_path, run.cell_dir("sync--io--r1"), 0, target_cpu, load=(50, 10))
+    (row,) = analyze_run(load_run(run)).rows
+    assert (row.load_steal_pct, row.target_steal_pct) == (pytest.approx(10), 0)
+    assert ("steal" in row.flags) is flagged
 
 
 @pytest.mark.parametrize(

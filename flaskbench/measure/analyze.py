@@ -29,6 +29,7 @@ from flaskbench.measure.theory import (
     UNBOUNDED_USERS,
     Work,
     expect,
+    expected_slots,
     modelled_work,
     open_loop_expectation,
     transfer_of,
@@ -47,6 +48,8 @@ P99_GROWTH = 2.0
 # anything, a saturated side loses about what was taken. A side's estimated loss is the share
 # of its CPUs' runnable time taken (steal) or the share others used, times the side's own
 # share of its CPUs; above 1% (half the default comparison threshold) the step is flagged.
+# The load generator's loss is the target's only while the target waited for it (idle CPUs, a
+# free slot): a saturated target, or one with requests queued for its slots, loses nothing.
 # The rest is noise that varies between trials and widens their interval (measured by
 # `make compare-check`: a CPU hog beside an I/O-bound side against a saturated one).
 INTERFERENCE_LIMIT_PCT = 1.0
@@ -78,7 +81,8 @@ FLAGS = {
     "steal": (
         "the hypervisor ran other guests while a side needed its CPUs (CPU steal in /proc/stat, "
         "as a share of the time its CPUs wanted to run, times the side's own use, above "
-        f"{INTERFERENCE_LIMIT_PCT:.0f}%): this step measures less than the CPUs can do"
+        f"{INTERFERENCE_LIMIT_PCT:.0f}%; the load generator's only as far as the target waited "
+        "for it): this step measures less than the CPUs can do"
     ),
     "cpu_contention": (
         "other processes competed for the target's or the load generator's CPUs (their busy "
@@ -352,7 +356,14 @@ def step_row(
         loadgen_process_cpu_max_pct=step.loadgen_process_cpu_max_pct,
         worker_request_share_max=max(step.served_by_process.values()) / served if served else None,
         worker_processes=len(step.served_by_process),
-        flags=step_flags(step, rps, cell.status.status, cores, cell.wait_time is not None),
+        flags=step_flags(
+            step,
+            rps,
+            cell.status.status,
+            cores,
+            cell.wait_time is not None,
+            expected_slots(target),
+        ),
         rps_ci=percentile_interval(replicates.rps),
         p99_ci=percentile_interval(replicates.p99_ms),
         target_steal_pct=step.target_steal_pct,
@@ -448,11 +459,16 @@ def measure_work(rows: Sequence[Row]) -> Work | None:
 
 
 def step_flags(
-    step: StepData, rps: float, cell_status: str, target_cores: int = 1, thinks: bool = False
+    step: StepData,
+    rps: float,
+    cell_status: str,
+    target_cores: int = 1,
+    thinks: bool = False,
+    slots: int | None = None,
 ) -> tuple[str, ...]:
     """`thinks`: users wait between requests (a user class's own wait_time), so users are not
     requests in flight and Little's law says nothing about the load generator; nor does it for
-    an open loop, which has no users."""
+    an open loop, which has no users. `slots`: the target's, where known."""
     flags = []
     thinks = thinks or step.offered is not None
     if step.requests == 0:
@@ -479,7 +495,7 @@ def step_flags(
         flags.append("ramping")
     if cell_status == "degraded":
         flags.append("degraded")
-    losses = interference(step, target_cores)
+    losses = interference(step, target_cores, slots)
     if any(loss.steal > INTERFERENCE_LIMIT_PCT for loss in losses):
         flags.append("steal")
     if any(loss.others > INTERFERENCE_LIMIT_PCT for loss in losses):
@@ -498,15 +514,30 @@ class Loss:
     others: float
 
 
-def interference(step: StepData, target_cores: int) -> tuple[Loss, ...]:
+def interference(step: StepData, target_cores: int, slots: int | None = None) -> tuple[Loss, ...]:
     """Each side's estimated loss where its own use was measured. Without its own use a side's
-    steal counts in full (it may have needed every stolen tick)."""
+    steal counts in full (it may have needed every stolen tick). The load generator's loss
+    counts only as far as the target can have waited for it (`slots`: how many requests the
+    target serves at once, where known)."""
     target_own = step.target_cpu_pct / target_cores if step.target_cpu_pct is not None else None
-    sides = (
-        (step.target_steal_pct, step.target_others_pct, target_own),
-        (step.load_steal_pct, step.load_others_pct, step.loadgen_cpu_pct),
-    )
-    return tuple(_side_loss(*side) for side in sides)
+    target = _side_loss(step.target_steal_pct, step.target_others_pct, target_own)
+    load = _side_loss(step.load_steal_pct, step.load_others_pct, step.loadgen_cpu_pct)
+    waited = _target_waited(step, target_own, slots)
+    return target, Loss(steal=min(load.steal, waited), others=min(load.others, waited))
+
+
+def _target_waited(step: StepData, target_own: float | None, slots: int | None) -> float:
+    """The share of the step (percent) in which the target could have served more than it did:
+    no more than its CPUs' idle time, nor than its free slots' share. A target whose CPUs were
+    saturated, or whose slots were all busy with a queue behind them, never waited for the load
+    generator, however late the load generator was."""
+    shares = [100.0]
+    if target_own is not None:
+        taken = (step.target_steal_pct or 0.0) + (step.target_others_pct or 0.0)
+        shares.append(100.0 - target_own - taken)
+    if slots and step.mean_inflight_server is not None:
+        shares.append(100.0 * (1 - step.mean_inflight_server / slots))
+    return max(min(shares), 0.0)
 
 
 def _side_loss(steal: float | None, others: float | None, own: float | None) -> Loss:
@@ -711,7 +742,9 @@ TRIAL_NOISE_FLAGS = frozenset({"steal", "cpu_contention", "ramping"})
 def point_flags(group: Sequence[Row]) -> tuple[str, ...]:
     """A step's flags over its trials. What makes a measurement wrong (failures, a dead
     worker, a saturated load generator...) flags the step whichever trial it hit; noise flags
-    it only when it hit at least half the trials, as then it is the machine, not chance."""
+    it only when it hit most trials: then the median is a disturbed trial and the spread may
+    not show it. Up to half, the disturbed trials sit among the values whose spread makes the
+    interval, which widens with them."""
     counts: dict[str, int] = {}
     for row in group:
         for flag in row.flags:
@@ -719,7 +752,7 @@ def point_flags(group: Sequence[Row]) -> tuple[str, ...]:
     return tuple(
         flag
         for flag, count in counts.items()
-        if len(group) == 1 or flag not in TRIAL_NOISE_FLAGS or 2 * count >= len(group)
+        if len(group) == 1 or flag not in TRIAL_NOISE_FLAGS or 2 * count > len(group)
     )
 
 

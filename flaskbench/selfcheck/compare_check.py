@@ -11,7 +11,9 @@ own shuffled order) answers three questions:
 2. Power. /cpu?ms=10 against /cpu?ms=10.5 (5% more CPU per request, so about 4.8% less
    throughput where the target's CPU is saturated) on every target, paired over all the trials,
    at the steps where the target's CPU was saturated: found (judged slower) in at least 80%.
-3. Valid steps: at least 80% of all measured steps unflagged.
+3. Valid steps: at least 80% of the run's steps unflagged, each over all its trials (the
+   steps the report shows); how many of the trials' own measurements were flagged is printed
+   beside it.
 
 Then neighbours: one target run briefly twice, alone and beside a CPU hog pinned to the target's
 CPUs, shows how much other processes move an I/O-bound step and a CPU-saturated one, and which
@@ -170,17 +172,23 @@ def power(analysis: Analysis) -> Figure:
 
 
 def valid_steps(analysis: Analysis) -> Figure:
-    rows = analysis.rows
-    valid = sum(r.valid for r in rows)
+    """Steps as the report shows them, each over all its trials; and, for what the noise
+    did, how many of the trials' own measurements were flagged and why."""
+    rows, points = analysis.rows, analysis.points
     flags: dict[str, int] = {}
     for row in rows:
         for flag in row.flags:
             flags[flag] = flags.get(flag, 0) + 1
-    if flags:
-        print("   flags: " + ", ".join(f"{f} {n}" for f, n in sorted(flags.items())))
-    share = valid / len(rows) if rows else 0.0
+    print(
+        f"   trials' measurements unflagged: {sum(r.valid for r in rows)} of {len(rows)}"
+        + ("; flags: " + ", ".join(f"{f} {n}" for f, n in sorted(flags.items())) if flags else "")
+    )
+    valid = sum(not p.flags for p in points)
+    share = valid / len(points) if points else 0.0
+    trials = max((p.repeats for p in points), default=0)
     return Figure(
-        f"valid: {valid} of {len(rows)} steps (at least {VALID_NEEDED:.0%})",
+        f"valid: {valid} of {len(points)} steps, each over {trials} trials "
+        f"(at least {VALID_NEEDED:.0%})",
         share >= VALID_NEEDED,
     )
 
