@@ -71,6 +71,22 @@ def test_too_few_valid_comparisons_do_not_hold(tmp_path: Path) -> None:
     assert not false_positives(analysis(tmp_path, cells)).holds
 
 
+def test_flagged_comparisons_count_apart_and_are_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The odd trials 10% up at 8 users, and a trial's failed requests flag that step.
+    cells = {
+        f"sync--io--r{t}": [step(4, 4000), step(8, 8800 if t % 2 else 8000, failures=8 * (t == 1))]
+        for t in TRIALS
+    }
+    figure = false_positives(analysis(tmp_path, cells), minimum=2)
+    assert "with the flagged steps too: 2 of 4 judged different" in capsys.readouterr().out
+    assert (figure.line.split(" (")[0], figure.holds) == (
+        "false-positive rate: 0.0% of 2 valid comparisons",
+        True,
+    )
+
+
 def test_power_counts_the_saturated_steps_found_slower(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -96,6 +112,22 @@ def test_power_counts_the_saturated_steps_found_slower(
     assert "1 users" not in printed
     assert "4 users  0.952" in printed
     assert (figure.line.split(" (")[0], figure.holds) == ("power: found 1 of 2", False)
+
+
+def test_power_leaves_flagged_steps_out_of_its_figure_and_says_what_they_gave(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = {}
+    for t in TRIALS:
+        # Failed requests in a trial flag the step: 5% slower all the same.
+        failures = 40 if t == 1 else 0
+        cells[f"sync--{BASE}--r{t}"] = [step(4, 1000 + t, target_cpu=95, failures=failures)]
+        cells[f"sync--{MORE}--r{t}"] = [step(4, 952 + t, target_cpu=95)]
+    figure = power(analysis(tmp_path, cells))
+    printed = capsys.readouterr().out
+    assert "slower (flagged)" in printed
+    assert "with the flagged steps too: found 1 of 1" in printed
+    assert (figure.line.split(" (")[0], figure.holds) == ("power: found 0 of 0", False)
 
 
 def test_valid_steps_are_the_reports_each_over_its_trials(
