@@ -268,6 +268,20 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+def take_order(path: Path) -> Order | None:
+    """The order in a file of the inbox, removed from it; None while the file is not ready: it
+    does not parse yet, or it is not yet the master's to remove (the container engine writes a
+    file into the sticky inbox first and gives it to its owner after)."""
+    order = read_order(path)
+    if order is None:
+        return None
+    try:
+        path.unlink()
+    except PermissionError:
+        return None
+    return order
+
+
 def read_order(path: Path) -> Order | None:
     """The order in a file of the inbox; None while the file is still being written (it does
     not parse yet)."""
@@ -343,11 +357,11 @@ class Master:
         inbox = Path(self.args.inbox)
         beat = ""
         while time.monotonic() - idle_since < self.args.idle_timeout:
-            for path in sorted(inbox.glob("*.json")):
-                order = read_order(path)
+            # Not a dot file: the local runner writes an order under a hidden name, then renames.
+            for path in sorted(inbox.glob("[!.]*.json")):
+                order = take_order(path)
                 if order is None:
                     continue
-                path.unlink()
                 self.run_cell(order)
                 idle_since = time.monotonic()
             latest = _read_text(inbox / HEARTBEAT_FILE)
