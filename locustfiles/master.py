@@ -268,20 +268,6 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-def take_order(path: Path) -> Order | None:
-    """The order in a file of the inbox, removed from it; None while the file is not ready: it
-    does not parse yet, or it is not yet the master's to remove (the container engine writes a
-    file into the sticky inbox first and gives it to its owner after)."""
-    order = read_order(path)
-    if order is None:
-        return None
-    try:
-        path.unlink()
-    except PermissionError:
-        return None
-    return order
-
-
 def read_order(path: Path) -> Order | None:
     """The order in a file of the inbox; None while the file is still being written (it does
     not parse yet)."""
@@ -356,12 +342,16 @@ class Master:
         idle_since = time.monotonic()
         inbox = Path(self.args.inbox)
         beat = ""
+        # Orders stay in the inbox (names are never reused): removing one could race the
+        # container engine, which sets a file's owner and times after writing it.
+        taken: set[str] = set()
         while time.monotonic() - idle_since < self.args.idle_timeout:
             # Not a dot file: the local runner writes an order under a hidden name, then renames.
             for path in sorted(inbox.glob("[!.]*.json")):
-                order = take_order(path)
+                order = None if path.name in taken else read_order(path)
                 if order is None:
                     continue
+                taken.add(path.name)
                 self.run_cell(order)
                 idle_since = time.monotonic()
             latest = _read_text(inbox / HEARTBEAT_FILE)
