@@ -252,7 +252,7 @@ class DockerSwarm:
         with tarfile.open(fileobj=archive, mode="w") as tar:
             member = tarfile.TarInfo(name)
             member.size, member.mode, member.mtime = len(data), 0o644, int(time.time())
-            # The master's, so that it can remove the order once read (the inbox is sticky).
+            # The master's user owns what is in its inbox (it reads orders, never removes them).
             member.uid = member.gid = NOBODY_ID
             tar.addfile(member, io.BytesIO(data))
         with self.master.api():
