@@ -34,9 +34,11 @@ READINESS = "readiness"
 # With run.gauge = "alternate": the gauge counts in even periods of this many seconds.
 ALTERNATE_S = 2
 # A target stops once its cell's last window is over, when nothing it does is measured any
-# more: it gets its stop signal, and this long to act on it before it is killed. Idle
-# keep-alive connections and graceful timeouts are not waited for.
-STOP_GRACE_S = 0.5
+# more: it gets its stop signal, and this long to act on it before it is killed (the launcher
+# checks every 0.1 s). Idle keep-alive connections and graceful timeouts are not waited for:
+# Werkzeug's server still ends on its SIGTERM, while gunicorn's workers, which look at their
+# stop flag up to once a second, are killed instead of keeping the next cell waiting.
+STOP_GRACE_S = 0.1
 
 
 def harness_env(paths: Paths) -> dict[str, str]:

@@ -290,7 +290,8 @@ def harness_overhead(setup: Setup) -> None:
     )
     print(
         f"   between cells (a cell's first step to the next one's, less its steps): median "
-        f"{statistics.median(gaps):.2f} s, highest {max(gaps):.2f} s (aim: at most 1.5 s)"
+        f"{statistics.median(gaps):.2f} s, mean {statistics.fmean(gaps):.2f} s, highest "
+        f"{max(gaps):.2f} s (aim: at most 1.5 s)"
     )
     print(
         f"   the run, command to report: {wall:.0f} s for {len(order) * steps_s} s of steps: "
