@@ -252,7 +252,9 @@ def test_interrupt_then_resume_runs_every_cell_once(tmp_path: Path, runner: str)
     config = write_config(tmp_path, targets, {"io": {"io_ms": 100}}, users=[1, 2], runner=runner)
     process = start_flaskbench("run", "--config", str(config), log=tmp_path / "out.log")
     run_dir = the_run_dir(tmp_path)
-    # The trial's shuffled order, as meta.json records it.
+    # The trial's shuffled order, as meta.json records it: written once the run is set up (its
+    # images checked, the app loaded), a moment after the run's directory appears.
+    wait_for((run_dir / "meta.json").is_file, 120, "meta.json")
     first, second, _ = json.loads((run_dir / "meta.json").read_text())["trials"]["order"][0]
     wait_for((run_dir / "raw" / first / "cell.json").is_file, 120, "cell 1")
     wait_for(lambda: traffic_started(run_dir / "raw" / second), 120, "cell 2 traffic")
